@@ -1,0 +1,100 @@
+// epoll(7): the readiness loop the remote sleeps in. struct epoll_event is
+// packed on x86_64: u32 events at 0, u64 data at 4, 12 bytes.
+
+import { check, Errno, errno, SysError } from "./errors.ts";
+import { OwnedFd } from "./fd.ts";
+import { libc } from "./libc.ts";
+
+/** Readable. */
+export const EPOLLIN = 0x1;
+/** Error condition. */
+export const EPOLLERR = 0x8;
+/** Hang-up. */
+export const EPOLLHUP = 0x10;
+/** Peer closed its writing end. */
+export const EPOLLRDHUP = 0x2000;
+
+const EPOLL_CLOEXEC = 0o2000000;
+const EPOLL_CTL_ADD = 1;
+const EPOLL_CTL_DEL = 2;
+const EVENT_SIZE = 12;
+
+/**
+ * An epoll instance: add/remove fds keyed by a 32-bit token, and wait()
+ * into a preallocated event array read back with token()/events().
+ */
+export class Epoll extends OwnedFd {
+  readonly #one = new Uint8Array(EVENT_SIZE);
+  readonly #oneView = new DataView(this.#one.buffer);
+  readonly #events: Uint8Array;
+  readonly #eventsView: DataView;
+  readonly #max: number;
+
+  /** Creates the instance with room for `maxEvents` per wait(). */
+  constructor(maxEvents = 64) {
+    super(check(libc.epoll_create1(EPOLL_CLOEXEC), "epoll_create1"));
+    this.#max = maxEvents;
+    this.#events = new Uint8Array(EVENT_SIZE * maxEvents);
+    this.#eventsView = new DataView(this.#events.buffer);
+  }
+
+  /** Watches `fd` for `events`, reporting `token` when it fires. */
+  add(fd: number, events: number, token: number): void {
+    this.#oneView.setUint32(0, events, true);
+    this.#oneView.setBigUint64(4, BigInt(token), true);
+    check(
+      libc.epoll_ctl(this.fd, EPOLL_CTL_ADD, fd, this.#one),
+      "epoll_ctl(ADD)",
+    );
+  }
+
+  /** Stops watching `fd`. */
+  remove(fd: number): void {
+    check(
+      libc.epoll_ctl(this.fd, EPOLL_CTL_DEL, fd, this.#one),
+      "epoll_ctl(DEL)",
+    );
+  }
+
+  /**
+   * Waits up to `timeoutMs` (-1: forever) on this thread; returns how many
+   * events are ready (0 on timeout or EINTR).
+   */
+  wait(timeoutMs: number): number {
+    const n = libc.epoll_wait(this.fd, this.#events, this.#max, timeoutMs);
+    if (n >= 0) return n;
+    const e = errno();
+    if (e === Errno.EINTR) return 0;
+    throw new SysError("epoll_wait", e);
+  }
+
+  /** The token of ready event `i` from the last wait(). */
+  token(i: number): number {
+    return Number(this.#eventsView.getBigUint64(i * EVENT_SIZE + 4, true));
+  }
+
+  /** The event bits of ready event `i` from the last wait(). */
+  events(i: number): number {
+    return this.#eventsView.getUint32(i * EVENT_SIZE, true);
+  }
+}
+
+/** POLLIN for pollReadable(). */
+const POLLIN = 0x1;
+
+/**
+ * Resolves when `fd` is readable or `timeoutMs` passes (true: readable).
+ * Runs poll(2) on a worker thread so the JS thread stays free.
+ */
+export async function pollReadable(
+  fd: number,
+  timeoutMs: number,
+): Promise<boolean> {
+  const pfd = new Uint8Array(8);
+  const v = new DataView(pfd.buffer);
+  v.setInt32(0, fd, true);
+  v.setInt16(4, POLLIN, true);
+  const n = await libc.poll_async(pfd, 1n, timeoutMs);
+  if (n === -1) throw new SysError("poll", errno());
+  return n > 0 && (v.getInt16(6, true) & POLLIN) !== 0;
+}

@@ -1,0 +1,112 @@
+// System call errors: one SysError type carrying the errno, its name and the
+// call that failed, and the check() helper every ffi wrapper goes through.
+
+import { libc } from "./libc.ts";
+
+const ERRNO_NAMES: Record<number, string> = {
+  1: "EPERM",
+  2: "ENOENT",
+  3: "ESRCH",
+  4: "EINTR",
+  5: "EIO",
+  6: "ENXIO",
+  7: "E2BIG",
+  8: "ENOEXEC",
+  9: "EBADF",
+  10: "ECHILD",
+  11: "EAGAIN",
+  12: "ENOMEM",
+  13: "EACCES",
+  14: "EFAULT",
+  16: "EBUSY",
+  17: "EEXIST",
+  19: "ENODEV",
+  20: "ENOTDIR",
+  21: "EISDIR",
+  22: "EINVAL",
+  23: "ENFILE",
+  24: "EMFILE",
+  25: "ENOTTY",
+  27: "EFBIG",
+  28: "ENOSPC",
+  29: "ESPIPE",
+  32: "EPIPE",
+  34: "ERANGE",
+  38: "ENOSYS",
+  88: "ENOTSOCK",
+  90: "EMSGSIZE",
+  95: "EOPNOTSUPP",
+  98: "EADDRINUSE",
+  104: "ECONNRESET",
+  107: "ENOTCONN",
+  110: "ETIMEDOUT",
+  111: "ECONNREFUSED",
+};
+
+/** errno values that callers test for by number. */
+export const Errno = {
+  EINTR: 4,
+  EBADF: 9,
+  EAGAIN: 11,
+  EINVAL: 22,
+  EPIPE: 32,
+  ECONNRESET: 104,
+} as const;
+
+/** The symbolic name of an errno value, e.g. "EAGAIN". */
+export function errnoName(errno: number): string {
+  return ERRNO_NAMES[errno] ?? `E#${errno}`;
+}
+
+/** A failed system call: which call, and the errno it set. */
+export class SysError extends Error {
+  /** The errno value. */
+  readonly errno: number;
+  /** The errno's symbolic name, e.g. "EAGAIN". */
+  readonly code: string;
+  /** The libc call that failed, e.g. "sendmsg". */
+  readonly call: string;
+
+  /** Builds the error for `call` failing with `errno`. */
+  constructor(call: string, errno: number, detail?: string) {
+    const code = errnoName(errno);
+    super(detail ? `${call}: ${code} (${detail})` : `${call}: ${code}`);
+    this.name = "SysError";
+    this.errno = errno;
+    this.code = code;
+    this.call = call;
+  }
+}
+
+/** Reads the calling thread's errno; call right after the failing call. */
+export function errno(): number {
+  // SAFETY: __errno_location returns the address of this thread's errno,
+  // valid for the thread's lifetime.
+  const p = libc.__errno_location();
+  return new Deno.UnsafePointerView(p!).getInt32();
+}
+
+/** Returns `ret`, or throws SysError for `call` when it is -1. */
+export function check(ret: number, call: string): number {
+  if (ret === -1) throw new SysError(call, errno());
+  return ret;
+}
+
+/** Like check() for calls returning a bigint (ssize_t). */
+export function checkSize(ret: number | bigint, call: string): number {
+  const n = Number(ret);
+  if (n === -1) throw new SysError(call, errno());
+  return n;
+}
+
+/** Runs `fn`, retrying while it fails with EINTR. */
+export function retryEintr<T>(fn: () => T): T {
+  for (;;) {
+    try {
+      return fn();
+    } catch (e) {
+      if (e instanceof SysError && e.errno === Errno.EINTR) continue;
+      throw e;
+    }
+  }
+}

@@ -1,0 +1,114 @@
+// Plain file-descriptor calls (close, read, write, fcntl, open) and OwnedFd,
+// the one-owner handle that closes its fd exactly once.
+
+import { check, checkSize, Errno, SysError } from "./errors.ts";
+import { libc } from "./libc.ts";
+
+/** fcntl commands and flags iohub uses. */
+export const F_GETFD = 1;
+/** fcntl: set the fd flags. */
+export const F_SETFD = 2;
+/** fcntl: get the file status flags. */
+export const F_GETFL = 3;
+/** fcntl: set the file status flags. */
+export const F_SETFL = 4;
+/** fd flag: close on exec. */
+export const FD_CLOEXEC = 1;
+/** Status flag: non-blocking I/O. */
+export const O_NONBLOCK = 0o4000;
+/** open(): read and write. */
+export const O_RDWR = 2;
+/** open(): close on exec. */
+export const O_CLOEXEC = 0o2000000;
+
+/** Closes `fd`; EINTR still means closed on Linux, so it is not retried. */
+export function closeFd(fd: number): void {
+  check(libc.close(fd), "close");
+}
+
+/** read(2) into `buf`; returns bytes read, 0 at end of file. */
+export function readFd(fd: number, buf: Uint8Array, len = buf.length): number {
+  return checkSize(libc.read(fd, buf, BigInt(len)), "read");
+}
+
+/** write(2) from `buf`; returns bytes written. */
+export function writeFd(
+  fd: number,
+  buf: Uint8Array,
+  len = buf.length,
+): number {
+  return checkSize(libc.write(fd, buf, BigInt(len)), "write");
+}
+
+/** Whether `fd` is an open descriptor (fcntl F_GETFL succeeds). */
+export function isValidFd(fd: number): boolean {
+  return libc.fcntl(fd, F_GETFL, 0) !== -1;
+}
+
+/** Sets or clears close-on-exec on `fd`. */
+export function setCloexec(fd: number, on: boolean): void {
+  const flags = check(libc.fcntl(fd, F_GETFD, 0), "fcntl(F_GETFD)");
+  const next = on ? flags | FD_CLOEXEC : flags & ~FD_CLOEXEC;
+  check(libc.fcntl(fd, F_SETFD, next), "fcntl(F_SETFD)");
+}
+
+/** Sets or clears O_NONBLOCK on `fd`. */
+export function setNonblocking(fd: number, on: boolean): void {
+  const flags = check(libc.fcntl(fd, F_GETFL, 0), "fcntl(F_GETFL)");
+  const next = on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK;
+  check(libc.fcntl(fd, F_SETFL, next), "fcntl(F_SETFL)");
+}
+
+/** A NUL-terminated copy of `s` for passing a C string. */
+export function cString(s: string): Uint8Array<ArrayBuffer> {
+  const bytes = new TextEncoder().encode(s);
+  const out = new Uint8Array(bytes.length + 1);
+  out.set(bytes);
+  return out;
+}
+
+/** open(2) a path, close-on-exec; the error names the path. */
+export function openPath(path: string, flags: number): number {
+  return check(libc.open(cString(path), flags | O_CLOEXEC, 0), `open ${path}`);
+}
+
+/** The single owner of an fd: close() is idempotent, `using` closes it. */
+export class OwnedFd implements Disposable {
+  #fd: number;
+
+  /** Takes ownership of `fd`. */
+  constructor(fd: number) {
+    this.#fd = fd;
+  }
+
+  /** The fd number; throws once closed, to catch use after close. */
+  get fd(): number {
+    if (this.#fd < 0) throw new SysError("use of closed fd", Errno.EBADF);
+    return this.#fd;
+  }
+
+  /** Whether close() has run. */
+  get closed(): boolean {
+    return this.#fd < 0;
+  }
+
+  /** Gives up ownership without closing and returns the fd number. */
+  release(): number {
+    const fd = this.fd;
+    this.#fd = -1;
+    return fd;
+  }
+
+  /** Closes the fd once; later calls do nothing. */
+  close(): void {
+    if (this.#fd < 0) return;
+    const fd = this.#fd;
+    this.#fd = -1;
+    closeFd(fd);
+  }
+
+  /** Closes the fd (for `using`). */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

@@ -1,0 +1,87 @@
+// Memory mappings (mmap/munmap) and anonymous shared files (memfd_create):
+// guest RAM, KVM's vcpu run area, and the regions SYNC_SYSMEM shares.
+
+import { check, errno, SysError } from "./errors.ts";
+import { cString } from "./fd.ts";
+import { libc } from "./libc.ts";
+
+/** Pages may be read. */
+export const PROT_READ = 1;
+/** Pages may be written. */
+export const PROT_WRITE = 2;
+/** Share the mapping with the file and other mappers. */
+export const MAP_SHARED = 1;
+/** Private anonymous memory. */
+export const MAP_PRIVATE = 2;
+/** Not backed by a file. */
+export const MAP_ANONYMOUS = 0x20;
+const MFD_CLOEXEC = 1;
+
+/** A mapping: its address, length and a byte view over it; unmap() once. */
+export class Mapping implements Disposable {
+  /** Start of the mapping. */
+  readonly pointer: Deno.PointerObject;
+  /** Length in bytes. */
+  readonly length: number;
+  /** The mapped bytes; invalid after unmap(). */
+  readonly bytes: Uint8Array<ArrayBuffer>;
+  #mapped = true;
+
+  /** Wraps an existing mapping (used by mmap()). */
+  constructor(pointer: Deno.PointerObject, length: number) {
+    this.pointer = pointer;
+    this.length = length;
+    // SAFETY: the mapping stays valid until unmap(); callers drop `bytes`
+    // then.
+    this.bytes = new Uint8Array(
+      Deno.UnsafePointerView.getArrayBuffer(pointer, length),
+    );
+  }
+
+  /** Guest-visible address as a number (for struct fields). */
+  get address(): bigint {
+    return BigInt(Deno.UnsafePointer.value(this.pointer));
+  }
+
+  /** Unmaps once; later calls do nothing. */
+  unmap(): void {
+    if (!this.#mapped) return;
+    this.#mapped = false;
+    check(libc.munmap(this.pointer, BigInt(this.length)), "munmap");
+  }
+
+  /** Unmaps (for `using`). */
+  [Symbol.dispose](): void {
+    this.unmap();
+  }
+}
+
+/** mmap(2): maps `length` bytes of `fd` (or anonymous memory with fd -1). */
+export function mmap(
+  length: number,
+  prot: number,
+  flags: number,
+  fd = -1,
+  offset = 0,
+): Mapping {
+  const p = libc.mmap(null, BigInt(length), prot, flags, fd, BigInt(offset));
+  // MAP_FAILED is (void *)-1.
+  if (p === null || Deno.UnsafePointer.value(p) === 0xffffffffffffffffn) {
+    throw new SysError("mmap", errno());
+  }
+  return new Mapping(p, length);
+}
+
+/** memfd_create(2) of `size` bytes, close-on-exec; returns the fd. */
+export function memfd(name: string, size: number): number {
+  const fd = check(
+    libc.memfd_create(cString(name), MFD_CLOEXEC),
+    "memfd_create",
+  );
+  if (libc.ftruncate(fd, BigInt(size)) === -1) {
+    const err = new SysError("ftruncate", errno());
+    libc.close(fd);
+    throw err;
+  }
+  return fd;
+}

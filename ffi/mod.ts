@@ -1,0 +1,10 @@
+// The libc FFI layer of iohub: typed wrappers over the system calls the
+// protocol, IOHUB, remote, proxy and KVM layers use.
+
+export * from "./errors.ts";
+export * from "./fd.ts";
+export * from "./eventfd.ts";
+export * from "./socket.ts";
+export * from "./epoll.ts";
+export * from "./mman.ts";
+export * from "./ioctl.ts";

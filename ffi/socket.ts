@@ -1,0 +1,280 @@
+// UNIX stream sockets: socketpair, listen/accept/connect on a path, and
+// sendmsg/recvmsg carrying fds as SCM_RIGHTS. The struct layouts (msghdr,
+// iovec, cmsghdr, sockaddr_un) live here and nowhere else.
+
+import { check, checkSize, Errno, errno, SysError } from "./errors.ts";
+import { closeFd, cString } from "./fd.ts";
+import { libc } from "./libc.ts";
+
+/** Address family of UNIX sockets. */
+export const AF_UNIX = 1;
+/** Stream socket type. */
+export const SOCK_STREAM = 1;
+/** socket flag: non-blocking. */
+export const SOCK_NONBLOCK = 0o4000;
+/** socket flag: close on exec. */
+export const SOCK_CLOEXEC = 0o2000000;
+/** send flag: no SIGPIPE on a closed peer, EPIPE instead. */
+export const MSG_NOSIGNAL = 0x4000;
+/** recv flag: received fds get close-on-exec. */
+export const MSG_CMSG_CLOEXEC = 0x40000000;
+/** recv result flag: control data (fds) was truncated. */
+export const MSG_CTRUNC = 0x8;
+/** recv flag: do not block. */
+export const MSG_DONTWAIT = 0x40;
+
+const SOL_SOCKET = 1;
+const SCM_RIGHTS = 1;
+
+// struct msghdr (x86_64): name@0 namelen@8 iov@16 iovlen@24 control@32
+// controllen@40 flags@48, 56 bytes. struct iovec: base@0 len@8, 16 bytes.
+// struct cmsghdr: len@0 (size_t) level@8 type@12 data@16.
+const MSGHDR_SIZE = 56;
+const IOVEC_SIZE = 16;
+const CMSG_HDR = 16;
+
+/** CMSG_SPACE for `n` ints. */
+function cmsgSpace(n: number): number {
+  return CMSG_HDR + ((n * 4 + 7) & ~7);
+}
+
+function address(buf: Uint8Array): bigint {
+  // SAFETY: callers keep `buf` referenced for as long as the address is
+  // stored in a struct handed to the kernel (the owning MsgIo object).
+  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
+}
+
+/** Creates a connected AF_UNIX stream pair, close-on-exec; returns both fds. */
+export function socketpair(): [number, number] {
+  const sv = new Int32Array(2);
+  check(
+    libc.socketpair(
+      AF_UNIX,
+      SOCK_STREAM | SOCK_CLOEXEC,
+      0,
+      new Uint8Array(sv.buffer),
+    ),
+    "socketpair",
+  );
+  return [sv[0], sv[1]];
+}
+
+function sockaddrUn(path: string): Uint8Array<ArrayBuffer> {
+  const p = cString(path);
+  if (p.length > 108) {
+    throw new SysError("sockaddr_un", Errno.EINVAL, `path too long: ${path}`);
+  }
+  const sa = new Uint8Array(110);
+  new DataView(sa.buffer).setUint16(0, AF_UNIX, true);
+  sa.set(p, 2);
+  return sa;
+}
+
+/** Creates a listening UNIX stream socket at `path`; returns its fd. */
+export function listenUnix(path: string, backlog = 4): number {
+  const fd = check(
+    libc.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0),
+    "socket",
+  );
+  try {
+    const sa = sockaddrUn(path);
+    check(libc.bind(fd, sa, sa.length), `bind ${path}`);
+    check(libc.listen(fd, backlog), `listen ${path}`);
+  } catch (e) {
+    closeFd(fd);
+    throw e;
+  }
+  return fd;
+}
+
+/** Accepts one connection on a listening socket; returns its fd. */
+export function acceptUnix(listenFd: number): number {
+  return check(
+    libc.accept4(listenFd, null, null, SOCK_CLOEXEC),
+    "accept4",
+  );
+}
+
+/** Connects a new UNIX stream socket to `path`; returns its fd. */
+export function connectUnix(path: string): number {
+  const fd = check(
+    libc.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0),
+    "socket",
+  );
+  const sa = sockaddrUn(path);
+  if (libc.connect(fd, sa, sa.length) === -1) {
+    const err = new SysError(`connect ${path}`, errno());
+    closeFd(fd);
+    throw err;
+  }
+  return fd;
+}
+
+/**
+ * Preallocated msghdr, iovecs and control buffer for sendmsg/recvmsg with
+ * SCM_RIGHTS, so the per-message path allocates nothing. One object serves
+ * one thread of messages; received fds land in `fds[0..numFds)` and belong
+ * to the caller.
+ */
+export class MsgIo {
+  /** fds received by the last recv() (first `numFds` entries). */
+  readonly fds: Int32Array;
+  /** How many fds the last recv() delivered. */
+  numFds = 0;
+  /** Whether the last recv() saw MSG_CTRUNC (fds were dropped). */
+  truncated = false;
+
+  readonly #maxFds: number;
+  readonly #hdr = new Uint8Array(MSGHDR_SIZE);
+  readonly #hdrView = new DataView(this.#hdr.buffer);
+  readonly #iov = new Uint8Array(IOVEC_SIZE * 2);
+  readonly #iovView = new DataView(this.#iov.buffer);
+  readonly #ctl: Uint8Array<ArrayBuffer>;
+  readonly #ctlView: DataView;
+  readonly #ctlAddr: bigint;
+  #lastBuf: Uint8Array | null = null;
+  #lastAddr = 0n;
+  #lastBuf2: Uint8Array | null = null;
+  #lastAddr2 = 0n;
+
+  /** Sizes the control buffer for at most `maxFds` fds per message. */
+  constructor(maxFds: number) {
+    this.#maxFds = maxFds;
+    this.fds = new Int32Array(maxFds);
+    this.#ctl = new Uint8Array(cmsgSpace(maxFds));
+    this.#ctlView = new DataView(this.#ctl.buffer);
+    this.#ctlAddr = address(this.#ctl);
+    this.#hdrView.setBigUint64(16, address(this.#iov), true);
+  }
+
+  #addr(buf: Uint8Array): bigint {
+    if (buf !== this.#lastBuf) {
+      this.#lastBuf = buf;
+      this.#lastAddr = address(buf);
+    }
+    return this.#lastAddr;
+  }
+
+  #addr2(buf: Uint8Array): bigint {
+    if (buf !== this.#lastBuf2) {
+      this.#lastBuf2 = buf;
+      this.#lastAddr2 = address(buf);
+    }
+    return this.#lastAddr2;
+  }
+
+  /**
+   * One sendmsg of `a[0..aLen)` followed by `b[0..bLen)`, with `fds`
+   * attached; returns the bytes the kernel took (may be short).
+   */
+  send(
+    sock: number,
+    a: Uint8Array,
+    aLen: number,
+    b: Uint8Array | null,
+    bLen: number,
+    fds: ArrayLike<number>,
+  ): number {
+    const v = this.#iovView;
+    v.setBigUint64(0, this.#addr(a), true);
+    v.setBigUint64(8, BigInt(aLen), true);
+    let iovlen = 1;
+    if (b !== null && bLen > 0) {
+      v.setBigUint64(16, this.#addr2(b), true);
+      v.setBigUint64(24, BigInt(bLen), true);
+      iovlen = 2;
+    }
+    const h = this.#hdrView;
+    h.setBigUint64(24, BigInt(iovlen), true);
+    if (fds.length > 0) {
+      if (fds.length > this.#maxFds) {
+        throw new SysError("sendmsg", Errno.EINVAL, "too many fds");
+      }
+      const c = this.#ctlView;
+      c.setBigUint64(0, BigInt(CMSG_HDR + fds.length * 4), true);
+      c.setInt32(8, SOL_SOCKET, true);
+      c.setInt32(12, SCM_RIGHTS, true);
+      for (let i = 0; i < fds.length; i++) {
+        c.setInt32(CMSG_HDR + i * 4, fds[i], true);
+      }
+      h.setBigUint64(32, this.#ctlAddr, true);
+      h.setBigUint64(40, BigInt(cmsgSpace(fds.length)), true);
+    } else {
+      h.setBigUint64(32, 0n, true);
+      h.setBigUint64(40, 0n, true);
+    }
+    for (;;) {
+      const n = Number(libc.sendmsg(sock, this.#hdr, MSG_NOSIGNAL));
+      if (n >= 0) return n;
+      const e = errno();
+      if (e !== Errno.EINTR) throw new SysError("sendmsg", e);
+    }
+  }
+
+  /**
+   * One recvmsg into `buf[0..len)`, collecting fds into `this.fds`; returns
+   * the bytes read (0 at end of stream). Received fds are close-on-exec and
+   * owned by the caller, also when `truncated` is set.
+   */
+  recv(sock: number, buf: Uint8Array, len: number, flags = 0): number {
+    const v = this.#iovView;
+    v.setBigUint64(0, this.#addr(buf), true);
+    v.setBigUint64(8, BigInt(len), true);
+    const h = this.#hdrView;
+    h.setBigUint64(24, 1n, true);
+    h.setBigUint64(32, this.#ctlAddr, true);
+    h.setBigUint64(40, BigInt(this.#ctl.length), true);
+    h.setInt32(48, 0, true);
+    this.numFds = 0;
+    this.truncated = false;
+    let n: number;
+    for (;;) {
+      n = Number(libc.recvmsg(sock, this.#hdr, flags | MSG_CMSG_CLOEXEC));
+      if (n >= 0) break;
+      const e = errno();
+      if (e !== Errno.EINTR) throw new SysError("recvmsg", e);
+    }
+    this.truncated = (h.getInt32(48, true) & MSG_CTRUNC) !== 0;
+    const ctlLen = Number(h.getBigUint64(40, true));
+    const c = this.#ctlView;
+    let off = 0;
+    while (off + CMSG_HDR <= ctlLen) {
+      const clen = Number(c.getBigUint64(off, true));
+      if (clen < CMSG_HDR) break;
+      if (
+        c.getInt32(off + 8, true) === SOL_SOCKET &&
+        c.getInt32(off + 12, true) === SCM_RIGHTS
+      ) {
+        const count = Math.floor((clen - CMSG_HDR) / 4);
+        for (let i = 0; i < count && this.numFds < this.#maxFds; i++) {
+          this.fds[this.numFds++] = c.getInt32(off + CMSG_HDR + i * 4, true);
+        }
+      }
+      off += (clen + 7) & ~7;
+    }
+    return n;
+  }
+
+  /** Closes every fd the last recv() delivered, and forgets them. */
+  closeReceived(): void {
+    for (let i = 0; i < this.numFds; i++) closeFd(this.fds[i]);
+    this.numFds = 0;
+  }
+}
+
+/** write(2) all of `buf[off..off+len)` to a socket, retrying short writes. */
+export function sendAll(
+  sock: number,
+  buf: Uint8Array,
+  off: number,
+  len: number,
+): void {
+  while (len > 0) {
+    const n = checkSize(
+      libc.write(sock, off === 0 ? buf : buf.subarray(off), BigInt(len)),
+      "write",
+    );
+    off += n;
+    len -= n;
+  }
+}

@@ -1,0 +1,20 @@
+// Test helper: fd-leak checks by comparing /proc/<pid>/fd before and after.
+
+import { assertEquals } from "@std/assert";
+
+/** The open fd numbers of process `pid` (default: this one), sorted. */
+export function openFds(pid: number | "self" = "self"): number[] {
+  const out: number[] = [];
+  for (const e of Deno.readDirSync(`/proc/${pid}/fd`)) out.push(Number(e.name));
+  return out.sort((a, b) => a - b);
+}
+
+/** Runs `fn` and asserts this process has the same fds afterwards. */
+export async function assertNoFdLeak(
+  fn: () => void | Promise<void>,
+): Promise<void> {
+  const before = openFds();
+  await fn();
+  const after = openFds();
+  assertEquals(after, before, "fds leaked or closed by the test body");
+}
