@@ -1,0 +1,469 @@
+// The mpqemu wire protocol of QEMU 7.2 (see shared PROTOCOL.md): message
+// layout, encode/decode, the validity rules, and Channel, which sends and
+// receives whole messages with their fds over one connected UNIX socket.
+
+import {
+  closeFd,
+  Errno,
+  isValidFd,
+  MSG_DONTWAIT,
+  MsgIo,
+  OwnedFd,
+  SysError,
+} from "../ffi/mod.ts";
+
+/** Command numbers of the mpqemu protocol (enum MPQemuCmd). */
+export const Cmd = {
+  SYNC_SYSMEM: 0,
+  RET: 1,
+  PCI_CFGWRITE: 2,
+  PCI_CFGREAD: 3,
+  BAR_WRITE: 4,
+  BAR_READ: 5,
+  SET_IRQFD: 6,
+  DEVICE_RESET: 7,
+} as const;
+
+/** One of the command numbers. */
+export type CmdValue = typeof Cmd[keyof typeof Cmd];
+
+/** One past the last valid command (MPQEMU_CMD_MAX). */
+export const CMD_MAX = 8;
+/** Bytes of the header: int32 cmd, 4 pad, uint64 size. */
+export const HEADER_SIZE = 16;
+/** Largest payload (the size of the data union). */
+export const MAX_PAYLOAD = 192;
+/** Most fds one message may carry (REMOTE_MAX_FDS). */
+export const REMOTE_MAX_FDS = 8;
+/** Regions in one SYNC_SYSMEM message. */
+export const SYSMEM_REGIONS = 8;
+/** The all-ones reply that signals a failed access. */
+export const UINT64_MAX = 0xffff_ffff_ffff_ffffn;
+
+/** Payload sizes of the commands that have a fixed one. */
+export const PAYLOAD_SIZE = {
+  SYNC_SYSMEM: 192,
+  RET: 8,
+  PCI_CFG: 12,
+  BAR: 24,
+} as const;
+
+const CMD_NAMES = [
+  "SYNC_SYSMEM",
+  "RET",
+  "PCI_CFGWRITE",
+  "PCI_CFGREAD",
+  "BAR_WRITE",
+  "BAR_READ",
+  "SET_IRQFD",
+  "DEVICE_RESET",
+];
+
+/** The name of command `cmd` ("cmd 9" for unknown values). */
+export function cmdName(cmd: number): string {
+  return CMD_NAMES[cmd] ?? `cmd ${cmd}`;
+}
+
+/** A message that breaks the protocol: names the command and the field. */
+export class ProtocolError extends Error {
+  /** The command's name, e.g. "PCI_CFGREAD". */
+  readonly command: string;
+  /** The offending field, e.g. "size" or "num_fds". */
+  readonly field: string;
+
+  /** Builds "COMMAND: field: detail". */
+  constructor(command: string, field: string, detail: string) {
+    super(`${command}: ${field}: ${detail}`);
+    this.name = "ProtocolError";
+    this.command = command;
+    this.field = field;
+  }
+}
+
+/** One guest memory region of a SYNC_SYSMEM message. */
+export interface SysmemRegion {
+  /** Guest-physical address. */
+  gpa: bigint;
+  /** Length in bytes. */
+  size: bigint;
+  /** Offset into the fd. */
+  offset: bigint;
+  /** The fd that backs it (sent with SCM_RIGHTS). */
+  fd: number;
+}
+
+/**
+ * A message in wire form: header and payload in one reusable buffer, with
+ * typed field accessors, so the per-message path allocates nothing.
+ */
+export class Message {
+  /** Header (16 bytes) followed by the payload (up to 192). */
+  readonly bytes: Uint8Array<ArrayBuffer> = new Uint8Array(
+    HEADER_SIZE + MAX_PAYLOAD,
+  );
+  /** Little-endian view over `bytes`. */
+  readonly view: DataView = new DataView(this.bytes.buffer);
+
+  /** The command number. */
+  get cmd(): number {
+    return this.view.getInt32(0, true);
+  }
+
+  /** The payload size from the header. */
+  get size(): bigint {
+    return this.view.getBigUint64(8, true);
+  }
+
+  /** Writes a header for `cmd` with `size` payload bytes, zeroing padding. */
+  setHeader(cmd: number, size: number): void {
+    this.view.setInt32(0, cmd, true);
+    this.view.setInt32(4, 0, true);
+    this.view.setBigUint64(8, BigInt(size), true);
+  }
+
+  /** Total bytes on the wire for the current header. */
+  get wireLength(): number {
+    return HEADER_SIZE + Number(this.size);
+  }
+
+  /** RET: the u64 value (meaningful when size is 8). */
+  get retValue(): bigint {
+    return this.view.getBigUint64(HEADER_SIZE, true);
+  }
+
+  /** PCI_CFGREAD/WRITE: config space address. */
+  get cfgAddr(): number {
+    return this.view.getUint32(HEADER_SIZE, true);
+  }
+
+  /** PCI_CFGWRITE: value to write. */
+  get cfgVal(): number {
+    return this.view.getUint32(HEADER_SIZE + 4, true);
+  }
+
+  /** PCI_CFGREAD/WRITE: access length in bytes (signed on the wire). */
+  get cfgLen(): number {
+    return this.view.getInt32(HEADER_SIZE + 8, true);
+  }
+
+  /** BAR_READ/WRITE: absolute guest address or port. */
+  get barAddr(): bigint {
+    return this.view.getBigUint64(HEADER_SIZE, true);
+  }
+
+  /** BAR_WRITE: value to write. */
+  get barVal(): bigint {
+    return this.view.getBigUint64(HEADER_SIZE + 8, true);
+  }
+
+  /** BAR_READ/WRITE: access size in bytes. */
+  get barSize(): number {
+    return this.view.getUint32(HEADER_SIZE + 16, true);
+  }
+
+  /** BAR_READ/WRITE: true for memory space, false for I/O space. */
+  get barMemory(): boolean {
+    return this.view.getUint8(HEADER_SIZE + 20) !== 0;
+  }
+
+  /** SYNC_SYSMEM: guest-physical address of region `i`. */
+  sysmemGpa(i: number): bigint {
+    return this.view.getBigUint64(HEADER_SIZE + i * 8, true);
+  }
+
+  /** SYNC_SYSMEM: size of region `i`. */
+  sysmemSize(i: number): bigint {
+    return this.view.getBigUint64(HEADER_SIZE + 64 + i * 8, true);
+  }
+
+  /** SYNC_SYSMEM: file offset of region `i`. */
+  sysmemOffset(i: number): bigint {
+    return this.view.getBigInt64(HEADER_SIZE + 128 + i * 8, true);
+  }
+
+  /** Encodes RET carrying `value`, or RET with no payload when null. */
+  encodeRet(value: bigint | null): this {
+    if (value === null) {
+      this.setHeader(Cmd.RET, 0);
+    } else {
+      this.setHeader(Cmd.RET, PAYLOAD_SIZE.RET);
+      this.view.setBigUint64(HEADER_SIZE, value, true);
+    }
+    return this;
+  }
+
+  /** Encodes PCI_CFGREAD or PCI_CFGWRITE. */
+  encodeCfg(
+    cmd: typeof Cmd.PCI_CFGREAD | typeof Cmd.PCI_CFGWRITE,
+    addr: number,
+    val: number,
+    len: number,
+  ): this {
+    this.setHeader(cmd, PAYLOAD_SIZE.PCI_CFG);
+    this.view.setUint32(HEADER_SIZE, addr, true);
+    this.view.setUint32(HEADER_SIZE + 4, val >>> 0, true);
+    this.view.setInt32(HEADER_SIZE + 8, len, true);
+    return this;
+  }
+
+  /** Encodes BAR_READ or BAR_WRITE. */
+  encodeBar(
+    cmd: typeof Cmd.BAR_READ | typeof Cmd.BAR_WRITE,
+    addr: bigint,
+    val: bigint,
+    size: number,
+    memory: boolean,
+  ): this {
+    this.setHeader(cmd, PAYLOAD_SIZE.BAR);
+    this.view.setBigUint64(HEADER_SIZE, addr, true);
+    this.view.setBigUint64(HEADER_SIZE + 8, val, true);
+    this.view.setUint32(HEADER_SIZE + 16, size, true);
+    this.view.setUint32(HEADER_SIZE + 20, memory ? 1 : 0, true);
+    return this;
+  }
+
+  /** Encodes SYNC_SYSMEM for up to 8 regions (unused slots zeroed). */
+  encodeSyncSysmem(regions: readonly SysmemRegion[]): this {
+    if (regions.length > SYSMEM_REGIONS) {
+      throw new ProtocolError(
+        "SYNC_SYSMEM",
+        "regions",
+        `${regions.length} regions, at most ${SYSMEM_REGIONS}`,
+      );
+    }
+    this.setHeader(Cmd.SYNC_SYSMEM, PAYLOAD_SIZE.SYNC_SYSMEM);
+    this.bytes.fill(0, HEADER_SIZE, HEADER_SIZE + PAYLOAD_SIZE.SYNC_SYSMEM);
+    regions.forEach((r, i) => {
+      this.view.setBigUint64(HEADER_SIZE + i * 8, r.gpa, true);
+      this.view.setBigUint64(HEADER_SIZE + 64 + i * 8, r.size, true);
+      this.view.setBigInt64(HEADER_SIZE + 128 + i * 8, r.offset, true);
+    });
+    return this;
+  }
+
+  /** Encodes a command without payload (SET_IRQFD, DEVICE_RESET). */
+  encodeEmpty(cmd: number): this {
+    this.setHeader(cmd, 0);
+    return this;
+  }
+}
+
+/**
+ * Applies mpqemu_msg_valid's rules to a received message with `numFds`
+ * fds in `fds`; throws ProtocolError naming the command and field.
+ */
+export function validateMessage(
+  msg: Message,
+  fds: ArrayLike<number>,
+  numFds: number,
+): void {
+  const cmd = msg.cmd;
+  const name = cmdName(cmd);
+  if (cmd < 0 || cmd >= CMD_MAX) {
+    throw new ProtocolError(name, "cmd", `unknown command ${cmd}`);
+  }
+  if (numFds >= REMOTE_MAX_FDS) {
+    throw new ProtocolError(name, "num_fds", `${numFds} fds, at most 7`);
+  }
+  for (let i = 0; i < numFds; i++) {
+    if (!isValidFd(fds[i])) {
+      throw new ProtocolError(name, "fds", `fd ${i} is not an open fd`);
+    }
+  }
+  const size = msg.size;
+  const expect = (want: number): void => {
+    if (size !== BigInt(want)) {
+      throw new ProtocolError(name, "size", `${size}, expected ${want}`);
+    }
+  };
+  const fdCount = (ok: boolean, want: string): void => {
+    if (!ok) throw new ProtocolError(name, "num_fds", `${numFds}, ${want}`);
+  };
+  switch (cmd) {
+    case Cmd.SYNC_SYSMEM:
+      fdCount(numFds >= 1, "expected at least 1");
+      expect(PAYLOAD_SIZE.SYNC_SYSMEM);
+      break;
+    case Cmd.PCI_CFGWRITE:
+    case Cmd.PCI_CFGREAD:
+      expect(PAYLOAD_SIZE.PCI_CFG);
+      break;
+    case Cmd.BAR_WRITE:
+    case Cmd.BAR_READ:
+      expect(PAYLOAD_SIZE.BAR);
+      fdCount(numFds === 0, "expected 0");
+      break;
+    case Cmd.SET_IRQFD:
+      expect(0);
+      fdCount(numFds === 2, "expected 2");
+      break;
+  }
+}
+
+/** What Channel.receive() got. */
+export const Received = {
+  /** A whole, valid message is in `rx`; its fds in `rxFds`. */
+  MESSAGE: 0,
+  /** Non-blocking socket: the rest of the message has not arrived yet. */
+  AGAIN: 1,
+  /** The peer closed the connection between messages. */
+  EOF: 2,
+} as const;
+
+/** One of the Received values. */
+export type ReceivedValue = typeof Received[keyof typeof Received];
+
+/**
+ * One mpqemu connection: owns the socket, sends whole messages with fds
+ * and receives them, resuming partial messages on non-blocking sockets.
+ */
+export class Channel extends OwnedFd {
+  /** The last received message. */
+  readonly rx: Message = new Message();
+  /** A scratch message for building what to send. */
+  readonly tx: Message = new Message();
+  readonly #io = new MsgIo(REMOTE_MAX_FDS);
+  readonly #fds = new Int32Array(REMOTE_MAX_FDS + 1);
+  #numFds = 0;
+  #msgFds = 0;
+  #have = 0;
+
+  /** Takes ownership of the connected socket `sock`. */
+  constructor(sock: number) {
+    super(sock);
+  }
+
+  /** fds of the last message; the caller owns them after MESSAGE. */
+  get rxFds(): Int32Array {
+    return this.#fds;
+  }
+
+  /** How many fds the last message carried. */
+  get rxNumFds(): number {
+    return this.#msgFds;
+  }
+
+  /** Sends `msg` whole with `fds` attached, completing short writes. */
+  send(msg: Message, fds: ArrayLike<number> = []): void {
+    const len = msg.wireLength;
+    let sent = this.#io.send(this.fd, msg.bytes, len, null, 0, fds);
+    while (sent < len) {
+      sent += this.#io.send(
+        this.fd,
+        msg.bytes.subarray(sent),
+        len - sent,
+        null,
+        0,
+        [],
+      );
+    }
+  }
+
+  /** Sends RET with `value` (or an empty RET for null). */
+  sendRet(value: bigint | null): void {
+    this.send(this.tx.encodeRet(value));
+  }
+
+  /**
+   * Receives into `rx`. MESSAGE: a valid message (its fds are then the
+   * caller's). AGAIN: a non-blocking socket ran dry mid-message; call again
+   * when readable. EOF: clean end between messages. Throws ProtocolError
+   * for an invalid message and on end of stream inside one, SysError on
+   * transport errors; fds that came with a rejected message are closed.
+   */
+  receive(nonblocking = false): ReceivedValue {
+    this.#msgFds = 0;
+    try {
+      return this.#receive(nonblocking ? MSG_DONTWAIT : 0);
+    } catch (e) {
+      this.#dropFds();
+      this.#have = 0;
+      throw e;
+    }
+  }
+
+  #receive(flags: number): ReceivedValue {
+    const io = this.#io;
+    const bytes = this.rx.bytes;
+    while (this.#have < HEADER_SIZE) {
+      const n = this.#recvSome(
+        bytes,
+        this.#have,
+        HEADER_SIZE - this.#have,
+        flags,
+      );
+      if (n < 0) return Received.AGAIN;
+      if (n === 0) {
+        if (this.#have === 0 && this.#numFds === 0) return Received.EOF;
+        throw new ProtocolError("header", "size", "peer hung up mid-header");
+      }
+      if (io.truncated) {
+        throw new ProtocolError(
+          cmdName(this.rx.cmd),
+          "num_fds",
+          `more than ${REMOTE_MAX_FDS} fds`,
+        );
+      }
+      this.#have += n;
+    }
+    const size = this.rx.size;
+    if (size > BigInt(MAX_PAYLOAD)) {
+      throw new ProtocolError(
+        cmdName(this.rx.cmd),
+        "size",
+        `invalid size for message: ${size} > ${MAX_PAYLOAD}`,
+      );
+    }
+    const total = HEADER_SIZE + Number(size);
+    while (this.#have < total) {
+      const n = this.#recvSome(bytes, this.#have, total - this.#have, flags);
+      if (n < 0) return Received.AGAIN;
+      if (n === 0) {
+        throw new ProtocolError(
+          cmdName(this.rx.cmd),
+          "payload",
+          `peer hung up after ${this.#have - HEADER_SIZE} of ${size} bytes`,
+        );
+      }
+      this.#have += n;
+    }
+    this.#have = 0;
+    validateMessage(this.rx, this.#fds, this.#numFds);
+    // From here the fds are the caller's: forget them, keep their count.
+    this.#msgFds = this.#numFds;
+    this.#numFds = 0;
+    return Received.MESSAGE;
+  }
+
+  /** Reads up to `len` bytes at `off`; -1 when a non-blocking read would block. */
+  #recvSome(buf: Uint8Array, off: number, len: number, flags: number): number {
+    const io = this.#io;
+    let n: number;
+    try {
+      n = io.recv(this.fd, off === 0 ? buf : buf.subarray(off), len, flags);
+    } catch (e) {
+      if (e instanceof SysError && e.errno === Errno.EAGAIN) return -1;
+      throw e;
+    }
+    for (let i = 0; i < io.numFds; i++) {
+      if (this.#numFds < this.#fds.length) {
+        this.#fds[this.#numFds++] = io.fds[i];
+      } else {
+        closeFd(io.fds[i]);
+      }
+    }
+    io.numFds = 0;
+    return n;
+  }
+
+  #dropFds(): void {
+    for (let i = 0; i < this.#numFds; i++) closeFd(this.#fds[i]);
+    this.#numFds = 0;
+  }
+
+  /** Closes the socket and any fds of a partial message. */
+  override close(): void {
+    this.#dropFds();
+    super.close();
+  }
+}
