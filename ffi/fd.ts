@@ -40,6 +40,11 @@ export function writeFd(
   return checkSize(libc.write(fd, buf, BigInt(len)), "write");
 }
 
+/** The size of the file behind `fd` (lseek to its end). */
+export function fileSize(fd: number): number {
+  return checkSize(libc.lseek(fd, 0n, 2 /* SEEK_END */), "lseek");
+}
+
 /** Whether `fd` is an open descriptor (fcntl F_GETFL succeeds). */
 export function isValidFd(fd: number): boolean {
   return libc.fcntl(fd, F_GETFL, 0) !== -1;

@@ -13,6 +13,8 @@ const symbols = {
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   /** ssize_t pread(int fd, void *buf, size_t n, off_t off) */
   pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+  /** off_t lseek(int fd, off_t off, int whence) */
+  lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
   /** int fcntl(int fd, int cmd, int arg) */
   fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
   /** int dup(int fd) */
