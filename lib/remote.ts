@@ -208,10 +208,15 @@ export class Remote implements Disposable {
     slot.done = true;
     this.#open--;
     if (failed) this.#failed = true;
-    this.#log(`${slot.spec.id}: ${why}`);
     const host = slot.host;
     slot.host = null;
-    if (host !== null) {
+    if (host === null) {
+      this.#log(`${slot.spec.id}: ${why}`);
+    } else {
+      const c = this.iohub.counters(host.pirq);
+      this.#log(
+        `${slot.spec.id}: ${why}; INTx asserts=${c.asserts} deasserts=${c.deasserts} resamples=${c.resamples} reasserts=${c.reasserts}`,
+      );
       try {
         this.#epoll.remove(host.channel.fd);
       } finally {

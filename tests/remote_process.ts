@@ -1,0 +1,158 @@
+// Test helper: an `iohub remote` subprocess serving testdevs on socketpairs,
+// and a minimal synchronous mpqemu client to drive it from the test.
+
+import { closeFd, setCloexec, socketpair } from "../ffi/mod.ts";
+import { Channel, Cmd, Received, type SysmemRegion } from "../lib/protocol.ts";
+
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+
+/** A synchronous client on one device's channel. */
+export class Client {
+  /** The channel to the remote (owned). */
+  readonly ch: Channel;
+
+  /** Wraps our end of a device's socketpair. */
+  constructor(fd: number) {
+    this.ch = new Channel(fd);
+  }
+
+  /** Sends `tx` and returns the RET value (throws on EOF or non-RET). */
+  request(fds: number[] = []): bigint {
+    this.ch.send(this.ch.tx, fds);
+    if (this.ch.receive() !== Received.MESSAGE) {
+      throw new Error("remote hung up");
+    }
+    if (this.ch.rx.cmd !== Cmd.RET) {
+      throw new Error(`reply cmd ${this.ch.rx.cmd}`);
+    }
+    return this.ch.rx.size === 8n ? this.ch.rx.retValue : -1n;
+  }
+
+  /** PCI_CFGREAD. */
+  cfgRead(addr: number, len = 4): bigint {
+    this.ch.tx.encodeCfg(Cmd.PCI_CFGREAD, addr, 0, len);
+    return this.request();
+  }
+
+  /** PCI_CFGWRITE. */
+  cfgWrite(addr: number, val: number, len = 4): bigint {
+    this.ch.tx.encodeCfg(Cmd.PCI_CFGWRITE, addr, val, len);
+    return this.request();
+  }
+
+  /** BAR_READ. */
+  barRead(addr: bigint, size = 4, memory = true): bigint {
+    this.ch.tx.encodeBar(Cmd.BAR_READ, addr, 0n, size, memory);
+    return this.request();
+  }
+
+  /** BAR_WRITE. */
+  barWrite(addr: bigint, val: bigint, size = 4, memory = true): bigint {
+    this.ch.tx.encodeBar(Cmd.BAR_WRITE, addr, val, size, memory);
+    return this.request();
+  }
+
+  /** DEVICE_RESET; returns the RET's payload size. */
+  reset(): bigint {
+    this.ch.send(this.ch.tx.encodeEmpty(Cmd.DEVICE_RESET));
+    if (this.ch.receive() !== Received.MESSAGE) {
+      throw new Error("remote hung up");
+    }
+    return this.ch.rx.size;
+  }
+
+  /** SET_IRQFD (no reply). */
+  setIrqfd(irqfd: number, resamplefd: number): void {
+    this.ch.send(this.ch.tx.encodeEmpty(Cmd.SET_IRQFD), [irqfd, resamplefd]);
+  }
+
+  /** SYNC_SYSMEM (no reply). */
+  syncSysmem(regions: SysmemRegion[]): void {
+    this.ch.send(
+      this.ch.tx.encodeSyncSysmem(regions),
+      regions.map((r) => r.fd),
+    );
+  }
+
+  /**
+   * Two round trips: after them the remote has handled everything that was
+   * ready when the first was sent (events of one epoll batch included).
+   */
+  barrier(): void {
+    this.cfgRead(0);
+    this.cfgRead(0);
+  }
+
+  /** Closes the channel. */
+  close(): void {
+    this.ch.close();
+  }
+}
+
+/** A running remote with one Client per device. */
+export interface RemoteProcess extends AsyncDisposable {
+  /** The child process. */
+  child: Deno.ChildProcess;
+  /** One client per device, in --device order. */
+  clients: Client[];
+  /** Closes every client and waits for exit; returns status and stderr. */
+  finish(): Promise<{ code: number; stderr: string }>;
+}
+
+/** Spawns `iohub remote` with `ids.length` testdevs on socketpairs. */
+export function spawnRemote(
+  ids: string[],
+  extra: string[] = [],
+): RemoteProcess {
+  const ours: number[] = [];
+  const theirs: number[] = [];
+  for (const _ of ids) {
+    const [a, b] = socketpair();
+    ours.push(a);
+    theirs.push(b);
+  }
+  const args = [
+    "run",
+    "--allow-ffi",
+    "--allow-read",
+    "--allow-write",
+    MAIN,
+    "remote",
+    ...extra,
+  ];
+  ids.forEach((id, i) =>
+    args.push("--device", `testdev,fd=${theirs[i]},id=${id}`)
+  );
+  theirs.forEach((fd) => setCloexec(fd, false));
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(Deno.execPath(), {
+      args,
+      stderr: "piped",
+      stdin: "null",
+    }).spawn();
+  } finally {
+    theirs.forEach(closeFd);
+  }
+  const clients = ours.map((fd) => new Client(fd));
+  const stderr = new Response(child.stderr).text();
+  let finished: Promise<{ code: number; stderr: string }> | null = null;
+  const finish = (): Promise<{ code: number; stderr: string }> => {
+    finished ??= (async () => {
+      for (const c of clients) {
+        if (!c.ch.closed) c.close();
+      }
+      const status = await child.status;
+      return { code: status.code, stderr: await stderr };
+    })();
+    return finished;
+  };
+  return {
+    child,
+    clients,
+    finish,
+    async [Symbol.asyncDispose](): Promise<void> {
+      await finish();
+    },
+  };
+}

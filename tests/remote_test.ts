@@ -1,0 +1,413 @@
+// The remote as a subprocess on socketpairs, driven over mpqemu from here:
+// config space, BARs, interrupts through real eventfds, DMA, reset, two
+// devices in one process, and every validity rule broken once.
+
+import { assert, assertEquals, assertStringIncludes } from "@std/assert";
+import {
+  closeFd,
+  EventFd,
+  MAP_SHARED,
+  memfd,
+  mmap,
+  MsgIo,
+  pollReadable,
+  PROT_READ,
+  PROT_WRITE,
+} from "../ffi/mod.ts";
+import { BUFFER_OFFSET, Reg, TESTDEV_ID } from "../lib/devices/testdev.ts";
+import { UINT64_MAX } from "../lib/protocol.ts";
+import { assertNoFdLeak, openFds } from "./fd_check.ts";
+import { type Client, spawnRemote } from "./remote_process.ts";
+
+const BAR0 = 0xfebf0000n;
+const BAR1 = 0xc040n;
+
+/** Programs BAR0/BAR1 and enables I/O and memory decode. */
+function enable(c: Client): void {
+  c.cfgWrite(0x10, Number(BAR0));
+  c.cfgWrite(0x14, Number(BAR1));
+  c.cfgWrite(0x04, 0x3, 2);
+}
+
+/** True if `fd` becomes readable within `ms`. */
+function readable(fd: number, ms: number): Promise<boolean> {
+  return pollReadable(fd, ms);
+}
+
+Deno.test("remote: config space identity and QEMU's BAR sizing sequence", async () => {
+  await using r = spawnRemote(["dev"]);
+  const c = r.clients[0];
+  // probe_pci_info: 2-byte identity reads, then per BAR read, all-ones,
+  // read back, restore.
+  assertEquals(c.cfgRead(0x00, 2), 0x1234n);
+  assertEquals(c.cfgRead(0x02, 2), 0x10b1n);
+  assertEquals(c.cfgRead(0x0a, 2), 0x00ffn);
+  assertEquals(c.cfgRead(0x2c, 2), 0x1234n);
+  assertEquals(c.cfgRead(0x2e, 2), 0x0001n);
+  assertEquals(c.cfgRead(0x08, 1), 1n);
+  assertEquals(c.cfgRead(0x3d, 1), 1n);
+  const sizes: bigint[] = [];
+  for (let i = 0; i < 6; i++) {
+    const reg = 0x10 + 4 * i;
+    const orig = c.cfgRead(reg);
+    assertEquals(c.cfgWrite(reg, 0xffffffff), 0n);
+    sizes.push(c.cfgRead(reg));
+    c.cfgWrite(reg, Number(orig));
+    assertEquals(c.cfgRead(reg), orig);
+  }
+  assertEquals(sizes, [0xfffff000n, 0xffffffc1n, 0n, 0n, 0n, 0n]);
+  // Out of range: QEMU's bound is addr + 4 > 256, answered with all-ones.
+  assertEquals(c.cfgRead(0xfc, 4), 0n);
+  assertEquals(c.cfgRead(0xfd, 1), UINT64_MAX);
+  assertEquals(c.cfgWrite(0x100, 0), UINT64_MAX);
+  assertEquals(c.cfgRead(0x10, 3), UINT64_MAX);
+  // Read-only registers ignore writes.
+  c.cfgWrite(0x00, 0);
+  assertEquals(c.cfgRead(0x00), 0x10b11234n);
+  const { code, stderr } = await r.finish();
+  assertEquals(code, 0);
+  assertStringIncludes(
+    stderr,
+    "dev: refused: PCI_CFGREAD: addr 0xfd len 1 outside config space",
+  );
+});
+
+Deno.test("remote: registers through BAR0 (memory) and BAR1 (I/O)", async () => {
+  await using r = spawnRemote(["dev"]);
+  const c = r.clients[0];
+  // Not decoded before the BARs are programmed and enabled.
+  assertEquals(c.barRead(BAR0), UINT64_MAX);
+  c.cfgWrite(0x10, Number(BAR0));
+  c.cfgWrite(0x14, Number(BAR1));
+  assertEquals(c.barRead(BAR0), UINT64_MAX);
+  c.cfgWrite(0x04, 0x2, 2);
+  assertEquals(c.barRead(BAR0), BigInt(TESTDEV_ID));
+  assertEquals(c.barRead(BAR1, 4, false), UINT64_MAX);
+  c.cfgWrite(0x04, 0x3, 2);
+  assertEquals(c.barRead(BAR1, 4, false), BigInt(TESTDEV_ID));
+  assertEquals(c.barWrite(BAR0 + 4n, 0xcafef00dn), 0n);
+  assertEquals(c.barRead(BAR1 + 4n, 4, false), 0xcafef00dn);
+  assertEquals(c.barWrite(BAR1 + 4n, 0x12345678n, 4, false), 0n);
+  assertEquals(c.barRead(BAR0 + 4n), 0x12345678n);
+  // Wrong width or alignment on a register: all-ones, write ignored.
+  assertEquals(c.barRead(BAR0 + 4n, 2), 0xffffn);
+  assertEquals(c.barRead(BAR0 + 5n, 4), 0xffffffffn);
+  c.barWrite(BAR0 + 4n, 0n, 2);
+  assertEquals(c.barRead(BAR0 + 4n), 0x12345678n);
+  // The buffer takes 1, 2, 4 and 8 byte accesses anywhere inside it.
+  const buf = BAR0 + BigInt(BUFFER_OFFSET);
+  c.barWrite(buf + 3n, 0x1122334455667788n, 8);
+  assertEquals(c.barRead(buf + 3n, 8), 0x1122334455667788n);
+  assertEquals(c.barRead(buf + 4n, 1), 0x77n);
+  assertEquals(c.barRead(buf + 9n, 2), 0x1122n);
+  // Bad sizes and addresses outside the BAR get UINT64_MAX.
+  assertEquals(c.barRead(BAR0, 3), UINT64_MAX);
+  assertEquals(c.barWrite(BAR0, 0n, 16), UINT64_MAX);
+  assertEquals(c.barRead(BAR0 + 0xffcn, 8), UINT64_MAX);
+  assertEquals(c.barRead(BAR0 + 0x1000n), UINT64_MAX);
+  assertEquals(c.barRead(BAR1 + 0x40n, 4, false), UINT64_MAX);
+  assertEquals(c.barRead(0xffff_ffff_ffff_fff0n), UINT64_MAX);
+  // Moving a BAR moves the decode.
+  c.cfgWrite(0x10, 0xfe000000);
+  assertEquals(c.barRead(BAR0), UINT64_MAX);
+  assertEquals(c.barRead(0xfe000000n), BigInt(TESTDEV_ID));
+  assertEquals((await r.finish()).code, 0);
+});
+
+Deno.test("remote: INTx through irqfd, resample re-asserts only while pending", async () => {
+  await assertNoFdLeak(async () => {
+    await using r = spawnRemote(["dev"]);
+    const c = r.clients[0];
+    using irq = new EventFd();
+    using rs = new EventFd();
+    enable(c);
+    c.setIrqfd(irq.fd, rs.fd);
+    c.barrier();
+    assertEquals(irq.drain(), 0n);
+    c.barWrite(BAR0 + BigInt(Reg.IRQ_RAISE), 1n);
+    assertEquals(irq.drain(), 1n, "0 -> 1 asserts the irqfd");
+    assertEquals(c.cfgRead(0x06, 2) & 0x8n, 0x8n, "status bit 3 shows INTx");
+    // A second cause keeps the level high: no second edge.
+    c.barWrite(BAR0 + BigInt(Reg.IRQ_RAISE), 4n);
+    assertEquals(irq.drain(), 0n);
+    // EOI: KVM writes the resamplefd; the level is still high.
+    for (let k = 0; k < 3; k++) {
+      rs.signal();
+      assert(await readable(irq.fd, 5000), "resample re-asserts");
+      assertEquals(irq.drain(), 1n);
+    }
+    c.barWrite(BAR0 + BigInt(Reg.IRQ_ACK), 5n);
+    assertEquals(c.cfgRead(0x06, 2) & 0x8n, 0n);
+    rs.signal();
+    c.barrier();
+    assertEquals(irq.drain(), 0n, "no re-assert after IRQ_ACK");
+    assertEquals(c.barRead(BAR0 + BigInt(Reg.IRQ_COUNT)), 1n);
+    // Interrupt Disable holds INTx low; status still shows it.
+    c.cfgWrite(0x04, 0x403, 2);
+    c.barWrite(BAR0 + BigInt(Reg.IRQ_RAISE), 1n);
+    assertEquals(irq.drain(), 0n);
+    assertEquals(c.cfgRead(0x06, 2) & 0x8n, 0x8n);
+    rs.signal();
+    c.barrier();
+    assertEquals(irq.drain(), 0n, "masked: resample does not re-assert");
+    c.cfgWrite(0x04, 0x003, 2);
+    assertEquals(irq.drain(), 1n, "unmasking delivers the pending interrupt");
+    // IRQ_MASK gates causes.
+    c.barWrite(BAR0 + BigInt(Reg.IRQ_ACK), 1n);
+    c.barWrite(BAR0 + BigInt(Reg.IRQ_MASK), 2n);
+    c.barWrite(BAR0 + BigInt(Reg.IRQ_RAISE), 1n);
+    assertEquals(irq.drain(), 0n);
+    assertEquals(c.barRead(BAR0 + BigInt(Reg.IRQ_STATUS)), 1n);
+    // A new SET_IRQFD replaces the pair; the level is still low.
+    using irq2 = new EventFd();
+    using rs2 = new EventFd();
+    c.setIrqfd(irq2.fd, rs2.fd);
+    c.barWrite(BAR0 + BigInt(Reg.IRQ_RAISE), 2n);
+    assertEquals(irq2.drain(), 1n);
+    assertEquals(irq.drain(), 0n, "the old irqfd is no longer used");
+    const { code, stderr } = await r.finish();
+    assertEquals(code, 0);
+    assertStringIncludes(
+      stderr,
+      "dev: peer closed the connection; INTx asserts=3 deasserts=2 resamples=5 reasserts=3",
+    );
+  });
+});
+
+Deno.test("remote: DMA both ways against a memfd sent with SYNC_SYSMEM", async () => {
+  await assertNoFdLeak(async () => {
+    await using r = spawnRemote(["dev"]);
+    const c = r.clients[0];
+    const fd = memfd("guest-ram", 0x20000);
+    using ram = mmap(0x20000, PROT_READ | PROT_WRITE, MAP_SHARED, fd);
+    // Two regions of one fd: 64 KiB at GPA 0, 64 KiB at GPA 1 MiB.
+    c.syncSysmem([
+      { gpa: 0n, size: 0x10000n, offset: 0n, fd },
+      { gpa: 0x100000n, size: 0x10000n, offset: 0x10000n, fd },
+    ]);
+    closeFd(fd);
+    enable(c);
+    const reg = (o: number): bigint => BAR0 + BigInt(o);
+    const buf = BAR0 + BigInt(BUFFER_OFFSET);
+    for (let i = 0; i < 256; i += 8) {
+      c.barWrite(buf + BigInt(i), 0x0101010101010101n * BigInt(i + 1), 8);
+    }
+    c.barWrite(reg(Reg.DMA_ADDR_LO), 0x100100n);
+    c.barWrite(reg(Reg.DMA_ADDR_HI), 0n);
+    c.barWrite(reg(Reg.DMA_LEN), 256n);
+    c.barWrite(reg(Reg.DMA_CMD), 1n);
+    assertEquals(c.barRead(reg(Reg.DMA_STATUS)), 0n);
+    assertEquals(
+      c.barRead(reg(Reg.IRQ_STATUS)) & 2n,
+      2n,
+      "DMA completion raises cause 1",
+    );
+    for (let i = 0; i < 256; i++) {
+      assertEquals(ram.bytes[0x10100 + i], (i & ~7) + 1);
+    }
+    // Guest -> buffer.
+    for (let i = 0; i < 2048; i++) ram.bytes[0x2000 + i] = (i * 7) & 0xff;
+    c.barWrite(reg(Reg.DMA_ADDR_LO), 0x2000n);
+    c.barWrite(reg(Reg.DMA_LEN), 2048n);
+    c.barWrite(reg(Reg.DMA_CMD), 2n);
+    assertEquals(c.barRead(reg(Reg.DMA_STATUS)), 0n);
+    for (let i = 0; i < 2048; i += 97) {
+      assertEquals(c.barRead(buf + BigInt(i), 1), BigInt((i * 7) & 0xff));
+    }
+    // Errors: a range crossing out of a region, a length of 0 or > 2048.
+    c.barWrite(reg(Reg.DMA_ADDR_LO), 0xff00n);
+    c.barWrite(reg(Reg.DMA_LEN), 0x200n);
+    c.barWrite(reg(Reg.DMA_CMD), 1n);
+    assertEquals(c.barRead(reg(Reg.DMA_STATUS)), 1n);
+    c.barWrite(reg(Reg.DMA_ADDR_LO), 0n);
+    c.barWrite(reg(Reg.DMA_LEN), 2049n);
+    c.barWrite(reg(Reg.DMA_CMD), 2n);
+    assertEquals(c.barRead(reg(Reg.DMA_STATUS)), 1n);
+    c.barWrite(reg(Reg.DMA_ADDR_HI), 1n);
+    c.barWrite(reg(Reg.DMA_LEN), 16n);
+    c.barWrite(reg(Reg.DMA_CMD), 1n);
+    assertEquals(c.barRead(reg(Reg.DMA_STATUS)), 1n);
+    // A new SYNC_SYSMEM replaces the whole map.
+    const fd2 = memfd("guest-ram-2", 0x1000);
+    c.syncSysmem([{ gpa: 0x2000n, size: 0x1000n, offset: 0n, fd: fd2 }]);
+    closeFd(fd2);
+    c.barWrite(reg(Reg.DMA_ADDR_HI), 0n);
+    c.barWrite(reg(Reg.DMA_ADDR_LO), 0x100100n);
+    c.barWrite(reg(Reg.DMA_CMD), 1n);
+    assertEquals(c.barRead(reg(Reg.DMA_STATUS)), 1n, "old regions are gone");
+    c.barWrite(reg(Reg.DMA_ADDR_LO), 0x2000n);
+    c.barWrite(reg(Reg.DMA_CMD), 1n);
+    assertEquals(c.barRead(reg(Reg.DMA_STATUS)), 0n);
+    assertEquals((await r.finish()).code, 0);
+  });
+});
+
+Deno.test("remote: DEVICE_RESET restores defaults and lowers INTx", async () => {
+  await using r = spawnRemote(["dev"]);
+  const c = r.clients[0];
+  using irq = new EventFd();
+  using rs = new EventFd();
+  enable(c);
+  c.setIrqfd(irq.fd, rs.fd);
+  c.barWrite(BAR0 + BigInt(Reg.SCRATCH), 77n);
+  c.barWrite(BAR0 + BigInt(Reg.IRQ_MASK), 1n);
+  c.barWrite(BAR0 + BigInt(Reg.IRQ_RAISE), 1n);
+  c.barWrite(BAR0 + BigInt(BUFFER_OFFSET), 0xabn, 1);
+  c.cfgWrite(0x3c, 11, 1);
+  assertEquals(irq.drain(), 1n);
+  assertEquals(c.reset(), 0n, "RET with size 0");
+  assertEquals(c.cfgRead(0x04, 2), 0n);
+  assertEquals(c.cfgRead(0x10), 0n);
+  assertEquals(c.cfgRead(0x14), 1n);
+  assertEquals(c.cfgRead(0x3c, 1), 0n);
+  assertEquals(c.cfgRead(0x06, 2) & 0x8n, 0n);
+  rs.signal();
+  enable(c);
+  assertEquals(irq.drain(), 0n, "the line is low after reset");
+  assertEquals(c.barRead(BAR0 + BigInt(Reg.SCRATCH)), 0n);
+  assertEquals(c.barRead(BAR0 + BigInt(Reg.IRQ_MASK)), 0xffffffffn);
+  assertEquals(c.barRead(BAR0 + BigInt(Reg.IRQ_STATUS)), 0n);
+  assertEquals(c.barRead(BAR0 + BigInt(Reg.IRQ_COUNT)), 0n);
+  assertEquals(c.barRead(BAR0 + BigInt(BUFFER_OFFSET), 1), 0n);
+  assertEquals((await r.finish()).code, 0);
+});
+
+Deno.test("remote: two devices in one process are independent", async () => {
+  await using r = spawnRemote(["a", "b"]);
+  const [a, b] = r.clients;
+  using irqA = new EventFd();
+  using rsA = new EventFd();
+  using irqB = new EventFd();
+  using rsB = new EventFd();
+  enable(a);
+  b.cfgWrite(0x10, 0xfe000000);
+  b.cfgWrite(0x04, 0x2, 2);
+  a.setIrqfd(irqA.fd, rsA.fd);
+  b.setIrqfd(irqB.fd, rsB.fd);
+  a.barWrite(BAR0 + 4n, 1n);
+  b.barWrite(0xfe000004n, 2n);
+  assertEquals(a.barRead(BAR0 + 4n), 1n);
+  assertEquals(b.barRead(0xfe000004n), 2n);
+  assertEquals(b.barRead(BAR0 + 4n), UINT64_MAX, "b decodes only its own BARs");
+  b.barWrite(0xfe000000n + BigInt(Reg.IRQ_RAISE), 1n);
+  assertEquals(irqB.drain(), 1n);
+  assertEquals(irqA.drain(), 0n);
+  // b's resample does not touch a; a's level is its own.
+  a.barWrite(BAR0 + BigInt(Reg.IRQ_RAISE), 1n);
+  assertEquals(irqA.drain(), 1n);
+  b.barWrite(0xfe000000n + BigInt(Reg.IRQ_ACK), 1n);
+  rsB.signal();
+  rsA.signal();
+  assert(await readable(irqA.fd, 5000));
+  b.barrier();
+  assertEquals(irqB.drain(), 0n);
+  assertEquals((await r.finish()).code, 0);
+});
+
+/** Raw bytes from hex. */
+function hex(s: string): Uint8Array {
+  return new Uint8Array(s.match(/../g)!.map((h) => parseInt(h, 16)));
+}
+
+const hdr = (cmd: string, size: string): string =>
+  cmd + "00000000" + size.padEnd(16, "0");
+
+Deno.test("remote: each broken rule closes only that channel, no fd leaks", async (t) => {
+  const cases: [string, string, number, string, boolean?][] = [
+    [
+      "bad cmd",
+      hdr("09000000", ""),
+      0,
+      "bad: closed: cmd 9: cmd: unknown command 9",
+    ],
+    [
+      "RET as a request",
+      hdr("01000000", "08") + "00".repeat(8),
+      0,
+      "bad: closed: RET: cmd: not a request",
+    ],
+    [
+      "bad size",
+      hdr("05000000", "10") + "00".repeat(16),
+      0,
+      "bad: closed: BAR_READ: size: 16, expected 24",
+    ],
+    [
+      "oversized",
+      hdr("02000000", "ff"),
+      0,
+      "bad: closed: PCI_CFGWRITE: size: invalid size for message: 255 > 192",
+    ],
+    [
+      "fd count",
+      hdr("06000000", ""),
+      3,
+      "bad: closed: SET_IRQFD: num_fds: 3, expected 2",
+    ],
+    [
+      "too many fds",
+      hdr("07000000", ""),
+      9,
+      "bad: closed: DEVICE_RESET: num_fds: more than 8 fds",
+    ],
+    [
+      "sysmem past end of file",
+      "",
+      1,
+      "bad: closed: SYNC_SYSMEM: region 0: 8192 bytes at offset 0 exceed the file's 4096",
+    ],
+    [
+      "truncated header",
+      "0300000000000000",
+      0,
+      "bad: closed: header: size: peer hung up mid-header",
+      true,
+    ],
+    [
+      "hang-up mid-message",
+      hdr("03000000", "0c") + "00000000",
+      0,
+      "bad: closed: PCI_CFGREAD: payload: peer hung up after 4 of 12 bytes",
+      true,
+    ],
+  ];
+  for (const [name, wire, nfds, line, hangUp] of cases) {
+    await t.step(name, async () => {
+      await using r = spawnRemote(["bad", "good"]);
+      const [bad, good] = r.clients;
+      enable(good);
+      bad.barrier();
+      const baseline = openFds(r.child.pid);
+      const fds = Array.from({ length: nfds }, () => new EventFd());
+      if (name.startsWith("sysmem")) {
+        const fd = memfd("small", 4096);
+        bad.syncSysmem([{ gpa: 0n, size: 8192n, offset: 0n, fd }]);
+        closeFd(fd);
+      } else {
+        const bytes = hex(wire);
+        new MsgIo(16).send(
+          bad.ch.fd,
+          bytes,
+          bytes.length,
+          null,
+          0,
+          fds.map((e) => e.fd),
+        );
+      }
+      fds.forEach((e) => e.close());
+      if (hangUp) bad.close();
+      // The good device keeps working, and the bad channel is gone.
+      good.barWrite(BAR0 + 4n, 5n);
+      assertEquals(good.barRead(BAR0 + 4n), 5n);
+      good.barrier();
+      const after = openFds(r.child.pid);
+      const gone = baseline.filter((fd) => !after.includes(fd));
+      const extra = after.filter((fd) => !baseline.includes(fd));
+      assertEquals(extra, [], "no fd leaked in the remote");
+      assertEquals(gone.length, 1, "exactly the bad channel's socket closed");
+      const { code, stderr } = await r.finish();
+      assertEquals(code, 1, "a channel closed on an error");
+      assertStringIncludes(stderr, `iohub remote: ${line}`);
+    });
+  }
+});
