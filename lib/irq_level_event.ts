@@ -43,6 +43,16 @@ export class IrqLevelEvent implements Disposable {
     eventfdSignal(this.#irqfd);
   }
 
+  /** Clears the irqfd; returns how many assertions were pending. */
+  drainIrq(): bigint {
+    return eventfdDrain(this.#irqfd);
+  }
+
+  /** Signals end of interrupt on the resamplefd (what KVM does at EOI). */
+  signalResample(): void {
+    eventfdSignal(this.#resamplefd);
+  }
+
   /** Clears the resamplefd; returns how many resamples were pending. */
   drainResample(): bigint {
     return eventfdDrain(this.#resamplefd);
