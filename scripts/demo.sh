@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec node_modules/.bin/deno task demo
+exec node_modules/deno/deno task demo

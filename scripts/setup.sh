@@ -5,10 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want=$(node -p 'require("./package.json").devDependencies.deno')
-if ! node_modules/.bin/deno --version 2>/dev/null | grep -q "^deno $want " || [ ! -d node_modules/deno-std ]; then
+if ! node_modules/deno/deno --version 2>/dev/null | grep -q "^deno $want " || [ ! -d node_modules/deno-std ]; then
   echo "setup: installing deno $want and deno-std from npm" >&2
-  npm ci --no-audit --no-fund --loglevel=error >&2
+  npm ci --no-bin-links --no-audit --no-fund --loglevel=error >&2
 fi
+# `deno task` runs an npm bin named deno as a JS script instead of itself:
+# keep the binary out of node_modules/.bin so tasks resolve `deno` to Deno.
+rm -f node_modules/.bin/deno
 
 missing=()
 command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)

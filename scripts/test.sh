@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec node_modules/.bin/deno task test
+exec node_modules/deno/deno task test
