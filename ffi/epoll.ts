@@ -38,10 +38,11 @@ export class Epoll extends OwnedFd {
     this.#eventsView = new DataView(this.#events.buffer);
   }
 
-  /** Watches `fd` for `events`, reporting `token` when it fires. */
+  /** Watches `fd` for `events`, reporting `token` (a u32) when it fires. */
   add(fd: number, events: number, token: number): void {
     this.#oneView.setUint32(0, events, true);
-    this.#oneView.setBigUint64(4, BigInt(token), true);
+    this.#oneView.setUint32(4, token, true);
+    this.#oneView.setUint32(8, 0, true);
     check(
       libc.epoll_ctl(this.fd, EPOLL_CTL_ADD, fd, this.#one),
       "epoll_ctl(ADD)",
@@ -70,7 +71,7 @@ export class Epoll extends OwnedFd {
 
   /** The token of ready event `i` from the last wait(). */
   token(i: number): number {
-    return Number(this.#eventsView.getBigUint64(i * EVENT_SIZE + 4, true));
+    return this.#eventsView.getUint32(i * EVENT_SIZE + 4, true);
   }
 
   /** The event bits of ready event `i` from the last wait(). */

@@ -1,8 +1,8 @@
 // eventfd(2): the counters KVM uses for irqfd and resamplefd, with the
 // 8-byte read and write they take.
 
-import { check, Errno, SysError } from "./errors.ts";
-import { OwnedFd, readFd, writeFd } from "./fd.ts";
+import { check, checkSize, Errno, errno, SysError } from "./errors.ts";
+import { OwnedFd } from "./fd.ts";
 import { libc } from "./libc.ts";
 
 /** eventfd flag: non-blocking reads. */
@@ -23,9 +23,11 @@ const oneBytes = new Uint8Array(one.buffer);
 const counter = new BigUint64Array(1);
 const counterBytes = new Uint8Array(counter.buffer);
 
+const EIGHT = 8n;
+
 /** Adds 1 to the eventfd counter `fd` (what "raise" means to KVM). */
 export function eventfdSignal(fd: number): void {
-  writeFd(fd, oneBytes, 8);
+  checkSize(libc.write(fd, oneBytes, EIGHT), "write");
 }
 
 /**
@@ -33,11 +35,10 @@ export function eventfdSignal(fd: number): void {
  * when nothing was pending (EAGAIN).
  */
 export function eventfdDrain(fd: number): bigint {
-  try {
-    readFd(fd, counterBytes, 8);
-  } catch (e) {
-    if (e instanceof SysError && e.errno === Errno.EAGAIN) return 0n;
-    throw e;
+  if (Number(libc.read(fd, counterBytes, EIGHT)) === -1) {
+    const e = errno();
+    if (e === Errno.EAGAIN) return 0n;
+    throw new SysError("read", e);
   }
   return counter[0];
 }

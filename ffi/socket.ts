@@ -2,7 +2,7 @@
 // sendmsg/recvmsg carrying fds as SCM_RIGHTS. The struct layouts (msghdr,
 // iovec, cmsghdr, sockaddr_un) live here and nowhere else.
 
-import { check, checkSize, Errno, errno, SysError } from "./errors.ts";
+import { check, Errno, errno, SysError } from "./errors.ts";
 import { closeFd, cString } from "./fd.ts";
 import { libc } from "./libc.ts";
 
@@ -38,10 +38,21 @@ function cmsgSpace(n: number): number {
   return CMSG_HDR + ((n * 4 + 7) & ~7);
 }
 
-function address(buf: Uint8Array): bigint {
+/** Stores a non-negative integer below 2^53 as a little-endian u64. */
+function setU64(v: DataView, off: number, value: number): void {
+  v.setUint32(off, value >>> 0, true);
+  v.setUint32(off + 4, Math.floor(value / 0x1_0000_0000), true);
+}
+
+/** Reads a little-endian u64 known to be below 2^53. */
+function getU64(v: DataView, off: number): number {
+  return v.getUint32(off + 4, true) * 0x1_0000_0000 + v.getUint32(off, true);
+}
+
+function address(buf: Uint8Array): number {
   // SAFETY: callers keep `buf` referenced for as long as the address is
   // stored in a struct handed to the kernel (the owning MsgIo object).
-  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
+  return Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
 }
 
 /** Creates a connected AF_UNIX stream pair, close-on-exec; returns both fds. */
@@ -131,11 +142,11 @@ export class MsgIo {
   readonly #iovView = new DataView(this.#iov.buffer);
   readonly #ctl: Uint8Array<ArrayBuffer>;
   readonly #ctlView: DataView;
-  readonly #ctlAddr: bigint;
+  readonly #ctlAddr: number;
   #lastBuf: Uint8Array | null = null;
-  #lastAddr = 0n;
+  #lastAddr = 0;
   #lastBuf2: Uint8Array | null = null;
-  #lastAddr2 = 0n;
+  #lastAddr2 = 0;
 
   /** Sizes the control buffer for at most `maxFds` fds per message. */
   constructor(maxFds: number) {
@@ -144,10 +155,10 @@ export class MsgIo {
     this.#ctl = new Uint8Array(cmsgSpace(maxFds));
     this.#ctlView = new DataView(this.#ctl.buffer);
     this.#ctlAddr = address(this.#ctl);
-    this.#hdrView.setBigUint64(16, address(this.#iov), true);
+    setU64(this.#hdrView, 16, address(this.#iov));
   }
 
-  #addr(buf: Uint8Array): bigint {
+  #addr(buf: Uint8Array): number {
     if (buf !== this.#lastBuf) {
       this.#lastBuf = buf;
       this.#lastAddr = address(buf);
@@ -155,7 +166,7 @@ export class MsgIo {
     return this.#lastAddr;
   }
 
-  #addr2(buf: Uint8Array): bigint {
+  #addr2(buf: Uint8Array): number {
     if (buf !== this.#lastBuf2) {
       this.#lastBuf2 = buf;
       this.#lastAddr2 = address(buf);
@@ -176,32 +187,32 @@ export class MsgIo {
     fds: ArrayLike<number>,
   ): number {
     const v = this.#iovView;
-    v.setBigUint64(0, this.#addr(a), true);
-    v.setBigUint64(8, BigInt(aLen), true);
+    setU64(v, 0, this.#addr(a));
+    setU64(v, 8, aLen);
     let iovlen = 1;
     if (b !== null && bLen > 0) {
-      v.setBigUint64(16, this.#addr2(b), true);
-      v.setBigUint64(24, BigInt(bLen), true);
+      setU64(v, 16, this.#addr2(b));
+      setU64(v, 24, bLen);
       iovlen = 2;
     }
     const h = this.#hdrView;
-    h.setBigUint64(24, BigInt(iovlen), true);
+    setU64(h, 24, iovlen);
     if (fds.length > 0) {
       if (fds.length > this.#maxFds) {
         throw new SysError("sendmsg", Errno.EINVAL, "too many fds");
       }
       const c = this.#ctlView;
-      c.setBigUint64(0, BigInt(CMSG_HDR + fds.length * 4), true);
+      setU64(c, 0, CMSG_HDR + fds.length * 4);
       c.setInt32(8, SOL_SOCKET, true);
       c.setInt32(12, SCM_RIGHTS, true);
       for (let i = 0; i < fds.length; i++) {
         c.setInt32(CMSG_HDR + i * 4, fds[i], true);
       }
-      h.setBigUint64(32, this.#ctlAddr, true);
-      h.setBigUint64(40, BigInt(cmsgSpace(fds.length)), true);
+      setU64(h, 32, this.#ctlAddr);
+      setU64(h, 40, cmsgSpace(fds.length));
     } else {
-      h.setBigUint64(32, 0n, true);
-      h.setBigUint64(40, 0n, true);
+      setU64(h, 32, 0);
+      setU64(h, 40, 0);
     }
     for (;;) {
       const n = Number(libc.sendmsg(sock, this.#hdr, MSG_NOSIGNAL));
@@ -218,12 +229,12 @@ export class MsgIo {
    */
   recv(sock: number, buf: Uint8Array, len: number, flags = 0): number {
     const v = this.#iovView;
-    v.setBigUint64(0, this.#addr(buf), true);
-    v.setBigUint64(8, BigInt(len), true);
+    setU64(v, 0, this.#addr(buf));
+    setU64(v, 8, len);
     const h = this.#hdrView;
-    h.setBigUint64(24, 1n, true);
-    h.setBigUint64(32, this.#ctlAddr, true);
-    h.setBigUint64(40, BigInt(this.#ctl.length), true);
+    setU64(h, 24, 1);
+    setU64(h, 32, this.#ctlAddr);
+    setU64(h, 40, this.#ctl.length);
     h.setInt32(48, 0, true);
     this.numFds = 0;
     this.truncated = false;
@@ -235,11 +246,11 @@ export class MsgIo {
       if (e !== Errno.EINTR) throw new SysError("recvmsg", e);
     }
     this.truncated = (h.getInt32(48, true) & MSG_CTRUNC) !== 0;
-    const ctlLen = Number(h.getBigUint64(40, true));
+    const ctlLen = getU64(h, 40);
     const c = this.#ctlView;
     let off = 0;
     while (off + CMSG_HDR <= ctlLen) {
-      const clen = Number(c.getBigUint64(off, true));
+      const clen = getU64(c, off);
       if (clen < CMSG_HDR) break;
       if (
         c.getInt32(off + 8, true) === SOL_SOCKET &&
@@ -259,22 +270,5 @@ export class MsgIo {
   closeReceived(): void {
     for (let i = 0; i < this.numFds; i++) closeFd(this.fds[i]);
     this.numFds = 0;
-  }
-}
-
-/** write(2) all of `buf[off..off+len)` to a socket, retrying short writes. */
-export function sendAll(
-  sock: number,
-  buf: Uint8Array,
-  off: number,
-  len: number,
-): void {
-  while (len > 0) {
-    const n = checkSize(
-      libc.write(sock, off === 0 ? buf : buf.subarray(off), BigInt(len)),
-      "write",
-    );
-    off += n;
-    len -= n;
   }
 }

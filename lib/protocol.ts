@@ -114,16 +114,27 @@ export class Message {
     return this.view.getBigUint64(8, true);
   }
 
+  /**
+   * The payload size as a number, or -1 when it exceeds 2^32 (reading it
+   * without a BigInt keeps the per-message path allocation-free).
+   */
+  get sizeNumber(): number {
+    return this.view.getUint32(12, true) === 0
+      ? this.view.getUint32(8, true)
+      : -1;
+  }
+
   /** Writes a header for `cmd` with `size` payload bytes, zeroing padding. */
   setHeader(cmd: number, size: number): void {
     this.view.setInt32(0, cmd, true);
     this.view.setInt32(4, 0, true);
-    this.view.setBigUint64(8, BigInt(size), true);
+    this.view.setUint32(8, size, true);
+    this.view.setUint32(12, 0, true);
   }
 
-  /** Total bytes on the wire for the current header. */
+  /** Total bytes on the wire for the current header (payload <= 192). */
   get wireLength(): number {
-    return HEADER_SIZE + Number(this.size);
+    return HEADER_SIZE + this.view.getUint32(8, true);
   }
 
   /** RET: the u64 value (meaningful when size is 8). */
@@ -258,46 +269,57 @@ export function validateMessage(
   numFds: number,
 ): void {
   const cmd = msg.cmd;
-  const name = cmdName(cmd);
   if (cmd < 0 || cmd >= CMD_MAX) {
-    throw new ProtocolError(name, "cmd", `unknown command ${cmd}`);
+    throw new ProtocolError(cmdName(cmd), "cmd", `unknown command ${cmd}`);
   }
   if (numFds >= REMOTE_MAX_FDS) {
-    throw new ProtocolError(name, "num_fds", `${numFds} fds, at most 7`);
+    throw new ProtocolError(
+      cmdName(cmd),
+      "num_fds",
+      `${numFds} fds, at most 7`,
+    );
   }
   for (let i = 0; i < numFds; i++) {
     if (!isValidFd(fds[i])) {
-      throw new ProtocolError(name, "fds", `fd ${i} is not an open fd`);
+      throw new ProtocolError(cmdName(cmd), "fds", `fd ${i} is not an open fd`);
     }
   }
-  const size = msg.size;
-  const expect = (want: number): void => {
-    if (size !== BigInt(want)) {
-      throw new ProtocolError(name, "size", `${size}, expected ${want}`);
-    }
-  };
-  const fdCount = (ok: boolean, want: string): void => {
-    if (!ok) throw new ProtocolError(name, "num_fds", `${numFds}, ${want}`);
-  };
+  const size = msg.sizeNumber;
   switch (cmd) {
     case Cmd.SYNC_SYSMEM:
-      fdCount(numFds >= 1, "expected at least 1");
-      expect(PAYLOAD_SIZE.SYNC_SYSMEM);
+      if (numFds < 1) throw badFds(cmd, numFds, "expected at least 1");
+      if (size !== PAYLOAD_SIZE.SYNC_SYSMEM) {
+        throw badSize(msg, PAYLOAD_SIZE.SYNC_SYSMEM);
+      }
       break;
     case Cmd.PCI_CFGWRITE:
     case Cmd.PCI_CFGREAD:
-      expect(PAYLOAD_SIZE.PCI_CFG);
+      if (size !== PAYLOAD_SIZE.PCI_CFG) {
+        throw badSize(msg, PAYLOAD_SIZE.PCI_CFG);
+      }
       break;
     case Cmd.BAR_WRITE:
     case Cmd.BAR_READ:
-      expect(PAYLOAD_SIZE.BAR);
-      fdCount(numFds === 0, "expected 0");
+      if (size !== PAYLOAD_SIZE.BAR) throw badSize(msg, PAYLOAD_SIZE.BAR);
+      if (numFds !== 0) throw badFds(cmd, numFds, "expected 0");
       break;
     case Cmd.SET_IRQFD:
-      expect(0);
-      fdCount(numFds === 2, "expected 2");
+      if (size !== 0) throw badSize(msg, 0);
+      if (numFds !== 2) throw badFds(cmd, numFds, "expected 2");
       break;
   }
+}
+
+function badSize(msg: Message, want: number): ProtocolError {
+  return new ProtocolError(
+    cmdName(msg.cmd),
+    "size",
+    `${msg.size}, expected ${want}`,
+  );
+}
+
+function badFds(cmd: number, numFds: number, want: string): ProtocolError {
+  return new ProtocolError(cmdName(cmd), "num_fds", `${numFds}, ${want}`);
 }
 
 /** What Channel.receive() got. */
@@ -406,15 +428,15 @@ export class Channel extends OwnedFd {
       }
       this.#have += n;
     }
-    const size = this.rx.size;
-    if (size > BigInt(MAX_PAYLOAD)) {
+    const size = this.rx.sizeNumber;
+    if (size < 0 || size > MAX_PAYLOAD) {
       throw new ProtocolError(
         cmdName(this.rx.cmd),
         "size",
-        `invalid size for message: ${size} > ${MAX_PAYLOAD}`,
+        `invalid size for message: ${this.rx.size} > ${MAX_PAYLOAD}`,
       );
     }
-    const total = HEADER_SIZE + Number(size);
+    const total = HEADER_SIZE + size;
     while (this.#have < total) {
       const n = this.#recvSome(bytes, this.#have, total - this.#have, flags);
       if (n < 0) return Received.AGAIN;
