@@ -55,6 +55,8 @@ export class DeviceHost implements Disposable {
   readonly memory: GuestMemory = new GuestMemory();
   /** The last refused access, for the log. */
   lastRefusal = "";
+  /** How many accesses were refused since the channel opened. */
+  refusals = 0;
 
   /** The connection to the proxy (owned: closed by close()). */
   readonly channel: Channel;
@@ -158,6 +160,7 @@ export class DeviceHost implements Disposable {
         addr.toString(16)
       } len ${len} outside config space`;
       this.channel.sendRet(UINT64_MAX);
+      this.refusals++;
       return Outcome.REFUSED;
     }
     if (!write) {
@@ -187,6 +190,7 @@ export class DeviceHost implements Disposable {
         rx.barMemory ? "memory" : "I/O"
       } 0x${addr.toString(16)} hit no BAR`;
       ch.sendRet(UINT64_MAX);
+      this.refusals++;
       return Outcome.REFUSED;
     }
     const offset = addr - this.#barBase[bar];

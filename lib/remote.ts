@@ -38,6 +38,8 @@ export interface RemoteOptions {
   pollMicros?: number;
 }
 
+// A peer probing unmapped addresses must not flood the log.
+const LOGGED_REFUSALS = 10;
 const TOKEN_CHANNEL = NUM_PIRQS;
 const TOKEN_LISTENER = NUM_PIRQS * 2;
 
@@ -147,7 +149,11 @@ export class Remote implements Disposable {
 
   #dispatch(token: number): void {
     if (token < TOKEN_CHANNEL) {
-      this.iohub.resample(token);
+      try {
+        this.iohub.resample(token);
+      } catch (e) {
+        this.#log(`PIRQ ${token}: resample failed: ${(e as Error).message}`);
+      }
     } else if (token < TOKEN_LISTENER) {
       this.#serve(token - TOKEN_CHANNEL);
     } else {
@@ -161,8 +167,14 @@ export class Remote implements Disposable {
     let state: number;
     try {
       state = host.channel.receive(true);
-      if (state === Received.MESSAGE && host.handle() === Outcome.REFUSED) {
-        this.#log(`${host.id}: refused: ${host.lastRefusal}`);
+      if (
+        state === Received.MESSAGE && host.handle() === Outcome.REFUSED &&
+        host.refusals <= LOGGED_REFUSALS
+      ) {
+        const more = host.refusals === LOGGED_REFUSALS
+          ? " (further refusals counted, not logged)"
+          : "";
+        this.#log(`${host.id}: refused: ${host.lastRefusal}${more}`);
       }
     } catch (e) {
       this.#close(slot, `closed: ${(e as Error).message}`, true);
@@ -215,7 +227,7 @@ export class Remote implements Disposable {
     } else {
       const c = this.iohub.counters(host.pirq);
       this.#log(
-        `${slot.spec.id}: ${why}; INTx asserts=${c.asserts} deasserts=${c.deasserts} resamples=${c.resamples} reasserts=${c.reasserts}`,
+        `${slot.spec.id}: ${why}; INTx asserts=${c.asserts} deasserts=${c.deasserts} resamples=${c.resamples} reasserts=${c.reasserts}; refused accesses=${host.refusals}`,
       );
       try {
         this.#epoll.remove(host.channel.fd);

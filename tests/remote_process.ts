@@ -124,18 +124,20 @@ export function spawnRemote(
     args.push("--device", `testdev,fd=${theirs[i]},id=${id}`)
   );
   theirs.forEach((fd) => setCloexec(fd, false));
+  // stderr goes to a file: a pipe would fill while the synchronous client
+  // keeps the event loop from draining it, and the remote would block.
+  const logPath = Deno.makeTempFileSync({ prefix: "iohub-remote-" });
   let child: Deno.ChildProcess;
   try {
-    child = new Deno.Command(Deno.execPath(), {
-      args,
-      stderr: "piped",
+    // sh execs the remote in place (same pid) with stderr on the file.
+    child = new Deno.Command("/bin/sh", {
+      args: ["-c", `exec "$0" "$@" 2>"${logPath}"`, Deno.execPath(), ...args],
       stdin: "null",
     }).spawn();
   } finally {
     theirs.forEach(closeFd);
   }
   const clients = ours.map((fd) => new Client(fd));
-  const stderr = new Response(child.stderr).text();
   let finished: Promise<{ code: number; stderr: string }> | null = null;
   const finish = (): Promise<{ code: number; stderr: string }> => {
     finished ??= (async () => {
@@ -143,7 +145,9 @@ export function spawnRemote(
         if (!c.ch.closed) c.close();
       }
       const status = await child.status;
-      return { code: status.code, stderr: await stderr };
+      const stderr = Deno.readTextFileSync(logPath);
+      Deno.removeSync(logPath);
+      return { code: status.code, stderr };
     })();
     return finished;
   };

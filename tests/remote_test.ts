@@ -169,7 +169,7 @@ Deno.test("remote: INTx through irqfd, resample re-asserts only while pending", 
     assertEquals(code, 0);
     assertStringIncludes(
       stderr,
-      "dev: peer closed the connection; INTx asserts=3 deasserts=2 resamples=5 reasserts=3",
+      "dev: peer closed the connection; INTx asserts=3 deasserts=2 resamples=5 reasserts=3; refused accesses=0",
     );
   });
 });
@@ -409,5 +409,78 @@ Deno.test("remote: each broken rule closes only that channel, no fd leaks", asyn
       assertEquals(code, 1, "a channel closed on an error");
       assertStringIncludes(stderr, `iohub remote: ${line}`);
     });
+  }
+});
+
+/** A small deterministic PRNG (mulberry32), so failures reproduce. */
+function prng(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) >>> 0;
+    let t = seed;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 0x1_0000_0000;
+  };
+}
+
+Deno.test("remote: random well-formed requests never kill the remote", async () => {
+  await using r = spawnRemote(["fuzz", "good"]);
+  const [c, good] = r.clients;
+  const rand = prng(1234);
+  c.barrier();
+  good.barrier();
+  const baseline = openFds(r.child.pid);
+  const u32 = (): number => Math.floor(rand() * 0x1_0000_0000);
+  const pick = <T>(xs: T[]): T => xs[Math.floor(rand() * xs.length)];
+  for (let i = 0; i < 3000; i++) {
+    const kind = Math.floor(rand() * 4);
+    if (kind === 0) {
+      c.cfgRead(
+        pick([u32(), Math.floor(rand() * 300)]),
+        pick([0, 1, 2, 3, 4, 8, -1, u32()]),
+      );
+    } else if (kind === 1) {
+      c.cfgWrite(Math.floor(rand() * 300), u32(), pick([1, 2, 4, 0, 7]));
+    } else {
+      const addr = pick([
+        BigInt(u32()) << 32n | BigInt(u32()),
+        BAR0 + BigInt(Math.floor(rand() * 0x1100)),
+        BAR1 + BigInt(Math.floor(rand() * 0x50)),
+        BigInt(c.cfgRead(0x10) & ~0xfn) + BigInt(Math.floor(rand() * 0x1000)),
+      ]);
+      const size = pick([1, 2, 4, 8, 0, 3, 16, u32()]);
+      if (kind === 2) c.barRead(addr, size, rand() < 0.5);
+      else c.barWrite(addr, BigInt(u32()), size, rand() < 0.5);
+    }
+  }
+  good.cfgWrite(0x10, Number(BAR0));
+  good.cfgWrite(0x04, 2, 2);
+  assertEquals(good.barRead(BAR0), BigInt(TESTDEV_ID));
+  assertEquals(openFds(r.child.pid), baseline);
+  assertEquals((await r.finish()).code, 0);
+});
+
+Deno.test("remote: random garbage closes the channel, never the process", async () => {
+  const rand = prng(99);
+  for (let round = 0; round < 20; round++) {
+    await using r = spawnRemote(["junk", "good"]);
+    const [junk, good] = r.clients;
+    const len = 1 + Math.floor(rand() * 300);
+    const bytes = new Uint8Array(len).map(() => Math.floor(rand() * 256));
+    // Mostly plausible commands, so the header passes and fields are hit.
+    if (rand() < 0.7) bytes[0] = Math.floor(rand() * 9);
+    bytes.fill(0, 1, 4);
+    const nfds = Math.floor(rand() * 4);
+    const fds = Array.from({ length: nfds }, () => new EventFd());
+    new MsgIo(16).send(junk.ch.fd, bytes, len, null, 0, fds.map((e) => e.fd));
+    fds.forEach((e) => e.close());
+    junk.close();
+    good.cfgWrite(0x10, Number(BAR0));
+    good.cfgWrite(0x04, 2, 2);
+    assertEquals(good.barRead(BAR0), BigInt(TESTDEV_ID), `round ${round}`);
+    const { code, stderr } = await r.finish();
+    assert(code === 0 || code === 1, `exit ${code}: ${stderr}`);
+    assert(!stderr.includes("error:"), stderr);
+    assertStringIncludes(stderr, "iohub remote: junk: ");
   }
 });
