@@ -82,6 +82,25 @@ export class Epoll extends OwnedFd {
 
 /** POLLIN for pollReadable(). */
 const POLLIN = 0x1;
+const pollBuf = new Uint8Array(8);
+const pollView = new DataView(pollBuf.buffer);
+
+/**
+ * Blocks this thread until `fd` is readable or `timeoutMs` passes (true:
+ * readable); EINTR counts as not yet readable.
+ */
+export function waitReadable(fd: number, timeoutMs: number): boolean {
+  pollView.setInt32(0, fd, true);
+  pollView.setInt16(4, POLLIN, true);
+  pollView.setInt16(6, 0, true);
+  const n = libc.poll(pollBuf, 1n, timeoutMs);
+  if (n === -1) {
+    const e = errno();
+    if (e === Errno.EINTR) return false;
+    throw new SysError("poll", e);
+  }
+  return n > 0 && (pollView.getInt16(6, true) & POLLIN) !== 0;
+}
 
 /**
  * Resolves when `fd` is readable or `timeoutMs` passes (true: readable).

@@ -9,11 +9,13 @@ import {
   memfd,
   mmap,
   MsgIo,
+  pollReadable,
   PROT_READ,
   PROT_WRITE,
   readFd,
   socketpair,
   SysError,
+  waitReadable,
   writeFd,
 } from "../ffi/mod.ts";
 import { assertNoFdLeak } from "./fd_check.ts";
@@ -98,4 +100,14 @@ Deno.test("memfd mapped shared twice sees the same bytes", () =>
     } finally {
       closeFd(fd);
     }
+  }));
+
+Deno.test("waitReadable and pollReadable see an eventfd become readable", () =>
+  assertNoFdLeak(async () => {
+    using ev = new EventFd();
+    assertEquals(waitReadable(ev.fd, 0), false);
+    assertEquals(await pollReadable(ev.fd, 10), false);
+    ev.signal();
+    assertEquals(waitReadable(ev.fd, 1000), true);
+    assertEquals(await pollReadable(ev.fd, 1000), true);
   }));
