@@ -83,27 +83,38 @@ export class Client {
     this.cfgRead(0);
   }
 
-  /** Closes the channel. */
+  /** Closes the channel (idempotent). */
   close(): void {
-    this.ch.close();
+    if (!this.ch.closed) this.ch.close();
   }
 }
 
-/** A running remote with one Client per device. */
-export interface RemoteProcess extends AsyncDisposable {
+/** What a test drives a device's connection with. */
+export interface Endpoint {
+  /** Closes the connection (idempotent). */
+  close(): void;
+}
+
+/** A running remote with one endpoint per device. */
+export interface RemoteProcess<T extends Endpoint = Client>
+  extends AsyncDisposable {
   /** The child process. */
   child: Deno.ChildProcess;
-  /** One client per device, in --device order. */
-  clients: Client[];
+  /** One endpoint per device, in --device order. */
+  clients: T[];
   /** Closes every client and waits for exit; returns status and stderr. */
   finish(): Promise<{ code: number; stderr: string }>;
 }
 
-/** Spawns `iohub remote` with `ids.length` testdevs on socketpairs. */
-export function spawnRemote(
+/**
+ * Spawns `iohub remote` with `ids.length` testdevs on socketpairs; `wrap`
+ * turns our end of each into the test's endpoint (a Client by default).
+ */
+export function spawnRemote<T extends Endpoint = Client>(
   ids: string[],
   extra: string[] = [],
-): RemoteProcess {
+  wrap: (fd: number) => T = (fd) => new Client(fd) as unknown as T,
+): RemoteProcess<T> {
   const ours: number[] = [];
   const theirs: number[] = [];
   for (const _ of ids) {
@@ -137,13 +148,11 @@ export function spawnRemote(
   } finally {
     theirs.forEach(closeFd);
   }
-  const clients = ours.map((fd) => new Client(fd));
+  const clients = ours.map(wrap);
   let finished: Promise<{ code: number; stderr: string }> | null = null;
   const finish = (): Promise<{ code: number; stderr: string }> => {
     finished ??= (async () => {
-      for (const c of clients) {
-        if (!c.ch.closed) c.close();
-      }
+      for (const c of clients) c.close();
       const status = await child.status;
       const stderr = Deno.readTextFileSync(logPath);
       Deno.removeSync(logPath);
