@@ -2,10 +2,12 @@
 // turns every failure into one line on stderr and a non-zero exit.
 
 import { type Command, describeError, UsageError } from "./lib/cli/common.ts";
+import { launchCommand } from "./lib/cli/launch.ts";
 import { remoteCommand } from "./lib/cli/remote.ts";
 
 const commands: Record<string, Command> = {
   remote: remoteCommand,
+  launch: launchCommand,
 };
 
 function usage(): string {

@@ -1,0 +1,262 @@
+// `iohub launch`: one command that starts our remote and QEMU wired to it,
+// forwards the guest's serial console, and exits with a status saying how
+// the run ended (see lib/launch.ts).
+
+import { parseArgs } from "@std/cli/parse-args";
+import {
+  EXIT_GUEST,
+  EXIT_OK,
+  EXIT_QEMU,
+  EXIT_REMOTE,
+  EXIT_SIGINT,
+  EXIT_SIGTERM,
+  EXIT_TIMEOUT,
+  EXIT_USAGE,
+  launch,
+  type LaunchDevice,
+  type LaunchOptions,
+  TCG_WARNING,
+} from "../launch.ts";
+import { DEFAULT_QEMU } from "../qemu.ts";
+import { type Command, UsageError } from "./common.ts";
+import { DEVICE_TYPES } from "./remote.ts";
+
+const HELP = `usage: iohub launch [options] [-- QEMU-ARGS...]
+
+Starts one 'iohub remote' serving the devices and QEMU with one
+x-pci-proxy-dev per device, each pair on its own socketpair, with guest RAM
+in a memfd so the proxy can share it. The guest's serial console goes to
+stdout; QEMU's and the remote's messages go to stderr. Stops both when
+either ends, on --timeout, or on Ctrl-C.
+
+options:
+  --device TYPE[,id=NAME]  a device to serve (repeatable; default: testdev).
+                           types: ${Object.keys(DEVICE_TYPES).join(", ")}
+  --qemu PATH              QEMU binary (default: ${DEFAULT_QEMU} on PATH)
+  --accel kvm|tcg          accelerator (default kvm; under tcg QEMU's proxy
+                           delivers no interrupts)
+  --guest IMAGE            raw floppy image to boot (default: none, SeaBIOS
+                           idles)
+  --memory SIZE            guest RAM, e.g. 64M or 1G (default 64M)
+  --serial FILE            write the serial console to FILE instead of stdout
+  --timeout SECONDS        stop both and fail after this long
+  --poll-us N              passed to the remote (busy-poll after each message)
+  --                       the rest is appended to QEMU's command line
+  --help                   this text
+
+The guest ends a run by writing a byte v to I/O port 0xf4 (isa-debug-exit);
+v = 0 means it passed.
+
+exit status:
+  ${EXIT_OK}    the guest passed (debug-exit 0), or QEMU exited 0 by itself
+  ${EXIT_USAGE}    bad command line
+  ${EXIT_QEMU}    QEMU failed: not found, too old, no multi-process devices,
+       exited with an error or was killed
+  ${EXIT_REMOTE}    the remote failed: exited non-zero, or died while QEMU ran
+  ${EXIT_GUEST}    the guest reported failure (debug-exit v != 0)
+  ${EXIT_TIMEOUT}    --timeout elapsed
+  ${EXIT_SIGINT}  stopped by SIGINT (Ctrl-C)
+  ${EXIT_SIGTERM}  stopped by SIGTERM`;
+
+/** Parses one `--device TYPE[,id=NAME]` value (index names the default id). */
+export function parseLaunchDevice(value: string, index: number): LaunchDevice {
+  const [type, ...opts] = value.split(",");
+  if (DEVICE_TYPES[type] === undefined) {
+    throw new UsageError(
+      `--device ${value}: unknown device type '${type}' (known: ${
+        Object.keys(DEVICE_TYPES).join(", ")
+      })`,
+    );
+  }
+  let id = `${type}${index}`;
+  for (const opt of opts) {
+    const m = /^id=([A-Za-z][\w.-]*)$/.exec(opt);
+    if (m === null) {
+      throw new UsageError(
+        `--device ${value}: bad option '${opt}' (expected id=NAME, NAME a letter then letters, digits, '-', '.' or '_')`,
+      );
+    }
+    id = m[1];
+  }
+  return { type, id };
+}
+
+/** What the launch CLI needs beyond LaunchOptions. */
+export interface LaunchArgs {
+  /** Options for launch(). */
+  options: LaunchOptions;
+  /** --serial FILE, when given. */
+  serial: string | null;
+}
+
+/** Parses `iohub launch` arguments; throws UsageError on a bad one. */
+export function parseLaunchArgs(args: string[]): LaunchArgs {
+  const parsed = parseArgs(args, {
+    string: [
+      "device",
+      "qemu",
+      "accel",
+      "guest",
+      "memory",
+      "serial",
+      "timeout",
+      "poll-us",
+    ],
+    collect: ["device"],
+    "--": true,
+    unknown: (arg: string) => {
+      throw new UsageError(
+        `launch: unknown argument '${arg}' (see 'iohub launch --help')`,
+      );
+    },
+  });
+  const given = (parsed.device as string[] | undefined) ?? [];
+  const values = given.length > 0 ? given : ["testdev"];
+  const devices = values.map((v, i) => parseLaunchDevice(v, i));
+  const ids = new Set<string>();
+  for (const d of devices) {
+    if (ids.has(d.id)) {
+      throw new UsageError(`launch: duplicate device id '${d.id}'`);
+    }
+    ids.add(d.id);
+  }
+  const options: LaunchOptions = { devices };
+  const str = (name: string): string | undefined => {
+    const v = parsed[name];
+    if (v === undefined) return undefined;
+    if (typeof v !== "string" || v === "") {
+      throw new UsageError(`launch: --${name} needs a value`);
+    }
+    return v;
+  };
+  options.qemu = str("qemu");
+  const accel = str("accel") ?? "kvm";
+  if (accel !== "kvm" && accel !== "tcg") {
+    throw new UsageError(`launch: --accel ${accel}: expected kvm or tcg`);
+  }
+  options.accel = accel;
+  options.guest = str("guest");
+  if (options.guest !== undefined) {
+    try {
+      if (!Deno.statSync(options.guest).isFile) throw new Error("not a file");
+    } catch (e) {
+      throw new UsageError(
+        `launch: --guest ${options.guest}: ${
+          e instanceof Deno.errors.NotFound
+            ? "no such file"
+            : (e as Error).message
+        }`,
+      );
+    }
+  }
+  const memory = str("memory");
+  if (memory !== undefined) {
+    const m = /^(\d+)([KMGT]?)$/i.exec(memory);
+    if (m === null || Number(m[1]) === 0) {
+      throw new UsageError(
+        `launch: --memory ${memory}: expected a size like 64M or 1G`,
+      );
+    }
+    // A bare number means MiB to -m but bytes to the memfd backend's
+    // size=: always hand QEMU a suffix.
+    options.memory = `${m[1]}${(m[2] || "M").toUpperCase()}`;
+  }
+  const timeout = str("timeout");
+  if (timeout !== undefined) {
+    if (!/^\d+(\.\d+)?$/.test(timeout) || Number(timeout) <= 0) {
+      throw new UsageError(
+        `launch: --timeout ${timeout}: expected a positive number of seconds`,
+      );
+    }
+    options.timeoutMs = Number(timeout) * 1000;
+  }
+  const poll = str("poll-us");
+  if (poll !== undefined) {
+    if (!/^\d+$/.test(poll)) {
+      throw new UsageError(
+        `launch: --poll-us ${poll}: not a number of microseconds`,
+      );
+    }
+    options.pollMicros = Number(poll);
+  }
+  if (parsed._.length > 0) {
+    throw new UsageError(
+      `launch: unexpected argument '${
+        parsed._[0]
+      }' (QEMU arguments go after --)`,
+    );
+  }
+  options.qemuArgs = (parsed["--"] as string[] | undefined) ?? [];
+  return { options, serial: str("serial") ?? null };
+}
+
+/** Writes all of `data`, however many writes it takes. */
+function writeAll(
+  w: { writeSync(p: Uint8Array): number },
+  data: Uint8Array,
+): void {
+  let off = 0;
+  while (off < data.length) off += w.writeSync(data.subarray(off));
+}
+
+/** The `iohub launch` subcommand. */
+export const launchCommand: Command = {
+  summary: "run QEMU with x-pci-proxy-dev devices served by an iohub remote",
+  help: HELP,
+  async run(args: string[]): Promise<number> {
+    const { options, serial } = parseLaunchArgs(args);
+    let out: { writeSync(p: Uint8Array): number; close?(): void } = Deno.stdout;
+    if (serial !== null) {
+      try {
+        out = Deno.openSync(serial, {
+          write: true,
+          create: true,
+          truncate: true,
+        });
+      } catch (e) {
+        throw new UsageError(
+          `launch: --serial ${serial}: ${(e as Error).message}`,
+        );
+      }
+    }
+    if (options.accel === "tcg") {
+      console.error(`iohub: warning: ${TCG_WARNING}`);
+    }
+    const stop = new AbortController();
+    const onInt = (): void => stop.abort("SIGINT");
+    const onTerm = (): void => stop.abort("SIGTERM");
+    Deno.addSignalListener("SIGINT", onInt);
+    Deno.addSignalListener("SIGTERM", onTerm);
+    let serialBroken = false;
+    try {
+      const result = await launch({
+        ...options,
+        signal: stop.signal,
+        onSerial: (chunk) => {
+          if (serialBroken) return;
+          try {
+            writeAll(out, chunk);
+          } catch (e) {
+            // A closed stdout must not end the run: keep the guest going.
+            serialBroken = true;
+            console.error(
+              `iohub: serial output stopped: ${(e as Error).message}`,
+            );
+          }
+        },
+        onRemoteLine: (line) => console.error(line),
+        onQemuLine: (line) => console.error(line),
+        onStarted: (s) =>
+          console.error(
+            `iohub: started QEMU (pid ${s.qemuPid}) and the remote (pid ${s.remotePid})`,
+          ),
+      });
+      console.error(`iohub: ${result.message}`);
+      return result.status;
+    } finally {
+      Deno.removeSignalListener("SIGINT", onInt);
+      Deno.removeSignalListener("SIGTERM", onTerm);
+      if (out !== Deno.stdout) out.close?.();
+    }
+  },
+};
