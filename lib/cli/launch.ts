@@ -106,7 +106,9 @@ export function parseLaunchArgs(args: string[]): LaunchArgs {
     "--": true,
     unknown: (arg: string) => {
       throw new UsageError(
-        `launch: unknown argument '${arg}' (see 'iohub launch --help')`,
+        arg.startsWith("-")
+          ? `launch: unknown argument '${arg}' (see 'iohub launch --help')`
+          : `launch: unexpected argument '${arg}' (QEMU arguments go after --)`,
       );
     },
   });
@@ -178,13 +180,6 @@ export function parseLaunchArgs(args: string[]): LaunchArgs {
       );
     }
     options.pollMicros = Number(poll);
-  }
-  if (parsed._.length > 0) {
-    throw new UsageError(
-      `launch: unexpected argument '${
-        parsed._[0]
-      }' (QEMU arguments go after --)`,
-    );
   }
   options.qemuArgs = (parsed["--"] as string[] | undefined) ?? [];
   return { options, serial: str("serial") ?? null };
