@@ -496,7 +496,10 @@ export class UserIrqSink {
   }
 
   #take(irq: IrqLevelEvent): boolean {
-    if (irq.drainIrq() === 0n) return false;
+    // Poll before reading: O_NONBLOCK lives in the file description we
+    // share with the remote, and QEMU's remote clears it on fds it receives
+    // (qio_channel_socket), so a bare read could block.
+    if (!waitReadable(irq.irqfd, 0) || irq.drainIrq() === 0n) return false;
     this.#delivered++;
     return true;
   }
