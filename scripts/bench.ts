@@ -1,0 +1,167 @@
+// `deno task bench`: round trips through our remote against QEMU 7.2's C
+// remote, measured in the same run by the same TypeScript proxy, rounds
+// alternating between peers because this machine's timings drift by
+// several times from hour to hour. Prints ratios, never bare timings alone.
+
+import { parseArgs } from "@std/cli/parse-args";
+import { Reg } from "../lib/devices/testdev.ts";
+import { ProxyDevice, type UserIrqSink } from "../lib/proxy.ts";
+import { spawnQemuRemote } from "../lib/qemu_remote.ts";
+import { spawnRemote } from "../tests/remote_process.ts";
+
+/** One benchmarked operation on one peer. */
+interface Op {
+  name: string;
+  run(): void;
+}
+
+/** A remote under test, driven through our proxy. */
+interface Peer {
+  label: string;
+  ops: Op[];
+  stop(): Promise<void>;
+}
+
+const E1000_STATUS = 0x08;
+const E1000_ICR = 0xc0;
+const E1000_ICS = 0xc8;
+const E1000_IMS = 0xd0;
+const CAUSE = 0x2;
+const WAIT_MS = 5000;
+
+function prepare(p: ProxyDevice): UserIrqSink {
+  p.setupIrqfd();
+  p.probe();
+  p.mapBars([0xfebc0000, 0xc000]);
+  return p.startUserSink();
+}
+
+function mustDeliver(sink: UserIrqSink): void {
+  if (!sink.wait(WAIT_MS)) throw new Error("interrupt not delivered");
+}
+
+function iohubPeer(label: string, extra: string[]): Peer {
+  const r = spawnRemote(
+    ["bench"],
+    extra,
+    (fd) => new ProxyDevice(fd, { name: label }),
+  );
+  const p = r.clients[0];
+  const sink = prepare(p);
+  return {
+    label,
+    ops: [
+      { name: "config read", run: () => p.configRead(0, 4) },
+      { name: "BAR read", run: () => p.barRead(0, Reg.ID, 4) },
+      {
+        name: "irq raise+deliver+ack",
+        run: () => {
+          p.barWrite(0, Reg.IRQ_RAISE, 1n, 4);
+          mustDeliver(sink);
+          p.barWrite(0, Reg.IRQ_ACK, 1n, 4);
+          sink.eoi();
+        },
+      },
+    ],
+    stop: async () => {
+      await r.finish();
+    },
+  };
+}
+
+function qemuPeer(qemu: string): Peer {
+  const q = spawnQemuRemote(qemu, [{ driver: "e1000" }]);
+  const p = new ProxyDevice(q.fds[0], { name: "qemu-e1000" });
+  const sink = prepare(p);
+  p.barWrite(0, E1000_IMS, BigInt(CAUSE), 4);
+  return {
+    label: "QEMU remote",
+    ops: [
+      { name: "config read", run: () => p.configRead(0, 4) },
+      { name: "BAR read", run: () => p.barRead(0, E1000_STATUS, 4) },
+      {
+        name: "irq raise+deliver+ack",
+        run: () => {
+          p.barWrite(0, E1000_ICS, BigInt(CAUSE), 4);
+          mustDeliver(sink);
+          p.barRead(0, E1000_ICR, 4);
+          sink.eoi();
+        },
+      },
+    ],
+    stop: async () => {
+      p.close();
+      await q.stop();
+    },
+  };
+}
+
+function microsPerOp(op: Op, n: number): number {
+  for (let i = 0; i < n / 10; i++) op.run();
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) op.run();
+  return ((performance.now() - t0) * 1000) / n;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(Deno.args, {
+    string: ["rounds", "n", "qemu", "poll-us"],
+  });
+  const opt = (name: string): string | undefined =>
+    args[name] as string | undefined;
+  const rounds = Number(opt("rounds") ?? 5);
+  const n = Number(opt("n") ?? 1000);
+  const pollUs = opt("poll-us") ?? "50";
+  const qemu = opt("qemu") ?? Deno.env.get("IOHUB_QEMU") ??
+    "qemu-system-x86_64";
+  const peers = [
+    qemuPeer(qemu),
+    iohubPeer("iohub", []),
+    iohubPeer(`iohub --poll-us ${pollUs}`, ["--poll-us", pollUs]),
+  ];
+  try {
+    const opNames = peers[0].ops.map((o) => o.name);
+    // times[peer][op] = one µs/op figure per round.
+    const times = peers.map(() => opNames.map(() => [] as number[]));
+    for (let r = 0; r < rounds; r++) {
+      // Alternate the order too, so no peer always runs first.
+      const order = r % 2 === 0 ? peers.keys() : [...peers.keys()].reverse();
+      for (const pi of order) {
+        peers[pi].ops.forEach((op, oi) => {
+          const count = op.name.startsWith("irq") ? Math.ceil(n / 4) : n;
+          times[pi][oi].push(microsPerOp(op, count));
+        });
+      }
+    }
+    console.log(
+      `iohub bench: ${rounds} alternating rounds, ${n} round trips per ` +
+        `operation (irq: ${Math.ceil(n / 4)}), same TypeScript proxy for ` +
+        `every peer; µs per operation = median over rounds; ratio = QEMU ` +
+        `remote's time / this peer's (above 1: faster than QEMU)`,
+    );
+    const header = ["operation".padEnd(24)];
+    for (const p of peers) header.push(p.label.padStart(22));
+    console.log(header.join(""));
+    opNames.forEach((name, oi) => {
+      const base = median(times[0][oi]);
+      const cells = [name.padEnd(24), `${base.toFixed(1)} µs`.padStart(22)];
+      for (let pi = 1; pi < peers.length; pi++) {
+        const t = median(times[pi][oi]);
+        cells.push(
+          `${t.toFixed(1)} µs ${(base / t).toFixed(2)}x`.padStart(22),
+        );
+      }
+      console.log(cells.join(""));
+    });
+  } finally {
+    for (const p of peers) await p.stop();
+  }
+}
+
+if (import.meta.main) await main();
