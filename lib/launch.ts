@@ -270,7 +270,12 @@ async function reap(
   return { status: await child.status, signalled };
 }
 
-/** Feeds each line of `stream` to `onLine`; resolves at end of stream. */
+/**
+ * Feeds each line of `stream` to `onLine` until end of stream. A callback
+ * that throws does not stop the draining (a child blocked on a full pipe
+ * would hang the run); the first such error rejects the returned promise
+ * once the stream has ended.
+ */
 async function pumpLines(
   stream: ReadableStream<Uint8Array>,
   onLine: (line: string) => void,
@@ -278,17 +283,28 @@ async function pumpLines(
 ): Promise<void> {
   const dec = new TextDecoder();
   let pending = "";
+  let failure: { error: unknown } | null = null;
+  const guard = (fn: () => void): void => {
+    if (failure !== null) return;
+    try {
+      fn();
+    } catch (error) {
+      failure = { error };
+    }
+  };
   for await (const chunk of stream) {
-    onChunk?.(chunk);
+    guard(() => onChunk?.(chunk));
     pending += dec.decode(chunk, { stream: true });
     let nl: number;
     while ((nl = pending.indexOf("\n")) >= 0) {
-      onLine(pending.slice(0, nl).replace(/\r$/, ""));
+      const line = pending.slice(0, nl).replace(/\r$/, "");
+      guard(() => onLine(line));
       pending = pending.slice(nl + 1);
     }
   }
   pending += dec.decode();
-  if (pending !== "") onLine(pending.replace(/\r$/, ""));
+  if (pending !== "") guard(() => onLine(pending.replace(/\r$/, "")));
+  if (failure !== null) throw (failure as { error: unknown }).error;
 }
 
 function describeStatus(s: Deno.CommandStatus): string {
@@ -486,13 +502,9 @@ export async function launch(opts: LaunchOptions = {}): Promise<LaunchOutcome> {
     (line) => opts.onSerialLine?.(line),
     opts.onSerial,
   );
-  opts.onStarted?.({
-    qemuPid: qemu.pid,
-    remotePid: remote.pid,
-    qemuCommand,
-    remoteCommand,
-  });
-
+  // Their errors are awaited below; until then they must not count as
+  // unhandled rejections, which would end the whole process.
+  for (const p of [remoteOut, qemuErr, serial]) p.catch(() => {});
   type First = "qemu" | "remote" | "timeout" | "abort";
   const deadline = opts.timeoutMs === undefined ? null : timer(opts.timeoutMs);
   let onAbort = (): void => {};
@@ -500,82 +512,110 @@ export async function launch(opts: LaunchOptions = {}): Promise<LaunchOutcome> {
     onAbort = resolve;
   });
   opts.signal?.addEventListener("abort", onAbort, { once: true });
-  const racers: Promise<First>[] = [
-    qemu.status.then(() => "qemu"),
-    remote.status.then(() => "remote"),
-    aborted.then(() => "abort"),
-  ];
-  if (deadline !== null) racers.push(deadline.done.then(() => "timeout"));
-  let first = await Promise.race(racers);
-  deadline?.cancel();
-  opts.signal?.removeEventListener("abort", onAbort);
-  if (first === "remote" && await within(qemu.status, SETTLE_MS)) {
-    first = "qemu";
-  }
-
-  let result: LaunchOutcome;
-  if (first === "qemu") {
-    const qs = await qemu.status;
-    await qemuErr;
-    const c = classifyQemu(qs, qemuErrors);
-    // The remote exits by itself once QEMU's end of every socket closed.
-    const r = await reap(remote, graceMs, false);
-    await remoteOut;
-    let { status, end, message } = c;
-    if (r.signalled) {
-      if (status === EXIT_OK) {
-        status = EXIT_REMOTE;
-        end = "remote-failed";
-      }
-      message += "; the remote did not exit after QEMU closed its sockets, " +
-        `stopped it`;
-    } else if (!r.status.success) {
-      const why = lastRemoteLine(remoteLines);
-      if (status === EXIT_OK) {
-        status = EXIT_REMOTE;
-        end = "remote-failed";
-      }
-      message += `; remote ${describeStatus(r.status)}${
-        why === undefined ? "" : ` (${why})`
-      }`;
-    }
-    result = outcome(status, end, message, {
-      guestCode: c.guest,
-      qemu: qs,
-      remote: r.status,
+  try {
+    opts.onStarted?.({
+      qemuPid: qemu.pid,
+      remotePid: remote.pid,
+      qemuCommand,
+      remoteCommand,
     });
-  } else if (first === "remote") {
-    const rs = await remote.status;
-    await remoteOut;
-    const q = await reap(qemu, graceMs, true);
-    const why = lastRemoteLine(remoteLines);
-    result = outcome(
-      EXIT_REMOTE,
-      "remote-failed",
-      `remote ${describeStatus(rs)}${
-        why === undefined ? "" : ` (${why})`
-      } while QEMU ran; stopped QEMU`,
-      { qemu: q.status, remote: rs },
-    );
-  } else {
-    // Timeout or abort: stop QEMU first so the remote sees EOF on every
-    // channel and prints its close lines (with INTx counters) by itself.
-    const q = await reap(qemu, graceMs, true);
-    const r = await reap(remote, graceMs, false);
-    await remoteOut;
-    const why = first === "timeout"
-      ? `timed out after ${opts.timeoutMs! / 1000} s`
-      : `interrupted by ${
-        abortStatus() === EXIT_SIGTERM ? "SIGTERM" : "SIGINT"
-      }`;
-    result = outcome(
-      first === "timeout" ? EXIT_TIMEOUT : abortStatus(),
-      first === "timeout" ? "timeout" : "aborted",
-      `${why}; stopped QEMU and the remote`,
-      { qemu: q.status, remote: r.status },
-    );
+
+    const racers: Promise<First>[] = [
+      qemu.status.then(() => "qemu"),
+      remote.status.then(() => "remote"),
+      aborted.then(() => "abort"),
+    ];
+    if (deadline !== null) racers.push(deadline.done.then(() => "timeout"));
+    let first = await Promise.race(racers);
+    // A remote that exited cleanly may just have seen the EOF of QEMU's own
+    // exit before we saw QEMU go; one that failed is to blame either way.
+    if (
+      first === "remote" && (await remote.status).success &&
+      await within(qemu.status, SETTLE_MS)
+    ) {
+      first = "qemu";
+    }
+
+    let result: LaunchOutcome;
+    if (first === "qemu") {
+      const qs = await qemu.status;
+      await qemuErr;
+      const c = classifyQemu(qs, qemuErrors);
+      // The remote exits by itself once QEMU's end of every socket closed.
+      const r = await reap(remote, graceMs, false);
+      await remoteOut;
+      let { status, end, message } = c;
+      if (r.signalled) {
+        if (status === EXIT_OK) {
+          status = EXIT_REMOTE;
+          end = "remote-failed";
+        }
+        message += "; the remote did not exit after QEMU closed its sockets, " +
+          `stopped it`;
+      } else if (!r.status.success) {
+        const why = lastRemoteLine(remoteLines);
+        if (status === EXIT_OK) {
+          status = EXIT_REMOTE;
+          end = "remote-failed";
+        }
+        message += `; remote ${describeStatus(r.status)}${
+          why === undefined ? "" : ` (${why})`
+        }`;
+      }
+      result = outcome(status, end, message, {
+        guestCode: c.guest,
+        qemu: qs,
+        remote: r.status,
+      });
+    } else if (first === "remote") {
+      const rs = await remote.status;
+      await remoteOut;
+      const q = await reap(qemu, graceMs, true);
+      const why = lastRemoteLine(remoteLines);
+      result = outcome(
+        EXIT_REMOTE,
+        "remote-failed",
+        `remote ${describeStatus(rs)}${
+          why === undefined ? "" : ` (${why})`
+        } while QEMU ran; stopped QEMU`,
+        { qemu: q.status, remote: rs },
+      );
+    } else {
+      // Timeout or abort: stop QEMU first so the remote sees EOF on every
+      // channel and prints its close lines (with INTx counters) by itself.
+      const q = await reap(qemu, graceMs, true);
+      const r = await reap(remote, graceMs, false);
+      await remoteOut;
+      const why = first === "timeout"
+        ? `timed out after ${opts.timeoutMs! / 1000} s`
+        : `interrupted by ${
+          abortStatus() === EXIT_SIGTERM ? "SIGTERM" : "SIGINT"
+        }`;
+      result = outcome(
+        first === "timeout" ? EXIT_TIMEOUT : abortStatus(),
+        first === "timeout" ? "timeout" : "aborted",
+        `${why}; stopped QEMU and the remote`,
+        { qemu: q.status, remote: r.status },
+      );
+    }
+    await Promise.all([qemuErr, serial, remoteOut]);
+    result.remoteLines = remoteLines;
+    return result;
+  } catch (e) {
+    // Only a throwing callback or a broken invariant gets here: leave no
+    // process behind either way.
+    signal(qemu, "SIGKILL");
+    signal(remote, "SIGKILL");
+    await Promise.allSettled([
+      qemu.status,
+      remote.status,
+      qemuErr,
+      serial,
+      remoteOut,
+    ]);
+    throw e;
+  } finally {
+    deadline?.cancel();
+    opts.signal?.removeEventListener("abort", onAbort);
   }
-  await Promise.all([qemuErr, serial, remoteOut]);
-  result.remoteLines = remoteLines;
-  return result;
 }

@@ -6,6 +6,7 @@ import {
   assert,
   assertEquals,
   assertMatch,
+  assertRejects,
   assertStringIncludes,
   assertThrows,
 } from "@std/assert";
@@ -307,6 +308,54 @@ Deno.test({
       "remote was killed by SIGKILL while QEMU ran; stopped QEMU",
     );
     assert(out.qemu !== null);
+  },
+});
+
+Deno.test({
+  name: "launch: a remote failing at start is blamed, exit 4",
+  ignore: !kvmOk,
+  async fn(): Promise<void> {
+    const out = await run({
+      // Stands in for a remote that cannot serve: says why and exits 1.
+      remoteCommand: [
+        "/bin/sh",
+        "-c",
+        "echo 'testdev0: cannot serve' >&2; exit 1",
+      ],
+      timeoutMs: 10_000,
+    });
+    assertEquals(out.status, EXIT_REMOTE, out.message);
+    assertEquals(
+      out.message,
+      "remote exited with status 1 (testdev0: cannot serve) while QEMU ran; stopped QEMU",
+    );
+  },
+});
+
+Deno.test({
+  name: "launch: a throwing callback rejects, leaving no process behind",
+  ignore: !kvmOk,
+  async fn(): Promise<void> {
+    let pids: LaunchStarted | null = null;
+    await assertNoFdLeak(async () => {
+      await assertRejects(
+        () =>
+          launch({
+            qemu: QEMU,
+            onStarted: (s) => {
+              pids = s;
+              throw new Error("callback failed");
+            },
+          }),
+        Error,
+        "callback failed",
+      );
+    });
+    assert(pids !== null);
+    const { qemuPid, remotePid } = pids as LaunchStarted;
+    for (const pid of [qemuPid, remotePid]) {
+      assertThrows(() => Deno.kill(pid, "SIGCONT"), Deno.errors.NotFound);
+    }
   },
 });
 
