@@ -12,7 +12,9 @@ export function parseGuestResult(line: string): GuestResult | null {
   const at = line.indexOf(RESULT_PREFIX);
   if (at < 0) return null;
   const out: GuestResult = {};
-  for (const field of line.slice(at + RESULT_PREFIX.length).trim().split(/\s+/)) {
+  for (
+    const field of line.slice(at + RESULT_PREFIX.length).trim().split(/\s+/)
+  ) {
     const eq = field.indexOf("=");
     if (eq > 0) out[field.slice(0, eq)] = field.slice(eq + 1);
   }
@@ -33,8 +35,9 @@ export interface IntxCounters {
   reasserts: number;
 }
 
+// The cause may itself contain ": ", so the id is taken from the start.
 const CLOSE_LINE =
-  /(\S+): [^;]*; INTx asserts=(\d+) deasserts=(\d+) resamples=(\d+) reasserts=(\d+)/;
+  /^(?:iohub remote: )?([\w.-]+): .*; INTx asserts=(\d+) deasserts=(\d+) resamples=(\d+) reasserts=(\d+)/;
 
 /** Parses a remote close line; null for any other line. */
 export function parseIntxCounters(line: string): IntxCounters | null {
