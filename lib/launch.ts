@@ -45,9 +45,9 @@ export interface LaunchStarted {
   qemuPid: number;
   /** The remote's pid. */
   remotePid: number;
-  /** QEMU's full command line. */
+  /** QEMU's full command line (after the parentDeathPrefix(), if any). */
   qemuCommand: string[];
-  /** The remote's full command line. */
+  /** The remote's full command line (likewise). */
   remoteCommand: string[];
 }
 
@@ -152,6 +152,31 @@ export function defaultRemoteCommand(): string[] {
     MAIN,
     "remote",
   ];
+}
+
+/**
+ * A prefix that makes a command receive SIGTERM when its parent (this
+ * process) dies, by util-linux's setpriv (which execs in place, keeping the
+ * pid), so a launcher killed with SIGKILL leaves no QEMU or remote behind.
+ * Empty when setpriv is not installed: the run works, without that guard.
+ */
+export function parentDeathPrefix(): string[] {
+  let dirs: string[];
+  try {
+    dirs = (Deno.env.get("PATH") ?? "/usr/bin:/bin").split(":");
+  } catch {
+    dirs = ["/usr/bin", "/bin"];
+  }
+  for (const dir of dirs) {
+    try {
+      if (Deno.statSync(`${dir}/setpriv`).isFile) {
+        return [`${dir}/setpriv`, "--pdeathsig", "TERM", "--"];
+      }
+    } catch {
+      // Not in this directory (or not readable): keep looking.
+    }
+  }
+  return [];
 }
 
 /** QEMU's command line for a run (fds: QEMU's socket end per device). */
@@ -437,11 +462,13 @@ export async function launch(opts: LaunchOptions = {}): Promise<LaunchOutcome> {
   }
   const remoteFds = pairs.map((p) => p[0]);
   const qemuFds = pairs.map((p) => p[1]);
+  const guard = parentDeathPrefix();
   const remoteCommand = [
+    ...guard,
     ...(opts.remoteCommand ?? defaultRemoteCommand()),
     ...remoteArguments(opts, devices, remoteFds),
   ];
-  const qemuCommand = qemuCommandLine(opts, devices, qemuFds);
+  const qemuCommand = [...guard, ...qemuCommandLine(opts, devices, qemuFds)];
 
   // Each child must inherit only its own ends: close-on-exec is cleared on
   // one side's fds just before its spawn, and those fds are closed right
@@ -480,7 +507,9 @@ export async function launch(opts: LaunchOptions = {}): Promise<LaunchOutcome> {
     return outcome(
       EXIT_QEMU,
       "qemu-failed",
-      `${qemuCommand[0]} could not be started: ${(e as Error).message}`,
+      `${opts.qemu ?? DEFAULT_QEMU} could not be started: ${
+        (e as Error).message
+      }`,
       { remote: r.status },
     );
   } finally {

@@ -26,6 +26,7 @@ import {
   type LaunchOptions,
   type LaunchOutcome,
   type LaunchStarted,
+  parentDeathPrefix,
 } from "../lib/launch.ts";
 import { MIN_QEMU_VERSION, parseQemuVersion } from "../lib/qemu.ts";
 import { assertNoFdLeak } from "./fd_check.ts";
@@ -514,5 +515,47 @@ Deno.test({
       assertEquals(r.code, EXIT_SIGTERM, r.stderr);
       assertStringIncludes(r.stderr, "interrupted by SIGTERM");
     });
+  },
+});
+
+/** Whether `pid` is gone (or a zombie nobody reaped yet). */
+function gone(pid: number): boolean {
+  try {
+    return Deno.readTextFileSync(`/proc/${pid}/stat`).split(" ")[2] === "Z";
+  } catch {
+    return true;
+  }
+}
+
+Deno.test({
+  name: "launch: a launcher killed by SIGKILL leaves no QEMU or remote",
+  ignore: !kvmOk,
+  async fn(): Promise<void> {
+    if (parentDeathPrefix().length === 0) {
+      console.log("SKIP: setpriv (util-linux) not installed");
+      return;
+    }
+    const child = spawnLaunch(["--timeout", "20"]);
+    const dec = new TextDecoder();
+    let stderr = "";
+    const reader = child.stderr.getReader();
+    let m: RegExpMatchArray | null = null;
+    while (m === null) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      stderr += dec.decode(value, { stream: true });
+      m = stderr.match(/QEMU \(pid (\d+)\) and the remote \(pid (\d+)\)/);
+    }
+    assert(m !== null, stderr);
+    const pids = [Number(m[1]), Number(m[2])];
+    assert(!pids.some(gone), "both run");
+    child.kill("SIGKILL");
+    await child.status;
+    reader.releaseLock();
+    await child.stderr.cancel();
+    await child.stdout.cancel();
+    const until = Date.now() + 5000;
+    while (!pids.every(gone) && Date.now() < until) await sleep(50);
+    assert(pids.every(gone), `still running: ${pids.filter((p) => !gone(p))}`);
   },
 });
