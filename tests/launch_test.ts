@@ -394,7 +394,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "launch: the guest's debug-exit value decides the status",
+  name: "launch: how the guest ends the run decides the status",
   ignore: !guestsOk,
   async fn(t): Promise<void> {
     const dir = await Deno.makeTempDir({ prefix: "iohub-launch-" });
@@ -424,6 +424,35 @@ Deno.test({
         assertEquals(out.status, EXIT_GUEST, out.message);
         assertEquals(out.message, "guest reported failure code 3");
         assertEquals(out.guestCode, 3);
+      });
+      await t.step(
+        "ACPI power-off (tcg): QEMU exited normally, exit 0",
+        async () => {
+          const out = await run({
+            guest: await floppy("launch_poweroff", dir),
+            accel: "tcg",
+            timeoutMs: 20_000,
+          });
+          assertEquals(out.status, EXIT_OK, out.message);
+          assertEquals(out.end, "qemu-exited");
+          assertEquals(out.message, "QEMU exited normally");
+          assertEquals(out.guestCode, null);
+        },
+      );
+      await t.step("0xcf9 reset (tcg): the guest boots again", async () => {
+        const lines: string[] = [];
+        const out = await run({
+          guest: await floppy("launch_reset", dir),
+          accel: "tcg",
+          timeoutMs: 20_000,
+          onSerialLine: (l) => lines.push(l),
+        });
+        assertEquals(out.status, EXIT_OK, out.message);
+        assertEquals(out.end, "guest-passed");
+        assertEquals(lines, [
+          "launch fixture: first boot, resetting",
+          "launch fixture: second boot",
+        ]);
       });
       await t.step("CLI (tcg): serial on stdout, exit 5", async () => {
         const r = await cli([
