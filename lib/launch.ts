@@ -35,7 +35,10 @@ export const TCG_WARNING =
 export interface LaunchDevice {
   /** Device type, e.g. "testdev". */
   type: string;
-  /** Its id: QEMU's proxy device id and the name in the remote's logs. */
+  /**
+   * Its id: QEMU's proxy device id and the name in the remote's logs; a
+   * letter, then letters, digits, '-', '.' or '_'.
+   */
   id: string;
 }
 
@@ -438,6 +441,12 @@ function outcome(
 export async function launch(opts: LaunchOptions = {}): Promise<LaunchOutcome> {
   const devices = opts.devices ?? [{ type: "testdev", id: "testdev0" }];
   if (devices.length === 0) throw new RangeError("launch: no devices");
+  for (const d of devices) {
+    // Both command lines split options on commas; QEMU ids start with a letter.
+    if (!/^[A-Za-z][\w.-]*$/.test(d.id) || !/^\w+$/.test(d.type)) {
+      throw new RangeError(`launch: bad device ${d.type} id ${d.id}`);
+    }
+  }
   const graceMs = opts.graceMs ?? DEFAULT_GRACE_MS;
   try {
     await probeQemu(opts.qemu ?? DEFAULT_QEMU);
