@@ -51,3 +51,14 @@ export function haveBinutils(): boolean {
     return missing("binutils", (e as Error).message);
   }
 }
+
+/** True when gcc is installed (layout checks against kernel headers). */
+export function haveGcc(): boolean {
+  try {
+    new Deno.Command("gcc", { args: ["--version"], stdout: "null" })
+      .outputSync();
+    return true;
+  } catch (e) {
+    return missing("gcc", (e as Error).message);
+  }
+}
