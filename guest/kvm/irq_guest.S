@@ -150,9 +150,9 @@ wait:
 	jmp wait
 
 hang:
-	cli
+	/* Interrupts stay off; after an NMI, look at the flags again. */
 	hlt
-	jmp hang
+	jmp wait
 
 done:
 	mov P_DELIVERED, %ax
