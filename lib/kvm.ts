@@ -176,6 +176,13 @@ function u64(v: number | bigint): bigint {
   return typeof v === "bigint" ? v : BigInt(v);
 }
 
+// What to do about the usual reasons /dev/kvm does not open.
+const OPEN_HINTS: Record<string, string> = {
+  EACCES: "add your user to group kvm, or run as root",
+  ENOENT:
+    "KVM is not available: load kvm_intel/kvm_amd or enable nested virtualisation",
+};
+
 /**
  * The system fd (/dev/kvm): capability queries and VM creation.
  *
@@ -201,21 +208,9 @@ export class Kvm implements Disposable {
     try {
       return new Kvm(openPath(path, O_RDWR));
     } catch (e) {
-      if (e instanceof SysError && e.errno === 13) {
-        throw new SysError(
-          `open ${path}`,
-          e.errno,
-          "add your user to group kvm, or run as root",
-        );
-      }
-      if (e instanceof SysError && e.errno === 2) {
-        throw new SysError(
-          `open ${path}`,
-          e.errno,
-          "KVM is not available: load kvm_intel/kvm_amd or enable nested virtualisation",
-        );
-      }
-      throw e;
+      const hint = e instanceof SysError ? OPEN_HINTS[e.code] : undefined;
+      if (hint === undefined) throw e;
+      throw new SysError(`open ${path}`, (e as SysError).errno, hint);
     }
   }
 
