@@ -26,10 +26,14 @@ import {
   KVM_IOCTL,
   KVM_STRUCT,
   KvmCap,
+  KvmExit,
 } from "../lib/kvm.ts";
 import {
   createIrqGuestMachine,
+  GUEST_LOAD_ADDRESS,
+  GUEST_STACK_TOP,
   GuestFailure,
+  HarnessPort,
   HarnessTimeout,
   IrqGuestFlag,
   type KvmMachine,
@@ -405,6 +409,53 @@ Deno.test({
         GuestFailure,
         "unclaimed port read 0xc040 (4 bytes)",
       );
+    });
+  },
+});
+
+Deno.test({
+  name: "kvm: synchronous KVM_RUN, exit accessors, regs and sregs",
+  ignore: !guestOk,
+  async fn(): Promise<void> {
+    await assertNoFdLeak(async () => {
+      using m = await createIrqGuestMachine();
+      const { vcpu } = m;
+      // The harness's real-mode start state.
+      const sregs = vcpu.getSregs();
+      assertEquals(sregs.segment("cs").base, 0n);
+      assertEquals(sregs.segment("cs").selector, 0);
+      assertEquals(sregs.segment("ss").limit, 0xffff);
+      assertEquals(sregs.cr0 & 1n, 0n, "real mode");
+      const regs = vcpu.getRegs();
+      assertEquals(regs.get("rip"), BigInt(GUEST_LOAD_ADDRESS));
+      assertEquals(regs.get("rsp"), BigInt(GUEST_STACK_TOP));
+      regs.set("rbx", 0x1234_5678n);
+      vcpu.setRegs(regs);
+      assertEquals(vcpu.getRegs().get("rbx"), 0x1234_5678n);
+
+      writeIrqGuestParams(m, {
+        irq: GSI,
+        flags: IrqGuestFlag.PIO,
+        count: 0,
+        ioBase: 0xc040,
+      });
+      // PIC programming stays in the kernel: the first exit is the ID read.
+      assertEquals(vcpu.run(), KvmExit.IO);
+      assertEquals(
+        [vcpu.ioPort, vcpu.ioSize, vcpu.ioIsWrite, vcpu.ioCount],
+        [0xc040, 4, false, 1],
+      );
+      new DataView(vcpu.ioData().buffer, vcpu.ioData().byteOffset, 4)
+        .setUint32(0, TESTDEV_ID, true);
+      assertEquals(vcpu.run(), KvmExit.IO);
+      assertEquals(
+        [vcpu.ioPort, vcpu.ioSize, vcpu.ioIsWrite],
+        [HarnessPort.READY, 2, true],
+      );
+      assertEquals(vcpu.run(), KvmExit.IO);
+      assertEquals(vcpu.ioPort, HarnessPort.DONE);
+      const ip = Number(vcpu.getRegs().get("rip"));
+      assert(ip > GUEST_LOAD_ADDRESS && ip < GUEST_STACK_TOP, `ip ${ip}`);
     });
   },
 });
