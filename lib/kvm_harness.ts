@@ -508,6 +508,8 @@ export const IrqGuestFlag = {
   REPORT: 0x08,
   /** Halt with interrupts off forever (only an NMI gets it out). */
   CLI_HALT: 0x10,
+  /** Leave the line edge-triggered (for irqfds without resample). */
+  EDGE: 0x20,
 } as const;
 
 /** What the interrupt guest is told to do. */

@@ -459,3 +459,38 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name: "kvm: irqfd without resample injects one edge per write",
+  ignore: !guestOk,
+  async fn(): Promise<void> {
+    await assertNoFdLeak(async () => {
+      using m = await createIrqGuestMachine();
+      const irqfd = eventfd();
+      try {
+        m.vm.registerIrqfd(irqfd, GSI);
+        const N = 50;
+        writeIrqGuestParams(m, {
+          irq: GSI,
+          flags: IrqGuestFlag.REPORT | IrqGuestFlag.EDGE,
+          count: N,
+        });
+        let reported = Promise.withResolvers<void>();
+        const r = start(m, {
+          timeoutMs: 10_000,
+          onReport: () => reported.resolve(),
+        });
+        await r.ready;
+        for (let i = 0; i < N; i++) {
+          eventfdSignal(irqfd);
+          await reported.promise;
+          reported = Promise.withResolvers<void>();
+        }
+        assertEquals((await r.run).value, N);
+        m.vm.unregisterIrqfd(irqfd, GSI);
+      } finally {
+        closeFd(irqfd);
+      }
+    });
+  },
+});

@@ -38,6 +38,7 @@
 	.set F_SELF_RAISE, 0x04		/* write IRQ_RAISE for each interrupt */
 	.set F_REPORT, 0x08		/* out REPORT on every delivery */
 	.set F_CLI_HALT, 0x10		/* never enable interrupts (watchdog test) */
+	.set F_EDGE, 0x20		/* leave the line edge-triggered */
 
 	.set PORT_REPORT, 0xf0
 	.set PORT_READY, 0xf2
@@ -93,15 +94,18 @@ _start:
 
 restart:
 	cli
-	/* ELCR: only the chosen line is level-triggered. */
+	/* ELCR: only the chosen line is level-triggered (none with F_EDGE). */
 	movzbw P_IRQ, %cx
 	mov $1, %bx
 	shl %cl, %bx
-	mov $0x4d0, %dx
-	mov %bl, %al
+	mov %bx, %ax
+	testb $F_EDGE, P_FLAGS
+	jz 1f
+	xor %ax, %ax
+1:	mov $0x4d0, %dx
 	out %al, %dx
 	inc %dx
-	mov %bh, %al
+	mov %ah, %al
 	out %al, %dx
 	/* IMR: unmask the line, and the cascade when it is on the slave. */
 	mov %bx, %ax
