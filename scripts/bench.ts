@@ -91,7 +91,7 @@ function qemuPeer(qemu: string): Peer {
     ],
     stop: async () => {
       p.close();
-      await q.stop();
+      await q.finish("SIGTERM");
     },
   };
 }

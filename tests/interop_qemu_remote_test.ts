@@ -81,7 +81,7 @@ Deno.test({
       assertFalse(sink.wait(50), "reset cleared IMS");
       assertEquals(Number(p.barRead(0, ICR, 4)) & ICR_TXQE, ICR_TXQE);
       p.close();
-      const { stderr } = await qemu.stop();
+      const { stderr } = await qemu.finish("SIGTERM");
       assertFalse(/error/i.test(stderr), stderr);
     });
   },

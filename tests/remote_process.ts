@@ -1,10 +1,9 @@
 // Test helper: an `iohub remote` subprocess serving testdevs on socketpairs,
 // and a minimal synchronous mpqemu client to drive it from the test.
 
-import { closeFd, setCloexec, socketpair } from "../ffi/mod.ts";
+import { defaultRemoteCommand } from "../lib/launch.ts";
+import { spawnWithSockets } from "../lib/socket_child.ts";
 import { Channel, Cmd, Received, type SysmemRegion } from "../lib/protocol.ts";
-
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
 /** A synchronous client on one device's channel. */
 export class Client {
@@ -115,53 +114,19 @@ export function spawnRemote<T extends Endpoint = Client>(
   extra: string[] = [],
   wrap: (fd: number) => T = (fd) => new Client(fd) as unknown as T,
 ): RemoteProcess<T> {
-  const ours: number[] = [];
-  const theirs: number[] = [];
-  for (const _ of ids) {
-    const [a, b] = socketpair();
-    ours.push(a);
-    theirs.push(b);
-  }
-  const args = [
-    "run",
-    "--allow-ffi",
-    "--allow-read",
-    "--allow-write",
-    MAIN,
-    "remote",
+  const [program, ...command] = defaultRemoteCommand();
+  const sc = spawnWithSockets(program, ids.length, (fds) => [
+    ...command,
     ...extra,
-  ];
-  ids.forEach((id, i) =>
-    args.push("--device", `testdev,fd=${theirs[i]},id=${id}`)
-  );
-  theirs.forEach((fd) => setCloexec(fd, false));
-  // stderr goes to a file: a pipe would fill while the synchronous client
-  // keeps the event loop from draining it, and the remote would block.
-  const logPath = Deno.makeTempFileSync({ prefix: "iohub-remote-" });
-  let child: Deno.ChildProcess;
-  try {
-    // sh execs the remote in place (same pid) with stderr on the file.
-    child = new Deno.Command("/bin/sh", {
-      args: ["-c", `exec "$0" "$@" 2>"${logPath}"`, Deno.execPath(), ...args],
-      stdin: "null",
-    }).spawn();
-  } finally {
-    theirs.forEach(closeFd);
-  }
-  const clients = ours.map(wrap);
-  let finished: Promise<{ code: number; stderr: string }> | null = null;
+    ...ids.flatMap((id, i) => ["--device", `testdev,fd=${fds[i]},id=${id}`]),
+  ]);
+  const clients = sc.fds.map(wrap);
   const finish = (): Promise<{ code: number; stderr: string }> => {
-    finished ??= (async () => {
-      for (const c of clients) c.close();
-      const status = await child.status;
-      const stderr = Deno.readTextFileSync(logPath);
-      Deno.removeSync(logPath);
-      return { code: status.code, stderr };
-    })();
-    return finished;
+    for (const c of clients) c.close();
+    return sc.finish();
   };
   return {
-    child,
+    child: sc.child,
     clients,
     finish,
     async [Symbol.asyncDispose](): Promise<void> {
