@@ -389,3 +389,57 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name:
+    "kvm+remote: a level held without ACK re-injects until DEVICE_RESET, then stops",
+  ignore: !ok,
+  async fn(): Promise<void> {
+    await assertNoFdLeak(async () => {
+      using m = await createIrqGuestMachine();
+      await using r = spawn();
+      const p = r.clients[0];
+      plug(p, m);
+      // The handler never ACKs: every EOI is followed by a resample that
+      // finds the level high and re-asserts, an interrupt storm.
+      writeIrqGuestParams(m, {
+        irq: GSI,
+        flags: IrqGuestFlag.MMIO,
+        count: 1,
+        hold: 0xffff,
+        mmioBase: BAR0,
+      });
+      const ready = Promise.withResolvers<void>();
+      const run = m.run({
+        // After the reset the BAR no longer decodes: reads of an
+        // unclaimed address return all ones, as on a real bus.
+        onMmio: (addr, isWrite, data) => {
+          if (p.handleMmio(addr, isWrite, data)) return true;
+          if (!isWrite) data.fill(0xff);
+          return true;
+        },
+        onReady: () => ready.resolve(),
+        timeoutMs: TIMEOUT,
+      });
+      run.catch(() => {});
+      await Promise.race([ready.promise, run]);
+      p.barWrite(0, Reg.IRQ_RAISE, 1n, 4);
+      const until = performance.now() + 5000;
+      while (readIrqGuestCounters(m).delivered < 20) {
+        assert(performance.now() < until, "the held level was not re-injected");
+        await sleep(1);
+      }
+      p.reset();
+      const atReset = readIrqGuestCounters(m).delivered;
+      await sleep(50);
+      const settled = readIrqGuestCounters(m).delivered;
+      // At most the delivery already latched in KVM, then silence.
+      assert(settled - atReset <= 1, `${atReset} -> ${settled}`);
+      await sleep(50);
+      assertEquals(readIrqGuestCounters(m).delivered, settled);
+      assertEquals(readIrqGuestCounters(m).completed, 0);
+      m.stop();
+      assertEquals((await run).status, "stopped");
+    });
+  },
+});
