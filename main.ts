@@ -2,12 +2,14 @@
 // turns every failure into one line on stderr and a non-zero exit.
 
 import { type Command, describeError, UsageError } from "./lib/cli/common.ts";
+import { doctorCommand } from "./lib/cli/doctor.ts";
 import { launchCommand } from "./lib/cli/launch.ts";
 import { remoteCommand } from "./lib/cli/remote.ts";
 
 const commands: Record<string, Command> = {
   remote: remoteCommand,
   launch: launchCommand,
+  doctor: doctorCommand,
 };
 
 function usage(): string {

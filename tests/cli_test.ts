@@ -7,7 +7,8 @@ import { Client } from "./remote_process.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
-async function iohub(
+/** Runs main.ts with `args` (all permissions); returns status and output. */
+export async function iohub(
   ...args: string[]
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
