@@ -15,10 +15,12 @@ import {
   MAP_SHARED,
   type Mapping,
   mmap,
+  O_CLOEXEC,
   O_RDWR,
   openPath,
   PROT_READ,
   PROT_WRITE,
+  readFd,
   SysError,
 } from "../ffi/mod.ts";
 import { libc } from "../ffi/libc.ts";
@@ -176,12 +178,43 @@ function u64(v: number | bigint): bigint {
   return typeof v === "bigint" ? v : BigInt(v);
 }
 
+/**
+ * Whether the running kernel registered the KVM misc device (a `kvm` line in
+ * /proc/misc). When it did not, no /dev/kvm can work on this machine: the
+ * kernel lacks KVM, or refused to bind it (a PVM guest kernel, a VM without
+ * nested virtualisation). Null when /proc/misc cannot be read.
+ */
+export function kernelHasKvmDevice(): boolean | null {
+  // Through libc: Deno's permission model wants --allow-all for /proc.
+  let misc = "";
+  try {
+    const fd = openPath("/proc/misc", O_CLOEXEC);
+    try {
+      const buf = new Uint8Array(4096);
+      const dec = new TextDecoder();
+      for (let n; (n = readFd(fd, buf)) > 0;) {
+        misc += dec.decode(buf.subarray(0, n), { stream: true });
+      }
+    } finally {
+      closeFd(fd);
+    }
+  } catch {
+    return null;
+  }
+  return misc.split("\n").some((line) => line.trim().split(/\s+/)[1] === "kvm");
+}
+
 // What to do about the usual reasons /dev/kvm does not open.
-const OPEN_HINTS: Record<string, string> = {
-  EACCES: "add your user to group kvm, or run as root",
-  ENOENT:
-    "KVM is not available: load kvm_intel/kvm_amd or enable nested virtualisation",
-};
+function openHint(code: string, path: string): string | undefined {
+  if (code === "EACCES") return "add your user to group kvm, or run as root";
+  if (code !== "ENOENT") return undefined;
+  if (kernelHasKvmDevice() === false) {
+    return "this kernel offers no KVM (no 'kvm' in /proc/misc): load " +
+      "kvm_intel/kvm_amd, or run on a host with (nested) virtualisation";
+  }
+  return `the kernel has KVM but ${path} is missing: create it with ` +
+    "'mknod /dev/kvm c 10 232' or pass it into the container";
+}
 
 /**
  * The system fd (/dev/kvm): capability queries and VM creation.
@@ -208,7 +241,7 @@ export class Kvm implements Disposable {
     try {
       return new Kvm(openPath(path, O_RDWR));
     } catch (e) {
-      const hint = e instanceof SysError ? OPEN_HINTS[e.code] : undefined;
+      const hint = e instanceof SysError ? openHint(e.code, path) : undefined;
       if (hint === undefined) throw e;
       throw new SysError(`open ${path}`, (e as SysError).errno, hint);
     }

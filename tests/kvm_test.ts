@@ -21,6 +21,7 @@ import {
   SysError,
 } from "../ffi/mod.ts";
 import {
+  kernelHasKvmDevice,
   Kvm,
   KVM_API_VERSION,
   KVM_IOCTL,
@@ -148,11 +149,16 @@ Deno.test({
   },
 });
 
-Deno.test("kvm: open failure names the path and gives a hint", () => {
+Deno.test("kvm: open failure names the path and a hint fitting the kernel", () => {
+  const misc = Deno.readTextFileSync("/proc/misc");
+  const hasKvm = /^\s*\d+ kvm$/m.test(misc);
+  assertEquals(kernelHasKvmDevice(), hasKvm);
   const e = assertThrows(
     () => Kvm.open("/nonexistent/kvm"),
     SysError,
-    "open /nonexistent/kvm: ENOENT (KVM is not available",
+    hasKvm
+      ? "open /nonexistent/kvm: ENOENT (the kernel has KVM but /nonexistent/kvm is missing"
+      : "open /nonexistent/kvm: ENOENT (this kernel offers no KVM (no 'kvm' in /proc/misc)",
   );
   assertEquals(e.code, "ENOENT");
 });
