@@ -3,34 +3,8 @@
 
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { connectUnix } from "../ffi/mod.ts";
+import { iohub, MAIN } from "./cli_run.ts";
 import { Client } from "./remote_process.ts";
-
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
-
-/** Runs main.ts with `args` (all permissions); returns status and output. */
-export async function iohub(
-  ...args: string[]
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-ffi",
-      "--allow-read",
-      "--allow-write",
-      "--allow-run",
-      "--allow-env",
-      MAIN,
-      ...args,
-    ],
-    stdin: "null",
-  }).output();
-  const dec = new TextDecoder();
-  return {
-    code: out.code,
-    stdout: dec.decode(out.stdout),
-    stderr: dec.decode(out.stderr),
-  };
-}
 
 Deno.test("cli: --help on the program and on remote", async () => {
   const top = await iohub("--help");

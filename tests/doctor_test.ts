@@ -3,8 +3,13 @@
 // line without stopping the others, and bad arguments exit 2.
 
 import { assert, assertEquals, assertMatch } from "@std/assert";
-import { iohub } from "./cli_test.ts";
-import { haveBinutils, haveKvm, haveQemu } from "./requirements.ts";
+import { iohub } from "./cli_run.ts";
+import {
+  haveBinutils,
+  haveKvm,
+  haveQemu,
+  kvmUnavailableReason,
+} from "./requirements.ts";
 
 const ready = haveKvm() && haveQemu() && haveBinutils();
 
@@ -38,6 +43,26 @@ Deno.test({
     assertEquals(r.code, 1);
     assertMatch(r.stdout, /FAIL {2}QEMU +\/nonexistent\/qemu not found/);
     assertMatch(r.stdout, /pass {2}interrupt path +10\/10/);
+  },
+});
+
+Deno.test({
+  name:
+    "doctor: without KVM the KVM line says why; the interrupt path is not run",
+  ignore: kvmUnavailableReason() === null,
+  fn: async () => {
+    const r = await iohub("doctor");
+    assertEquals(r.code, 1);
+    const lines = r.stdout.trim().split("\n");
+    assertMatch(
+      lines[0],
+      /^FAIL {2}\/dev\/kvm +open \/dev\/kvm: E[A-Z]+ \(.+\)$/,
+    );
+    assertEquals(
+      lines.at(-1),
+      "FAIL  interrupt path          not run: KVM or binutils checks failed",
+    );
+    assert(!lines.some((l) => l.includes("KVM_CAP")), r.stdout);
   },
 });
 
