@@ -223,7 +223,14 @@ export function qemuCommandLine(
     args.push("-device", `x-pci-proxy-dev,id=${d.id},fd=${fds[i]}`)
   );
   if (opts.guest !== undefined) {
-    args.push("-drive", `format=raw,file=${opts.guest},if=floppy`);
+    // Read-only, so several runs can boot one image (QEMU locks writable
+    // images); QEMU's option syntax escapes a comma by doubling it.
+    args.push(
+      "-drive",
+      `format=raw,file=${
+        opts.guest.replaceAll(",", ",,")
+      },if=floppy,readonly=on`,
+    );
   }
   args.push(...(opts.qemuArgs ?? []));
   return args;

@@ -432,6 +432,29 @@ Deno.test({
         assertEquals(out.guestCode, 3);
       });
       await t.step(
+        "one image, two runs at once, a comma in its path (tcg): both pass",
+        async () => {
+          const shared = `${dir}/pass,shared.img`;
+          await Deno.copyFile(pass, shared);
+          let outs: LaunchOutcome[] = [];
+          await assertNoFdLeak(async () => {
+            outs = await Promise.all([0, 1].map(() =>
+              launch({
+                qemu: QEMU,
+                guest: shared,
+                accel: "tcg",
+                timeoutMs: 20_000,
+              })
+            ));
+          });
+          assertEquals(outs.length, 2);
+          for (const out of outs) {
+            assertEquals(out.status, EXIT_OK, out.message);
+            assertEquals(out.end, "guest-passed");
+          }
+        },
+      );
+      await t.step(
         "ACPI power-off (tcg): QEMU exited normally, exit 0",
         async () => {
           const out = await run({
