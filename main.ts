@@ -2,6 +2,7 @@
 // turns every failure into one line on stderr and a non-zero exit.
 
 import { type Command, describeError, UsageError } from "./lib/cli/common.ts";
+import { demoCommand } from "./lib/cli/demo.ts";
 import { doctorCommand } from "./lib/cli/doctor.ts";
 import { launchCommand } from "./lib/cli/launch.ts";
 import { remoteCommand } from "./lib/cli/remote.ts";
@@ -10,6 +11,7 @@ const commands: Record<string, Command> = {
   remote: remoteCommand,
   launch: launchCommand,
   doctor: doctorCommand,
+  demo: demoCommand,
 };
 
 function usage(): string {
