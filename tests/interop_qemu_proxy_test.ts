@@ -32,25 +32,19 @@ interface BootRun {
 
 /** Boots the guest against one testdev and collects what both sides said. */
 async function bootRun(accel: "kvm" | "tcg"): Promise<BootRun> {
-  // QEMU write-locks its drive image: a private copy lets runs overlap.
-  const dir = await Deno.makeTempDir({ prefix: "iohub-interop-a-" });
-  const guest = `${dir}/boot.img`;
   const serial: string[] = [];
   let outcome: LaunchOutcome | null = null;
-  try {
-    await Deno.copyFile(await buildBootImage(), guest);
-    await assertNoFdLeak(async () => {
-      outcome = await launch({
-        qemu: QEMU,
-        accel,
-        guest,
-        timeoutMs: TIMEOUT_MS,
-        onSerialLine: (line) => serial.push(line),
-      });
+  // launch() boots the image read-only, so runs may share it.
+  const guest = await buildBootImage();
+  await assertNoFdLeak(async () => {
+    outcome = await launch({
+      qemu: QEMU,
+      accel,
+      guest,
+      timeoutMs: TIMEOUT_MS,
+      onSerialLine: (line) => serial.push(line),
     });
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
   const out = outcome!;
   const context = `serial:\n${serial.join("\n")}\nremote:\n${
     out.remoteLines.join("\n")
