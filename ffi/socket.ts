@@ -223,13 +223,24 @@ export class MsgIo {
   }
 
   /**
-   * One recvmsg into `buf[0..len)`, collecting fds into `this.fds`; returns
-   * the bytes read (0 at end of stream). Received fds are close-on-exec and
-   * owned by the caller, also when `truncated` is set.
+   * One recvmsg into `buf[offset..offset + len)`, collecting fds into
+   * `this.fds`; returns the bytes read (0 at end of stream). Received fds
+   * are close-on-exec and owned by the caller, also when `truncated` is set.
    */
-  recv(sock: number, buf: Uint8Array, len: number, flags = 0): number {
+  recv(
+    sock: number,
+    buf: Uint8Array,
+    len: number,
+    flags = 0,
+    offset = 0,
+  ): number {
+    if (offset < 0 || len < 0 || offset + len > buf.length) {
+      throw new RangeError(
+        `recv: ${len} bytes at ${offset} overrun a ${buf.length}-byte buffer`,
+      );
+    }
     const v = this.#iovView;
-    setU64(v, 0, this.#addr(buf));
+    setU64(v, 0, this.#addr(buf) + offset);
     setU64(v, 8, len);
     const h = this.#hdrView;
     setU64(h, 24, 1);

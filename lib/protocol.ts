@@ -97,12 +97,22 @@ export interface SysmemRegion {
  * typed field accessors, so the per-message path allocates nothing.
  */
 export class Message {
-  /** Header (16 bytes) followed by the payload (up to 192). */
-  readonly bytes: Uint8Array<ArrayBuffer> = new Uint8Array(
-    HEADER_SIZE + MAX_PAYLOAD,
-  );
+  /**
+   * Header (16 bytes) followed by the payload (up to 192); a received
+   * message's buffer may be longer, holding bytes of the messages after it.
+   */
+  readonly bytes: Uint8Array<ArrayBuffer>;
   /** Little-endian view over `bytes`. */
-  readonly view: DataView = new DataView(this.bytes.buffer);
+  readonly view: DataView;
+
+  /** A message buffer of `capacity` bytes (at least one whole message). */
+  constructor(capacity: number = HEADER_SIZE + MAX_PAYLOAD) {
+    if (capacity < HEADER_SIZE + MAX_PAYLOAD) {
+      throw new RangeError(`Message: capacity ${capacity} < 208`);
+    }
+    this.bytes = new Uint8Array(capacity);
+    this.view = new DataView(this.bytes.buffer);
+  }
 
   /** The command number. */
   get cmd(): number {
@@ -335,20 +345,37 @@ export const Received = {
 /** One of the Received values. */
 export type ReceivedValue = typeof Received[keyof typeof Received];
 
+// Received bytes are buffered so that one recvmsg usually brings a whole
+// message (and any that follow it), instead of one for the header and one
+// for the payload: a system call is the dearest part of a round trip.
+const RX_CAPACITY = 1024;
+
 /**
  * One mpqemu connection: owns the socket, sends whole messages with fds
  * and receives them, resuming partial messages on non-blocking sockets.
+ *
+ * Reading: at a message boundary one recvmsg takes whatever is queued, up
+ * to RX_CAPACITY bytes; inside a message it asks for exactly the missing
+ * bytes. Linux ends a recvmsg on a stream socket after the first chunk that
+ * carried fds, so fds always came with the last bytes read: they belong to
+ * the message holding those bytes, just as when reading piece by piece.
  */
 export class Channel extends OwnedFd {
-  /** The last received message. */
-  readonly rx: Message = new Message();
+  /** The last received message (at offset 0 of its buffer). */
+  readonly rx: Message = new Message(RX_CAPACITY);
   /** A scratch message for building what to send. */
   readonly tx: Message = new Message();
   readonly #io = new MsgIo(REMOTE_MAX_FDS);
   readonly #fds = new Int32Array(REMOTE_MAX_FDS + 1);
   #numFds = 0;
   #msgFds = 0;
-  #have = 0;
+  // rx.bytes[0..#end) holds received bytes; the first #taken of them are the
+  // message last returned, dropped at the next receive().
+  #end = 0;
+  #taken = 0;
+  // Offset in rx.bytes of the last byte of the read that brought the
+  // pending fds: they belong to the message that contains it.
+  #fdsAt = 0;
 
   /** Takes ownership of the connected socket `sock`. */
   constructor(sock: number) {
@@ -399,61 +426,78 @@ export class Channel extends OwnedFd {
       return this.#receive(nonblocking ? MSG_DONTWAIT : 0);
     } catch (e) {
       this.#dropFds();
-      this.#have = 0;
+      this.#end = 0;
+      this.#taken = 0;
       throw e;
     }
   }
 
+  /** Whether a whole message is already buffered (no system call needed). */
+  get hasBuffered(): boolean {
+    const rest = this.#end - this.#taken;
+    if (rest < HEADER_SIZE) return false;
+    const v = this.rx.view;
+    const size = v.getUint32(this.#taken + 12, true) === 0
+      ? v.getUint32(this.#taken + 8, true)
+      : -1;
+    // An invalid size counts as whole: receive() rejects it without reading.
+    return size < 0 || size > MAX_PAYLOAD || rest >= HEADER_SIZE + size;
+  }
+
   #receive(flags: number): ReceivedValue {
-    const io = this.#io;
     const bytes = this.rx.bytes;
-    while (this.#have < HEADER_SIZE) {
-      const n = this.#recvSome(
-        bytes,
-        this.#have,
-        HEADER_SIZE - this.#have,
-        flags,
-      );
+    if (this.#taken > 0) {
+      if (this.#end > this.#taken) bytes.copyWithin(0, this.#taken, this.#end);
+      this.#end -= this.#taken;
+      this.#fdsAt -= this.#taken;
+      this.#taken = 0;
+    }
+    for (;;) {
+      let want: number;
+      if (this.#end >= HEADER_SIZE) {
+        const size = this.rx.sizeNumber;
+        if (size < 0 || size > MAX_PAYLOAD) {
+          throw new ProtocolError(
+            cmdName(this.rx.cmd),
+            "size",
+            `invalid size for message: ${this.rx.size} > ${MAX_PAYLOAD}`,
+          );
+        }
+        const total = HEADER_SIZE + size;
+        if (this.#end >= total) return this.#take(total);
+        want = total - this.#end;
+      } else {
+        want = this.#end === 0 ? bytes.length : HEADER_SIZE - this.#end;
+      }
+      const n = this.#recvSome(bytes, this.#end, want, flags);
       if (n < 0) return Received.AGAIN;
       if (n === 0) {
-        if (this.#have === 0 && this.#numFds === 0) return Received.EOF;
-        throw new ProtocolError("header", "size", "peer hung up mid-header");
-      }
-      if (io.truncated) {
-        throw new ProtocolError(
-          cmdName(this.rx.cmd),
-          "num_fds",
-          `more than ${REMOTE_MAX_FDS} fds`,
-        );
-      }
-      this.#have += n;
-    }
-    const size = this.rx.sizeNumber;
-    if (size < 0 || size > MAX_PAYLOAD) {
-      throw new ProtocolError(
-        cmdName(this.rx.cmd),
-        "size",
-        `invalid size for message: ${this.rx.size} > ${MAX_PAYLOAD}`,
-      );
-    }
-    const total = HEADER_SIZE + size;
-    while (this.#have < total) {
-      const n = this.#recvSome(bytes, this.#have, total - this.#have, flags);
-      if (n < 0) return Received.AGAIN;
-      if (n === 0) {
+        if (this.#end === 0 && this.#numFds === 0) return Received.EOF;
+        if (this.#end < HEADER_SIZE) {
+          throw new ProtocolError("header", "size", "peer hung up mid-header");
+        }
         throw new ProtocolError(
           cmdName(this.rx.cmd),
           "payload",
-          `peer hung up after ${this.#have - HEADER_SIZE} of ${size} bytes`,
+          `peer hung up after ${
+            this.#end - HEADER_SIZE
+          } of ${this.rx.sizeNumber} bytes`,
         );
       }
-      this.#have += n;
+      this.#end += n;
     }
-    this.#have = 0;
-    validateMessage(this.rx, this.#fds, this.#numFds);
-    // From here the fds are the caller's: forget them, keep their count.
-    this.#msgFds = this.#numFds;
-    this.#numFds = 0;
+  }
+
+  /** Hands out the whole message at rx.bytes[0..total). */
+  #take(total: number): ReceivedValue {
+    this.#taken = total;
+    const mine = this.#numFds > 0 && this.#fdsAt < total;
+    validateMessage(this.rx, this.#fds, mine ? this.#numFds : 0);
+    if (mine) {
+      // From here the fds are the caller's: forget them, keep their count.
+      this.#msgFds = this.#numFds;
+      this.#numFds = 0;
+    }
     return Received.MESSAGE;
   }
 
@@ -462,19 +506,29 @@ export class Channel extends OwnedFd {
     const io = this.#io;
     let n: number;
     try {
-      n = io.recv(this.fd, off === 0 ? buf : buf.subarray(off), len, flags);
+      n = io.recv(this.fd, buf, len, flags, off);
     } catch (e) {
       if (e instanceof SysError && e.errno === Errno.EAGAIN) return -1;
       throw e;
     }
-    for (let i = 0; i < io.numFds; i++) {
-      if (this.#numFds < this.#fds.length) {
-        this.#fds[this.#numFds++] = io.fds[i];
-      } else {
-        closeFd(io.fds[i]);
+    if (io.numFds > 0) {
+      for (let i = 0; i < io.numFds; i++) {
+        if (this.#numFds < this.#fds.length) {
+          this.#fds[this.#numFds++] = io.fds[i];
+        } else {
+          closeFd(io.fds[i]);
+        }
       }
+      io.numFds = 0;
+      this.#fdsAt = off + n - 1;
     }
-    io.numFds = 0;
+    if (io.truncated) {
+      throw new ProtocolError(
+        this.#end + n >= HEADER_SIZE ? cmdName(this.rx.cmd) : "header",
+        "num_fds",
+        `more than ${REMOTE_MAX_FDS} fds`,
+      );
+    }
     return n;
   }
 

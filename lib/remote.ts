@@ -149,16 +149,20 @@ export class Remote implements Disposable {
     const host = slot.host!;
     let state: number;
     try {
-      state = host.channel.receive(true);
-      if (
-        state === Received.MESSAGE && host.handle() === Outcome.REFUSED &&
-        host.refusals <= LOGGED_REFUSALS
-      ) {
-        const more = host.refusals === LOGGED_REFUSALS
-          ? " (further refusals counted, not logged)"
-          : "";
-        this.#log(`${host.id}: refused: ${host.lastRefusal}${more}`);
-      }
+      // One read may bring several messages; epoll only reports what is
+      // still in the socket, so serve every whole message already buffered.
+      do {
+        state = host.channel.receive(true);
+        if (
+          state === Received.MESSAGE && host.handle() === Outcome.REFUSED &&
+          host.refusals <= LOGGED_REFUSALS
+        ) {
+          const more = host.refusals === LOGGED_REFUSALS
+            ? " (further refusals counted, not logged)"
+            : "";
+          this.#log(`${host.id}: refused: ${host.lastRefusal}${more}`);
+        }
+      } while (state === Received.MESSAGE && host.channel.hasBuffered);
     } catch (e) {
       this.#close(slot, `closed: ${(e as Error).message}`, true);
       return;

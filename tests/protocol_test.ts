@@ -1,4 +1,4 @@
-import { assertEquals, assertThrows } from "@std/assert";
+import { assert, assertEquals, assertThrows } from "@std/assert";
 import { closeFd, EventFd, isValidFd, MsgIo, socketpair } from "../ffi/mod.ts";
 import {
   Channel,
@@ -115,6 +115,79 @@ Deno.test("channel: decodes a message split in pieces, with its fds", () =>
       closeFd(peer);
       assertEquals(ch.receive(), Received.EOF);
     } finally {
+      ch.close();
+    }
+  }));
+
+Deno.test("channel: one read brings several messages; fds stay with theirs", () =>
+  assertNoFdLeak(() => {
+    const { ch, peer, io } = pair();
+    using ev1 = new EventFd();
+    using ev2 = new EventFd();
+    try {
+      // A config read and a device reset in one write, then SET_IRQFD with
+      // its two fds in a second write, all queued before the channel reads.
+      const cfgRead = "03000000" + "00000000" + "0c00000000000000" +
+        "08000000" + "00000000" + "04000000";
+      const reset = "07000000" + "00000000" + "0000000000000000";
+      const two = bytes(cfgRead + reset);
+      assertEquals(io.send(peer, two, two.length, null, 0, []), two.length);
+      const irqfd = bytes("06000000" + "00".repeat(12));
+      io.send(peer, irqfd, irqfd.length, null, 0, [ev1.fd, ev2.fd]);
+
+      assertEquals(ch.receive(true), Received.MESSAGE);
+      assertEquals(ch.rx.cmd, Cmd.PCI_CFGREAD);
+      assertEquals(ch.rx.view.getUint32(16, true), 8);
+      assertEquals(ch.rxNumFds, 0);
+      // The reset came in the same read: whole, and known to be whole.
+      assert(ch.hasBuffered);
+      assertEquals(ch.receive(true), Received.MESSAGE);
+      assertEquals(ch.rx.cmd, Cmd.DEVICE_RESET);
+      assertEquals(ch.rxNumFds, 0);
+      // Linux glued the fd-carrying write onto the same read too.
+      assert(ch.hasBuffered);
+      assertEquals(ch.receive(true), Received.MESSAGE);
+      assertEquals(ch.rx.cmd, Cmd.SET_IRQFD);
+      assertEquals(ch.rxNumFds, 2);
+      assert(!ch.hasBuffered);
+      closeFd(ch.rxFds[0]);
+      closeFd(ch.rxFds[1]);
+      assertEquals(ch.receive(true), Received.AGAIN);
+      closeFd(peer);
+      assertEquals(ch.receive(), Received.EOF);
+    } finally {
+      ch.close();
+    }
+  }));
+
+Deno.test("channel: fds that arrive with a later message wait for it", () =>
+  assertNoFdLeak(() => {
+    const { ch, peer, io } = pair();
+    using ev = new EventFd();
+    try {
+      // Message 1 whole, then SYNC_SYSMEM's header carrying its fd, its
+      // payload later: one read brings both headers, and the fd is the
+      // second message's.
+      const cfgRead = bytes(
+        "03000000" + "00000000" + "0c00000000000000" + "00".repeat(12),
+      );
+      io.send(peer, cfgRead, cfgRead.length, null, 0, []);
+      const sysmem = bytes("00000000" + "00000000" + "c000000000000000");
+      io.send(peer, sysmem, sysmem.length, null, 0, [ev.fd]);
+      assertEquals(ch.receive(true), Received.MESSAGE);
+      assertEquals(ch.rx.cmd, Cmd.PCI_CFGREAD);
+      assertEquals(ch.rxNumFds, 0);
+      assertEquals(ch.receive(true), Received.AGAIN);
+      // The rest of SYNC_SYSMEM: one region of 4 KiB at fd offset 0.
+      const payload = new Uint8Array(192);
+      new DataView(payload.buffer).setBigUint64(64, 4096n, true);
+      io.send(peer, payload, payload.length, null, 0, []);
+      assertEquals(ch.receive(true), Received.MESSAGE);
+      assertEquals(ch.rx.cmd, Cmd.SYNC_SYSMEM);
+      assertEquals(ch.rxNumFds, 1);
+      closeFd(ch.rxFds[0]);
+    } finally {
+      closeFd(peer);
       ch.close();
     }
   }));

@@ -15,7 +15,7 @@ import {
   PROT_WRITE,
 } from "../ffi/mod.ts";
 import { BUFFER_OFFSET, Reg, TESTDEV_ID } from "../lib/devices/testdev.ts";
-import { UINT64_MAX } from "../lib/protocol.ts";
+import { Cmd, Message, Received, UINT64_MAX } from "../lib/protocol.ts";
 import { assertNoFdLeak, openFds } from "./fd_check.ts";
 import { type Client, spawnRemote } from "./remote_process.ts";
 
@@ -70,6 +70,41 @@ Deno.test("remote: config space identity and QEMU's BAR sizing sequence", async 
     stderr,
     "dev: refused: PCI_CFGREAD: addr 0xfd len 1 outside config space",
   );
+});
+
+Deno.test("remote: requests queued back to back are all answered, in order", async () => {
+  await using r = spawnRemote(["dev"]);
+  const c = r.clients[0];
+  enable(c);
+  // QEMU's proxy sends SET_IRQFD and SYNC_SYSMEM without waiting; a peer
+  // may as well queue requests. The remote reads what is queued at once and
+  // must answer every whole message it holds, not wait for the socket.
+  const wire = new Uint8Array(4 * 40);
+  let len = 0;
+  const queue = (m: Message): void => {
+    wire.set(m.bytes.subarray(0, m.wireLength), len);
+    len += m.wireLength;
+  };
+  const m = new Message();
+  queue(m.encodeBar(Cmd.BAR_WRITE, BAR0 + 0x04n, 0x1234n, 4, true));
+  queue(m.encodeBar(Cmd.BAR_READ, BAR0 + 0x04n, 0n, 4, true));
+  queue(m.encodeCfg(Cmd.PCI_CFGREAD, 0x00, 0, 4));
+  queue(m.encodeBar(Cmd.BAR_READ, BAR1 + 0x00n, 0n, 4, false));
+  const io = new MsgIo(0);
+  assertEquals(io.send(c.ch.fd, wire, len, null, 0, []), len);
+  const rets: bigint[] = [];
+  for (let i = 0; i < 4; i++) {
+    // Bounded: a remote that left a request unanswered fails, not hangs.
+    assert(
+      c.ch.hasBuffered || await pollReadable(c.ch.fd, 5000),
+      `reply ${i + 1} of 4 never came`,
+    );
+    assertEquals(c.ch.receive(), Received.MESSAGE);
+    assertEquals(c.ch.rx.cmd, Cmd.RET);
+    rets.push(c.ch.rx.retValue);
+  }
+  assertEquals(rets, [0n, 0x1234n, 0x10b11234n, 0x10b10001n]);
+  assertEquals((await r.finish()).code, 0);
 });
 
 Deno.test("remote: registers through BAR0 (memory) and BAR1 (I/O)", async () => {
