@@ -495,6 +495,88 @@ Deno.test("remote: random well-formed requests never kill the remote", async () 
   assertEquals((await r.finish()).code, 0);
 });
 
+Deno.test("remote: messages cut anywhere, fds on any piece, are all understood", async () => {
+  await using r = spawnRemote(["cut"]);
+  const c = r.clients[0];
+  const rand = prng(4242);
+  enable(c);
+  const io = new MsgIo(2);
+  const ram = memfd("guest-ram", 0x1000);
+  let pair = [new EventFd(), new EventFd()];
+  try {
+    c.setIrqfd(pair[0].fd, pair[1].fd);
+    c.syncSysmem([{ gpa: 0n, size: 0x1000n, offset: 0n, fd: ram }]);
+    c.barrier();
+    const baseline = openFds(r.child.pid);
+    const m = new Message();
+    for (let batch = 0; batch < 20; batch++) {
+      const expected: bigint[] = [];
+      for (let i = 0; i < 20; i++) {
+        let fds: number[] = [];
+        const kind = Math.floor(rand() * 4);
+        if (kind === 0) {
+          pair.forEach((e) => e.close());
+          pair = [new EventFd(), new EventFd()];
+          m.encodeEmpty(Cmd.SET_IRQFD);
+          fds = pair.map((e) => e.fd);
+        } else if (kind === 1) {
+          m.encodeSyncSysmem([{ gpa: 0n, size: 0x1000n, offset: 0n, fd: ram }]);
+          fds = [ram];
+        } else if (kind === 2) {
+          m.encodeCfg(Cmd.PCI_CFGREAD, 0, 0, 4);
+          expected.push(0x10b11234n);
+        } else {
+          const v = BigInt(batch * 100 + i);
+          m.encodeBar(Cmd.BAR_WRITE, BAR0 + BigInt(Reg.SCRATCH), v, 4, true);
+          expected.push(0n);
+        }
+        // Up to three pieces, each its own sendmsg; the fds ride on one.
+        const len = m.wireLength;
+        const cuts = [0, len];
+        for (let k = Math.floor(rand() * 3); k > 0; k--) {
+          cuts.push(1 + Math.floor(rand() * (len - 1)));
+        }
+        // Distinct cuts: no empty piece (its fds would never be sent).
+        cuts.splice(0, cuts.length, ...new Set(cuts));
+        cuts.sort((a, b) => a - b);
+        const withFds = Math.floor(rand() * (cuts.length - 1));
+        for (let k = 0; k + 1 < cuts.length; k++) {
+          const piece = m.bytes.subarray(cuts[k], cuts[k + 1]);
+          io.send(
+            c.ch.fd,
+            piece,
+            piece.length,
+            null,
+            0,
+            k === withFds ? fds : [],
+          );
+        }
+      }
+      for (const [i, want] of expected.entries()) {
+        assert(
+          c.ch.hasBuffered || await pollReadable(c.ch.fd, 5000),
+          `batch ${batch}: reply ${i + 1} of ${expected.length} never came`,
+        );
+        assertEquals(c.ch.receive(), Received.MESSAGE);
+        assertEquals(c.ch.rx.retValue, want, `batch ${batch} reply ${i + 1}`);
+      }
+    }
+    // The last pair sent is the one in use, and nothing else is held.
+    c.barWrite(BAR0 + BigInt(Reg.IRQ_RAISE), 1n);
+    assert(await pollReadable(pair[0].fd, 5000), "latest irqfd asserted");
+    assertEquals(openFds(r.child.pid), baseline);
+  } finally {
+    pair.forEach((e) => e.close());
+    closeFd(ram);
+  }
+  const { code, stderr } = await r.finish();
+  assertEquals(code, 0, stderr);
+  assertStringIncludes(
+    stderr,
+    "cut: peer closed the connection; INTx asserts=1 deasserts=0 resamples=0 reasserts=0; refused accesses=0",
+  );
+});
+
 Deno.test("remote: random garbage closes the channel, never the process", async () => {
   const rand = prng(99);
   for (let round = 0; round < 20; round++) {
