@@ -160,6 +160,40 @@ Deno.test("channel: one read brings several messages; fds stay with theirs", () 
     }
   }));
 
+Deno.test("channel: more queued than its buffer holds comes out whole, in order", () =>
+  assertNoFdLeak(() => {
+    const { ch, peer, io } = pair();
+    try {
+      // 100 config reads of 28 bytes: the 1 KiB buffer ends mid-message
+      // again and again, and the rest must be read exactly.
+      const m = new Message();
+      const wire = new Uint8Array(100 * 28);
+      for (let i = 0; i < 100; i++) {
+        m.encodeCfg(Cmd.PCI_CFGREAD, i, 0, 4);
+        wire.set(m.bytes.subarray(0, 28), i * 28);
+      }
+      for (let off = 0; off < wire.length;) {
+        off += io.send(
+          peer,
+          wire.subarray(off),
+          wire.length - off,
+          null,
+          0,
+          [],
+        );
+      }
+      for (let i = 0; i < 100; i++) {
+        assertEquals(ch.receive(true), Received.MESSAGE, `message ${i}`);
+        assertEquals(ch.rx.cmd, Cmd.PCI_CFGREAD);
+        assertEquals(ch.rx.view.getUint32(16, true), i);
+      }
+      assertEquals(ch.receive(true), Received.AGAIN);
+    } finally {
+      closeFd(peer);
+      ch.close();
+    }
+  }));
+
 Deno.test("channel: fds that arrive with a later message wait for it", () =>
   assertNoFdLeak(() => {
     const { ch, peer, io } = pair();

@@ -509,9 +509,10 @@ Deno.test("remote: messages cut anywhere, fds on any piece, are all understood",
     c.barrier();
     const baseline = openFds(r.child.pid);
     const m = new Message();
-    for (let batch = 0; batch < 20; batch++) {
+    // Batches outgrow the channel's 1 KiB read buffer.
+    for (let batch = 0; batch < 12; batch++) {
       const expected: bigint[] = [];
-      for (let i = 0; i < 20; i++) {
+      for (let i = 0; i < 50; i++) {
         let fds: number[] = [];
         const kind = Math.floor(rand() * 4);
         if (kind === 0) {
@@ -561,10 +562,11 @@ Deno.test("remote: messages cut anywhere, fds on any piece, are all understood",
         assertEquals(c.ch.rx.retValue, want, `batch ${batch} reply ${i + 1}`);
       }
     }
-    // The last pair sent is the one in use, and nothing else is held.
+    // The last pair sent is the one in use, and nothing else is held (the
+    // pair's fd numbers may differ from the first pair's: count them).
     c.barWrite(BAR0 + BigInt(Reg.IRQ_RAISE), 1n);
     assert(await pollReadable(pair[0].fd, 5000), "latest irqfd asserted");
-    assertEquals(openFds(r.child.pid), baseline);
+    assertEquals(openFds(r.child.pid).length, baseline.length);
   } finally {
     pair.forEach((e) => e.close());
     closeFd(ram);
