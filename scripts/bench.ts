@@ -5,9 +5,10 @@
 
 import { parseArgs } from "@std/cli/parse-args";
 import { Reg } from "../lib/devices/testdev.ts";
+import { defaultRemoteCommand } from "../lib/launch.ts";
 import { ProxyDevice, type UserIrqSink } from "../lib/proxy.ts";
 import { spawnQemuRemote } from "../lib/qemu_remote.ts";
-import { spawnRemote } from "../tests/remote_process.ts";
+import { spawnWithSockets } from "../lib/socket_child.ts";
 
 /** One benchmarked operation on one peer. */
 interface Op {
@@ -41,12 +42,14 @@ function mustDeliver(sink: UserIrqSink): void {
 }
 
 function iohubPeer(label: string, extra: string[]): Peer {
-  const r = spawnRemote(
-    ["bench"],
-    extra,
-    (fd) => new ProxyDevice(fd, { name: label }),
-  );
-  const p = r.clients[0];
+  const [program, ...command] = defaultRemoteCommand();
+  const r = spawnWithSockets(program, 1, (fds) => [
+    ...command,
+    ...extra,
+    "--device",
+    `testdev,fd=${fds[0]},id=bench`,
+  ]);
+  const p = new ProxyDevice(r.fds[0], { name: label });
   const sink = prepare(p);
   return {
     label,
@@ -64,6 +67,7 @@ function iohubPeer(label: string, extra: string[]): Peer {
       },
     ],
     stop: async () => {
+      p.close();
       await r.finish();
     },
   };
@@ -109,14 +113,38 @@ function median(xs: number[]): number {
   return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
+const USAGE =
+  `usage: deno task bench [--rounds R] [--n N] [--poll-us US] [--qemu PATH]
+
+  --rounds R    alternating rounds over the peers (default 5)
+  --n N         round trips per operation and round (default 1000; irq: N/4)
+  --poll-us US  the busy-poll window of the third peer (default 50)
+  --qemu PATH   QEMU for the C remote (default: $IOHUB_QEMU or
+                qemu-system-x86_64)`;
+
 async function main(): Promise<void> {
   const args = parseArgs(Deno.args, {
     string: ["rounds", "n", "qemu", "poll-us"],
+    boolean: ["help"],
+    unknown: (arg: string) => {
+      throw new Error(`bench: unknown argument '${arg}'\n${USAGE}`);
+    },
   });
+  if (args.help) {
+    console.log(USAGE);
+    return;
+  }
   const opt = (name: string): string | undefined =>
     args[name] as string | undefined;
-  const rounds = Number(opt("rounds") ?? 5);
-  const n = Number(opt("n") ?? 1000);
+  const count = (name: string, fallback: number): number => {
+    const raw = opt(name) ?? String(fallback);
+    if (!/^[1-9]\d*$/.test(raw)) {
+      throw new Error(`bench: --${name} ${raw}: expected a positive integer`);
+    }
+    return Number(raw);
+  };
+  const rounds = count("rounds", 5);
+  const n = count("n", 1000);
   const pollUs = opt("poll-us") ?? "50";
   const qemu = opt("qemu") ?? Deno.env.get("IOHUB_QEMU") ??
     "qemu-system-x86_64";
@@ -164,4 +192,11 @@ async function main(): Promise<void> {
   }
 }
 
-if (import.meta.main) await main();
+if (import.meta.main) {
+  try {
+    await main();
+  } catch (e) {
+    console.error((e as Error).message);
+    Deno.exit(2);
+  }
+}
