@@ -204,6 +204,16 @@ export function kernelHasKvmDevice(): boolean | null {
   return misc.split("\n").some((line) => line.trim().split(/\s+/)[1] === "kvm");
 }
 
+/** Why /dev/kvm cannot be opened here (the open error, with its hint), or null. */
+export function kvmUnavailableReason(path = "/dev/kvm"): string | null {
+  try {
+    Kvm.open(path).close();
+    return null;
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+
 // What to do about the usual reasons /dev/kvm does not open.
 function openHint(code: string, path: string): string | undefined {
   if (code === "EACCES") return "add your user to group kvm, or run as root";

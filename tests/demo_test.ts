@@ -4,12 +4,8 @@
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import { EXIT_QEMU } from "../lib/launch.ts";
 import { iohub } from "./cli_run.ts";
-import {
-  haveBinutils,
-  haveKvm,
-  haveQemu,
-  kvmUnavailableReason,
-} from "./requirements.ts";
+import { kvmUnavailableReason } from "../lib/kvm.ts";
+import { haveBinutils, haveKvm, haveQemu } from "./requirements.ts";
 
 const ready = haveQemu() && haveBinutils();
 

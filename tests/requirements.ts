@@ -2,7 +2,7 @@
 // where they are missing, except under CI=true, where that is a failure (one
 // exception for KVM: see haveKvm).
 
-import { kernelHasKvmDevice, Kvm } from "../lib/kvm.ts";
+import { kernelHasKvmDevice, kvmUnavailableReason } from "../lib/kvm.ts";
 
 const inCi = Deno.env.get("CI") === "true";
 
@@ -11,16 +11,6 @@ function missing(what: string, why: string): boolean {
   if (inCi) throw new Error(`${msg} (CI=true: this must run here)`);
   console.log(`SKIP: ${msg}`);
   return false;
-}
-
-/** Why /dev/kvm cannot be opened here, or null when it can. */
-export function kvmUnavailableReason(): string | null {
-  try {
-    Kvm.open().close();
-    return null;
-  } catch (e) {
-    return (e as Error).message;
-  }
 }
 
 /**

@@ -7,18 +7,16 @@
 
 import { parseArgs } from "@std/cli/parse-args";
 import { buildBootImage } from "../boot_image.ts";
-import { Reg } from "../devices/testdev.ts";
 import {
   type GuestResult,
   type IntxCounters,
   parseGuestResult,
   parseIntxCounters,
 } from "../guest_result.ts";
-import { Kvm } from "../kvm.ts";
-import { defaultRemoteCommand, EXIT_OK, launch } from "../launch.ts";
-import { ProxyDevice } from "../proxy.ts";
+import { kvmUnavailableReason } from "../kvm.ts";
+import { measureUserSinkInterrupts, userSinkOk } from "../irq_roundtrip.ts";
+import { EXIT_OK, launch } from "../launch.ts";
 import { DEFAULT_QEMU } from "../qemu.ts";
-import { spawnWithSockets } from "../socket_child.ts";
 import { type Command, UsageError } from "./common.ts";
 
 const HELP =
@@ -45,7 +43,6 @@ options:
   --help             this text`;
 
 const SINK_INTERRUPTS = 1000;
-const SINK_WAIT_MS = 5000;
 const RESULT_CHECKS = ["dma_to_guest", "dma_from_guest", "reset"] as const;
 
 function summary(
@@ -91,73 +88,24 @@ function nonInterruptChecksPassed(r: GuestResult): boolean {
     RESULT_CHECKS.every((k) => r[k] === "ok");
 }
 
-function kvmUnavailable(): string | null {
-  try {
-    Kvm.open().close();
-    return null;
-  } catch (e) {
-    return (e as Error).message;
-  }
-}
-
-/**
- * Our proxy drives a fresh remote's testdev: raises interrupts through BAR0,
- * takes each from the irqfd, ACKs and EOIs; then holds one across an EOI to
- * show the IOHUB's re-assertion. Returns whether it all behaved.
- */
+/** Prints the user-space interrupt path run; returns whether it behaved. */
 async function userSinkInterrupts(): Promise<boolean> {
-  const [program, ...command] = defaultRemoteCommand();
-  const remote = spawnWithSockets(program, 1, (fds) => [
-    ...command,
-    "--device",
-    `testdev,fd=${fds[0]},id=sink0`,
-  ]);
-  let ok = false;
-  const proxy = new ProxyDevice(remote.fds[0], { name: "sink0" });
-  try {
-    proxy.setupIrqfd();
-    proxy.probe();
-    proxy.mapBars([0xfebf0000, 0xc000]);
-    const sink = proxy.startUserSink();
-    let delivered = 0;
-    const t0 = performance.now();
-    for (let i = 0; i < SINK_INTERRUPTS; i++) {
-      proxy.barWrite(0, Reg.IRQ_RAISE, 1n, 4);
-      if (!sink.wait(SINK_WAIT_MS)) break;
-      delivered++;
-      proxy.barWrite(0, Reg.IRQ_ACK, 1n, 4);
-      sink.eoi();
-    }
-    const us = (performance.now() - t0) * 1000 / Math.max(delivered, 1);
-    proxy.barWrite(0, Reg.IRQ_RAISE, 1n, 4);
-    const first = sink.wait(SINK_WAIT_MS);
-    sink.eoi();
-    const again = sink.wait(SINK_WAIT_MS);
-    proxy.barWrite(0, Reg.IRQ_ACK, 1n, 4);
-    sink.eoi();
-    const quiet = !sink.wait(100);
-    console.log(
-      `  ${delivered}/${SINK_INTERRUPTS} interrupts from the TypeScript device ` +
-        `read from its irqfd, ${
-          us.toFixed(1)
-        } us per raise -> irqfd -> ACK -> EOI`,
-    );
-    console.log(
-      `  level held across an EOI: ${
-        first && again
-          ? "re-asserted through the resamplefd"
-          : "NOT re-asserted"
-      }; after IRQ_ACK + EOI: ${quiet ? "quiet" : "STILL asserted"}`,
-    );
-    ok = delivered === SINK_INTERRUPTS && first && again && quiet;
-  } finally {
-    proxy.close();
-  }
-  const { code, stderr } = await remote.finish();
-  for (const line of stderr.trim().split("\n").filter((l) => l !== "")) {
-    console.log(`  remote| ${line}`);
-  }
-  return ok && code === 0;
+  const r = await measureUserSinkInterrupts(SINK_INTERRUPTS);
+  console.log(
+    `  ${r.delivered}/${r.count} interrupts from the TypeScript device ` +
+      `read from its irqfd, ${
+        r.microsPerInterrupt.toFixed(1)
+      } us per raise -> irqfd -> ACK -> EOI`,
+  );
+  console.log(
+    `  level held across an EOI: ${
+      r.reassertedWhileHeld
+        ? "re-asserted through the resamplefd"
+        : "NOT re-asserted"
+    }; after IRQ_ACK + EOI: ${r.quietAfterAck ? "quiet" : "STILL asserted"}`,
+  );
+  for (const line of r.remoteLines) console.log(`  remote| ${line}`);
+  return userSinkOk(r);
 }
 
 /** The `iohub demo` subcommand. */
@@ -185,7 +133,7 @@ export const demoCommand: Command = {
     }
     let accel: "kvm" | "tcg" = accelRaw ?? "kvm";
     if (accelRaw === undefined) {
-      const why = kvmUnavailable();
+      const why = kvmUnavailableReason();
       if (why !== null) {
         accel = "tcg";
         console.log(`iohub demo: no KVM here (${why})`);
