@@ -4,6 +4,7 @@
 // into one exit status and one line saying why.
 
 import { closeFd, setCloexec, socketpair } from "../ffi/mod.ts";
+import { kvmUnavailableReason } from "./kvm.ts";
 import { DEFAULT_QEMU, probeQemu, QemuUnusableError } from "./qemu.ts";
 
 /** Exit status: the guest passed (debug-exit 0) or QEMU exited 0 normally. */
@@ -462,6 +463,17 @@ export async function launch(opts: LaunchOptions = {}): Promise<LaunchOutcome> {
       return outcome(EXIT_QEMU, "qemu-unusable", e.message);
     }
     throw e;
+  }
+  if ((opts.accel ?? "kvm") === "kvm") {
+    // QEMU would only say "failed to initialize kvm"; the open error says why.
+    const why = kvmUnavailableReason();
+    if (why !== null) {
+      return outcome(
+        EXIT_QEMU,
+        "qemu-unusable",
+        `-accel kvm: ${why}; --accel tcg runs without KVM, but then QEMU's proxy delivers no device interrupts`,
+      );
+    }
   }
   const abortStatus = (): number =>
     opts.signal?.reason === "SIGTERM" ? EXIT_SIGTERM : EXIT_SIGINT;

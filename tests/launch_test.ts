@@ -12,6 +12,7 @@ import {
 } from "@std/assert";
 import { UsageError } from "../lib/cli/common.ts";
 import { parseLaunchArgs } from "../lib/cli/launch.ts";
+import { kvmUnavailableReason } from "../lib/kvm.ts";
 import { buildGuest } from "../lib/guest_build.ts";
 import {
   EXIT_GUEST,
@@ -384,6 +385,25 @@ Deno.test({
       out.remoteLines.join("\n"),
       "peer closed the connection",
     );
+  },
+});
+
+Deno.test({
+  name: "launch: --accel kvm without KVM is exit 3 saying why, before starting",
+  ignore: !qemuOk || kvmUnavailableReason() === null,
+  async fn(): Promise<void> {
+    let started = false;
+    const out = await run({ accel: "kvm", onStarted: () => started = true });
+    assertEquals(out.status, EXIT_QEMU, out.message);
+    assertEquals(out.end, "qemu-unusable");
+    assertMatch(
+      out.message,
+      /^-accel kvm: open \/dev\/kvm: E[A-Z]+ \(.+\); --accel tcg runs without KVM, but then QEMU's proxy delivers no device interrupts$/,
+    );
+    assert(!started, "neither process was started");
+    const r = await cli(["--timeout", "5"]);
+    assertEquals(r.code, EXIT_QEMU);
+    assertEquals(r.stderr, `iohub: ${out.message}\n`);
   },
 });
 

@@ -51,7 +51,7 @@ exit status:
   ${EXIT_OK}    the guest passed (debug-exit 0), or QEMU exited 0 by itself
   ${EXIT_USAGE}    bad command line
   ${EXIT_QEMU}    QEMU failed: not found, too old, no multi-process devices,
-       exited with an error or was killed
+       no KVM for --accel kvm, exited with an error or was killed
   ${EXIT_REMOTE}    the remote failed: exited non-zero, or died while QEMU ran
   ${EXIT_GUEST}    the guest reported failure (debug-exit v != 0)
   ${EXIT_TIMEOUT}    --timeout elapsed
