@@ -125,9 +125,41 @@ export class Remote implements Disposable {
         do n = ep.wait(0); while (n === 0 && performance.now() < until);
       }
       if (n === 0) n = ep.wait(-1);
-      for (let i = 0; i < n; i++) this.#dispatch(ep.token(i));
+      this.#handle(n);
     }
     return this.#failed ? 1 : 0;
+  }
+
+  /**
+   * Waits up to `timeoutMs` (-1: without limit) for one batch of events and
+   * handles it; returns how many there were. For a caller that runs the
+   * loop itself (tests, or a host with its own event loop).
+   */
+  step(timeoutMs: number): number {
+    const n = this.#epoll.wait(timeoutMs);
+    this.#handle(n);
+    return n;
+  }
+
+  /** Whether a channel is still open (or a listener still waits). */
+  get serving(): boolean {
+    return this.#open > 0;
+  }
+
+  #handle(n: number): void {
+    const ep = this.#epoll;
+    // Resamples first: an EOI signalled before the next request was sent
+    // must find the level as it was then, or the IOHUB re-asserts an
+    // interrupt already handled. epoll's order does not promise that: a
+    // level-triggered socket reported last time comes back first.
+    for (let i = 0; i < n; i++) {
+      const token = ep.token(i);
+      if (token < TOKEN_CHANNEL) this.#dispatch(token);
+    }
+    for (let i = 0; i < n; i++) {
+      const token = ep.token(i);
+      if (token >= TOKEN_CHANNEL) this.#dispatch(token);
+    }
   }
 
   #dispatch(token: number): void {
