@@ -110,6 +110,11 @@ export class DeviceHost implements Disposable {
   handle(): number {
     const ch = this.channel;
     const rx = ch.rx;
+    if (rx.cmd !== Cmd.SET_IRQFD && rx.cmd !== Cmd.SYNC_SYSMEM) {
+      // QEMU's rules let other requests carry fds; nothing uses them, and
+      // they are ours once received: close them before anything can throw.
+      this.#closeFds();
+    }
     switch (rx.cmd) {
       case Cmd.PCI_CFGREAD:
       case Cmd.PCI_CFGWRITE:
@@ -132,7 +137,6 @@ export class DeviceHost implements Disposable {
         return Outcome.OK;
       default:
         // RET is valid on the wire but is never a request.
-        this.#closeFds();
         throw new ProtocolError(cmdName(rx.cmd), "cmd", "not a request");
     }
   }
@@ -276,9 +280,12 @@ export class DeviceHost implements Disposable {
   close(): void {
     try {
       this.#iohub.clear(this.pirq);
-      this.memory.close();
     } finally {
-      this.channel.close();
+      try {
+        this.memory.close();
+      } finally {
+        this.channel.close();
+      }
     }
   }
 

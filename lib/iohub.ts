@@ -55,7 +55,8 @@ export class Iohub {
   }
 
   /**
-   * Installs the pair SET_IRQFD delivered for `pirq`, taking ownership;
+   * Installs the pair SET_IRQFD delivered for `pirq`, taking ownership
+   * (closed here if the resamplefd cannot be watched, e.g. not pollable);
    * a previous pair is unwatched and closed first. If the level is already
    * high the new irqfd is asserted at once, so no pending interrupt is
    * lost across a (re)connection (QEMU's IOHUB would wait for the next edge).
@@ -63,8 +64,14 @@ export class Iohub {
   setIrqfd(pirq: number, event: IrqLevelEvent): void {
     const p = this.#pirq(pirq);
     this.#release(p);
+    try {
+      this.#watcher.watch(event.resamplefd, pirq);
+    } catch (e) {
+      // Not installed, so not released later: the pair is closed here.
+      event.close();
+      throw e;
+    }
     p.event = event;
-    this.#watcher.watch(event.resamplefd, pirq);
     if (p.level > 0) {
       p.counters.asserts++;
       event.trigger();

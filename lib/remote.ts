@@ -196,11 +196,21 @@ export class Remote implements Disposable {
         }
       } while (state === Received.MESSAGE && host.channel.hasBuffered);
     } catch (e) {
-      this.#close(slot, `closed: ${(e as Error).message}`, true);
+      this.#closeSafely(slot, `closed: ${(e as Error).message}`, true);
       return;
     }
     if (state === Received.EOF) {
-      this.#close(slot, "peer closed the connection", false);
+      this.#closeSafely(slot, "peer closed the connection", false);
+    }
+  }
+
+  // Closing a channel must not end the loop that serves the others.
+  #closeSafely(slot: Slot, why: string, failed: boolean): void {
+    try {
+      this.#close(slot, why, failed);
+    } catch (e) {
+      this.#failed = true;
+      this.#log(`${slot.spec.id}: cleanup failed: ${(e as Error).message}`);
     }
   }
 

@@ -1,4 +1,4 @@
-import { assert, assertEquals } from "@std/assert";
+import { assert, assertEquals, assertThrows } from "@std/assert";
 import { isValidFd } from "../ffi/mod.ts";
 import { Iohub } from "../lib/iohub.ts";
 import { IrqLevelEvent } from "../lib/irq_level_event.ts";
@@ -103,3 +103,23 @@ Deno.test("iohub: finalize closes every pair", () => {
   assert(fds.every((fd) => !isValidFd(fd)));
   assertEquals(watched.size, 0);
 });
+
+Deno.test("iohub: a pair whose resamplefd cannot be watched is closed, not installed", () =>
+  assertNoFdLeak(() => {
+    const iohub = new Iohub({
+      watch: () => {
+        throw new Error("epoll_ctl(ADD): EPERM");
+      },
+      unwatch: () => {
+        throw new Error("unwatch of a pair never watched");
+      },
+    });
+    const ev = IrqLevelEvent.create();
+    const fds = [ev.irqfd, ev.resamplefd];
+    assertThrows(() => iohub.setIrqfd(8, ev), Error, "EPERM");
+    assert(!iohub.hasIrqfd(8));
+    assert(!fds.some(isValidFd), "both eventfds closed");
+    // Clearing and finalizing find nothing to unwatch.
+    iohub.clear(8);
+    iohub.finalize();
+  }));

@@ -347,6 +347,38 @@ function hex(s: string): Uint8Array {
 const hdr = (cmd: string, size: string): string =>
   cmd + "00000000" + size.padEnd(16, "0");
 
+Deno.test("remote: fds nobody uses and an unwatchable resamplefd hurt only that channel", async () => {
+  await using r = spawnRemote(["bad", "good"]);
+  const [bad, good] = r.clients;
+  enable(good);
+  good.barrier();
+  const baseline = openFds(r.child.pid);
+  // QEMU's rules let a config read or a reset carry fds: they must be closed.
+  using ev = new EventFd();
+  bad.ch.tx.encodeCfg(Cmd.PCI_CFGREAD, 0, 0, 4);
+  assertEquals(bad.request([ev.fd, ev.fd, ev.fd]), 0x10b11234n);
+  bad.ch.send(bad.ch.tx.encodeEmpty(Cmd.DEVICE_RESET), [ev.fd]);
+  assertEquals(bad.ch.receive(), Received.MESSAGE);
+  bad.barrier();
+  assertEquals(openFds(r.child.pid).length, baseline.length);
+  // A memfd cannot be watched by epoll: SET_IRQFD fails, the pair is closed,
+  // that channel closes, and the process goes on serving the other device.
+  const file = memfd("not-an-eventfd", 8);
+  try {
+    bad.setIrqfd(ev.fd, file);
+  } finally {
+    closeFd(file);
+  }
+  assert(await pollReadable(bad.ch.fd, 5000));
+  assertEquals(bad.ch.receive(), Received.EOF);
+  assertEquals(good.barRead(BAR0), BigInt(TESTDEV_ID));
+  assertEquals(openFds(r.child.pid).length, baseline.length - 1);
+  const { code, stderr } = await r.finish();
+  assertEquals(code, 1, stderr);
+  assertStringIncludes(stderr, "iohub remote: bad: closed: epoll_ctl");
+  assert(!stderr.includes("cleanup failed"), stderr);
+});
+
 Deno.test("remote: each broken rule closes only that channel, no fd leaks", async (t) => {
   const cases: [string, string, number, string, boolean?][] = [
     [
