@@ -82,24 +82,42 @@ export class Epoll extends OwnedFd {
 
 /** POLLIN for pollReadable(). */
 const POLLIN = 0x1;
+const POLLOUT = 0x4;
+const POLLERR = 0x8;
+const POLLHUP = 0x10;
 const pollBuf = new Uint8Array(8);
 const pollView = new DataView(pollBuf.buffer);
+
+/** One poll(2) on `fd` for `events`; the revents (0 on timeout or EINTR). */
+function pollOnce(fd: number, events: number, timeoutMs: number): number {
+  pollView.setInt32(0, fd, true);
+  pollView.setInt16(4, events, true);
+  pollView.setInt16(6, 0, true);
+  const n = libc.poll(pollBuf, 1n, timeoutMs);
+  if (n === -1) {
+    const e = errno();
+    if (e === Errno.EINTR) return 0;
+    throw new SysError("poll", e);
+  }
+  return n > 0 ? pollView.getInt16(6, true) : 0;
+}
 
 /**
  * Blocks this thread until `fd` is readable or `timeoutMs` passes (true:
  * readable); EINTR counts as not yet readable.
  */
 export function waitReadable(fd: number, timeoutMs: number): boolean {
-  pollView.setInt32(0, fd, true);
-  pollView.setInt16(4, POLLIN, true);
-  pollView.setInt16(6, 0, true);
-  const n = libc.poll(pollBuf, 1n, timeoutMs);
-  if (n === -1) {
-    const e = errno();
-    if (e === Errno.EINTR) return false;
-    throw new SysError("poll", e);
-  }
-  return n > 0 && (pollView.getInt16(6, true) & POLLIN) !== 0;
+  return (pollOnce(fd, POLLIN, timeoutMs) & POLLIN) !== 0;
+}
+
+/**
+ * Blocks this thread until `fd` can take a write or `timeoutMs` passes
+ * (true: writable, or in error so that the write itself says why); EINTR
+ * counts as not yet writable.
+ */
+export function waitWritable(fd: number, timeoutMs: number): boolean {
+  return (pollOnce(fd, POLLOUT, timeoutMs) & (POLLOUT | POLLERR | POLLHUP)) !==
+    0;
 }
 
 /**

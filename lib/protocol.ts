@@ -10,6 +10,7 @@ import {
   MsgIo,
   OwnedFd,
   SysError,
+  waitWritable,
 } from "../ffi/mod.ts";
 
 /** Command numbers of the mpqemu protocol (enum MPQemuCmd). */
@@ -349,6 +350,10 @@ export type ReceivedValue = typeof Received[keyof typeof Received];
 // message (and any that follow it), instead of one for the header and one
 // for the payload: a system call is the dearest part of a round trip.
 const RX_CAPACITY = 1024;
+// A peer that queues requests must read replies sometime: waiting this long
+// for it keeps one slow peer from closing, and a dead one from stalling the
+// other devices for ever.
+const SEND_STALL_MS = 2000;
 
 /**
  * One mpqemu connection: owns the socket, sends whole messages with fds
@@ -392,19 +397,33 @@ export class Channel extends OwnedFd {
     return this.#msgFds;
   }
 
-  /** Sends `msg` whole with `fds` attached, completing short writes. */
+  /**
+   * Sends `msg` whole with `fds` attached, completing short writes. On a
+   * non-blocking socket whose peer is slow to read, waits for room up to
+   * SEND_STALL_MS, then fails with EAGAIN.
+   */
   send(msg: Message, fds: ArrayLike<number> = []): void {
     const len = msg.wireLength;
-    let sent = this.#io.send(this.fd, msg.bytes, len, null, 0, fds);
+    let sent = this.#sendSome(msg.bytes, len, fds);
     while (sent < len) {
-      sent += this.#io.send(
-        this.fd,
-        msg.bytes.subarray(sent),
-        len - sent,
-        null,
-        0,
-        [],
-      );
+      sent += this.#sendSome(msg.bytes.subarray(sent), len - sent, []);
+    }
+  }
+
+  #sendSome(buf: Uint8Array, len: number, fds: ArrayLike<number>): number {
+    for (;;) {
+      try {
+        return this.#io.send(this.fd, buf, len, null, 0, fds);
+      } catch (e) {
+        if (!(e instanceof SysError && e.errno === Errno.EAGAIN)) throw e;
+      }
+      if (!waitWritable(this.fd, SEND_STALL_MS)) {
+        throw new SysError(
+          "sendmsg",
+          Errno.EAGAIN,
+          `the peer read nothing for ${SEND_STALL_MS} ms`,
+        );
+      }
     }
   }
 

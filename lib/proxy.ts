@@ -4,7 +4,7 @@
 // and command registers to decode guest accesses, forwards config, BAR and
 // reset requests, and routes the INTx pair into KVM or a user-space sink.
 
-import { pollReadable, waitReadable } from "../ffi/mod.ts";
+import { closeFd, pollReadable, waitReadable } from "../ffi/mod.ts";
 import { IrqLevelEvent } from "./irq_level_event.ts";
 import {
   Channel,
@@ -138,6 +138,8 @@ export class ProxyDevice implements Disposable {
     if (got !== Received.MESSAGE) {
       throw new ProxyError(this.#name, cmd, "remote closed the connection");
     }
+    // A RET carries no fds; any that came are ours to close.
+    for (let i = 0; i < ch.rxNumFds; i++) closeFd(ch.rxFds[i]);
     if (ch.rx.cmd !== Cmd.RET) {
       throw new ProxyError(
         this.#name,

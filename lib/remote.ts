@@ -87,7 +87,14 @@ export class Remote implements Disposable {
       this.#attach(index, slot, spec.endpoint.fd);
     } else {
       slot.listenFd = listenUnix(spec.endpoint.path);
-      this.#epoll.add(slot.listenFd, EPOLLIN, TOKEN_LISTENER + index);
+      try {
+        this.#epoll.add(slot.listenFd, EPOLLIN, TOKEN_LISTENER + index);
+      } catch (e) {
+        // The slot is not kept, so close() would never see this listener.
+        closeFd(slot.listenFd);
+        Deno.removeSync(spec.endpoint.path);
+        throw e;
+      }
     }
     this.#slots.push(slot);
     this.#open++;

@@ -26,6 +26,8 @@ export function spawnWithSockets(
   count: number,
   args: (fds: number[]) => string[],
 ): SocketChild {
+  // Before the socketpairs: if it fails, there is nothing to close yet.
+  const logPath = Deno.makeTempFileSync({ prefix: "iohub-child-" });
   const ours: number[] = [];
   const theirs: number[] = [];
   try {
@@ -36,9 +38,9 @@ export function spawnWithSockets(
     }
   } catch (e) {
     [...ours, ...theirs].forEach(closeFd);
+    Deno.removeSync(logPath);
     throw e;
   }
-  const logPath = Deno.makeTempFileSync({ prefix: "iohub-child-" });
   let child: Deno.ChildProcess;
   try {
     const argv = args(theirs);

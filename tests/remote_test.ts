@@ -13,6 +13,8 @@ import {
   pollReadable,
   PROT_READ,
   PROT_WRITE,
+  setNonblocking,
+  SysError,
 } from "../ffi/mod.ts";
 import { BUFFER_OFFSET, Reg, TESTDEV_ID } from "../lib/devices/testdev.ts";
 import { Cmd, Message, Received, UINT64_MAX } from "../lib/protocol.ts";
@@ -525,6 +527,92 @@ Deno.test("remote: random well-formed requests never kill the remote", async () 
   assertEquals(good.barRead(BAR0), BigInt(TESTDEV_ID));
   assertEquals(openFds(r.child.pid), baseline);
   assertEquals((await r.finish()).code, 0);
+});
+
+Deno.test("remote: a peer that reads replies only when its own sends block is served", async () => {
+  await using r = spawnRemote(["busy"]);
+  const c = r.clients[0];
+  // Thousands of requests in flight: the remote's replies fill the socket
+  // while we still send, so it must wait for us rather than give up.
+  setNonblocking(c.ch.fd, true);
+  const total = 3000;
+  const m = new Message();
+  m.encodeCfg(Cmd.PCI_CFGREAD, 0, 0, 4);
+  const io = new MsgIo(0);
+  let sent = 0;
+  let replies = 0;
+  let partial = 0;
+  while (replies < total) {
+    while (sent < total) {
+      let n: number;
+      try {
+        n = io.send(
+          c.ch.fd,
+          m.bytes.subarray(partial),
+          m.wireLength - partial,
+          null,
+          0,
+          [],
+        );
+      } catch (e) {
+        if (e instanceof SysError && e.code === "EAGAIN") break;
+        throw e;
+      }
+      partial += n;
+      if (partial === m.wireLength) {
+        partial = 0;
+        sent++;
+      }
+    }
+    assert(
+      c.ch.hasBuffered || await pollReadable(c.ch.fd, 5000),
+      `stuck after ${sent} sent, ${replies} replies`,
+    );
+    while (c.ch.receive(true) === Received.MESSAGE) {
+      assertEquals(c.ch.rx.retValue, 0x10b11234n);
+      replies++;
+    }
+  }
+  setNonblocking(c.ch.fd, false);
+  const { code, stderr } = await r.finish();
+  assertEquals(code, 0, stderr);
+});
+
+Deno.test("remote: a peer that never reads its replies is dropped, the others go on", async () => {
+  await using r = spawnRemote(["deaf", "good"]);
+  const [deaf, good] = r.clients;
+  enable(good);
+  deaf.barrier();
+  setNonblocking(deaf.ch.fd, true);
+  const m = new Message();
+  m.encodeCfg(Cmd.PCI_CFGREAD, 0, 0, 4);
+  const io = new MsgIo(0);
+  // Send until the remote stops taking requests: its replies to us have
+  // filled the other direction and it waits for room.
+  for (let taken = 1; taken > 0;) {
+    taken = 0;
+    for (;;) {
+      try {
+        io.send(deaf.ch.fd, m.bytes, m.wireLength, null, 0, []);
+        taken++;
+      } catch (e) {
+        if (e instanceof SysError && e.code === "EAGAIN") break;
+        throw e;
+      }
+    }
+    await new Promise((done) => setTimeout(done, 200));
+  }
+  // The wait is bounded: the other device is answered once it is over, and
+  // by then the deaf peer has been dropped.
+  const t0 = performance.now();
+  assertEquals(good.barRead(BAR0), BigInt(TESTDEV_ID));
+  assert(performance.now() - t0 < 4000, "the stall lasts about 2 s");
+  const { code, stderr } = await r.finish();
+  assertEquals(code, 1, stderr);
+  assertStringIncludes(
+    stderr,
+    "iohub remote: deaf: closed: sendmsg: EAGAIN (the peer read nothing for 2000 ms)",
+  );
 });
 
 Deno.test("remote: messages cut anywhere, fds on any piece, are all understood", async () => {
