@@ -4,9 +4,8 @@
 // doctor use it where QEMU's proxy cannot deliver interrupts (no KVM).
 
 import { Reg } from "./devices/testdev.ts";
-import { defaultRemoteCommand } from "./launch.ts";
+import { spawnTestdevRemote } from "./launch.ts";
 import { ProxyDevice } from "./proxy.ts";
-import { spawnWithSockets } from "./socket_child.ts";
 
 /** What measureUserSinkInterrupts() saw. */
 export interface UserSinkResult {
@@ -39,12 +38,7 @@ const QUIET_MS = 100;
 export async function measureUserSinkInterrupts(
   count: number,
 ): Promise<UserSinkResult> {
-  const [program, ...command] = defaultRemoteCommand();
-  const remote = spawnWithSockets(program, 1, (fds) => [
-    ...command,
-    "--device",
-    `testdev,fd=${fds[0]},id=sink0`,
-  ]);
+  const remote = spawnTestdevRemote(["sink0"]);
   const proxy = new ProxyDevice(remote.fds[0], { name: "sink0" });
   let delivered = 0;
   let micros = 0;

@@ -6,6 +6,7 @@
 import { closeFd, setCloexec, socketpair } from "../ffi/mod.ts";
 import { kvmUnavailableReason } from "./kvm.ts";
 import { DEFAULT_QEMU, probeQemu, QemuUnusableError } from "./qemu.ts";
+import { type SocketChild, spawnWithSockets } from "./socket_child.ts";
 
 /** Exit status: the guest passed (debug-exit 0) or QEMU exited 0 normally. */
 export const EXIT_OK = 0;
@@ -156,6 +157,23 @@ export function defaultRemoteCommand(): string[] {
     MAIN,
     "remote",
   ];
+}
+
+/**
+ * Starts `iohub remote` (the default command, with `extra` options) serving
+ * one iohub-testdev per id, each on its own socketpair; our ends are the
+ * child's `fds`, in `ids` order.
+ */
+export function spawnTestdevRemote(
+  ids: string[],
+  extra: string[] = [],
+): SocketChild {
+  const [program, ...command] = defaultRemoteCommand();
+  return spawnWithSockets(program, ids.length, (fds) => [
+    ...command,
+    ...extra,
+    ...ids.flatMap((id, i) => ["--device", `testdev,fd=${fds[i]},id=${id}`]),
+  ]);
 }
 
 /**

@@ -5,10 +5,9 @@
 
 import { parseArgs } from "@std/cli/parse-args";
 import { Reg } from "../lib/devices/testdev.ts";
-import { defaultRemoteCommand } from "../lib/launch.ts";
+import { spawnTestdevRemote } from "../lib/launch.ts";
 import { ProxyDevice, type UserIrqSink } from "../lib/proxy.ts";
 import { spawnQemuRemote } from "../lib/qemu_remote.ts";
-import { spawnWithSockets } from "../lib/socket_child.ts";
 
 /** One benchmarked operation on one peer. */
 interface Op {
@@ -42,13 +41,7 @@ function mustDeliver(sink: UserIrqSink): void {
 }
 
 function iohubPeer(label: string, extra: string[]): Peer {
-  const [program, ...command] = defaultRemoteCommand();
-  const r = spawnWithSockets(program, 1, (fds) => [
-    ...command,
-    ...extra,
-    "--device",
-    `testdev,fd=${fds[0]},id=bench`,
-  ]);
+  const r = spawnTestdevRemote(["bench"], extra);
   const p = new ProxyDevice(r.fds[0], { name: label });
   const sink = prepare(p);
   return {

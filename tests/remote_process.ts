@@ -1,8 +1,7 @@
 // Test helper: an `iohub remote` subprocess serving testdevs on socketpairs,
 // and a minimal synchronous mpqemu client to drive it from the test.
 
-import { defaultRemoteCommand } from "../lib/launch.ts";
-import { spawnWithSockets } from "../lib/socket_child.ts";
+import { spawnTestdevRemote } from "../lib/launch.ts";
 import { Channel, Cmd, Received, type SysmemRegion } from "../lib/protocol.ts";
 
 /** A synchronous client on one device's channel. */
@@ -114,12 +113,7 @@ export function spawnRemote<T extends Endpoint = Client>(
   extra: string[] = [],
   wrap: (fd: number) => T = (fd) => new Client(fd) as unknown as T,
 ): RemoteProcess<T> {
-  const [program, ...command] = defaultRemoteCommand();
-  const sc = spawnWithSockets(program, ids.length, (fds) => [
-    ...command,
-    ...extra,
-    ...ids.flatMap((id, i) => ["--device", `testdev,fd=${fds[i]},id=${id}`]),
-  ]);
+  const sc = spawnTestdevRemote(ids, extra);
   const clients = sc.fds.map(wrap);
   const finish = (): Promise<{ code: number; stderr: string }> => {
     for (const c of clients) c.close();

@@ -13,10 +13,9 @@ import {
   writeIrqGuestParams,
 } from "../kvm_harness.ts";
 import { measureUserSinkInterrupts, userSinkOk } from "../irq_roundtrip.ts";
-import { defaultRemoteCommand } from "../launch.ts";
+import { spawnTestdevRemote } from "../launch.ts";
 import { ProxyDevice } from "../proxy.ts";
 import { DEFAULT_QEMU, probeQemu } from "../qemu.ts";
-import { spawnWithSockets } from "../socket_child.ts";
 import { type Command, describeError, UsageError } from "./common.ts";
 
 const HELP = `usage: iohub doctor [--qemu PATH] [--interrupts N]
@@ -189,12 +188,7 @@ async function runGuest(proxy: ProxyDevice, count: number): Promise<Check> {
  * guest's handler, which ACKs and EOIs.
  */
 async function interruptCheck(count: number): Promise<Check> {
-  const [program, ...command] = defaultRemoteCommand();
-  const remote = spawnWithSockets(program, 1, (fds) => [
-    ...command,
-    "--device",
-    `testdev,fd=${fds[0]},id=doctor`,
-  ]);
+  const remote = spawnTestdevRemote(["doctor"]);
   const proxy = new ProxyDevice(remote.fds[0], { name: "doctor" });
   let check: Check;
   try {
