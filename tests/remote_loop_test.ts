@@ -20,25 +20,44 @@ function roundTrip(remote: Remote, ch: Channel): bigint {
   return ch.rx.retValue;
 }
 
+/**
+ * A remote serving one testdev on a socketpair, its BAR0 programmed and
+ * decoding, with the irqfd pair `irq`/`rs` sent; the caller closes both.
+ */
+function servedDevice(
+  irq: EventFd,
+  rs: EventFd,
+  log: (line: string) => void = () => {},
+): { remote: Remote; ch: Channel } {
+  const [ours, theirs] = socketpair();
+  const remote = new Remote({ log });
+  const ch = new Channel(ours);
+  try {
+    remote.addDevice({
+      id: "dev",
+      factory: createTestDev,
+      endpoint: { kind: "fd", fd: theirs },
+    });
+    ch.tx.encodeCfg(Cmd.PCI_CFGWRITE, 0x10, BAR0, 4);
+    roundTrip(remote, ch);
+    ch.tx.encodeCfg(Cmd.PCI_CFGWRITE, 0x04, 0x2, 2);
+    roundTrip(remote, ch);
+    ch.send(ch.tx.encodeEmpty(Cmd.SET_IRQFD), [irq.fd, rs.fd]);
+  } catch (e) {
+    ch.close();
+    remote.close();
+    throw e;
+  }
+  return { remote, ch };
+}
+
 Deno.test("remote loop: an EOI pending with the next raise is seen first", () =>
   assertNoFdLeak(() => {
-    const [ours, theirs] = socketpair();
     const logs: string[] = [];
-    const remote = new Remote({ log: (l) => logs.push(l) });
-    const ch = new Channel(ours);
     using irq = new EventFd();
     using rs = new EventFd();
+    const { remote, ch } = servedDevice(irq, rs, (l) => logs.push(l));
     try {
-      remote.addDevice({
-        id: "dev",
-        factory: createTestDev,
-        endpoint: { kind: "fd", fd: theirs },
-      });
-      ch.tx.encodeCfg(Cmd.PCI_CFGWRITE, 0x10, BAR0, 4);
-      roundTrip(remote, ch);
-      ch.tx.encodeCfg(Cmd.PCI_CFGWRITE, 0x04, 0x2, 2);
-      roundTrip(remote, ch);
-      ch.send(ch.tx.encodeEmpty(Cmd.SET_IRQFD), [irq.fd, rs.fd]);
       const reg = (r: number): bigint => BigInt(BAR0 + r);
       for (let k = 0; k < 3; k++) {
         ch.tx.encodeBar(Cmd.BAR_WRITE, reg(Reg.IRQ_RAISE), 1n, 4, true);
@@ -74,22 +93,10 @@ Deno.test("remote loop: an EOI pending with the next raise is seen first", () =>
 
 Deno.test("remote loop: a level still high at EOI is re-asserted", () =>
   assertNoFdLeak(() => {
-    const [ours, theirs] = socketpair();
-    const remote = new Remote({ log: () => {} });
-    const ch = new Channel(ours);
     using irq = new EventFd();
     using rs = new EventFd();
+    const { remote, ch } = servedDevice(irq, rs);
     try {
-      remote.addDevice({
-        id: "dev",
-        factory: createTestDev,
-        endpoint: { kind: "fd", fd: theirs },
-      });
-      ch.tx.encodeCfg(Cmd.PCI_CFGWRITE, 0x10, BAR0, 4);
-      roundTrip(remote, ch);
-      ch.tx.encodeCfg(Cmd.PCI_CFGWRITE, 0x04, 0x2, 2);
-      roundTrip(remote, ch);
-      ch.send(ch.tx.encodeEmpty(Cmd.SET_IRQFD), [irq.fd, rs.fd]);
       ch.tx.encodeBar(Cmd.BAR_WRITE, BigInt(BAR0 + Reg.IRQ_RAISE), 1n, 4, true);
       roundTrip(remote, ch);
       assertEquals(irq.drain(), 1n);
