@@ -93,6 +93,14 @@ export interface SysmemRegion {
   fd: number;
 }
 
+// The header's u64 size field of the message at `at`, or -1 above 2^32
+// (read without a BigInt: the per-message path allocates nothing).
+function payloadSizeAt(view: DataView, at: number): number {
+  return view.getUint32(at + 12, true) === 0
+    ? view.getUint32(at + 8, true)
+    : -1;
+}
+
 /**
  * A message in wire form: header and payload in one reusable buffer, with
  * typed field accessors, so the per-message path allocates nothing.
@@ -130,9 +138,7 @@ export class Message {
    * without a BigInt keeps the per-message path allocation-free).
    */
   get sizeNumber(): number {
-    return this.view.getUint32(12, true) === 0
-      ? this.view.getUint32(8, true)
-      : -1;
+    return payloadSizeAt(this.view, 0);
   }
 
   /** Writes a header for `cmd` with `size` payload bytes, zeroing padding. */
@@ -455,10 +461,7 @@ export class Channel extends OwnedFd {
   get hasBuffered(): boolean {
     const rest = this.#end - this.#taken;
     if (rest < HEADER_SIZE) return false;
-    const v = this.rx.view;
-    const size = v.getUint32(this.#taken + 12, true) === 0
-      ? v.getUint32(this.#taken + 8, true)
-      : -1;
+    const size = payloadSizeAt(this.rx.view, this.#taken);
     // An invalid size counts as whole: receive() rejects it without reading.
     return size < 0 || size > MAX_PAYLOAD || rest >= HEADER_SIZE + size;
   }
