@@ -529,27 +529,28 @@ Deno.test("remote: random well-formed requests never kill the remote", async () 
   assertEquals((await r.finish()).code, 0);
 });
 
-Deno.test("remote: a peer that reads replies only when its own sends block is served", async () => {
-  await using r = spawnRemote(["busy"]);
-  const c = r.clients[0];
-  // Thousands of requests in flight: the remote's replies fill the socket
-  // while we still send, so it must wait for us rather than give up.
-  setNonblocking(c.ch.fd, true);
-  const total = 3000;
-  const m = new Message();
-  m.encodeCfg(Cmd.PCI_CFGREAD, 0, 0, 4);
-  const io = new MsgIo(0);
-  let sent = 0;
-  let replies = 0;
-  let partial = 0;
-  while (replies < total) {
-    while (sent < total) {
+/**
+ * Config reads written back to back on a non-blocking socket, resuming a
+ * message the kernel took only part of, so the stream stays framed.
+ */
+class ConfigReadFlood {
+  /** Whole requests written so far. */
+  sent = 0;
+  readonly #io = new MsgIo(0);
+  readonly #m = new Message().encodeCfg(Cmd.PCI_CFGREAD, 0, 0, 4);
+  #partial = 0;
+
+  /** Writes until the socket is full or `limit` are sent; returns how many completed. */
+  fill(fd: number, limit = Infinity): number {
+    const before = this.sent;
+    const len = this.#m.wireLength;
+    while (this.sent < limit) {
       let n: number;
       try {
-        n = io.send(
-          c.ch.fd,
-          m.bytes.subarray(partial),
-          m.wireLength - partial,
+        n = this.#io.send(
+          fd,
+          this.#m.bytes.subarray(this.#partial),
+          len - this.#partial,
           null,
           0,
           [],
@@ -558,15 +559,30 @@ Deno.test("remote: a peer that reads replies only when its own sends block is se
         if (e instanceof SysError && e.code === "EAGAIN") break;
         throw e;
       }
-      partial += n;
-      if (partial === m.wireLength) {
-        partial = 0;
-        sent++;
+      this.#partial += n;
+      if (this.#partial === len) {
+        this.#partial = 0;
+        this.sent++;
       }
     }
+    return this.sent - before;
+  }
+}
+
+Deno.test("remote: a peer that reads replies only when its own sends block is served", async () => {
+  await using r = spawnRemote(["busy"]);
+  const c = r.clients[0];
+  // Thousands of requests in flight: the remote's replies fill the socket
+  // while we still send, so it must wait for us rather than give up.
+  setNonblocking(c.ch.fd, true);
+  const total = 3000;
+  const flood = new ConfigReadFlood();
+  let replies = 0;
+  while (replies < total) {
+    flood.fill(c.ch.fd, total);
     assert(
       c.ch.hasBuffered || await pollReadable(c.ch.fd, 5000),
-      `stuck after ${sent} sent, ${replies} replies`,
+      `stuck after ${flood.sent} sent, ${replies} replies`,
     );
     while (c.ch.receive(true) === Received.MESSAGE) {
       assertEquals(c.ch.rx.retValue, 0x10b11234n);
@@ -584,22 +600,10 @@ Deno.test("remote: a peer that never reads its replies is dropped, the others go
   enable(good);
   deaf.barrier();
   setNonblocking(deaf.ch.fd, true);
-  const m = new Message();
-  m.encodeCfg(Cmd.PCI_CFGREAD, 0, 0, 4);
-  const io = new MsgIo(0);
   // Send until the remote stops taking requests: its replies to us have
   // filled the other direction and it waits for room.
-  for (let taken = 1; taken > 0;) {
-    taken = 0;
-    for (;;) {
-      try {
-        io.send(deaf.ch.fd, m.bytes, m.wireLength, null, 0, []);
-        taken++;
-      } catch (e) {
-        if (e instanceof SysError && e.code === "EAGAIN") break;
-        throw e;
-      }
-    }
+  const flood = new ConfigReadFlood();
+  while (flood.fill(deaf.ch.fd) > 0) {
     await new Promise((done) => setTimeout(done, 200));
   }
   // The wait is bounded: the other device is answered once it is over, and
