@@ -83,6 +83,12 @@ export class Iohub {
     const p = this.#pirq(pirq);
     if (level) {
       if (p.level++ === 0 && p.event !== null) {
+        // An EOI still queued belongs to the interrupt before, whose level
+        // was already low: take it now, or handling it after this edge would
+        // re-assert the new interrupt. epoll cannot order the two for us:
+        // an EOI signalled while the loop collects events can come a batch
+        // after the request that was sent later.
+        if (p.event.takeResample()) p.counters.resamples++;
         p.counters.asserts++;
         p.event.trigger();
       }
@@ -96,8 +102,8 @@ export class Iohub {
   /** The resamplefd of `pirq` fired: re-assert while the level is high. */
   resample(pirq: number): void {
     const p = this.#pirq(pirq);
-    if (p.event === null) return;
-    p.event.drainResample();
+    // Nothing to drain: already taken at a rising edge.
+    if (p.event === null || p.event.drainResample() === 0n) return;
     p.counters.resamples++;
     if (p.level > 0) {
       p.counters.reasserts++;

@@ -1,7 +1,13 @@
 // The irqfd/resamplefd pair of one level-triggered interrupt, owned as one
 // object (crosvm's IrqLevelEvent): closing it closes both eventfds.
 
-import { closeFd, eventfd, eventfdDrain, eventfdSignal } from "../ffi/mod.ts";
+import {
+  closeFd,
+  eventfd,
+  eventfdDrain,
+  eventfdSignal,
+  waitReadable,
+} from "../ffi/mod.ts";
 
 /**
  * A level-triggered interrupt's two eventfds: writing `irqfd` makes KVM
@@ -56,6 +62,15 @@ export class IrqLevelEvent implements Disposable {
   /** Clears the resamplefd; returns how many resamples were pending. */
   drainResample(): bigint {
     return eventfdDrain(this.#resamplefd);
+  }
+
+  /**
+   * Takes an end-of-interrupt already signalled, without blocking (the fd
+   * may be a blocking one the peer made): true if there was one.
+   */
+  takeResample(): boolean {
+    return waitReadable(this.#resamplefd, 0) &&
+      eventfdDrain(this.#resamplefd) > 0n;
   }
 
   /** Closes both eventfds once. */

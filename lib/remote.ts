@@ -155,18 +155,7 @@ export class Remote implements Disposable {
 
   #handle(n: number): void {
     const ep = this.#epoll;
-    // Resamples first: an EOI signalled before the next request was sent
-    // must find the level as it was then, or the IOHUB re-asserts an
-    // interrupt already handled. epoll's order does not promise that: a
-    // level-triggered socket reported last time comes back first.
-    for (let i = 0; i < n; i++) {
-      const token = ep.token(i);
-      if (token < TOKEN_CHANNEL) this.#dispatch(token);
-    }
-    for (let i = 0; i < n; i++) {
-      const token = ep.token(i);
-      if (token >= TOKEN_CHANNEL) this.#dispatch(token);
-    }
+    for (let i = 0; i < n; i++) this.#dispatch(ep.token(i));
   }
 
   #dispatch(token: number): void {

@@ -123,3 +123,36 @@ Deno.test("iohub: a pair whose resamplefd cannot be watched is closed, not insta
     iohub.clear(8);
     iohub.finalize();
   }));
+
+Deno.test("iohub: an EOI still queued at a rising edge is taken, never re-asserts", () =>
+  assertNoFdLeak(() => {
+    const { iohub } = hub();
+    const ev = IrqLevelEvent.create();
+    try {
+      iohub.setIrqfd(8, ev);
+      iohub.setIrq(8, true);
+      assertEquals(ev.drainIrq(), 1n);
+      iohub.setIrq(8, false);
+      // The guest's EOI for that interrupt has not been handled yet when
+      // the device raises the next one.
+      ev.signalResample();
+      iohub.setIrq(8, true);
+      assertEquals(ev.drainIrq(), 1n, "the new edge, once");
+      // The loop would now see the resamplefd: nothing is left to handle.
+      iohub.resample(8);
+      assertEquals(ev.drainIrq(), 0n, "no re-assert of the new interrupt");
+      assertEquals(iohub.counters(8), {
+        asserts: 2,
+        deasserts: 1,
+        resamples: 1,
+        reasserts: 0,
+      });
+      // A real EOI while the level is high still re-asserts.
+      ev.signalResample();
+      iohub.resample(8);
+      assertEquals(ev.drainIrq(), 1n);
+      assertEquals(iohub.counters(8).reasserts, 1);
+    } finally {
+      iohub.finalize();
+    }
+  }));

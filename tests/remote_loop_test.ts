@@ -51,7 +51,7 @@ function servedDevice(
   return { remote, ch };
 }
 
-Deno.test("remote loop: an EOI pending with the next raise is seen first", () =>
+Deno.test("remote loop: an EOI pending with the next raise never re-asserts it", () =>
   assertNoFdLeak(() => {
     const logs: string[] = [];
     using irq = new EventFd();
