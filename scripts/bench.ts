@@ -4,10 +4,10 @@
 // several times from hour to hour. Prints ratios, never bare timings alone.
 
 import { parseArgs } from "@std/cli/parse-args";
-import { Reg } from "../lib/devices/testdev.ts";
-import { spawnTestdevRemote } from "../lib/launch.ts";
-import { ProxyDevice, type UserIrqSink } from "../lib/proxy.ts";
-import { spawnQemuRemote } from "../lib/qemu_remote.ts";
+import { Reg } from "../lib/pci/devices/testdev.ts";
+import { spawnTestdevRemote } from "../lib/qemu/launch.ts";
+import { ProxyDevice, type UserIrqSink } from "../lib/proxy/proxy_device.ts";
+import { spawnQemuRemote } from "../lib/qemu/qemu_remote.ts";
 
 /** One benchmarked operation on one peer. */
 interface Op {

@@ -6,17 +6,20 @@
 // path through our own proxy and a user-space sink.
 
 import { parseArgs } from "@std/cli/parse-args";
-import { buildBootImage } from "../boot_image.ts";
+import { buildBootImage } from "../guest/boot_image.ts";
 import {
   type GuestResult,
   type IntxCounters,
   parseGuestResult,
   parseIntxCounters,
-} from "../guest_result.ts";
-import { kvmUnavailableReason } from "../kvm.ts";
-import { measureUserSinkInterrupts, userSinkOk } from "../irq_roundtrip.ts";
-import { EXIT_OK, launch } from "../launch.ts";
-import { DEFAULT_QEMU } from "../qemu.ts";
+} from "../guest/result.ts";
+import { kvmUnavailableReason } from "../kvm/kvm.ts";
+import {
+  measureUserSinkInterrupts,
+  userSinkOk,
+} from "../proxy/irq_roundtrip.ts";
+import { EXIT_OK, launch } from "../qemu/launch.ts";
+import { DEFAULT_QEMU } from "../qemu/probe.ts";
 import { type Command, UsageError } from "./common.ts";
 
 const HELP =

@@ -5,17 +5,20 @@
 // in-kernel PIC. One line per check; exit 0 only if every check passed.
 
 import { parseArgs } from "@std/cli/parse-args";
-import { Kvm, KVM_API_VERSION, KvmCap } from "../kvm.ts";
+import { Kvm, KVM_API_VERSION, KvmCap } from "../kvm/kvm.ts";
 import {
   createIrqGuestMachine,
   IrqGuestFlag,
   readIrqGuestCounters,
   writeIrqGuestParams,
-} from "../kvm_harness.ts";
-import { measureUserSinkInterrupts, userSinkOk } from "../irq_roundtrip.ts";
-import { spawnTestdevRemote } from "../launch.ts";
-import { ProxyDevice } from "../proxy.ts";
-import { DEFAULT_QEMU, probeQemu } from "../qemu.ts";
+} from "../kvm/machine.ts";
+import {
+  measureUserSinkInterrupts,
+  userSinkOk,
+} from "../proxy/irq_roundtrip.ts";
+import { spawnTestdevRemote } from "../qemu/launch.ts";
+import { ProxyDevice } from "../proxy/proxy_device.ts";
+import { DEFAULT_QEMU, probeQemu } from "../qemu/probe.ts";
 import { type Command, describeError, UsageError } from "./common.ts";
 
 const HELP = `usage: iohub doctor [--qemu PATH] [--interrupts N]

@@ -16,10 +16,10 @@ import {
   type LaunchDevice,
   type LaunchOptions,
   TCG_WARNING,
-} from "../launch.ts";
-import { DEFAULT_QEMU } from "../qemu.ts";
+} from "../qemu/launch.ts";
+import { DEFAULT_QEMU } from "../qemu/probe.ts";
 import { type Command, UsageError } from "./common.ts";
-import { DEVICE_TYPES } from "./remote.ts";
+import { BUILTIN_DEVICES, builtinNames } from "../pci/devices/mod.ts";
 
 const HELP = `usage: iohub launch [options] [-- QEMU-ARGS...]
 
@@ -31,7 +31,7 @@ either ends, on --timeout, or on Ctrl-C.
 
 options:
   --device TYPE[,id=NAME]  a device to serve (repeatable; default: testdev).
-                           types: ${Object.keys(DEVICE_TYPES).join(", ")}
+                           types: ${builtinNames()}
   --qemu PATH              QEMU binary (default: ${DEFAULT_QEMU} on PATH)
   --accel kvm|tcg          accelerator (default kvm; under tcg QEMU's proxy
                            delivers no interrupts)
@@ -61,11 +61,9 @@ exit status:
 /** Parses one `--device TYPE[,id=NAME]` value (index names the default id). */
 export function parseLaunchDevice(value: string, index: number): LaunchDevice {
   const [type, ...opts] = value.split(",");
-  if (DEVICE_TYPES[type] === undefined) {
+  if (BUILTIN_DEVICES[type] === undefined) {
     throw new UsageError(
-      `--device ${value}: unknown device type '${type}' (known: ${
-        Object.keys(DEVICE_TYPES).join(", ")
-      })`,
+      `--device ${value}: unknown device type '${type}' (known: ${builtinNames()})`,
     );
   }
   let id = `${type}${index}`;

@@ -3,15 +3,9 @@
 
 import { parseArgs } from "@std/cli/parse-args";
 import { isValidFd } from "../../ffi/mod.ts";
-import type { DeviceFactory } from "../device.ts";
-import { createTestDev } from "../devices/testdev.ts";
-import { type DeviceSpec, Remote } from "../remote.ts";
+import { BUILTIN_DEVICES, builtinNames } from "../pci/devices/mod.ts";
+import { type DeviceSpec, Remote } from "../remote/remote.ts";
 import { type Command, UsageError } from "./common.ts";
-
-/** Device models `--device TYPE,...` can name. */
-export const DEVICE_TYPES: Record<string, DeviceFactory> = {
-  testdev: createTestDev,
-};
 
 const HELP = `usage: iohub remote --device TYPE,fd=N[,id=NAME] [--device ...]
        iohub remote --device TYPE,socket=PATH[,id=NAME] [--device ...]
@@ -25,7 +19,7 @@ options:
                     fd=N        an inherited, connected socket fd
                     socket=PATH listen on PATH and serve the first peer
                     id=NAME     name in logs (default TYPE + index)
-                  types: ${Object.keys(DEVICE_TYPES).join(", ")}
+                  types: ${builtinNames()}
   --poll-us N     after each message, busy-poll N microseconds before
                   sleeping (lower latency, more CPU; default 0)
   --help          this text
@@ -36,12 +30,10 @@ Exits 0 when every channel closed normally, 1 when one closed on an error
 /** Parses one --device value into a DeviceSpec (index names the default id). */
 export function parseDeviceSpec(value: string, index: number): DeviceSpec {
   const [type, ...opts] = value.split(",");
-  const factory = DEVICE_TYPES[type];
+  const factory = BUILTIN_DEVICES[type];
   if (factory === undefined) {
     throw new UsageError(
-      `--device ${value}: unknown device type '${type}' (known: ${
-        Object.keys(DEVICE_TYPES).join(", ")
-      })`,
+      `--device ${value}: unknown device type '${type}' (known: ${builtinNames()})`,
     );
   }
   let id = `${type}${index}`;

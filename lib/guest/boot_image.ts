@@ -1,0 +1,58 @@
+// Builds the QEMU boot guest (guest/boot/boot.S) into a 1.44 MB floppy
+// image SeaBIOS boots: the assembled program from sector 0, zeros after.
+// Images live under build/guests/, named by a hash of their bytes.
+
+import { buildGuestBytes } from "./build.ts";
+
+/** Size of a 1.44 MB floppy image, the medium SeaBIOS boots the guest from. */
+export const FLOPPY_SIZE = 1474560;
+
+/** Where SeaBIOS loads the boot sector, the program's link origin. */
+export const BOOT_ORIGIN = 0x7c00;
+
+const SOURCE = new URL("../../guest/boot/boot.S", import.meta.url).pathname;
+const BUILD_DIR = new URL("../../build/guests/", import.meta.url).pathname;
+
+async function digest(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
+  const hash = await crypto.subtle.digest("SHA-256", bytes);
+  return Array.from(new Uint8Array(hash).slice(0, 8))
+    .map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * Assembles guest/boot/boot.S at 0x7c00 and returns the absolute path of a
+ * raw 1.44 MB floppy image holding it, building the image only when no image
+ * of the same program exists yet. Failures of `as` or `ld` propagate as
+ * GuestBuildError.
+ *
+ * @example
+ * ```ts
+ * const outcome = await launch({ guest: await buildBootImage() });
+ * ```
+ */
+export async function buildBootImage(): Promise<string> {
+  const program = await buildGuestBytes(SOURCE, { origin: BOOT_ORIGIN });
+  if (program.length > FLOPPY_SIZE) {
+    throw new RangeError(
+      `${SOURCE} assembles to ${program.length} bytes, more than a floppy`,
+    );
+  }
+  const image = new Uint8Array(FLOPPY_SIZE);
+  image.set(program);
+  const path = `${BUILD_DIR}boot-${await digest(image)}.img`;
+  try {
+    if ((await Deno.stat(path)).size === FLOPPY_SIZE) return path;
+  } catch {
+    // Not built yet for this program.
+  }
+  await Deno.mkdir(BUILD_DIR, { recursive: true });
+  // Concurrent builders each write their own temp file; rename is atomic.
+  const tmp = `${path}.${Deno.pid}.${crypto.randomUUID()}.tmp`;
+  try {
+    await Deno.writeFile(tmp, image);
+    await Deno.rename(tmp, path);
+  } finally {
+    await Deno.remove(tmp).catch(() => {});
+  }
+  return path;
+}

@@ -1,0 +1,112 @@
+// Builds the tiny guests iohub runs (KVM harness guests, the QEMU boot
+// image) from GNU assembler sources with binutils, into flat binaries under
+// build/. Binaries are never committed: they are rebuilt when the source
+// changes, keyed by a hash of the source text and the link origin.
+
+const BUILD_DIR = new URL("../../build/guests/", import.meta.url).pathname;
+
+/** How a guest source is linked. */
+export interface GuestBuildOptions {
+  /** Guest-physical address the first byte is loaded at (the link origin). */
+  origin: number;
+}
+
+/** A failure of `as` or `ld`, carrying the tool's own diagnostics. */
+export class GuestBuildError extends Error {
+  /** Names the tool, the source and what the tool printed. */
+  constructor(tool: string, source: string, output: string) {
+    super(`${tool} failed on ${source}: ${output.trim()}`);
+    this.name = "GuestBuildError";
+  }
+}
+
+async function run(
+  tool: string,
+  args: string[],
+  source: string,
+): Promise<void> {
+  let out: Deno.CommandOutput;
+  try {
+    out = await new Deno.Command(tool, {
+      args,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  } catch (e) {
+    throw new GuestBuildError(
+      tool,
+      source,
+      `${(e as Error).message} (install binutils)`,
+    );
+  }
+  if (!out.success) {
+    const dec = new TextDecoder();
+    throw new GuestBuildError(
+      tool,
+      source,
+      dec.decode(out.stderr) + dec.decode(out.stdout),
+    );
+  }
+}
+
+async function digest(text: string): Promise<string> {
+  const hash = await crypto.subtle.digest(
+    "SHA-256",
+    new TextEncoder().encode(text),
+  );
+  return Array.from(new Uint8Array(hash).slice(0, 8))
+    .map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * Assembles `source` (a path to a .S file) with `as --32` and links it with
+ * `ld -m elf_i386 --oformat binary` at `opts.origin`; returns the path of the
+ * flat binary. Sources choose their mode themselves (`.code16`).
+ */
+export async function buildGuest(
+  source: string,
+  opts: GuestBuildOptions,
+): Promise<string> {
+  const text = await Deno.readTextFile(source);
+  const name = source.split("/").pop()!.replace(/\.[Ss]$/, "");
+  const key = await digest(`${opts.origin}\n${text}`);
+  const bin = `${BUILD_DIR}${name}-${key}.bin`;
+  try {
+    await Deno.stat(bin);
+    return bin;
+  } catch {
+    // Not built yet for this source text.
+  }
+  await Deno.mkdir(BUILD_DIR, { recursive: true });
+  const obj = `${BUILD_DIR}${name}-${key}.${Deno.pid}.o`;
+  const tmp = `${bin}.${Deno.pid}.tmp`;
+  try {
+    await run("as", ["--32", "-o", obj, source], source);
+    await run("ld", [
+      "-m",
+      "elf_i386",
+      "--oformat",
+      "binary",
+      "-e",
+      "0",
+      `-Ttext=0x${opts.origin.toString(16)}`,
+      "-o",
+      tmp,
+      obj,
+    ], source);
+    // Concurrent builders each write their own temp file; rename is atomic.
+    await Deno.rename(tmp, bin);
+  } finally {
+    await Deno.remove(obj).catch(() => {});
+    await Deno.remove(tmp).catch(() => {});
+  }
+  return bin;
+}
+
+/** Builds `source` like buildGuest and returns the binary's bytes. */
+export async function buildGuestBytes(
+  source: string,
+  opts: GuestBuildOptions,
+): Promise<Uint8Array> {
+  return await Deno.readFile(await buildGuest(source, opts));
+}

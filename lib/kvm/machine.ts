@@ -1,0 +1,600 @@
+// A small KVM machine for tiny real-mode guests: memfd-backed RAM at gpa 0
+// (shareable with a remote through SYNC_SYSMEM), the in-kernel irqchip, one
+// vcpu starting at 0x1000 in real mode. KVM_RUN runs on a worker thread so
+// the JS event loop (remote processes, eventfds, timers) keeps going while
+// the guest halts; port I/O and MMIO exits go to the caller's handlers.
+//
+// Harness ports: the guest reports to the harness through port I/O on
+// 0xf0-0xff, which never reaches the caller's handlers:
+//   0xf0 REPORT: a value for RunOptions.onReport
+//   0xf2 READY:  the guest is set up to take interrupts (RunOptions.onReady)
+//   0xf4 DONE:   the run ends with status "done" and the written value
+//   0xf8 FAIL:   the run rejects with GuestFailure carrying the value
+//   0xfc KICK:   the guest's NMI handler ran (see below)
+// Other ports in the range are reserved and fail the run.
+//
+// No hang: with the in-kernel irqchip HLT never exits to user space, so a
+// guest waiting for an interrupt that never comes would block KVM_RUN
+// forever. On the deadline (or stop()) the harness sends the vcpu an NMI
+// with KVM_SIGNAL_MSI from the JS thread; NMIs ignore IF and the PIC mask,
+// and the guest's NMI handler writes the KICK port, which exits KVM_RUN.
+// The run then rejects with HarnessTimeout (or resolves "stopped"), and
+// nothing stays running, so close() releases every fd.
+
+import {
+  closeFd,
+  MAP_SHARED,
+  type Mapping,
+  memfd,
+  mmap,
+  PROT_READ,
+  PROT_WRITE,
+} from "../../ffi/mod.ts";
+import { buildGuestBytes } from "../guest/build.ts";
+import {
+  exitName,
+  Kvm,
+  KvmCap,
+  KvmExit,
+  KvmRegs,
+  KvmSregs,
+  type Vcpu,
+  type Vm,
+} from "./kvm.ts";
+import type { SysmemRegion } from "../mpqemu/mod.ts";
+
+/** Ports the guest uses to talk to the harness (see module comment). */
+export const HarnessPort = {
+  /** out: a value for onReport. */
+  REPORT: 0xf0,
+  /** out: the guest can take interrupts now (onReady). */
+  READY: 0xf2,
+  /** out: the run is done; the value is the run's result. */
+  DONE: 0xf4,
+  /** out: the guest failed; the value is its reason code. */
+  FAIL: 0xf8,
+  /** out: the guest's NMI handler ran (deadline or stop()). */
+  KICK: 0xfc,
+} as const;
+
+/** First port of the harness range. */
+export const HARNESS_PORT_FIRST = 0xf0;
+/** Last port of the harness range. */
+export const HARNESS_PORT_LAST = 0xff;
+
+/** Where guests are loaded and start (CS base 0, IP here). */
+export const GUEST_LOAD_ADDRESS = 0x1000;
+/** Initial SP (SS base 0); guests keep code and data below it. */
+export const GUEST_STACK_TOP = 0x8000;
+/** Default guest RAM: one 64 KiB slot at gpa 0. */
+export const DEFAULT_MEM_SIZE = 0x10000;
+
+// MSI to the LAPIC with ID 0 (physical destination), delivery mode NMI.
+const MSI_ADDRESS_APIC0 = 0xfee00000n;
+const MSI_DATA_NMI = 4 << 8;
+// The LAPIC's spurious-interrupt vector register in its page.
+const APIC_SVR = 0xf0;
+// After the deadline's NMI, how long the guest gets to reach its KICK out.
+const KICK_GRACE_MS = 2000;
+
+/** The guest wrote the FAIL port. */
+export class GuestFailure extends Error {
+  /** The guest's reason code. */
+  readonly code: number;
+
+  /** Builds the error for reason `code`. */
+  constructor(code: number, detail: string) {
+    super(`guest failed with code ${code}: ${detail}`);
+    this.name = "GuestFailure";
+    this.code = code;
+  }
+}
+
+/** The guest did not finish before the deadline (it was kicked out). */
+export class HarnessTimeout extends Error {
+  /** Builds the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "HarnessTimeout";
+  }
+}
+
+/**
+ * Port I/O exit: `data` holds what an `out` wrote, or is filled by the
+ * handler for an `in`. Returns false when no device claims the port.
+ */
+export type IoHandler = (
+  port: number,
+  size: number,
+  isWrite: boolean,
+  data: Uint8Array,
+) => boolean;
+
+/** MMIO exit, like IoHandler; false when nothing claims the address. */
+export type MmioHandler = (
+  addr: bigint,
+  isWrite: boolean,
+  data: Uint8Array,
+) => boolean;
+
+/** What one run() does with the guest's exits. */
+export interface RunOptions {
+  /** Port I/O outside the harness range (unset: every access fails). */
+  onIo?: IoHandler;
+  /** MMIO outside guest RAM (unset: every access fails). */
+  onMmio?: MmioHandler;
+  /** Each REPORT value, as it arrives. */
+  onReport?: (value: number) => void;
+  /**
+   * The guest wrote READY: it is set up to take interrupts. Raising one
+   * earlier can be lost to the PIC's initialisation.
+   */
+  onReady?: (value: number) => void;
+  /** Deadline: after it the guest is kicked out and the run rejects. */
+  timeoutMs: number;
+}
+
+/** How a run ended. */
+export interface RunResult {
+  /** "done": the guest wrote DONE; "stopped": stop() ended it. */
+  status: "done" | "stopped";
+  /** The DONE value (0 when stopped). */
+  value: number;
+  /** Exits to user space during the run. */
+  exits: number;
+  /** Wall time of the run in milliseconds. */
+  elapsedMs: number;
+}
+
+/** Options of KvmMachine.create. */
+export interface MachineOptions {
+  /** The flat binary loaded at GUEST_LOAD_ADDRESS. */
+  program: Uint8Array;
+  /** RAM size in bytes (default 64 KiB). */
+  memSize?: number;
+}
+
+function readLe(data: Uint8Array): number {
+  let v = 0;
+  for (let i = data.length - 1; i >= 0; i--) v = v * 256 + data[i];
+  return v;
+}
+
+/**
+ * One VM with RAM, the in-kernel irqchip and a real-mode vcpu.
+ *
+ * @example
+ * ```ts
+ * using m = KvmMachine.create({ program: bytes });
+ * const r = await m.run({ timeoutMs: 1000, onIo: () => false });
+ * ```
+ */
+export class KvmMachine implements Disposable {
+  /** The /dev/kvm handle. */
+  readonly kvm: Kvm;
+  /** The VM (register irqfds on it). */
+  readonly vm: Vm;
+  /** The one vcpu. */
+  readonly vcpu: Vcpu;
+  /** The memfd backing guest RAM (owned; share it with SYNC_SYSMEM). */
+  readonly memfd: number;
+  /** RAM size in bytes. */
+  readonly memSize: number;
+  readonly #ram: Mapping;
+  #closed = false;
+  #stopRequested = false;
+  #timedOut = false;
+  #kicks = 0;
+
+  private constructor(
+    kvm: Kvm,
+    vm: Vm,
+    vcpu: Vcpu,
+    fd: number,
+    ram: Mapping,
+  ) {
+    this.kvm = kvm;
+    this.vm = vm;
+    this.vcpu = vcpu;
+    this.memfd = fd;
+    this.memSize = ram.length;
+    this.#ram = ram;
+  }
+
+  /**
+   * Creates the VM: RAM as slot 0 at gpa 0, the in-kernel irqchip, vcpu 0
+   * in real mode (CS = DS = ES = SS = 0) at GUEST_LOAD_ADDRESS with SP at
+   * GUEST_STACK_TOP and interrupts off, and `program` loaded.
+   */
+  static create(opts: MachineOptions): KvmMachine {
+    const memSize = opts.memSize ?? DEFAULT_MEM_SIZE;
+    if (GUEST_LOAD_ADDRESS + opts.program.length > GUEST_STACK_TOP - 0x100) {
+      throw new Error(
+        `guest program of ${opts.program.length} bytes does not fit below the stack`,
+      );
+    }
+    // Each step's resources go on a stack so a failure releases them all.
+    const undo: (() => void)[] = [];
+    try {
+      const kvm = Kvm.open();
+      undo.push(() => kvm.close());
+      for (const cap of [KvmCap.IRQCHIP, KvmCap.SIGNAL_MSI]) {
+        if (kvm.checkExtension(cap) === 0) {
+          throw new Error(`KVM lacks capability ${cap}`);
+        }
+      }
+      const vm = kvm.createVm();
+      undo.push(() => vm.close());
+      const fd = memfd("iohub-guest-ram", memSize);
+      undo.push(() => closeFd(fd));
+      const ram = mmap(memSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd);
+      undo.push(() => ram.unmap());
+      vm.setUserMemoryRegion(0, 0, ram, memSize);
+      vm.createIrqchip();
+      const vcpu = vm.createVcpu(0);
+      undo.push(() => vcpu.close());
+
+      const sregs = vcpu.getSregs(new KvmSregs());
+      sregs.setRealModeSegment("cs", 0, true);
+      for (const s of ["ds", "es", "fs", "gs", "ss"] as const) {
+        sregs.setRealModeSegment(s, 0);
+      }
+      vcpu.setSregs(sregs);
+      const regs = new KvmRegs();
+      regs.set("rip", GUEST_LOAD_ADDRESS);
+      regs.set("rsp", GUEST_STACK_TOP);
+      regs.set("rflags", 0x2); // bit 1 is reserved-one; IF clear.
+      vcpu.setRegs(regs);
+      // Software-enable the LAPIC (SVR bit 8, spurious vector 0xff): KVM
+      // does not deliver the watchdog NMI to a LAPIC still disabled as at
+      // reset (KVM_SIGNAL_MSI reaches 0 vcpus). LVT0 stays ExtINT, so the
+      // PIC's interrupts still come through.
+      const lapic = vcpu.getLapic();
+      new DataView(lapic.buffer).setUint32(APIC_SVR, 0x1ff, true);
+      vcpu.setLapic(lapic);
+      ram.bytes.set(opts.program, GUEST_LOAD_ADDRESS);
+      return new KvmMachine(kvm, vm, vcpu, fd, ram);
+    } catch (e) {
+      for (const f of undo.reverse()) f();
+      throw e;
+    }
+  }
+
+  /** Guest RAM as bytes (valid until close()). */
+  get memory(): Uint8Array {
+    return this.#ram.bytes;
+  }
+
+  /** Copies `bytes` into guest RAM at `gpa`. */
+  write(gpa: number, bytes: Uint8Array): void {
+    this.#ram.bytes.set(bytes, gpa);
+  }
+
+  /** A copy of `len` bytes of guest RAM at `gpa`. */
+  read(gpa: number, len: number): Uint8Array {
+    return this.#ram.bytes.slice(gpa, gpa + len);
+  }
+
+  /** The guest RAM as one SYNC_SYSMEM region (the fd stays ours). */
+  sysmemRegion(): SysmemRegion {
+    return {
+      fd: this.memfd,
+      gpa: 0n,
+      size: BigInt(this.memSize),
+      offset: 0n,
+    };
+  }
+
+  /** NMIs sent to the guest so far (deadlines and stops). */
+  get kicks(): number {
+    return this.#kicks;
+  }
+
+  #kick(): void {
+    this.#kicks++;
+    this.vm.signalMsi(MSI_ADDRESS_APIC0, MSI_DATA_NMI);
+  }
+
+  /**
+   * Ends the current run: the guest gets an NMI and the run resolves with
+   * status "stopped" when its handler reports. Safe from exit handlers.
+   */
+  stop(): void {
+    this.#stopRequested = true;
+    this.#kick();
+  }
+
+  /**
+   * Runs the guest until it writes DONE (resolves "done"), stop() ends it
+   * (resolves "stopped"), it writes FAIL (rejects GuestFailure), the
+   * deadline passes (rejects HarnessTimeout) or an exit is not handled.
+   * A later run resumes the guest where it left off.
+   */
+  async run(opts: RunOptions): Promise<RunResult> {
+    if (this.#closed) throw new Error("KvmMachine: closed");
+    const vcpu = this.vcpu;
+    const start = performance.now();
+    let exits = 0;
+    this.#stopRequested = false;
+    this.#timedOut = false;
+    let graceTimer: ReturnType<typeof setTimeout> | undefined;
+    let rejectStuck: (e: Error) => void = () => {};
+    const stuck = new Promise<never>((_, reject) => {
+      rejectStuck = reject;
+    });
+    // Keep the never-settling branch from counting as unhandled.
+    stuck.catch(() => {});
+    const deadline = setTimeout(() => {
+      this.#timedOut = true;
+      this.#kick();
+      graceTimer = setTimeout(() => {
+        rejectStuck(
+          new HarnessTimeout(
+            `guest did not finish within ${opts.timeoutMs} ms and did not ` +
+              `answer the watchdog NMI within ${KICK_GRACE_MS} ms; the vcpu ` +
+              `thread stays in KVM_RUN`,
+          ),
+        );
+      }, KICK_GRACE_MS);
+    }, opts.timeoutMs);
+    try {
+      for (;;) {
+        const reason = await Promise.race([vcpu.runAsync(), stuck]);
+        exits++;
+        if (reason === KvmExit.IO) {
+          const port = vcpu.ioPort;
+          if (port >= HARNESS_PORT_FIRST && port <= HARNESS_PORT_LAST) {
+            const value = readLe(vcpu.ioData());
+            const end = this.#harnessPort(port, value, opts, exits, start);
+            if (end !== null) return end;
+            continue;
+          }
+          const onIo = opts.onIo;
+          const size = vcpu.ioSize;
+          const isWrite = vcpu.ioIsWrite;
+          const count = vcpu.ioCount;
+          for (let i = 0; i < count; i++) {
+            const data = vcpu.ioData(i);
+            if (onIo === undefined || !onIo(port, size, isWrite, data)) {
+              throw new GuestFailure(
+                -1,
+                `unclaimed port ${isWrite ? "write" : "read"} 0x${
+                  port.toString(16)
+                } (${size} bytes)`,
+              );
+            }
+          }
+        } else if (reason === KvmExit.MMIO) {
+          const addr = vcpu.mmioPhysAddr;
+          const isWrite = vcpu.mmioIsWrite;
+          if (
+            opts.onMmio === undefined ||
+            !opts.onMmio(addr, isWrite, vcpu.mmioData)
+          ) {
+            throw new GuestFailure(
+              -1,
+              `unclaimed MMIO ${isWrite ? "write" : "read"} at 0x${
+                addr.toString(16)
+              } (${vcpu.mmioLen} bytes)`,
+            );
+          }
+        } else {
+          throw new GuestFailure(
+            -1,
+            `unexpected exit ${exitName(reason)} at ${this.#where()}`,
+          );
+        }
+      }
+    } finally {
+      clearTimeout(deadline);
+      clearTimeout(graceTimer);
+    }
+  }
+
+  #harnessPort(
+    port: number,
+    value: number,
+    opts: RunOptions,
+    exits: number,
+    start: number,
+  ): RunResult | null {
+    const result = (status: RunResult["status"], v: number): RunResult => ({
+      status,
+      value: v,
+      exits,
+      elapsedMs: performance.now() - start,
+    });
+    switch (port) {
+      case HarnessPort.REPORT:
+        opts.onReport?.(value);
+        return null;
+      case HarnessPort.READY:
+        opts.onReady?.(value);
+        return null;
+      case HarnessPort.DONE:
+        return result("done", value);
+      case HarnessPort.FAIL:
+        throw new GuestFailure(value, `at ${this.#where()}`);
+      case HarnessPort.KICK:
+        if (this.#timedOut) {
+          throw new HarnessTimeout(
+            `guest did not finish within ${opts.timeoutMs} ms ` +
+              `(${exits} exits; kicked out by the watchdog NMI)`,
+          );
+        }
+        if (this.#stopRequested) return result("stopped", 0);
+        return null;
+      default:
+        throw new GuestFailure(
+          -1,
+          `write to reserved harness port 0x${port.toString(16)}`,
+        );
+    }
+  }
+
+  #where(): string {
+    try {
+      const r = this.vcpu.getRegs();
+      return `ip 0x${r.get("rip").toString(16)}`;
+    } catch {
+      return "unknown ip";
+    }
+  }
+
+  /**
+   * Closes the vcpu, unmaps RAM and closes the memfd, VM and /dev/kvm;
+   * idempotent. Refused while a run is in progress.
+   */
+  close(): void {
+    if (this.#closed) return;
+    if (this.vcpu.running) {
+      throw new Error("KvmMachine: close() while the guest is running");
+    }
+    this.#closed = true;
+    try {
+      this.vcpu.close();
+    } finally {
+      try {
+        this.vm.close();
+        this.#ram.unmap();
+      } finally {
+        closeFd(this.memfd);
+        this.kvm.close();
+      }
+    }
+  }
+
+  /** Closes (for `using`). */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/** The interrupt test guest's source (see its header comment). */
+export const IRQ_GUEST_SOURCE = new URL(
+  "../../guest/kvm/irq_guest.S",
+  import.meta.url,
+).pathname;
+
+/** Where the interrupt guest's parameter block lives in guest RAM. */
+export const IRQ_GUEST_PARAMS = 0x500;
+
+/** Parameter block offsets, mirroring guest/kvm/irq_guest.S. */
+const P = {
+  irq: 0,
+  flags: 1,
+  count: 2,
+  hold: 4,
+  ioBase: 6,
+  mmioBase: 8,
+  delivered: 12,
+  completed: 14,
+  spurious: 16,
+  held: 18,
+  raised: 20,
+  kicks: 22,
+  end: 24,
+} as const;
+
+/** Interrupt guest behaviour flags (P_FLAGS). */
+export const IrqGuestFlag = {
+  /** Talk to the testdev through BAR1 (port I/O at ioBase). */
+  PIO: 0x01,
+  /** Talk to the testdev through BAR0 (MMIO at mmioBase, below 1 MiB). */
+  MMIO: 0x02,
+  /** Raise each interrupt itself by writing IRQ_RAISE. */
+  SELF_RAISE: 0x04,
+  /** Write the delivery count to the REPORT port on every delivery. */
+  REPORT: 0x08,
+  /** Halt with interrupts off forever (only an NMI gets it out). */
+  CLI_HALT: 0x10,
+  /** Leave the line edge-triggered (for irqfds without resample). */
+  EDGE: 0x20,
+} as const;
+
+/** What the interrupt guest is told to do. */
+export interface IrqGuestParams {
+  /** PIC line 0-15 (2 is the cascade); the GSI the irqfd is on. */
+  irq: number;
+  /** IrqGuestFlag bits. */
+  flags: number;
+  /** Interrupts to complete before writing DONE (counted since reset). */
+  count: number;
+  /**
+   * Per interrupt, deliveries EOI'd without IRQ_ACK before the one that
+   * ACKs (the level stays high, so each is re-injected via resample).
+   */
+  hold?: number;
+  /** Testdev BAR1 base port (with PIO). */
+  ioBase?: number;
+  /** Testdev BAR0 base (with MMIO; 4 KiB aligned, below 1 MiB). */
+  mmioBase?: number;
+}
+
+/** What the interrupt guest counted. */
+export interface IrqGuestCounters {
+  /** Handler entries. */
+  delivered: number;
+  /** Interrupts completed (ACKed, spurious, or any without a device). */
+  completed: number;
+  /** Deliveries that found IRQ_STATUS 0. */
+  spurious: number;
+  /** EOIs without ACK in the interrupt in progress. */
+  held: number;
+  /** IRQ_RAISE writes (SELF_RAISE). */
+  raised: number;
+  /** NMIs taken. */
+  kicks: number;
+}
+
+/** Builds the interrupt guest and a machine running it. */
+export async function createIrqGuestMachine(
+  memSize = DEFAULT_MEM_SIZE,
+): Promise<KvmMachine> {
+  const program = await buildGuestBytes(IRQ_GUEST_SOURCE, {
+    origin: GUEST_LOAD_ADDRESS,
+  });
+  return KvmMachine.create({ program, memSize });
+}
+
+function paramsView(m: KvmMachine): DataView {
+  const mem = m.memory;
+  return new DataView(mem.buffer, mem.byteOffset + IRQ_GUEST_PARAMS, P.end);
+}
+
+/**
+ * Writes the interrupt guest's parameters (between runs, or while it
+ * halts: it re-reads count and flags on every wake-up, the line on every
+ * resume after DONE). Counters are left alone.
+ */
+export function writeIrqGuestParams(m: KvmMachine, p: IrqGuestParams): void {
+  const v = paramsView(m);
+  v.setUint8(P.irq, p.irq);
+  v.setUint8(P.flags, p.flags);
+  v.setUint16(P.count, p.count, true);
+  v.setUint16(P.hold, p.hold ?? 0, true);
+  v.setUint16(P.ioBase, p.ioBase ?? 0, true);
+  v.setUint32(P.mmioBase, p.mmioBase ?? 0, true);
+}
+
+/** Reads the interrupt guest's counters (safe while it runs). */
+export function readIrqGuestCounters(m: KvmMachine): IrqGuestCounters {
+  const v = paramsView(m);
+  return {
+    delivered: v.getUint16(P.delivered, true),
+    completed: v.getUint16(P.completed, true),
+    spurious: v.getUint16(P.spurious, true),
+    held: v.getUint16(P.held, true),
+    raised: v.getUint16(P.raised, true),
+    kicks: v.getUint16(P.kicks, true),
+  };
+}
+
+/** Zeroes the interrupt guest's counters (between runs). */
+export function resetIrqGuestCounters(m: KvmMachine): void {
+  m.memory.fill(
+    0,
+    IRQ_GUEST_PARAMS + P.delivered,
+    IRQ_GUEST_PARAMS + P.end,
+  );
+}

@@ -1,0 +1,249 @@
+// One mpqemu connection: sends and receives whole messages with their fds
+// over one connected UNIX stream socket, resuming partial messages.
+
+import {
+  closeFd,
+  Errno,
+  MSG_DONTWAIT,
+  MsgIo,
+  OwnedFd,
+  SysError,
+  waitWritable,
+} from "../../ffi/mod.ts";
+import {
+  cmdName,
+  HEADER_SIZE,
+  MAX_PAYLOAD,
+  Message,
+  payloadSizeAt,
+  ProtocolError,
+  REMOTE_MAX_FDS,
+  validateMessage,
+} from "./message.ts";
+
+/** What Channel.receive() got. */
+export const Received = {
+  /** A whole, valid message is in `rx`; its fds in `rxFds`. */
+  MESSAGE: 0,
+  /** Non-blocking socket: the rest of the message has not arrived yet. */
+  AGAIN: 1,
+  /** The peer closed the connection between messages. */
+  EOF: 2,
+} as const;
+
+/** One of the Received values. */
+export type ReceivedValue = typeof Received[keyof typeof Received];
+
+// Received bytes are buffered so that one recvmsg usually brings a whole
+// message (and any that follow it), instead of one for the header and one
+// for the payload: a system call is the dearest part of a round trip.
+const RX_CAPACITY = 1024;
+// A peer that queues requests must read replies sometime: waiting this long
+// for it keeps one slow peer from closing, and a dead one from stalling the
+// other devices for ever.
+const SEND_STALL_MS = 2000;
+
+/**
+ * One mpqemu connection: owns the socket, sends whole messages with fds
+ * and receives them, resuming partial messages on non-blocking sockets.
+ *
+ * Reading: at a message boundary one recvmsg takes whatever is queued, up
+ * to RX_CAPACITY bytes; inside a message it asks for exactly the missing
+ * bytes. Linux ends a recvmsg on a stream socket after the first chunk that
+ * carried fds, so fds always came with the last bytes read: they belong to
+ * the message holding those bytes, just as when reading piece by piece.
+ */
+export class Channel extends OwnedFd {
+  /** The last received message (at offset 0 of its buffer). */
+  readonly rx: Message = new Message(RX_CAPACITY);
+  /** A scratch message for building what to send. */
+  readonly tx: Message = new Message();
+  readonly #io = new MsgIo(REMOTE_MAX_FDS);
+  readonly #fds = new Int32Array(REMOTE_MAX_FDS + 1);
+  #numFds = 0;
+  #msgFds = 0;
+  // rx.bytes[0..#end) holds received bytes; the first #taken of them are the
+  // message last returned, dropped at the next receive().
+  #end = 0;
+  #taken = 0;
+  // Offset in rx.bytes of the last byte of the read that brought the
+  // pending fds: they belong to the message that contains it.
+  #fdsAt = 0;
+
+  /** Takes ownership of the connected socket `sock`. */
+  constructor(sock: number) {
+    super(sock);
+  }
+
+  /** fds of the last message; the caller owns them after MESSAGE. */
+  get rxFds(): Int32Array {
+    return this.#fds;
+  }
+
+  /** How many fds the last message carried. */
+  get rxNumFds(): number {
+    return this.#msgFds;
+  }
+
+  /**
+   * Sends `msg` whole with `fds` attached, completing short writes. On a
+   * non-blocking socket whose peer is slow to read, waits for room up to
+   * SEND_STALL_MS, then fails with EAGAIN.
+   */
+  send(msg: Message, fds: ArrayLike<number> = []): void {
+    const len = msg.wireLength;
+    let sent = this.#sendSome(msg.bytes, len, fds);
+    while (sent < len) {
+      sent += this.#sendSome(msg.bytes.subarray(sent), len - sent, []);
+    }
+  }
+
+  #sendSome(buf: Uint8Array, len: number, fds: ArrayLike<number>): number {
+    for (;;) {
+      try {
+        return this.#io.send(this.fd, buf, len, null, 0, fds);
+      } catch (e) {
+        if (!(e instanceof SysError && e.errno === Errno.EAGAIN)) throw e;
+      }
+      if (!waitWritable(this.fd, SEND_STALL_MS)) {
+        throw new SysError(
+          "sendmsg",
+          Errno.EAGAIN,
+          `the peer read nothing for ${SEND_STALL_MS} ms`,
+        );
+      }
+    }
+  }
+
+  /** Sends RET with `value` (or an empty RET for null). */
+  sendRet(value: bigint | null): void {
+    this.send(this.tx.encodeRet(value));
+  }
+
+  /**
+   * Receives into `rx`. MESSAGE: a valid message (its fds are then the
+   * caller's). AGAIN: a non-blocking socket ran dry mid-message; call again
+   * when readable. EOF: clean end between messages. Throws ProtocolError
+   * for an invalid message and on end of stream inside one, SysError on
+   * transport errors; fds that came with a rejected message are closed.
+   */
+  receive(nonblocking = false): ReceivedValue {
+    this.#msgFds = 0;
+    try {
+      return this.#receive(nonblocking ? MSG_DONTWAIT : 0);
+    } catch (e) {
+      this.#dropFds();
+      this.#end = 0;
+      this.#taken = 0;
+      throw e;
+    }
+  }
+
+  /** Whether a whole message is already buffered (no system call needed). */
+  get hasBuffered(): boolean {
+    const rest = this.#end - this.#taken;
+    if (rest < HEADER_SIZE) return false;
+    const size = payloadSizeAt(this.rx.view, this.#taken);
+    // An invalid size counts as whole: receive() rejects it without reading.
+    return size < 0 || size > MAX_PAYLOAD || rest >= HEADER_SIZE + size;
+  }
+
+  #receive(flags: number): ReceivedValue {
+    const bytes = this.rx.bytes;
+    if (this.#taken > 0) {
+      if (this.#end > this.#taken) bytes.copyWithin(0, this.#taken, this.#end);
+      this.#end -= this.#taken;
+      this.#fdsAt -= this.#taken;
+      this.#taken = 0;
+    }
+    for (;;) {
+      let want: number;
+      if (this.#end >= HEADER_SIZE) {
+        const size = this.rx.sizeNumber;
+        if (size < 0 || size > MAX_PAYLOAD) {
+          throw new ProtocolError(
+            cmdName(this.rx.cmd),
+            "size",
+            `invalid size for message: ${this.rx.size} > ${MAX_PAYLOAD}`,
+          );
+        }
+        const total = HEADER_SIZE + size;
+        if (this.#end >= total) return this.#take(total);
+        want = total - this.#end;
+      } else {
+        want = this.#end === 0 ? bytes.length : HEADER_SIZE - this.#end;
+      }
+      const n = this.#recvSome(bytes, this.#end, want, flags);
+      if (n < 0) return Received.AGAIN;
+      if (n === 0) {
+        if (this.#end === 0 && this.#numFds === 0) return Received.EOF;
+        if (this.#end < HEADER_SIZE) {
+          throw new ProtocolError("header", "size", "peer hung up mid-header");
+        }
+        throw new ProtocolError(
+          cmdName(this.rx.cmd),
+          "payload",
+          `peer hung up after ${
+            this.#end - HEADER_SIZE
+          } of ${this.rx.sizeNumber} bytes`,
+        );
+      }
+      this.#end += n;
+    }
+  }
+
+  /** Hands out the whole message at rx.bytes[0..total). */
+  #take(total: number): ReceivedValue {
+    this.#taken = total;
+    const mine = this.#numFds > 0 && this.#fdsAt < total;
+    validateMessage(this.rx, this.#fds, mine ? this.#numFds : 0);
+    if (mine) {
+      // From here the fds are the caller's: forget them, keep their count.
+      this.#msgFds = this.#numFds;
+      this.#numFds = 0;
+    }
+    return Received.MESSAGE;
+  }
+
+  /** Reads up to `len` bytes at `off`; -1 when a non-blocking read would block. */
+  #recvSome(buf: Uint8Array, off: number, len: number, flags: number): number {
+    const io = this.#io;
+    let n: number;
+    try {
+      n = io.recv(this.fd, buf, len, flags, off);
+    } catch (e) {
+      if (e instanceof SysError && e.errno === Errno.EAGAIN) return -1;
+      throw e;
+    }
+    if (io.numFds > 0) {
+      for (let i = 0; i < io.numFds; i++) {
+        if (this.#numFds < this.#fds.length) {
+          this.#fds[this.#numFds++] = io.fds[i];
+        } else {
+          closeFd(io.fds[i]);
+        }
+      }
+      io.numFds = 0;
+      this.#fdsAt = off + n - 1;
+    }
+    if (io.truncated) {
+      throw new ProtocolError(
+        this.#end + n >= HEADER_SIZE ? cmdName(this.rx.cmd) : "header",
+        "num_fds",
+        `more than ${REMOTE_MAX_FDS} fds`,
+      );
+    }
+    return n;
+  }
+
+  #dropFds(): void {
+    for (let i = 0; i < this.#numFds; i++) closeFd(this.#fds[i]);
+    this.#numFds = 0;
+  }
+
+  /** Closes the socket and any fds of a partial message. */
+  override close(): void {
+    this.#dropFds();
+    super.close();
+  }
+}

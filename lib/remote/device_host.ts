@@ -1,0 +1,296 @@
+// One device served over one mpqemu channel: its config space, guest
+// memory, INTx wiring into the IOHUB, BAR decoding, and the dispatch switch
+// that validates each request and answers it the way QEMU 7.2's remote does.
+
+import { closeFd } from "../../ffi/mod.ts";
+import type { DeviceFactory, DeviceModel } from "../pci/device.ts";
+import { GuestMemory, type RegionSpec } from "./guest_memory.ts";
+import type { Iohub } from "./iohub.ts";
+import { IrqLevelEvent } from "../mpqemu/mod.ts";
+import {
+  BAR_UNMAPPED,
+  CMD_INTX_DISABLE,
+  CONFIG_SIZE,
+  ConfigEffect,
+  NUM_BARS,
+  PciConfig,
+} from "../pci/config.ts";
+import {
+  type Channel,
+  Cmd,
+  cmdName,
+  HEADER_SIZE,
+  ProtocolError,
+  UINT64_MAX,
+} from "../mpqemu/mod.ts";
+
+/** What handle() asks of the loop after a message. */
+export const Outcome = {
+  /** Keep serving. */
+  OK: 0,
+  /** An access was refused (answered with UINT64_MAX); keep serving. */
+  REFUSED: 1,
+} as const;
+
+const SIZE_INDEX = [-1, 0, 1, -1, 2, -1, -1, -1, 3];
+const SIZES = [1, 2, 4, 8];
+// BAR addresses are compared as numbers: exact below 2^53.
+const MAX_ADDR_HI = 0x200000;
+
+/**
+ * A device model plus everything the remote keeps for it. handle() answers
+ * the message in the channel's `rx`; it throws ProtocolError for messages
+ * that must close the channel, after releasing any fds they carried.
+ */
+export class DeviceHost implements Disposable {
+  /** The device's name in logs. */
+  readonly id: string;
+  /** Its PIRQ in the IOHUB (QEMU uses the devfn). */
+  readonly pirq: number;
+  /** Its config space. */
+  readonly config: PciConfig;
+  /** The model. */
+  readonly model: DeviceModel;
+  /** Guest RAM from SYNC_SYSMEM. */
+  readonly memory: GuestMemory = new GuestMemory();
+  /** The last refused access, for the log. */
+  lastRefusal = "";
+  /** How many accesses were refused since the channel opened. */
+  refusals = 0;
+
+  /** The connection to the proxy (owned: closed by close()). */
+  readonly channel: Channel;
+
+  readonly #iohub: Iohub;
+  readonly #barBase = new Array<number>(NUM_BARS).fill(BAR_UNMAPPED);
+  readonly #barSize: number[];
+  readonly #barMemory: boolean[];
+  readonly #rxData: Uint8Array[];
+  readonly #txData: Uint8Array[];
+  #level = false;
+  #line = false;
+
+  /** Builds the model with `factory`, wired to `iohub` on `pirq`. */
+  constructor(
+    id: string,
+    pirq: number,
+    factory: DeviceFactory,
+    iohub: Iohub,
+    channel: Channel,
+  ) {
+    this.id = id;
+    this.pirq = pirq;
+    this.#iohub = iohub;
+    this.channel = channel;
+    this.model = factory({
+      setIrq: (level) => this.#setLevel(level),
+      dmaRead: (gpa, dst) => this.memory.read(gpa, dst),
+      dmaWrite: (gpa, src) => this.memory.write(gpa, src),
+    });
+    this.config = new PciConfig(this.model.identity, this.model.bars);
+    this.#barSize = this.config.bars.map((b) => b?.size ?? 0);
+    this.#barMemory = this.config.bars.map((b) => b?.space === "memory");
+    // Access views over the wire buffers, one per access size, so a BAR
+    // access hands the model its bytes without allocating.
+    const valueAt = HEADER_SIZE + 8;
+    this.#rxData = SIZES.map((n) =>
+      channel.rx.bytes.subarray(valueAt, valueAt + n)
+    );
+    this.#txData = SIZES.map((n) =>
+      channel.tx.bytes.subarray(HEADER_SIZE, HEADER_SIZE + n)
+    );
+  }
+
+  /** The device's own INTx level (before Interrupt Disable). */
+  get level(): boolean {
+    return this.#level;
+  }
+
+  /** Answers the message in the channel's `rx` (fds included). */
+  handle(): number {
+    const ch = this.channel;
+    const rx = ch.rx;
+    if (rx.cmd !== Cmd.SET_IRQFD && rx.cmd !== Cmd.SYNC_SYSMEM) {
+      // QEMU's rules let other requests carry fds; nothing uses them, and
+      // they are ours once received: close them before anything can throw.
+      this.#closeFds();
+    }
+    switch (rx.cmd) {
+      case Cmd.PCI_CFGREAD:
+      case Cmd.PCI_CFGWRITE:
+        return this.#config(rx.cmd === Cmd.PCI_CFGWRITE);
+      case Cmd.BAR_READ:
+      case Cmd.BAR_WRITE:
+        return this.#bar(rx.cmd === Cmd.BAR_WRITE);
+      case Cmd.SET_IRQFD:
+        this.#iohub.setIrqfd(
+          this.pirq,
+          new IrqLevelEvent(ch.rxFds[0], ch.rxFds[1]),
+        );
+        return Outcome.OK;
+      case Cmd.SYNC_SYSMEM:
+        this.#syncSysmem();
+        return Outcome.OK;
+      case Cmd.DEVICE_RESET:
+        this.reset();
+        ch.sendRet(null);
+        return Outcome.OK;
+      default:
+        // RET is valid on the wire but is never a request.
+        throw new ProtocolError(cmdName(rx.cmd), "cmd", "not a request");
+    }
+  }
+
+  /** Resets the model and config space; INTx goes low. */
+  reset(): void {
+    this.model.reset();
+    this.config.reset();
+    this.#decodeBars();
+    this.#updateLine();
+  }
+
+  #closeFds(): void {
+    const ch = this.channel;
+    for (let i = 0; i < ch.rxNumFds; i++) closeFd(ch.rxFds[i]);
+  }
+
+  #config(write: boolean): number {
+    const rx = this.channel.rx;
+    const addr = rx.cfgAddr;
+    const len = rx.cfgLen;
+    // QEMU's bound: the 4-byte value field must fit, whatever len says.
+    if (addr + 4 > CONFIG_SIZE || (len !== 1 && len !== 2 && len !== 4)) {
+      this.lastRefusal = `${cmdName(rx.cmd)}: addr 0x${
+        addr.toString(16)
+      } len ${len} outside config space`;
+      this.channel.sendRet(UINT64_MAX);
+      this.refusals++;
+      return Outcome.REFUSED;
+    }
+    if (!write) {
+      this.#retNumber(this.config.read(addr, len));
+      return Outcome.OK;
+    }
+    const effect = this.config.write(addr, rx.cfgVal, len);
+    if (effect & ConfigEffect.BARS) this.#decodeBars();
+    if (effect & ConfigEffect.INTX) this.#updateLine();
+    this.#retNumber(0);
+    return Outcome.OK;
+  }
+
+  #bar(write: boolean): number {
+    const ch = this.channel;
+    const rx = ch.rx;
+    const v = rx.view;
+    const size = rx.barSize;
+    const idx = size <= 8 ? SIZE_INDEX[size] : -1;
+    const hi = v.getUint32(HEADER_SIZE + 4, true);
+    const addr = hi * 0x1_0000_0000 + v.getUint32(HEADER_SIZE, true);
+    const bar = idx < 0 || hi >= MAX_ADDR_HI
+      ? -1
+      : this.#decode(addr, size, rx.barMemory);
+    if (bar < 0) {
+      this.lastRefusal = `${cmdName(rx.cmd)}: ${size} bytes at ${
+        rx.barMemory ? "memory" : "I/O"
+      } 0x${addr.toString(16)} hit no BAR`;
+      ch.sendRet(UINT64_MAX);
+      this.refusals++;
+      return Outcome.REFUSED;
+    }
+    const offset = addr - this.#barBase[bar];
+    if (write) {
+      this.model.write(bar, offset, this.#rxData[idx]);
+      this.#retNumber(0);
+    } else {
+      const tx = ch.tx;
+      tx.setHeader(Cmd.RET, 8);
+      tx.view.setUint32(HEADER_SIZE, 0, true);
+      tx.view.setUint32(HEADER_SIZE + 4, 0, true);
+      this.model.read(bar, offset, this.#txData[idx]);
+      ch.send(tx);
+    }
+    return Outcome.OK;
+  }
+
+  /** The BAR holding all of [addr, addr+size) in the right space, or -1. */
+  #decode(addr: number, size: number, memory: boolean): number {
+    for (let i = 0; i < NUM_BARS; i++) {
+      const base = this.#barBase[i];
+      if (
+        base !== BAR_UNMAPPED && this.#barMemory[i] === memory &&
+        addr >= base &&
+        addr + size <= base + this.#barSize[i]
+      ) {
+        return i;
+      }
+    }
+    return -1;
+  }
+
+  #decodeBars(): void {
+    for (let i = 0; i < NUM_BARS; i++) {
+      this.#barBase[i] = this.config.barAddress(i);
+    }
+  }
+
+  /** RET with a u32 value, written without BigInt. */
+  #retNumber(value: number): void {
+    const tx = this.channel.tx;
+    tx.setHeader(Cmd.RET, 8);
+    tx.view.setUint32(HEADER_SIZE, value, true);
+    tx.view.setUint32(HEADER_SIZE + 4, 0, true);
+    this.channel.send(tx);
+  }
+
+  #syncSysmem(): void {
+    const ch = this.channel;
+    const rx = ch.rx;
+    const specs: RegionSpec[] = [];
+    for (let i = 0; i < ch.rxNumFds; i++) {
+      specs.push({
+        gpa: rx.sysmemGpa(i),
+        size: rx.sysmemSize(i),
+        offset: rx.sysmemOffset(i),
+        fd: ch.rxFds[i],
+      });
+    }
+    try {
+      this.memory.replace(specs);
+    } finally {
+      // The mappings keep the memory; the fds are no longer needed.
+      this.#closeFds();
+    }
+  }
+
+  #setLevel(level: boolean): void {
+    this.#level = level;
+    this.#updateLine();
+  }
+
+  /** Forwards INTx changes to the IOHUB, held low by Interrupt Disable. */
+  #updateLine(): void {
+    this.config.setInterruptStatus(this.#level);
+    const line = this.#level && (this.config.command & CMD_INTX_DISABLE) === 0;
+    if (line === this.#line) return;
+    this.#line = line;
+    this.#iohub.setIrq(this.pirq, line);
+  }
+
+  /** Releases the PIRQ, unmaps guest memory and closes the channel. */
+  close(): void {
+    try {
+      this.#iohub.clear(this.pirq);
+    } finally {
+      try {
+        this.memory.close();
+      } finally {
+        this.channel.close();
+      }
+    }
+  }
+
+  /** See close(). */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

@@ -1,0 +1,116 @@
+// The iohub CLI as a user runs it: help texts, one-line errors with exit 2,
+// and `remote --device testdev,socket=PATH` serving the peer that connects.
+
+import { assert, assertEquals, assertStringIncludes } from "@std/assert";
+import { connectUnix } from "../../ffi/mod.ts";
+import { iohub, MAIN } from "./cli_run.ts";
+import { Client } from "../remote/remote_process.ts";
+
+Deno.test("cli: --help on the program and on remote", async () => {
+  const top = await iohub("--help");
+  assertEquals(top.code, 0);
+  assertStringIncludes(top.stdout, "remote");
+  const r = await iohub("remote", "--help");
+  assertEquals(r.code, 0);
+  assertStringIncludes(r.stdout, "--device SPEC");
+});
+
+Deno.test("cli: bad arguments get one clear line and exit 2", async (t) => {
+  const cases: [string[], string][] = [
+    [["frobnicate"], "iohub: unknown command 'frobnicate'"],
+    [["remote"], "iohub: remote: at least one --device is required"],
+    [["remote", "--device", "nic,fd=3"], "unknown device type 'nic'"],
+    [
+      ["remote", "--device", "testdev"],
+      "give exactly one of fd=N and socket=PATH",
+    ],
+    [
+      ["remote", "--device", "testdev,fd=3,socket=/tmp/x"],
+      "give exactly one of fd=N and socket=PATH",
+    ],
+    [["remote", "--device", "testdev,fd=x"], "bad option 'fd=x'"],
+    [
+      ["remote", "--device", "testdev,fd=999"],
+      "fd 999 is not an open, inherited fd",
+    ],
+    [
+      ["remote", "--device", "testdev,socket=/tmp/a,color=red"],
+      "bad option 'color=red'",
+    ],
+    [[
+      "remote",
+      "--device",
+      "testdev,socket=/tmp/a,id=x",
+      "--device",
+      "testdev,socket=/tmp/b,id=x",
+    ], "duplicate device id 'x'"],
+    [["remote", "--bogus"], "unknown argument '--bogus'"],
+    [
+      ["remote", "--device", "testdev,socket=/tmp/a", "--poll-us", "fast"],
+      "--poll-us fast",
+    ],
+  ];
+  for (const [args, msg] of cases) {
+    await t.step(args.join(" "), async () => {
+      const r = await iohub(...args);
+      assertEquals(r.code, 2);
+      assertStringIncludes(r.stderr, msg);
+      assertEquals(r.stderr.trim().split("\n").length, 1, r.stderr);
+    });
+  }
+});
+
+Deno.test("cli: a socket path that cannot be bound is one line, exit 1", async () => {
+  const r = await iohub(
+    "remote",
+    "--device",
+    "testdev,socket=/nonexistent-dir/s",
+  );
+  assertEquals(r.code, 1);
+  assertEquals(r.stderr.trim(), "iohub: bind /nonexistent-dir/s: ENOENT");
+});
+
+Deno.test("cli: remote --device testdev,socket=PATH serves the peer that connects", async () => {
+  const dir = Deno.makeTempDirSync();
+  const path = `${dir}/testdev.sock`;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-ffi",
+      "--allow-read",
+      "--allow-write",
+      MAIN,
+      "remote",
+      "--device",
+      `testdev,socket=${path}`,
+    ],
+    stdin: "null",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  try {
+    let fd = -1;
+    for (let i = 0; i < 200 && fd < 0; i++) {
+      try {
+        fd = connectUnix(path);
+      } catch {
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    }
+    assert(fd >= 0, "remote never listened");
+    const c = new Client(fd);
+    assertEquals(c.cfgRead(0), 0x10b11234n);
+    c.close();
+    assertEquals((await child.status).code, 0);
+    assertStringIncludes(await stderr, `testdev0: peer connected on ${path}`);
+    let exists = true;
+    try {
+      Deno.statSync(path);
+    } catch {
+      exists = false;
+    }
+    assertEquals(exists, false, "the socket path is removed once connected");
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});

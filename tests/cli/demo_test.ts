@@ -1,0 +1,95 @@
+// `iohub demo` as the README runs it: QEMU with the demo guest and our
+// remote, the summary, and (without KVM) our own proxy's interrupt path.
+
+import { assert, assertEquals, assertMatch } from "@std/assert";
+import { EXIT_QEMU } from "../../lib/qemu/launch.ts";
+import { iohub } from "./cli_run.ts";
+import { kvmUnavailableReason } from "../../lib/kvm/kvm.ts";
+import { haveBinutils, haveKvm, haveQemu } from "../requirements.ts";
+
+const ready = haveQemu() && haveBinutils();
+
+Deno.test({
+  name:
+    "demo: QEMU, the guest and our remote; every check the accelerator allows passes",
+  ignore: !ready,
+  fn: async () => {
+    const kvm = kvmUnavailableReason() === null && haveKvm();
+    const r = await iohub("demo", "--timeout", "60");
+    assertEquals(r.code, 0, r.stdout + r.stderr);
+    const out = r.stdout;
+    assertMatch(out, /devices found on the PCI bus +1\n/);
+    assertMatch(out, /DMA device -> guest RAM +ok\n/);
+    assertMatch(out, /DMA guest RAM -> device +ok\n/);
+    assertMatch(out, /system reset -> DEVICE_RESET +ok\n/);
+    assertMatch(out, /remote IOHUB, testdev0: asserts=[1-9]\d* /);
+    if (kvm) {
+      assertMatch(out, /-accel kvm\)/);
+      assertMatch(out, /interrupts via BAR0 \(MMIO\) +16\/16 delivered/);
+      assertMatch(out, /interrupts via BAR1 \(port I\/O\) +16\/16 delivered/);
+      assertMatch(out, /cycles per interrupt \(rdtsc\) +[1-9]\d*\n/);
+      assertMatch(out, /guest status +ok /);
+    } else {
+      assertMatch(out, /iohub demo: no KVM here \(open \/dev\/kvm: /);
+      assertMatch(out, /-accel tcg\)/);
+      assertMatch(out, /interrupts via BAR0 \(MMIO\) +0\/16 delivered/);
+      assertMatch(
+        out,
+        /1000\/1000 interrupts from the TypeScript device read from its irqfd/,
+      );
+      assertMatch(
+        out,
+        /re-asserted through the resamplefd; after IRQ_ACK \+ EOI: quiet/,
+      );
+      // Each EOI is seen before the next raise: only the held one re-asserts.
+      assertMatch(
+        out,
+        /sink0: peer closed the connection; INTx asserts=1001 deasserts=1001 resamples=\d+ reasserts=1;/,
+      );
+    }
+  },
+});
+
+Deno.test({
+  name: "demo: --accel tcg is honoured even where KVM works",
+  ignore: !ready,
+  fn: async () => {
+    const r = await iohub("demo", "--accel", "tcg");
+    assertEquals(r.code, 0, r.stdout + r.stderr);
+    assertMatch(r.stdout, /-accel tcg\)/);
+    assert(!r.stdout.includes("no KVM here"), r.stdout);
+    assertMatch(r.stdout, /interrupts via BAR1 \(port I\/O\) +0\/16 delivered/);
+  },
+});
+
+Deno.test("demo: bad arguments are one line and exit 2", async () => {
+  for (
+    const [args, msg] of [
+      [["--accel", "xen"], "iohub: demo: --accel xen: expected kvm or tcg"],
+      [["--timeout", "0"], "iohub: demo: --timeout 0: not a number of seconds"],
+      [
+        ["--bogus"],
+        "iohub: demo: unknown argument '--bogus' (see 'iohub demo --help')",
+      ],
+    ] as const
+  ) {
+    const r = await iohub("demo", ...args);
+    assertEquals(r.code, 2, r.stderr);
+    assertEquals(r.stderr.trim(), msg);
+  }
+});
+
+Deno.test("demo: a missing QEMU is one line and launch's exit 3", async () => {
+  const r = await iohub(
+    "demo",
+    "--qemu",
+    "/nonexistent/qemu",
+    "--accel",
+    "tcg",
+  );
+  assertEquals(r.code, EXIT_QEMU);
+  assertEquals(
+    r.stderr,
+    "iohub: demo: /nonexistent/qemu not found (apt-get install qemu-system-x86)\n",
+  );
+});

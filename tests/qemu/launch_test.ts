@@ -1,0 +1,639 @@
+// `iohub launch` against real QEMU and a real remote: unusable QEMUs and bad
+// command lines, the proxy connecting, each side dying, timeouts, signals,
+// and tiny boot-sector guests ending the run through isa-debug-exit.
+
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertRejects,
+  assertStringIncludes,
+  assertThrows,
+} from "@std/assert";
+import { UsageError } from "../../lib/cli/common.ts";
+import { parseLaunchArgs } from "../../lib/cli/launch.ts";
+import { kvmUnavailableReason } from "../../lib/kvm/kvm.ts";
+import { buildGuest } from "../../lib/guest/build.ts";
+import {
+  EXIT_GUEST,
+  EXIT_OK,
+  EXIT_QEMU,
+  EXIT_REMOTE,
+  EXIT_SIGINT,
+  EXIT_SIGTERM,
+  EXIT_TIMEOUT,
+  EXIT_USAGE,
+  launch,
+  type LaunchOptions,
+  type LaunchOutcome,
+  type LaunchStarted,
+  parentDeathPrefix,
+} from "../../lib/qemu/launch.ts";
+import { MIN_QEMU_VERSION, parseQemuVersion } from "../../lib/qemu/probe.ts";
+import { assertNoFdLeak } from "../fd_check.ts";
+import { haveBinutils, haveKvm, haveQemu, QEMU } from "../requirements.ts";
+
+const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
+const FLOPPY_SIZE = 1474560;
+
+const qemuOk = haveQemu();
+const kvmOk = qemuOk && haveKvm();
+const guestsOk = qemuOk && haveBinutils();
+// What the launcher's plumbing does (connecting, stopping, blaming a side)
+// does not depend on the accelerator: those tests run under TCG where KVM
+// is missing, and under the default (kvm) where it is present.
+const ACCEL = kvmOk ? "kvm" : "tcg";
+const ACCEL_ARGS = kvmOk ? [] : ["--accel", "tcg"];
+
+/** Runs `iohub launch ARGS` as the user would, through the task's permissions. */
+function spawnLaunch(
+  args: string[],
+  env: Record<string, string> = {},
+): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-ffi",
+      "--allow-run",
+      "--allow-read",
+      "--allow-write=/tmp",
+      "--allow-env",
+      MAIN,
+      "launch",
+      ...args,
+    ],
+    env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+}
+
+async function cli(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await spawnLaunch(args, env).output();
+  const dec = new TextDecoder();
+  return {
+    code: out.code,
+    stdout: dec.decode(out.stdout),
+    stderr: dec.decode(out.stderr),
+  };
+}
+
+/** A 1.44 MB floppy image whose boot sector is fixture `name`. */
+async function floppy(name: string, dir: string): Promise<string> {
+  const bin = await Deno.readFile(
+    await buildGuest(`${FIXTURES}${name}.S`, { origin: 0x7c00 }),
+  );
+  assertEquals(bin.length, 512, `${name} must assemble to one sector`);
+  const img = new Uint8Array(FLOPPY_SIZE);
+  img.set(bin);
+  const path = `${dir}/${name}.img`;
+  await Deno.writeFile(path, img);
+  return path;
+}
+
+/** launch() with the test QEMU, checked for fd leaks. */
+async function run(opts: LaunchOptions): Promise<LaunchOutcome> {
+  let out: LaunchOutcome | null = null;
+  await assertNoFdLeak(async () => {
+    out = await launch({ qemu: QEMU, accel: ACCEL, ...opts });
+  });
+  return out!;
+}
+
+/** Options whose onStarted resolves `started` (to kill a side mid-run). */
+function watched(
+  opts: LaunchOptions,
+): { opts: LaunchOptions; started: Promise<LaunchStarted> } {
+  let resolve = (_: LaunchStarted): void => {};
+  const started = new Promise<LaunchStarted>((r) => resolve = r);
+  return { opts: { ...opts, onStarted: resolve }, started };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** A fake QEMU: a shell script printing `version` and `devices`. */
+async function fakeQemu(
+  dir: string,
+  version: string,
+  devices: string,
+): Promise<string> {
+  const path = `${dir}/qemu-${crypto.randomUUID()}`;
+  await Deno.writeTextFile(
+    path,
+    `#!/bin/sh
+if [ "$1" = --version ]; then printf '%s' '${version}'; exit 0; fi
+printf '%s' '${devices}'
+`,
+  );
+  await Deno.chmod(path, 0o755);
+  return path;
+}
+
+Deno.test("launch: a missing QEMU is exit 3 with one line", async (t) => {
+  await t.step("library", async () => {
+    const out = await run({ qemu: "/nonexistent/qemu" });
+    assertEquals(out.status, EXIT_QEMU);
+    assertEquals(out.end, "qemu-unusable");
+    assertEquals(
+      out.message,
+      "/nonexistent/qemu not found (apt-get install qemu-system-x86)",
+    );
+  });
+  await t.step("CLI, default name not on PATH", async () => {
+    const r = await cli([], { PATH: "/nonexistent" });
+    assertEquals(r.code, EXIT_QEMU);
+    assertEquals(
+      r.stderr,
+      "iohub: qemu-system-x86_64 not found (apt-get install qemu-system-x86)\n",
+    );
+  });
+});
+
+Deno.test("launch: binaries that are not a usable QEMU are exit 3", async (t) => {
+  const dir = await Deno.makeTempDir({ prefix: "iohub-launch-" });
+  try {
+    await t.step("not QEMU at all", async () => {
+      const out = await run({ qemu: await fakeQemu(dir, "", "") });
+      assertEquals(out.status, EXIT_QEMU);
+      assertStringIncludes(
+        out.message,
+        "is not QEMU: '--version' printed nothing",
+      );
+    });
+    await t.step("QEMU without the multi-process devices", async () => {
+      const qemu = await fakeQemu(
+        dir,
+        "QEMU emulator version 7.2.0\n",
+        'name "e1000", bus PCI\nname "isa-debug-exit", bus ISA\n',
+      );
+      const r = await cli(["--qemu", qemu]);
+      assertEquals(r.code, EXIT_QEMU);
+      assertMatch(
+        r.stderr,
+        /^iohub: \S+ \(QEMU 7\.2\.0\) lacks the multi-process devices: '-device help' has no x-pci-proxy-dev/,
+      );
+      assertEquals(r.stderr.split("\n").length, 2, "one line");
+    });
+    await t.step("QEMU older than 6.0", async () => {
+      const qemu = await fakeQemu(
+        dir,
+        "QEMU emulator version 5.2.0 (Debian)\n",
+        'name "x-pci-proxy-dev", bus PCI\n',
+      );
+      const out = await run({ qemu });
+      assertEquals(out.status, EXIT_QEMU);
+      assertStringIncludes(out.message, "is QEMU 5.2.0, too old");
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("launch: version banners parse", () => {
+  assertEquals(
+    parseQemuVersion("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg)"),
+    [7, 2, 22],
+  );
+  assertEquals(parseQemuVersion("QEMU emulator version 6.0\n"), [6, 0, 0]);
+  assertEquals(parseQemuVersion("bash 5.2"), null);
+  assertEquals(MIN_QEMU_VERSION, [6, 0]);
+});
+
+Deno.test("launch: argument parsing", () => {
+  const a = parseLaunchArgs([
+    "--device",
+    "testdev,id=a",
+    "--device",
+    "testdev",
+    "--memory",
+    "128",
+    "--timeout",
+    "1.5",
+    "--poll-us",
+    "20",
+    "--accel",
+    "tcg",
+    "--",
+    "-smp",
+    "2",
+  ]);
+  assertEquals(a.options.devices, [
+    { type: "testdev", id: "a" },
+    { type: "testdev", id: "testdev1" },
+  ]);
+  assertEquals(a.options.memory, "128M");
+  assertEquals(a.options.timeoutMs, 1500);
+  assertEquals(a.options.pollMicros, 20);
+  assertEquals(a.options.accel, "tcg");
+  assertEquals(a.options.qemuArgs, ["-smp", "2"]);
+  assertEquals(a.serial, null);
+  const d = parseLaunchArgs([]);
+  assertEquals(d.options.devices, [{ type: "testdev", id: "testdev0" }]);
+  assertEquals(d.options.accel, "kvm");
+  const bad: [string[], string][] = [
+    [["--device", "nic"], "unknown device type 'nic'"],
+    [["--device", "testdev,fd=3"], "bad option 'fd=3'"],
+    [["--device", "testdev,id=1x"], "bad option 'id=1x'"],
+    [["--device", "testdev,id=a", "--device", "testdev,id=a"], "duplicate"],
+    [["--accel", "xen"], "--accel xen: expected kvm or tcg"],
+    [["--memory", "0"], "--memory 0"],
+    [["--memory", "lots"], "--memory lots"],
+    [["--timeout", "0"], "--timeout 0"],
+    [["--timeout", "soon"], "--timeout soon"],
+    [["--poll-us", "1.5"], "--poll-us 1.5"],
+    [["--guest", "/nonexistent.img"], "no such file"],
+    [["--frob"], "unknown argument '--frob'"],
+    [["stray"], "unexpected argument 'stray'"],
+    [["--qemu"], "--qemu needs a value"],
+  ];
+  for (const [args, msg] of bad) {
+    const e = assertThrows(() => parseLaunchArgs(args), UsageError);
+    assertStringIncludes(e.message, msg, args.join(" "));
+  }
+});
+
+Deno.test("launch: a bad command line is exit 2 with one line", async () => {
+  const r = await cli(["--accel", "xen"]);
+  assertEquals(r.code, EXIT_USAGE);
+  assertEquals(r.stderr, "iohub: launch: --accel xen: expected kvm or tcg\n");
+  const h = await cli(["--help"]);
+  assertEquals(h.code, 0);
+  assertStringIncludes(h.stdout, "exit status:");
+});
+
+Deno.test({
+  name: "launch: QEMU's proxies connect to our remote; --timeout is exit 6",
+  ignore: !qemuOk,
+  async fn(): Promise<void> {
+    const remoteLines: string[] = [];
+    const out = await run({
+      devices: [{ type: "testdev", id: "a" }, { type: "testdev", id: "b" }],
+      timeoutMs: 1500,
+      onRemoteLine: (l) => remoteLines.push(l),
+    });
+    assertEquals(out.status, EXIT_TIMEOUT, out.message);
+    assertEquals(out.end, "timeout");
+    assertEquals(
+      out.message,
+      "timed out after 1.5 s; stopped QEMU and the remote",
+    );
+    // Each close line proves that device's proxy connected and then closed
+    // its end when QEMU stopped; the remote then exited by itself.
+    for (const id of ["a", "b"]) {
+      assert(
+        remoteLines.some((l) =>
+          l.startsWith(`iohub remote: ${id}: peer closed the connection;`)
+        ),
+        remoteLines.join("\n"),
+      );
+    }
+    assertEquals(out.remoteLines, remoteLines);
+    assertEquals(out.remote?.code, 0);
+  },
+});
+
+Deno.test({
+  name: "launch: the remote dying stops QEMU, exit 4",
+  ignore: !qemuOk,
+  async fn(): Promise<void> {
+    const w = watched({ timeoutMs: 10_000 });
+    const running = run(w.opts);
+    const s = await w.started;
+    await sleep(700);
+    Deno.kill(s.remotePid, "SIGKILL");
+    const out = await running;
+    assertEquals(out.status, EXIT_REMOTE, out.message);
+    assertEquals(
+      out.message,
+      "remote was killed by SIGKILL while QEMU ran; stopped QEMU",
+    );
+    assert(out.qemu !== null);
+  },
+});
+
+Deno.test({
+  name: "launch: a remote failing at start is blamed, exit 4",
+  ignore: !qemuOk,
+  async fn(): Promise<void> {
+    const out = await run({
+      // Stands in for a remote that cannot serve: says why and exits 1.
+      remoteCommand: [
+        "/bin/sh",
+        "-c",
+        "echo 'testdev0: cannot serve' >&2; exit 1",
+      ],
+      timeoutMs: 10_000,
+    });
+    assertEquals(out.status, EXIT_REMOTE, out.message);
+    assertEquals(
+      out.message,
+      "remote exited with status 1 (testdev0: cannot serve) while QEMU ran; stopped QEMU",
+    );
+  },
+});
+
+Deno.test({
+  name: "launch: a throwing callback rejects, leaving no process behind",
+  ignore: !qemuOk,
+  async fn(): Promise<void> {
+    let pids: LaunchStarted | null = null;
+    await assertNoFdLeak(async () => {
+      await assertRejects(
+        () =>
+          launch({
+            qemu: QEMU,
+            accel: ACCEL,
+            onStarted: (s) => {
+              pids = s;
+              throw new Error("callback failed");
+            },
+          }),
+        Error,
+        "callback failed",
+      );
+    });
+    assert(pids !== null);
+    const { qemuPid, remotePid } = pids as LaunchStarted;
+    for (const pid of [qemuPid, remotePid]) {
+      assertThrows(() => Deno.kill(pid, "SIGCONT"), Deno.errors.NotFound);
+    }
+  },
+});
+
+Deno.test({
+  name: "launch: QEMU dying stops the remote, exit 3",
+  ignore: !qemuOk,
+  async fn(): Promise<void> {
+    const w = watched({ timeoutMs: 10_000 });
+    const running = run(w.opts);
+    const s = await w.started;
+    await sleep(700);
+    Deno.kill(s.qemuPid, "SIGKILL");
+    const out = await running;
+    assertEquals(out.status, EXIT_QEMU, out.message);
+    assertEquals(out.message, "QEMU was killed by SIGKILL");
+    // The remote saw EOF on its channel and exited cleanly by itself.
+    assertEquals(out.remote?.code, 0);
+    assertStringIncludes(
+      out.remoteLines.join("\n"),
+      "peer closed the connection",
+    );
+  },
+});
+
+Deno.test({
+  name: "launch: --accel kvm without KVM is exit 3 saying why, before starting",
+  ignore: !qemuOk || kvmUnavailableReason() === null,
+  async fn(): Promise<void> {
+    let started = false;
+    const out = await run({ accel: "kvm", onStarted: () => started = true });
+    assertEquals(out.status, EXIT_QEMU, out.message);
+    assertEquals(out.end, "qemu-unusable");
+    assertMatch(
+      out.message,
+      /^-accel kvm: open \/dev\/kvm: E[A-Z]+ \(.+\); --accel tcg runs without KVM, but then QEMU's proxy delivers no device interrupts$/,
+    );
+    assert(!started, "neither process was started");
+    const r = await cli(["--timeout", "5"]);
+    assertEquals(r.code, EXIT_QEMU);
+    assertEquals(r.stderr, `iohub: ${out.message}\n`);
+  },
+});
+
+Deno.test({
+  name: "launch: QEMU failing to start is exit 3 with its error",
+  ignore: !qemuOk,
+  async fn(): Promise<void> {
+    const out = await run({ accel: "tcg", qemuArgs: ["-bogus-option"] });
+    assertEquals(out.status, EXIT_QEMU, out.message);
+    assertEquals(out.end, "qemu-failed");
+    assertStringIncludes(out.message, "QEMU exited with status 1 (");
+    assertStringIncludes(out.message, "-bogus-option");
+  },
+});
+
+Deno.test({
+  name: "launch: how the guest ends the run decides the status",
+  ignore: !guestsOk,
+  async fn(t): Promise<void> {
+    const dir = await Deno.makeTempDir({ prefix: "iohub-launch-" });
+    try {
+      const pass = await floppy("launch_pass", dir);
+      const fail = await floppy("launch_fail", dir);
+      await t.step({
+        name: "v = 0 (kvm): passed, exit 0, serial lines delivered",
+        ignore: !kvmOk,
+        fn: async () => {
+          const lines: string[] = [];
+          const out = await run({
+            guest: pass,
+            timeoutMs: 20_000,
+            onSerialLine: (l) => lines.push(l),
+          });
+          assertEquals(out.status, EXIT_OK, out.message);
+          assertEquals(out.end, "guest-passed");
+          assertEquals(out.guestCode, 0);
+          assertEquals(lines, ["launch fixture: exit 0"]);
+          assertEquals(out.remote?.code, 0);
+        },
+      });
+      // TCG boots in a tenth of KVM's time here and needs no interrupts.
+      await t.step("v = 3 (tcg): guest failure, exit 5", async () => {
+        const out = await run({ guest: fail, accel: "tcg", timeoutMs: 20_000 });
+        assertEquals(out.status, EXIT_GUEST, out.message);
+        assertEquals(out.message, "guest reported failure code 3");
+        assertEquals(out.guestCode, 3);
+      });
+      await t.step(
+        "one image, two runs at once, a comma in its path (tcg): both pass",
+        async () => {
+          const shared = `${dir}/pass,shared.img`;
+          await Deno.copyFile(pass, shared);
+          let outs: LaunchOutcome[] = [];
+          await assertNoFdLeak(async () => {
+            outs = await Promise.all([0, 1].map(() =>
+              launch({
+                qemu: QEMU,
+                guest: shared,
+                accel: "tcg",
+                timeoutMs: 20_000,
+              })
+            ));
+          });
+          assertEquals(outs.length, 2);
+          for (const out of outs) {
+            assertEquals(out.status, EXIT_OK, out.message);
+            assertEquals(out.end, "guest-passed");
+          }
+        },
+      );
+      await t.step(
+        "ACPI power-off (tcg): QEMU exited normally, exit 0",
+        async () => {
+          const out = await run({
+            guest: await floppy("launch_poweroff", dir),
+            accel: "tcg",
+            timeoutMs: 20_000,
+          });
+          assertEquals(out.status, EXIT_OK, out.message);
+          assertEquals(out.end, "qemu-exited");
+          assertEquals(out.message, "QEMU exited normally");
+          assertEquals(out.guestCode, null);
+        },
+      );
+      await t.step("0xcf9 reset (tcg): the guest boots again", async () => {
+        const lines: string[] = [];
+        const out = await run({
+          guest: await floppy("launch_reset", dir),
+          accel: "tcg",
+          timeoutMs: 20_000,
+          onSerialLine: (l) => lines.push(l),
+        });
+        assertEquals(out.status, EXIT_OK, out.message);
+        assertEquals(out.end, "guest-passed");
+        assertEquals(lines, [
+          "launch fixture: first boot, resetting",
+          "launch fixture: second boot",
+        ]);
+      });
+      await t.step("CLI (tcg): serial on stdout, exit 5", async () => {
+        const r = await cli([
+          "--guest",
+          fail,
+          "--accel",
+          "tcg",
+          "--timeout",
+          "20",
+        ]);
+        assertEquals(r.code, EXIT_GUEST, r.stderr);
+        assertEquals(r.stdout, "launch fixture: exit 3\r\n");
+        assertStringIncludes(
+          r.stderr,
+          "iohub: guest reported failure code 3\n",
+        );
+      });
+      await t.step(
+        "CLI: --serial FILE, --accel tcg warns and passes",
+        async () => {
+          const log = `${dir}/serial.log`;
+          const r = await cli([
+            "--guest",
+            pass,
+            "--accel",
+            "tcg",
+            "--serial",
+            log,
+            "--timeout",
+            "20",
+          ]);
+          assertEquals(r.code, EXIT_OK, r.stderr);
+          assertEquals(r.stdout, "");
+          assertEquals(
+            await Deno.readTextFile(log),
+            "launch fixture: exit 0\r\n",
+          );
+          assertStringIncludes(
+            r.stderr,
+            "delivers no interrupts under --accel tcg",
+          );
+        },
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+/** Starts the CLI, waits for its "started" line, sends `signo`, returns it all. */
+async function interrupt(
+  signo: Deno.Signal,
+): Promise<{ code: number; stderr: string }> {
+  const child = spawnLaunch(["--timeout", "20", ...ACCEL_ARGS]);
+  const dec = new TextDecoder();
+  let stderr = "";
+  const reader = child.stderr.getReader();
+  while (!stderr.includes("iohub: started QEMU")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    stderr += dec.decode(value, { stream: true });
+  }
+  await sleep(500);
+  child.kill(signo);
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    stderr += dec.decode(value, { stream: true });
+  }
+  await child.stdout.cancel();
+  return { code: (await child.status).code, stderr };
+}
+
+Deno.test({
+  name: "launch: SIGINT and SIGTERM stop both, exit 130 and 143",
+  ignore: !qemuOk,
+  async fn(t): Promise<void> {
+    await t.step("SIGINT", async () => {
+      const r = await interrupt("SIGINT");
+      assertEquals(r.code, EXIT_SIGINT, r.stderr);
+      assertStringIncludes(
+        r.stderr,
+        "iohub: interrupted by SIGINT; stopped QEMU and the remote\n",
+      );
+      assertStringIncludes(r.stderr, "testdev0: peer closed the connection");
+    });
+    await t.step("SIGTERM", async () => {
+      const r = await interrupt("SIGTERM");
+      assertEquals(r.code, EXIT_SIGTERM, r.stderr);
+      assertStringIncludes(r.stderr, "interrupted by SIGTERM");
+    });
+  },
+});
+
+/** Whether `pid` is gone (or a zombie nobody reaped yet). */
+function gone(pid: number): boolean {
+  try {
+    return Deno.readTextFileSync(`/proc/${pid}/stat`).split(" ")[2] === "Z";
+  } catch {
+    return true;
+  }
+}
+
+Deno.test({
+  name: "launch: a launcher killed by SIGKILL leaves no QEMU or remote",
+  ignore: !qemuOk,
+  async fn(): Promise<void> {
+    if (parentDeathPrefix().length === 0) {
+      console.log("SKIP: setpriv (util-linux) not installed");
+      return;
+    }
+    const child = spawnLaunch(["--timeout", "20", ...ACCEL_ARGS]);
+    const dec = new TextDecoder();
+    let stderr = "";
+    const reader = child.stderr.getReader();
+    let m: RegExpMatchArray | null = null;
+    while (m === null) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      stderr += dec.decode(value, { stream: true });
+      m = stderr.match(/QEMU \(pid (\d+)\) and the remote \(pid (\d+)\)/);
+    }
+    assert(m !== null, stderr);
+    const pids = [Number(m[1]), Number(m[2])];
+    assert(!pids.some(gone), "both run");
+    child.kill("SIGKILL");
+    await child.status;
+    reader.releaseLock();
+    await child.stderr.cancel();
+    await child.stdout.cancel();
+    const until = Date.now() + 5000;
+    while (!pids.every(gone) && Date.now() < until) await sleep(50);
+    assert(pids.every(gone), `still running: ${pids.filter((p) => !gone(p))}`);
+  },
+});

@@ -1,0 +1,135 @@
+// Test helper: an `iohub remote` subprocess serving testdevs on socketpairs,
+// and a minimal synchronous mpqemu client to drive it from the test.
+
+import { spawnTestdevRemote } from "../../lib/qemu/launch.ts";
+import {
+  Channel,
+  Cmd,
+  Received,
+  type SysmemRegion,
+} from "../../lib/mpqemu/mod.ts";
+
+/** A synchronous client on one device's channel. */
+export class Client {
+  /** The channel to the remote (owned). */
+  readonly ch: Channel;
+
+  /** Wraps our end of a device's socketpair. */
+  constructor(fd: number) {
+    this.ch = new Channel(fd);
+  }
+
+  /** Sends `tx` and returns the RET value (throws on EOF or non-RET). */
+  request(fds: number[] = []): bigint {
+    this.ch.send(this.ch.tx, fds);
+    if (this.ch.receive() !== Received.MESSAGE) {
+      throw new Error("remote hung up");
+    }
+    if (this.ch.rx.cmd !== Cmd.RET) {
+      throw new Error(`reply cmd ${this.ch.rx.cmd}`);
+    }
+    return this.ch.rx.size === 8n ? this.ch.rx.retValue : -1n;
+  }
+
+  /** PCI_CFGREAD. */
+  cfgRead(addr: number, len = 4): bigint {
+    this.ch.tx.encodeCfg(Cmd.PCI_CFGREAD, addr, 0, len);
+    return this.request();
+  }
+
+  /** PCI_CFGWRITE. */
+  cfgWrite(addr: number, val: number, len = 4): bigint {
+    this.ch.tx.encodeCfg(Cmd.PCI_CFGWRITE, addr, val, len);
+    return this.request();
+  }
+
+  /** BAR_READ. */
+  barRead(addr: bigint, size = 4, memory = true): bigint {
+    this.ch.tx.encodeBar(Cmd.BAR_READ, addr, 0n, size, memory);
+    return this.request();
+  }
+
+  /** BAR_WRITE. */
+  barWrite(addr: bigint, val: bigint, size = 4, memory = true): bigint {
+    this.ch.tx.encodeBar(Cmd.BAR_WRITE, addr, val, size, memory);
+    return this.request();
+  }
+
+  /** DEVICE_RESET; returns the RET's payload size. */
+  reset(): bigint {
+    this.ch.send(this.ch.tx.encodeEmpty(Cmd.DEVICE_RESET));
+    if (this.ch.receive() !== Received.MESSAGE) {
+      throw new Error("remote hung up");
+    }
+    return this.ch.rx.size;
+  }
+
+  /** SET_IRQFD (no reply). */
+  setIrqfd(irqfd: number, resamplefd: number): void {
+    this.ch.send(this.ch.tx.encodeEmpty(Cmd.SET_IRQFD), [irqfd, resamplefd]);
+  }
+
+  /** SYNC_SYSMEM (no reply). */
+  syncSysmem(regions: SysmemRegion[]): void {
+    this.ch.send(
+      this.ch.tx.encodeSyncSysmem(regions),
+      regions.map((r) => r.fd),
+    );
+  }
+
+  /**
+   * Two round trips: after them the remote has handled everything that was
+   * ready when the first was sent (events of one epoll batch included).
+   */
+  barrier(): void {
+    this.cfgRead(0);
+    this.cfgRead(0);
+  }
+
+  /** Closes the channel (idempotent). */
+  close(): void {
+    if (!this.ch.closed) this.ch.close();
+  }
+}
+
+/** What a test drives a device's connection with. */
+export interface Endpoint {
+  /** Closes the connection (idempotent). */
+  close(): void;
+}
+
+/** A running remote with one endpoint per device. */
+export interface RemoteProcess<T extends Endpoint = Client>
+  extends AsyncDisposable {
+  /** The child process. */
+  child: Deno.ChildProcess;
+  /** One endpoint per device, in --device order. */
+  clients: T[];
+  /** Closes every client and waits for exit; returns status and stderr. */
+  finish(): Promise<{ code: number; stderr: string }>;
+}
+
+/**
+ * Spawns `iohub remote` with `ids.length` testdevs on socketpairs; `wrap`
+ * turns our end of each into the test's endpoint (a Client by default).
+ */
+export function spawnRemote<T extends Endpoint = Client>(
+  ids: string[],
+  extra: string[] = [],
+  wrap: (fd: number) => T = (fd) => new Client(fd) as unknown as T,
+): RemoteProcess<T> {
+  const sc = spawnTestdevRemote(ids, extra);
+  const clients = sc.fds.map(wrap);
+  const finish = (): Promise<{ code: number; stderr: string }> => {
+    for (const c of clients) c.close();
+    return sc.finish();
+  };
+  return {
+    child: sc.child,
+    clients,
+    finish,
+    async [Symbol.asyncDispose](): Promise<void> {
+      await finish();
+    },
+  };
+}
