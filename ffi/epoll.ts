@@ -11,12 +11,15 @@ export const EPOLLIN = 0x1;
 export const EPOLLERR = 0x8;
 /** Hang-up. */
 export const EPOLLHUP = 0x10;
+/** Writable. */
+export const EPOLLOUT = 0x4;
 /** Peer closed its writing end. */
 export const EPOLLRDHUP = 0x2000;
 
 const EPOLL_CLOEXEC = 0o2000000;
 const EPOLL_CTL_ADD = 1;
 const EPOLL_CTL_DEL = 2;
+const EPOLL_CTL_MOD = 3;
 const EVENT_SIZE = 12;
 
 /**
@@ -40,13 +43,26 @@ export class Epoll extends OwnedFd {
 
   /** Watches `fd` for `events`, reporting `token` (a u32) when it fires. */
   add(fd: number, events: number, token: number): void {
-    this.#oneView.setUint32(0, events, true);
-    this.#oneView.setUint32(4, token, true);
-    this.#oneView.setUint32(8, 0, true);
+    this.#setOne(events, token);
     check(
       libc.epoll_ctl(this.fd, EPOLL_CTL_ADD, fd, this.#one),
       "epoll_ctl(ADD)",
     );
+  }
+
+  /** Changes the events watched on `fd` (already added) and its token. */
+  modify(fd: number, events: number, token: number): void {
+    this.#setOne(events, token);
+    check(
+      libc.epoll_ctl(this.fd, EPOLL_CTL_MOD, fd, this.#one),
+      "epoll_ctl(MOD)",
+    );
+  }
+
+  #setOne(events: number, token: number): void {
+    this.#oneView.setUint32(0, events, true);
+    this.#oneView.setUint32(4, token, true);
+    this.#oneView.setUint32(8, 0, true);
   }
 
   /** Stops watching `fd`. */
@@ -67,6 +83,22 @@ export class Epoll extends OwnedFd {
     const e = errno();
     if (e === Errno.EINTR) return 0;
     throw new SysError("epoll_wait", e);
+  }
+
+  /**
+   * wait() on a worker thread: the JS thread and Deno's event loop (timers,
+   * promises, signals) run until events arrive. Resolves 0 on a failure,
+   * which can only be EINTR here (errno of another thread is not readable).
+   * No other wait may run until it resolves: both fill the same array.
+   */
+  async waitAsync(timeoutMs: number): Promise<number> {
+    const n = await libc.epoll_wait_async(
+      this.fd,
+      this.#events,
+      this.#max,
+      timeoutMs,
+    );
+    return n > 0 ? n : 0;
   }
 
   /** The token of ready event `i` from the last wait(). */

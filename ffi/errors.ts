@@ -50,7 +50,9 @@ export const Errno = {
   EAGAIN: 11,
   EINVAL: 22,
   EPIPE: 32,
+  EADDRINUSE: 98,
   ECONNRESET: 104,
+  ECONNREFUSED: 111,
 } as const;
 
 /** The symbolic name of an errno value, e.g. "EAGAIN". */

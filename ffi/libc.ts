@@ -47,6 +47,13 @@ const symbols = {
   epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
   /** int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout) */
   epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32" },
+  /** epoll_wait off the JS thread, so Deno's event loop runs meanwhile */
+  epoll_wait_async: {
+    name: "epoll_wait",
+    parameters: ["i32", "buffer", "i32", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
   /** int poll(struct pollfd *fds, nfds_t n, int timeout) */
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
   /** int poll(struct pollfd *fds, nfds_t n, int timeout), off the JS thread */

@@ -1,10 +1,19 @@
 // `iohub remote`: serves devices over mpqemu to QEMU's x-pci-proxy-dev (or
-// any conforming proxy), each on an inherited socket fd or a socket path.
+// any conforming proxy), each on an inherited socket fd or a socket path,
+// built-in types or device modules loaded by path or URL.
 
 import { parseArgs } from "@std/cli/parse-args";
-import { isValidFd } from "../../ffi/mod.ts";
-import { BUILTIN_DEVICES, builtinNames } from "../pci/devices/mod.ts";
-import { type DeviceSpec, Remote } from "../remote/remote.ts";
+import { isValidFd, SysError } from "../../ffi/mod.ts";
+import {
+  DeviceTypeError,
+  isModuleType,
+  resolveDeviceType,
+} from "../pci/devices/load.ts";
+import type { DeviceFactory } from "../pci/device.ts";
+import { builtinNames } from "../pci/devices/mod.ts";
+import { DeviceModelError } from "../pci/validate.ts";
+import { type DeviceEndpoint, MAX_DEVICES, Remote } from "../remote/remote.ts";
+import { SocketInUseError } from "../remote/listen.ts";
 import { type Command, UsageError } from "./common.ts";
 
 const HELP = `usage: iohub remote --device TYPE,fd=N[,id=NAME] [--device ...]
@@ -15,28 +24,64 @@ own UNIX stream socket, from one process. Interrupts go straight to KVM
 through the irqfd/resamplefd pair the proxy sends with SET_IRQFD.
 
 options:
-  --device SPEC   a device to serve (repeatable). SPEC is TYPE followed by:
-                    fd=N        an inherited, connected socket fd
+  --device SPEC   a device to serve (repeatable, at most ${MAX_DEVICES}). SPEC is
+                  TYPE followed by:
+                    fd=N        an inherited, connected socket fd (what
+                                QEMU 7.2's x-pci-proxy-dev can use)
                     socket=PATH listen on PATH and serve the first peer
+                                (a stale socket file is replaced)
                     id=NAME     name in logs (default TYPE + index)
-                  types: ${builtinNames()}
-  --poll-us N     after each message, busy-poll N microseconds before
-                  sleeping (lower latency, more CPU; default 0)
+                  TYPE is a built-in (${builtinNames()}) or a device
+                  module: a path (./my_dev.ts) or URL whose default export
+                  is a DeviceFactory (see lib/pci/mod.ts)
+  --poll-us N     after each message, busy-poll N microseconds for the next
+                  one before sleeping; 0 never polls (default: adaptive,
+                  up to --poll-max-us)
+  --poll-max-us N bound of the adaptive polling window (default 32)
   --help          this text
 
-Exits 0 when every channel closed normally, 1 when one closed on an error
-(each logged as one line on stderr), 2 on a bad command line.`;
+Stops on SIGINT/SIGTERM after closing every channel (counters logged) and
+removing its socket files.
 
-/** Parses one --device value into a DeviceSpec (index names the default id). */
-export function parseDeviceSpec(value: string, index: number): DeviceSpec {
-  const [type, ...opts] = value.split(",");
-  const factory = BUILTIN_DEVICES[type];
-  if (factory === undefined) {
-    throw new UsageError(
-      `--device ${value}: unknown device type '${type}' (known: ${builtinNames()})`,
-    );
+exit status:
+  0    every channel closed normally
+  1    a channel closed on an error (each logged as one line on stderr)
+  2    bad command line, or a device type or module that cannot be used
+  130  stopped by SIGINT
+  143  stopped by SIGTERM`;
+
+/** One --device value, parsed but not yet resolved to a factory. */
+export interface RemoteDeviceArg {
+  /** The type as given: a built-in name or a module path/URL. */
+  type: string;
+  /** Name in logs. */
+  id: string;
+  /** Its connection. */
+  endpoint: DeviceEndpoint;
+}
+
+/** The default id of device `index` of `type`: the module's base name for modules. */
+export function defaultDeviceId(type: string, index: number): string {
+  const base = isModuleType(type)
+    ? type.replace(/[?#].*$/, "").replace(/\/+$/, "").split("/").pop()!
+      .replace(/\.(ts|js|mjs)$/, "").replace(/[^\w.-]/g, "_")
+    : type;
+  return `${base || "device"}${index}`;
+}
+
+/** Parses one --device value (index names the default id). */
+export function parseDeviceSpec(value: string, index: number): RemoteDeviceArg {
+  // A URL may hold commas only in its query; options follow the last
+  // part that does not look like key=value.
+  const parts = value.split(",");
+  let typeEnd = 1;
+  while (typeEnd < parts.length && !/^\w+=/.test(parts[typeEnd])) typeEnd++;
+  const type = parts.slice(0, typeEnd).join(",");
+  const opts = parts.slice(typeEnd);
+  if (type === "") {
+    throw new UsageError(`--device ${value}: missing the device type`);
   }
-  let id = `${type}${index}`;
+  let id = defaultDeviceId(type, index);
   let fd: number | null = null;
   let path: string | null = null;
   for (const opt of opts) {
@@ -66,17 +111,34 @@ export function parseDeviceSpec(value: string, index: number): DeviceSpec {
         `--device ${value}: fd ${fd} is not an open, inherited fd`,
       );
     }
-    return { id, factory, endpoint: { kind: "fd", fd } };
+    return { type, id, endpoint: { kind: "fd", fd } };
   }
-  return { id, factory, endpoint: { kind: "socket", path: path! } };
+  return { type, id, endpoint: { kind: "socket", path: path! } };
 }
 
-/** Parses `iohub remote` arguments into device specs and options. */
-export function parseRemoteArgs(
-  args: string[],
-): { devices: DeviceSpec[]; pollMicros: number } {
+/** Parsed `iohub remote` arguments. */
+export interface RemoteArgs {
+  /** The devices, in order. */
+  devices: RemoteDeviceArg[];
+  /** A fixed polling window in microseconds, or undefined for adaptive. */
+  pollMicros: number | undefined;
+  /** The bound of the adaptive window in microseconds. */
+  pollMaxMicros: number;
+}
+
+function micros(flag: string, raw: string): number {
+  if (!/^\d+$/.test(raw) || Number(raw) > 1_000_000) {
+    throw new UsageError(
+      `remote: ${flag} ${raw}: not a number of microseconds (0..1000000)`,
+    );
+  }
+  return Number(raw);
+}
+
+/** Parses `iohub remote` arguments into device args and options. */
+export function parseRemoteArgs(args: string[]): RemoteArgs {
   const parsed = parseArgs(args, {
-    string: ["device", "poll-us"],
+    string: ["device", "poll-us", "poll-max-us"],
     collect: ["device"],
     unknown: (arg: string) => {
       throw new UsageError(
@@ -87,6 +149,11 @@ export function parseRemoteArgs(
   const values = (parsed.device as string[] | undefined) ?? [];
   if (values.length === 0) {
     throw new UsageError("remote: at least one --device is required");
+  }
+  if (values.length > MAX_DEVICES) {
+    throw new UsageError(
+      `remote: ${values.length} devices, at most ${MAX_DEVICES} per remote`,
+    );
   }
   const devices = values.map((v, i) => parseDeviceSpec(v, i));
   const ids = new Set<string>();
@@ -103,26 +170,110 @@ export function parseRemoteArgs(
       fds.add(d.endpoint.fd);
     }
   }
-  const pollRaw = (parsed["poll-us"] as string | undefined) ?? "0";
-  if (!/^\d+$/.test(pollRaw)) {
-    throw new UsageError(
-      `remote: --poll-us ${pollRaw}: not a number of microseconds`,
-    );
-  }
-  return { devices, pollMicros: Number(pollRaw) };
+  const poll = parsed["poll-us"] as string | undefined;
+  return {
+    devices,
+    pollMicros: poll === undefined ? undefined : micros("--poll-us", poll),
+    pollMaxMicros: micros(
+      "--poll-max-us",
+      (parsed["poll-max-us"] as string | undefined) ?? "32",
+    ),
+  };
 }
+
+const SIGNAL_STATUS = { SIGINT: 130, SIGTERM: 143 } as const;
 
 /** The `iohub remote` subcommand. */
 export const remoteCommand: Command = {
   summary: "serve devices to QEMU's x-pci-proxy-dev over mpqemu",
   help: HELP,
-  run(args: string[]): Promise<number> {
-    const { devices, pollMicros } = parseRemoteArgs(args);
-    using remote = new Remote({
-      log: (line) => console.error(`iohub remote: ${line}`),
-      pollMicros,
+  async run(args: string[]): Promise<number> {
+    const { devices, pollMicros, pollMaxMicros } = parseRemoteArgs(args);
+    const log = (line: string): void => console.error(`iohub remote: ${line}`);
+    const factories: DeviceFactory[] = [];
+    for (const d of devices) {
+      try {
+        factories.push(await resolveDeviceType(d.type));
+      } catch (e) {
+        if (e instanceof DeviceTypeError) throw new UsageError(e.message);
+        throw e;
+      }
+    }
+    using remote = new Remote({ log, pollMicros, pollMaxMicros });
+    devices.forEach((d, i) => {
+      try {
+        remote.addDevice({
+          id: d.id,
+          factory: factories[i],
+          endpoint: d.endpoint,
+        });
+      } catch (e) {
+        throw addDeviceError(d.type, e);
+      }
     });
-    for (const d of devices) remote.addDevice(d);
-    return Promise.resolve(remote.run());
+    return await serve(remote, log);
   },
 };
+
+// A bad model or a socket path in use is the command line's fault (exit
+// 2); a factory that throws is the module's, named with its first line.
+function addDeviceError(type: string, e: unknown): Error {
+  if (e instanceof DeviceModelError) {
+    return new UsageError(`${type}: malformed device model: ${e.message}`);
+  }
+  if (e instanceof SocketInUseError) return new UsageError(e.message);
+  if (e instanceof Error && !(e instanceof SysError)) {
+    return new UsageError(`${type}: the device factory failed: ${e.message}`);
+  }
+  return e as Error;
+}
+
+/**
+ * Runs the remote with the process-wide hooks a device process needs:
+ * SIGINT/SIGTERM stop it cleanly, and an error thrown by device code
+ * outside a request (a timer, a promise) is logged with its stack instead
+ * of ending the process.
+ */
+async function serve(
+  remote: Remote,
+  log: (line: string) => void,
+): Promise<number> {
+  let signal: keyof typeof SIGNAL_STATUS | null = null;
+  const onSignal = Object.fromEntries(
+    (Object.keys(SIGNAL_STATUS) as (keyof typeof SIGNAL_STATUS)[]).map((s) => [
+      s,
+      () => {
+        signal ??= s;
+        log(`${s}: closing every channel`);
+        remote.stop();
+      },
+    ]),
+  ) as Record<keyof typeof SIGNAL_STATUS, () => void>;
+  const onError = (ev: ErrorEvent): void => {
+    ev.preventDefault();
+    log(`uncaught error in device code: ${stackOf(ev.error)}`);
+  };
+  const onRejection = (ev: PromiseRejectionEvent): void => {
+    ev.preventDefault();
+    log(`unhandled rejection in device code: ${stackOf(ev.reason)}`);
+  };
+  for (const [s, f] of Object.entries(onSignal)) {
+    Deno.addSignalListener(s as Deno.Signal, f);
+  }
+  globalThis.addEventListener("error", onError);
+  globalThis.addEventListener("unhandledrejection", onRejection);
+  try {
+    const status = await remote.run();
+    return signal === null ? status : SIGNAL_STATUS[signal];
+  } finally {
+    for (const [s, f] of Object.entries(onSignal)) {
+      Deno.removeSignalListener(s as Deno.Signal, f);
+    }
+    globalThis.removeEventListener("error", onError);
+    globalThis.removeEventListener("unhandledrejection", onRejection);
+  }
+}
+
+function stackOf(e: unknown): string {
+  return e instanceof Error ? (e.stack ?? e.message) : String(e);
+}

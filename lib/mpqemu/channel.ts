@@ -8,7 +8,6 @@ import {
   MsgIo,
   OwnedFd,
   SysError,
-  waitWritable,
 } from "../../ffi/mod.ts";
 import {
   cmdName,
@@ -38,10 +37,12 @@ export type ReceivedValue = typeof Received[keyof typeof Received];
 // message (and any that follow it), instead of one for the header and one
 // for the payload: a system call is the dearest part of a round trip.
 const RX_CAPACITY = 1024;
-// A peer that queues requests must read replies sometime: waiting this long
-// for it keeps one slow peer from closing, and a dead one from stalling the
-// other devices for ever.
-const SEND_STALL_MS = 2000;
+/**
+ * Most reply bytes a non-blocking channel keeps for a peer that is slow to
+ * read them. Its owner stops reading requests while any are queued, so one
+ * batch of pipelined requests (RX_CAPACITY bytes at most) fits.
+ */
+export const SEND_QUEUE_LIMIT = 64 * 1024;
 
 /**
  * One mpqemu connection: owns the socket, sends whole messages with fds
@@ -69,6 +70,8 @@ export class Channel extends OwnedFd {
   // Offset in rx.bytes of the last byte of the read that brought the
   // pending fds: they belong to the message that contains it.
   #fdsAt = 0;
+  #out = new Uint8Array(0);
+  #outLen = 0;
 
   /** Takes ownership of the connected socket `sock`. */
   constructor(sock: number) {
@@ -87,31 +90,78 @@ export class Channel extends OwnedFd {
 
   /**
    * Sends `msg` whole with `fds` attached, completing short writes. On a
-   * non-blocking socket whose peer is slow to read, waits for room up to
-   * SEND_STALL_MS, then fails with EAGAIN.
+   * non-blocking socket whose peer is slow to read, what does not fit is
+   * queued (see flush()): the caller never waits on the peer. Throws EAGAIN
+   * when the queue would exceed SEND_QUEUE_LIMIT, and when fds would have
+   * to wait in it (only replies, which carry none, are queued).
    */
   send(msg: Message, fds: ArrayLike<number> = []): void {
     const len = msg.wireLength;
-    let sent = this.#sendSome(msg.bytes, len, fds);
-    while (sent < len) {
-      sent += this.#sendSome(msg.bytes.subarray(sent), len - sent, []);
+    let sent = 0;
+    if (this.#outLen === 0) {
+      sent = this.#sendSome(msg.bytes, len, fds);
+      while (sent >= 0 && sent < len) {
+        const n = this.#sendSome(msg.bytes.subarray(sent), len - sent, []);
+        if (n < 0) break;
+        sent += n;
+      }
+      if (sent === len) return;
+      if (sent < 0) {
+        if (fds.length > 0) {
+          throw new SysError("sendmsg", Errno.EAGAIN, "fds cannot be queued");
+        }
+        sent = 0;
+      }
+    } else if (fds.length > 0) {
+      throw new SysError("sendmsg", Errno.EAGAIN, "fds cannot be queued");
     }
+    this.#enqueue(msg.bytes.subarray(sent, len));
   }
 
+  /** Bytes queued for a peer that has not read them yet. */
+  get queued(): number {
+    return this.#outLen;
+  }
+
+  /**
+   * Sends what the queue holds as far as the socket takes it; returns
+   * whether the queue is now empty.
+   */
+  flush(): boolean {
+    while (this.#outLen > 0) {
+      const n = this.#sendSome(this.#out, this.#outLen, []);
+      if (n < 0) return false;
+      this.#out.copyWithin(0, n, this.#outLen);
+      this.#outLen -= n;
+    }
+    return true;
+  }
+
+  #enqueue(bytes: Uint8Array): void {
+    const need = this.#outLen + bytes.length;
+    if (need > SEND_QUEUE_LIMIT) {
+      throw new SysError(
+        "sendmsg",
+        Errno.EAGAIN,
+        `the peer left ${this.#outLen} reply bytes unread`,
+      );
+    }
+    if (need > this.#out.length) {
+      const out = new Uint8Array(Math.min(SEND_QUEUE_LIMIT, need * 2));
+      out.set(this.#out.subarray(0, this.#outLen));
+      this.#out = out;
+    }
+    this.#out.set(bytes, this.#outLen);
+    this.#outLen = need;
+  }
+
+  /** One sendmsg; bytes sent, or -1 when a non-blocking socket is full. */
   #sendSome(buf: Uint8Array, len: number, fds: ArrayLike<number>): number {
-    for (;;) {
-      try {
-        return this.#io.send(this.fd, buf, len, null, 0, fds);
-      } catch (e) {
-        if (!(e instanceof SysError && e.errno === Errno.EAGAIN)) throw e;
-      }
-      if (!waitWritable(this.fd, SEND_STALL_MS)) {
-        throw new SysError(
-          "sendmsg",
-          Errno.EAGAIN,
-          `the peer read nothing for ${SEND_STALL_MS} ms`,
-        );
-      }
+    try {
+      return this.#io.send(this.fd, buf, len, null, 0, fds);
+    } catch (e) {
+      if (e instanceof SysError && e.errno === Errno.EAGAIN) return -1;
+      throw e;
     }
   }
 

@@ -171,9 +171,30 @@ export class Message {
     return this.view.getBigUint64(HEADER_SIZE, true);
   }
 
-  /** BAR_WRITE: value to write. */
-  get barVal(): bigint {
-    return this.view.getBigUint64(HEADER_SIZE + 8, true);
+  /**
+   * BAR_READ/WRITE: the absolute guest address or port as a number, or -1
+   * at or above 2^53 (no BAR decodes there; read without a BigInt).
+   */
+  get barAddrNumber(): number {
+    const hi = this.view.getUint32(HEADER_SIZE + 4, true);
+    if (hi >= 0x20_0000) return -1;
+    return hi * 0x1_0000_0000 + this.view.getUint32(HEADER_SIZE, true);
+  }
+
+  /**
+   * BAR_WRITE: the first `n` bytes of the value field, little endian, as a
+   * view into this buffer (valid until the next message is received).
+   */
+  barValueBytes(n: number): Uint8Array {
+    return this.bytes.subarray(HEADER_SIZE + 8, HEADER_SIZE + 8 + n);
+  }
+
+  /**
+   * RET: the first `n` bytes of the u64 value, as a view into this buffer;
+   * fill it after encodeRetNumber(0) to answer a read without a BigInt.
+   */
+  retValueBytes(n: number): Uint8Array {
+    return this.bytes.subarray(HEADER_SIZE, HEADER_SIZE + n);
   }
 
   /** BAR_READ/WRITE: access size in bytes. */
@@ -209,6 +230,14 @@ export class Message {
       this.setHeader(Cmd.RET, PAYLOAD_SIZE.RET);
       this.view.setBigUint64(HEADER_SIZE, value, true);
     }
+    return this;
+  }
+
+  /** Encodes RET carrying the u32 `value` (zero-extended), without a BigInt. */
+  encodeRetNumber(value: number): this {
+    this.setHeader(Cmd.RET, PAYLOAD_SIZE.RET);
+    this.view.setUint32(HEADER_SIZE, value, true);
+    this.view.setUint32(HEADER_SIZE + 4, 0, true);
     return this;
   }
 

@@ -1,6 +1,9 @@
 // PCI configuration space of a type 0 function: register bytes plus masks
-// of writable and write-1-to-clear bits, BARs whose size falls out of the
-// write mask, and writes that report their side effects as values.
+// of writable and write-1-to-clear bits, BARs (32/64-bit, prefetchable, an
+// expansion ROM) whose size falls out of the write mask, a capability list
+// with device hooks, and writes that report their side effects as values.
+
+import { checkLayout } from "./validate.ts";
 
 /** Size of conventional PCI config space. */
 export const CONFIG_SIZE = 256;
@@ -16,6 +19,10 @@ export const PCI_STATUS = 0x06;
 export const PCI_REVISION_ID = 0x08;
 /** Class code (3 bytes: prog-if, subclass, class). */
 export const PCI_CLASS_PROG = 0x09;
+/** Capability list pointer. */
+export const PCI_CAPABILITY_LIST = 0x34;
+/** Expansion ROM base address register. */
+export const PCI_ROM_ADDRESS = 0x30;
 /** Header type register. */
 export const PCI_HEADER_TYPE = 0x0e;
 /** First BAR register. */
@@ -39,37 +46,95 @@ export const CMD_MASTER = 0x4;
 export const CMD_INTX_DISABLE = 0x400;
 /** Status: INTx pending (PCI 2.3). */
 export const STATUS_INTERRUPT = 0x8;
+/** Status: the capability list pointer is valid. */
+export const STATUS_CAP_LIST = 0x10;
 
 /** Number of BAR registers in a type 0 header. */
 export const NUM_BARS = 6;
-const BAR_IO = 0x1;
+/** Region index of the expansion ROM, after the six BARs. */
+export const ROM_REGION = 6;
+/** Regions a device decodes: six BARs and the expansion ROM. */
+export const NUM_REGIONS = 7;
 /** Marks an unmapped BAR in decoded addresses. */
 export const BAR_UNMAPPED = -1;
+/** Where the first capability goes: right after the type 0 header. */
+export const CAPABILITIES_START = 0x40;
 
-/** Identity registers of a function. */
+const BAR_IO = 0x1;
+const BAR_MEM_64 = 0x4;
+const BAR_PREFETCH = 0x8;
+const ROM_ENABLE = 0x1;
+// BAR decoding compares addresses as numbers: exact below 2^53.
+const MAX_DECODED = 2 ** 53;
+
+/** Identity registers of a function; all but the IDs have defaults. */
 export interface PciIdentity {
   /** Vendor ID. */
   vendorId: number;
   /** Device ID. */
   deviceId: number;
-  /** Revision ID. */
-  revision: number;
-  /** 24-bit class code: class << 16 | subclass << 8 | prog-if. */
-  classCode: number;
-  /** Subsystem vendor ID. */
-  subsystemVendorId: number;
-  /** Subsystem ID. */
-  subsystemId: number;
-  /** Interrupt pin: 0 none, 1 INTA# ... 4 INTD#. */
-  interruptPin: number;
+  /** Revision ID (default 0). */
+  revision?: number;
+  /**
+   * 24-bit class code: class << 16 | subclass << 8 | prog-if (default
+   * 0xff0000, "unassigned class").
+   */
+  classCode?: number;
+  /** Subsystem vendor ID (default: the vendor ID). */
+  subsystemVendorId?: number;
+  /** Subsystem ID (default 0). */
+  subsystemId?: number;
+  /** Interrupt pin: 0 none, 1 INTA# (default) ... 4 INTD#. */
+  interruptPin?: number;
 }
 
 /** One BAR: its size (a power of two) and address space. */
 export interface BarSpec {
-  /** Size in bytes, a power of two (memory >= 16, I/O >= 4). */
+  /** Size in bytes, a power of two (memory >= 16, I/O >= 4 and <= 256). */
   size: number;
-  /** "memory" (32-bit, non-prefetchable) or "io". */
+  /** "memory" or "io". */
   space: "memory" | "io";
+  /**
+   * A 64-bit memory BAR: it also takes the next BAR register (which must
+   * be null) for the upper half of the address.
+   */
+  is64?: boolean;
+  /** A prefetchable memory BAR. */
+  prefetchable?: boolean;
+}
+
+/** An expansion ROM: read through region ROM_REGION when enabled. */
+export interface RomSpec {
+  /** Size in bytes, a power of two >= 2048. */
+  size: number;
+}
+
+/**
+ * A capability in the list: its ID, its registers after the 2-byte header,
+ * which bits the guest may write, and optional hooks for registers the
+ * device computes or acts on. Offsets are from the capability's start.
+ */
+export interface CapabilitySpec {
+  /** Capability ID (e.g. 0x09, vendor specific). */
+  id: number;
+  /** Length in bytes including the ID and next-pointer bytes (2..192). */
+  length: number;
+  /** Initial values of bytes 2.. (index 0 is the byte at offset 2). */
+  init?: ArrayLike<number>;
+  /** Writable-bit masks of bytes 2.., indexed as `init` (default: none). */
+  writable?: ArrayLike<number>;
+  /** Returns what a read of `len` bytes at `offset` gives, from `value`. */
+  read?(offset: number, len: number, value: number): number;
+  /** Told about a write of `value` (`len` bytes at `offset`), after masking. */
+  write?(offset: number, value: number, len: number): void;
+}
+
+/** Optional parts of a function's config layout. */
+export interface ConfigExtras {
+  /** An expansion ROM. */
+  rom?: RomSpec | null;
+  /** Capabilities, laid out from 0x40 in this order. */
+  capabilities?: readonly CapabilitySpec[];
 }
 
 /** What a config write changed, for the owner to act on. */
@@ -95,23 +160,37 @@ export class PciConfig {
   readonly #wmask = new Uint8Array(CONFIG_SIZE);
   readonly #w1cmask = new Uint8Array(CONFIG_SIZE);
   readonly #bars: readonly (BarSpec | null)[];
+  readonly #rom: RomSpec | null;
+  readonly #caps: { start: number; spec: CapabilitySpec }[] = [];
+  readonly #capOf = new Int16Array(CONFIG_SIZE).fill(-1);
 
-  /** Lays out the header for `identity` with up to six 32-bit `bars`. */
-  constructor(identity: PciIdentity, bars: readonly (BarSpec | null)[]) {
-    if (bars.length > NUM_BARS) {
-      throw new RangeError(`at most ${NUM_BARS} BARs, got ${bars.length}`);
-    }
+  /**
+   * Lays out the header for `identity`, up to six `bars` and the `extras`;
+   * throws DeviceModelError for a layout that breaks the PCI rules.
+   */
+  constructor(
+    identity: PciIdentity,
+    bars: readonly (BarSpec | null)[],
+    extras: ConfigExtras = {},
+  ) {
+    checkLayout(identity, bars, extras);
     this.#bars = Array.from({ length: NUM_BARS }, (_, i) => bars[i] ?? null);
+    this.#rom = extras.rom ?? null;
     const v = new DataView(this.#defaults.buffer);
     v.setUint16(PCI_VENDOR_ID, identity.vendorId, true);
     v.setUint16(PCI_DEVICE_ID, identity.deviceId, true);
-    v.setUint8(PCI_REVISION_ID, identity.revision);
-    v.setUint8(PCI_CLASS_PROG, identity.classCode & 0xff);
-    v.setUint16(PCI_CLASS_PROG + 1, identity.classCode >>> 8, true);
+    v.setUint8(PCI_REVISION_ID, identity.revision ?? 0);
+    const classCode = identity.classCode ?? 0xff0000;
+    v.setUint8(PCI_CLASS_PROG, classCode & 0xff);
+    v.setUint16(PCI_CLASS_PROG + 1, classCode >>> 8, true);
     v.setUint8(PCI_HEADER_TYPE, 0);
-    v.setUint16(PCI_SUBSYSTEM_VENDOR_ID, identity.subsystemVendorId, true);
-    v.setUint16(PCI_SUBSYSTEM_ID, identity.subsystemId, true);
-    v.setUint8(PCI_INTERRUPT_PIN, identity.interruptPin);
+    v.setUint16(
+      PCI_SUBSYSTEM_VENDOR_ID,
+      identity.subsystemVendorId ?? identity.vendorId,
+      true,
+    );
+    v.setUint16(PCI_SUBSYSTEM_ID, identity.subsystemId ?? 0, true);
+    v.setUint8(PCI_INTERRUPT_PIN, identity.interruptPin ?? 1);
     const m = new DataView(this.#wmask.buffer);
     m.setUint16(
       PCI_COMMAND,
@@ -124,20 +203,58 @@ export class PciConfig {
     new DataView(this.#w1cmask.buffer).setUint16(PCI_STATUS, 0xf900, true);
     this.#bars.forEach((bar, i) => {
       if (bar === null) return;
-      const minSize = bar.space === "memory" ? 16 : 4;
-      if (bar.size < minSize || (bar.size & (bar.size - 1)) !== 0) {
-        throw new RangeError(
-          `BAR${i}: size ${bar.size} is not a power of two >= ${minSize}`,
-        );
+      const reg = PCI_BAR0 + 4 * i;
+      if (bar.space === "io") {
+        v.setUint32(reg, BAR_IO, true);
+        m.setUint32(reg, ~(bar.size - 1) & ~0x3, true);
+        return;
       }
-      if (bar.space === "io") v.setUint32(PCI_BAR0 + 4 * i, BAR_IO, true);
-      m.setUint32(
-        PCI_BAR0 + 4 * i,
-        ~(bar.size - 1) >>> 0 & (bar.space === "io" ? ~0x3 : ~0xf),
+      v.setUint32(
+        reg,
+        (bar.is64 ? BAR_MEM_64 : 0) | (bar.prefetchable ? BAR_PREFETCH : 0),
         true,
       );
+      // The size mask over 64 bits, split into the two registers.
+      const low = bar.size >= 2 ** 32 ? 0 : ~(bar.size - 1) & ~0xf;
+      m.setUint32(reg, low >>> 0, true);
+      if (bar.is64) {
+        const high = ~Math.floor((bar.size - 1) / 2 ** 32) >>> 0;
+        m.setUint32(reg + 4, high, true);
+      }
     });
+    if (this.#rom !== null) {
+      m.setUint32(
+        PCI_ROM_ADDRESS,
+        (~(this.#rom.size - 1) | ROM_ENABLE) >>> 0,
+        true,
+      );
+    }
+    this.#layCapabilities(extras.capabilities ?? [], v, m);
     this.reset();
+  }
+
+  #layCapabilities(
+    caps: readonly CapabilitySpec[],
+    v: DataView,
+    m: DataView,
+  ): void {
+    let at = CAPABILITIES_START;
+    let prev = PCI_CAPABILITY_LIST;
+    for (const cap of caps) {
+      v.setUint8(prev, at);
+      v.setUint8(at, cap.id);
+      for (let i = 0; i < cap.length - 2; i++) {
+        v.setUint8(at + 2 + i, cap.init?.[i] ?? 0);
+        m.setUint8(at + 2 + i, cap.writable?.[i] ?? 0);
+      }
+      this.#caps.push({ start: at, spec: cap });
+      this.#capOf.fill(this.#caps.length - 1, at, at + cap.length);
+      prev = at + 1;
+      at += (cap.length + 3) & ~3;
+    }
+    if (caps.length > 0) {
+      v.setUint16(PCI_STATUS, STATUS_CAP_LIST, true);
+    }
   }
 
   /** Restores every register to its default (BARs unprogrammed, command 0). */
@@ -150,16 +267,22 @@ export class PciConfig {
     return this.#bars;
   }
 
-  /** Reads `len` (1, 2 or 4) bytes at `addr`, little endian. */
+  /** The expansion ROM, or null. */
+  get rom(): RomSpec | null {
+    return this.#rom;
+  }
+
+  /**
+   * Reads `len` (1, 2 or 4) bytes at `addr`, little endian; a capability's
+   * read hook has the last word on its own registers.
+   */
   read(addr: number, len: number): number {
-    switch (len) {
-      case 1:
-        return this.#bytes[addr];
-      case 2:
-        return this.#view.getUint16(addr, true);
-      default:
-        return this.#view.getUint32(addr, true);
-    }
+    const value = this.#raw(addr, len);
+    const c = this.#capOf[addr];
+    if (c < 0) return value;
+    const cap = this.#caps[c];
+    if (cap.spec.read === undefined) return value;
+    return cap.spec.read(addr - cap.start, len, value) >>> 0;
   }
 
   /**
@@ -176,6 +299,11 @@ export class PciConfig {
       this.#bytes[a] = ((this.#bytes[a] & ~wm) | (b & wm)) &
         ~(b & this.#w1cmask[a]);
     }
+    const c = this.#capOf[addr];
+    if (c >= 0) {
+      const cap = this.#caps[c];
+      cap.spec.write?.(addr - cap.start, this.#raw(addr, len), len);
+    }
     const cmd = this.command;
     let effect: number = oldBars ? ConfigEffect.BARS : ConfigEffect.NONE;
     if ((oldCmd ^ cmd) & (CMD_IO | CMD_MEMORY)) effect |= ConfigEffect.BARS;
@@ -183,8 +311,20 @@ export class PciConfig {
     return effect;
   }
 
+  #raw(addr: number, len: number): number {
+    switch (len) {
+      case 1:
+        return this.#bytes[addr];
+      case 2:
+        return this.#view.getUint16(addr, true);
+      default:
+        return this.#view.getUint32(addr, true);
+    }
+  }
+
   #barsTouched(addr: number, len: number): boolean {
-    return addr < PCI_BAR0 + 4 * NUM_BARS && addr + len > PCI_BAR0;
+    return (addr < PCI_BAR0 + 4 * NUM_BARS && addr + len > PCI_BAR0) ||
+      (addr < PCI_ROM_ADDRESS + 4 && addr + len > PCI_ROM_ADDRESS);
   }
 
   /** The command register. */
@@ -203,19 +343,49 @@ export class PciConfig {
   }
 
   /**
-   * The address BAR `i` decodes at, or BAR_UNMAPPED: unimplemented, its
-   * space disabled in the command register, unprogrammed (0), or not
-   * fitting its space (mid-sizing all-ones, I/O beyond 64 KiB).
+   * The address region `i` (a BAR, or ROM_REGION) decodes at, or
+   * BAR_UNMAPPED: unimplemented, its space disabled in the command
+   * register, a disabled ROM, unprogrammed (0), or not fitting its space
+   * (mid-sizing all-ones, I/O beyond 64 KiB, a 32-bit BAR past 4 GiB).
    */
   barAddress(i: number): number {
+    if (i === ROM_REGION) return this.#romAddress();
     const bar = this.#bars[i];
     if (bar === null) return BAR_UNMAPPED;
     const raw = this.#view.getUint32(PCI_BAR0 + 4 * i, true);
     const io = bar.space === "io";
     if ((this.command & (io ? CMD_IO : CMD_MEMORY)) === 0) return BAR_UNMAPPED;
-    const base = (raw & (io ? ~0x3 : ~0xf) & ~(bar.size - 1)) >>> 0;
+    const high = bar.is64
+      ? this.#view.getUint32(PCI_BAR0 + 4 * i + 4, true)
+      : 0;
+    const low = (raw & (io ? ~0x3 : ~0xf)) >>> 0;
+    const base = high * 2 ** 32 + low -
+      (high * 2 ** 32 + low) % bar.size;
     const last = base + bar.size - 1;
-    if (base === 0 || last > (io ? 0xffff : 0xfffffffe)) return BAR_UNMAPPED;
+    const limit = io ? 0xffff : bar.is64 ? MAX_DECODED - 1 : 0xfffffffe;
+    if (base === 0 || last > limit) return BAR_UNMAPPED;
     return base;
+  }
+
+  #romAddress(): number {
+    const rom = this.#rom;
+    if (rom === null || (this.command & CMD_MEMORY) === 0) return BAR_UNMAPPED;
+    const raw = this.#view.getUint32(PCI_ROM_ADDRESS, true);
+    if ((raw & ROM_ENABLE) === 0) return BAR_UNMAPPED;
+    const base = (raw & ~(rom.size - 1)) >>> 0;
+    if (base === 0 || base + rom.size - 1 > 0xfffffffe) return BAR_UNMAPPED;
+    return base;
+  }
+
+  /** The size of region `i` (a BAR or ROM_REGION), 0 if unimplemented. */
+  regionSize(i: number): number {
+    if (i === ROM_REGION) return this.#rom?.size ?? 0;
+    return this.#bars[i]?.size ?? 0;
+  }
+
+  /** Whether region `i` is in memory space (the ROM is). */
+  regionIsMemory(i: number): boolean {
+    if (i === ROM_REGION) return this.#rom !== null;
+    return this.#bars[i]?.space === "memory";
   }
 }

@@ -2,9 +2,14 @@
 // (identity, BARs, register access, reset) and what the remote gives it
 // (INTx level, DMA). Models know nothing about sockets or the protocol.
 
-import type { BarSpec, PciIdentity } from "./config.ts";
+import type {
+  BarSpec,
+  CapabilitySpec,
+  PciIdentity,
+  RomSpec,
+} from "./config.ts";
 
-export type { BarSpec, PciIdentity };
+export type { BarSpec, CapabilitySpec, PciIdentity, RomSpec };
 
 /** What the remote offers a device model. */
 export interface DeviceContext {
@@ -23,18 +28,27 @@ export interface DeviceContext {
  * A PCI device model. BAR accesses arrive as (bar, offset, data) where
  * `data` is the 1, 2, 4 or 8 bytes of the access, little endian: read()
  * fills it, write() consumes it. `data` is only valid during the call.
+ * Callbacks run on the remote's thread and must not block; work that takes
+ * time goes on a timer or a promise, as anywhere in Deno.
  */
 export interface DeviceModel {
   /** Config-space identity registers. */
   readonly identity: PciIdentity;
-  /** Up to six 32-bit BARs (null for unimplemented ones). */
+  /**
+   * Up to six BARs (null for unimplemented ones; a 64-bit BAR also takes
+   * the register after it, which must be null).
+   */
   readonly bars: readonly (BarSpec | null)[];
-  /** A BAR read of `data.length` bytes at `offset` into BAR `bar`. */
+  /** An expansion ROM, read as region 6 (ROM_REGION) while enabled. */
+  readonly rom?: RomSpec | null;
+  /** Capabilities, laid out in config space from 0x40 in this order. */
+  readonly capabilities?: readonly CapabilitySpec[];
+  /** A read of `data.length` bytes at `offset` into region `bar`. */
   read(bar: number, offset: number, data: Uint8Array): void;
-  /** A BAR write of `data` at `offset` into BAR `bar`. */
+  /** A write of `data` at `offset` into region `bar`. */
   write(bar: number, offset: number, data: Uint8Array): void;
   /** Restores every register to its reset value and lowers INTx. */
-  reset(): void;
+  reset?(): void;
 }
 
 /** Builds a device model bound to the context the remote gives it. */

@@ -1,9 +1,10 @@
-// One device served over one mpqemu channel: its config space, guest
-// memory, INTx wiring into the IOHUB, BAR decoding, and the dispatch switch
-// that validates each request and answers it the way QEMU 7.2's remote does.
+// One device of the remote: its model, config space, guest memory, INTx
+// wiring into the IOHUB and BAR decoding, plus the dispatch switch that
+// validates each request of its mpqemu channel and answers it the way QEMU
+// 7.2's remote does.
 
 import { closeFd } from "../../ffi/mod.ts";
-import type { DeviceFactory, DeviceModel } from "../pci/device.ts";
+import type { DeviceContext, DeviceModel } from "../pci/device.ts";
 import { GuestMemory, type RegionSpec } from "./guest_memory.ts";
 import type { Iohub } from "./iohub.ts";
 import { IrqLevelEvent } from "../mpqemu/mod.ts";
@@ -12,14 +13,13 @@ import {
   CMD_INTX_DISABLE,
   CONFIG_SIZE,
   ConfigEffect,
-  NUM_BARS,
+  NUM_REGIONS,
   PciConfig,
 } from "../pci/config.ts";
 import {
   type Channel,
   Cmd,
   cmdName,
-  HEADER_SIZE,
   ProtocolError,
   UINT64_MAX,
 } from "../mpqemu/mod.ts";
@@ -34,18 +34,19 @@ export const Outcome = {
 
 const SIZE_INDEX = [-1, 0, 1, -1, 2, -1, -1, -1, 3];
 const SIZES = [1, 2, 4, 8];
-// BAR addresses are compared as numbers: exact below 2^53.
-const MAX_ADDR_HI = 0x200000;
+const REGIONS = Array.from({ length: NUM_REGIONS }, (_, i) => i);
 
 /**
- * A device model plus everything the remote keeps for it. handle() answers
- * the message in the channel's `rx`; it throws ProtocolError for messages
- * that must close the channel, after releasing any fds they carried.
+ * A device model plus everything the remote keeps for it. The model lives
+ * as long as the remote; a channel is attached once its peer is there.
+ * handle() answers the message in the channel's `rx`; it throws
+ * ProtocolError for messages that must close the channel, after releasing
+ * any fds they carried.
  */
 export class DeviceHost implements Disposable {
   /** The device's name in logs. */
   readonly id: string;
-  /** Its PIRQ in the IOHUB (QEMU uses the devfn). */
+  /** Its PIRQ in the IOHUB. */
   readonly pirq: number;
   /** Its config space. */
   readonly config: PciConfig;
@@ -58,47 +59,61 @@ export class DeviceHost implements Disposable {
   /** How many accesses were refused since the channel opened. */
   refusals = 0;
 
-  /** The connection to the proxy (owned: closed by close()). */
-  readonly channel: Channel;
-
   readonly #iohub: Iohub;
-  readonly #barBase = new Array<number>(NUM_BARS).fill(BAR_UNMAPPED);
+  readonly #barBase = new Array<number>(NUM_REGIONS).fill(BAR_UNMAPPED);
   readonly #barSize: number[];
   readonly #barMemory: boolean[];
-  readonly #rxData: Uint8Array[];
-  readonly #txData: Uint8Array[];
+  #channel: Channel | null = null;
+  #rxData: Uint8Array[] = [];
+  #txData: Uint8Array[] = [];
   #level = false;
   #line = false;
 
-  /** Builds the model with `factory`, wired to `iohub` on `pirq`. */
+  /**
+   * Builds the model with `build`, given the context that wires it to
+   * `iohub` on `pirq` and to this host's guest memory.
+   */
   constructor(
     id: string,
     pirq: number,
-    factory: DeviceFactory,
+    build: (ctx: DeviceContext) => DeviceModel,
     iohub: Iohub,
-    channel: Channel,
   ) {
     this.id = id;
     this.pirq = pirq;
     this.#iohub = iohub;
-    this.channel = channel;
-    this.model = factory({
+    this.model = build({
       setIrq: (level) => this.#setLevel(level),
       dmaRead: (gpa, dst) => this.memory.read(gpa, dst),
       dmaWrite: (gpa, src) => this.memory.write(gpa, src),
     });
-    this.config = new PciConfig(this.model.identity, this.model.bars);
-    this.#barSize = this.config.bars.map((b) => b?.size ?? 0);
-    this.#barMemory = this.config.bars.map((b) => b?.space === "memory");
+    this.config = new PciConfig(this.model.identity, this.model.bars, {
+      rom: this.model.rom,
+      capabilities: this.model.capabilities,
+    });
+    this.#barSize = REGIONS.map((i) => this.config.regionSize(i));
+    this.#barMemory = REGIONS.map((i) => this.config.regionIsMemory(i));
+  }
+
+  /** Takes ownership of the channel to the device's proxy. */
+  attach(channel: Channel): void {
+    if (this.#channel !== null) throw new Error(`${this.id}: already attached`);
+    this.#channel = channel;
     // Access views over the wire buffers, one per access size, so a BAR
     // access hands the model its bytes without allocating.
-    const valueAt = HEADER_SIZE + 8;
-    this.#rxData = SIZES.map((n) =>
-      channel.rx.bytes.subarray(valueAt, valueAt + n)
-    );
-    this.#txData = SIZES.map((n) =>
-      channel.tx.bytes.subarray(HEADER_SIZE, HEADER_SIZE + n)
-    );
+    this.#rxData = SIZES.map((n) => channel.rx.barValueBytes(n));
+    this.#txData = SIZES.map((n) => channel.tx.retValueBytes(n));
+  }
+
+  /** The connection to the proxy (owned: closed by close()). */
+  get channel(): Channel {
+    if (this.#channel === null) throw new Error(`${this.id}: no channel`);
+    return this.#channel;
+  }
+
+  /** Whether a channel is attached. */
+  get attached(): boolean {
+    return this.#channel !== null;
   }
 
   /** The device's own INTx level (before Interrupt Disable). */
@@ -143,7 +158,7 @@ export class DeviceHost implements Disposable {
 
   /** Resets the model and config space; INTx goes low. */
   reset(): void {
-    this.model.reset();
+    this.model.reset?.();
     this.config.reset();
     this.#decodeBars();
     this.#updateLine();
@@ -181,18 +196,16 @@ export class DeviceHost implements Disposable {
   #bar(write: boolean): number {
     const ch = this.channel;
     const rx = ch.rx;
-    const v = rx.view;
     const size = rx.barSize;
     const idx = size <= 8 ? SIZE_INDEX[size] : -1;
-    const hi = v.getUint32(HEADER_SIZE + 4, true);
-    const addr = hi * 0x1_0000_0000 + v.getUint32(HEADER_SIZE, true);
-    const bar = idx < 0 || hi >= MAX_ADDR_HI
+    const addr = rx.barAddrNumber;
+    const bar = idx < 0 || addr < 0
       ? -1
       : this.#decode(addr, size, rx.barMemory);
     if (bar < 0) {
       this.lastRefusal = `${cmdName(rx.cmd)}: ${size} bytes at ${
         rx.barMemory ? "memory" : "I/O"
-      } 0x${addr.toString(16)} hit no BAR`;
+      } 0x${rx.barAddr.toString(16)} hit no BAR`;
       ch.sendRet(UINT64_MAX);
       this.refusals++;
       return Outcome.REFUSED;
@@ -202,19 +215,16 @@ export class DeviceHost implements Disposable {
       this.model.write(bar, offset, this.#rxData[idx]);
       this.#retNumber(0);
     } else {
-      const tx = ch.tx;
-      tx.setHeader(Cmd.RET, 8);
-      tx.view.setUint32(HEADER_SIZE, 0, true);
-      tx.view.setUint32(HEADER_SIZE + 4, 0, true);
+      ch.tx.encodeRetNumber(0);
       this.model.read(bar, offset, this.#txData[idx]);
-      ch.send(tx);
+      ch.send(ch.tx);
     }
     return Outcome.OK;
   }
 
   /** The BAR holding all of [addr, addr+size) in the right space, or -1. */
   #decode(addr: number, size: number, memory: boolean): number {
-    for (let i = 0; i < NUM_BARS; i++) {
+    for (let i = 0; i < NUM_REGIONS; i++) {
       const base = this.#barBase[i];
       if (
         base !== BAR_UNMAPPED && this.#barMemory[i] === memory &&
@@ -228,18 +238,13 @@ export class DeviceHost implements Disposable {
   }
 
   #decodeBars(): void {
-    for (let i = 0; i < NUM_BARS; i++) {
+    for (let i = 0; i < NUM_REGIONS; i++) {
       this.#barBase[i] = this.config.barAddress(i);
     }
   }
 
-  /** RET with a u32 value, written without BigInt. */
   #retNumber(value: number): void {
-    const tx = this.channel.tx;
-    tx.setHeader(Cmd.RET, 8);
-    tx.view.setUint32(HEADER_SIZE, value, true);
-    tx.view.setUint32(HEADER_SIZE + 4, 0, true);
-    this.channel.send(tx);
+    this.channel.send(this.channel.tx.encodeRetNumber(value));
   }
 
   #syncSysmem(): void {
@@ -284,7 +289,8 @@ export class DeviceHost implements Disposable {
       try {
         this.memory.close();
       } finally {
-        this.channel.close();
+        this.#channel?.close();
+        this.#channel = null;
       }
     }
   }

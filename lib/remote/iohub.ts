@@ -7,6 +7,18 @@ import { IrqLevelEvent } from "../mpqemu/mod.ts";
 /** PIRQs the IOHUB tracks; QEMU maps a device to its devfn. */
 export const NUM_PIRQS = 256;
 
+/**
+ * The PIRQ of the device at `devfn` on the remote's bus: the devfn itself,
+ * as QEMU's remote_iohub_map_irq maps it, so each of up to 256 functions
+ * has a line of its own.
+ */
+export function mapIrq(devfn: number): number {
+  if (!Number.isInteger(devfn) || devfn < 0 || devfn >= NUM_PIRQS) {
+    throw new RangeError(`devfn ${devfn} out of range`);
+  }
+  return devfn;
+}
+
 /** Where the IOHUB's resamplefds get watched (the remote's epoll loop). */
 export interface ResampleWatcher {
   /** Starts calling Iohub.resample(pirq) when `fd` becomes readable. */

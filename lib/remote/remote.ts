@@ -1,19 +1,27 @@
-// The remote device process: one epoll loop serving several devices, each
-// on its own mpqemu socket, plus every resamplefd of the IOHUB. A channel
-// that breaks the protocol is closed alone; the others keep being served.
+// The remote device process: serves several devices, each on its own
+// mpqemu socket, plus every resamplefd of the IOHUB, from one epoll set
+// driven from Deno's event loop, so device timers, promises and async I/O
+// run beside it. A channel that breaks the protocol, stalls, or whose
+// device throws is closed alone; the others keep being served.
 
 import {
   acceptUnix,
   closeFd,
   Epoll,
   EPOLLIN,
-  listenUnix,
+  EPOLLOUT,
+  EventFd,
   setNonblocking,
+  SysError,
 } from "../../ffi/mod.ts";
+import { Channel, ProtocolError, Received } from "../mpqemu/mod.ts";
 import type { DeviceFactory } from "../pci/device.ts";
+import { validateModel } from "../pci/validate.ts";
 import { DeviceHost, Outcome } from "./device_host.ts";
-import { Iohub, NUM_PIRQS } from "./iohub.ts";
-import { Channel, Received } from "../mpqemu/mod.ts";
+import { GuestMemoryError } from "./guest_memory.ts";
+import { Iohub, mapIrq, NUM_PIRQS } from "./iohub.ts";
+import { listenReplacingStale } from "./listen.ts";
+import { PollWindow } from "./poll_window.ts";
 
 /** Where a device's connection comes from. */
 export type DeviceEndpoint =
@@ -34,59 +42,104 @@ export interface DeviceSpec {
 export interface RemoteOptions {
   /** Receives one line per event worth telling (closed channels...). */
   log: (line: string) => void;
-  /** Busy-poll this long after each message before sleeping in epoll. */
+  /**
+   * Busy-poll this many microseconds after each message before sleeping;
+   * 0 never polls. Unset: adaptive, up to `pollMaxMicros`.
+   */
   pollMicros?: number;
+  /** Upper bound of the adaptive polling window (default 32). */
+  pollMaxMicros?: number;
 }
+
+/** Most devices one remote serves: one PIRQ each. */
+export const MAX_DEVICES = NUM_PIRQS;
 
 // A peer probing unmapped addresses must not flood the log.
 const LOGGED_REFUSALS = 10;
+// A peer whose replies stay unread this long is dropped: its queue is full
+// or it stopped reading, and it is not read meanwhile.
+const STALL_MS = 2000;
+// Longest stretch of back-to-back requests served before Deno's event loop
+// gets a turn (device timers, promises, signal handlers).
+const SLICE_MS = 4;
 const TOKEN_CHANNEL = NUM_PIRQS;
 const TOKEN_LISTENER = NUM_PIRQS * 2;
+const TOKEN_WAKE = NUM_PIRQS * 3;
 
 interface Slot {
   spec: DeviceSpec;
-  host: DeviceHost | null;
+  host: DeviceHost;
   listenFd: number;
   done: boolean;
+  /** Replies are queued: the channel is watched for room, not requests. */
+  stalled: boolean;
+  stallTimer: ReturnType<typeof setTimeout> | undefined;
 }
 
 /**
- * Serves devices until every channel has closed. run() returns 0 when all
- * closed normally and 1 when any closed on an error.
+ * Serves devices until every channel has closed or stop() is called. run()
+ * resolves 0 when all closed normally and 1 when any closed on an error.
  */
 export class Remote implements Disposable {
   /** The process's IOHUB (exposed for tests and diagnostics). */
   readonly iohub: Iohub;
   readonly #epoll = new Epoll(64);
+  readonly #wake = new EventFd();
   readonly #slots: Slot[] = [];
   readonly #log: (line: string) => void;
-  readonly #pollMicros: number;
+  readonly #poll: PollWindow;
   #failed = false;
   #open = 0;
+  #stopping = false;
 
   /** A remote with no devices yet. */
   constructor(options: RemoteOptions) {
     this.#log = options.log;
-    this.#pollMicros = options.pollMicros ?? 0;
+    this.#poll = options.pollMicros === undefined
+      ? new PollWindow({ maxNs: (options.pollMaxMicros ?? 32) * 1000 })
+      : new PollWindow({ fixedNs: options.pollMicros * 1000 });
     this.iohub = new Iohub({
       watch: (fd, pirq) => this.#epoll.add(fd, EPOLLIN, pirq),
       unwatch: (fd) => this.#epoll.remove(fd),
     });
+    try {
+      this.#epoll.add(this.#wake.fd, EPOLLIN, TOKEN_WAKE);
+    } catch (e) {
+      this.#wake.close();
+      this.#epoll.close();
+      throw e;
+    }
   }
 
   /**
-   * Adds a device: takes over its connected socket fd now, or listens on its
-   * socket path and accepts the first connection. Device i gets PIRQ i * 8
-   * (the devfn of slot i, as QEMU maps a device to its devfn).
+   * Adds a device: builds its model (a malformed one throws
+   * DeviceModelError), then takes over its connected socket fd, or
+   * listens on its socket path for the first connection. Device i is
+   * function i of the remote's bus; the IOHUB maps it to its PIRQ.
    */
   addDevice(spec: DeviceSpec): void {
     const index = this.#slots.length;
-    if (index >= NUM_PIRQS / 8) throw new RangeError("too many devices");
-    const slot: Slot = { spec, host: null, listenFd: -1, done: false };
+    if (index >= MAX_DEVICES) {
+      throw new RangeError(`at most ${MAX_DEVICES} devices per remote`);
+    }
+    const host = new DeviceHost(
+      spec.id,
+      mapIrq(index),
+      (ctx) => validateModel(spec.factory(ctx)),
+      this.iohub,
+    );
+    const slot: Slot = {
+      spec,
+      host,
+      listenFd: -1,
+      done: false,
+      stalled: false,
+      stallTimer: undefined,
+    };
     if (spec.endpoint.kind === "fd") {
       this.#attach(index, slot, spec.endpoint.fd);
     } else {
-      slot.listenFd = listenUnix(spec.endpoint.path);
+      slot.listenFd = listenReplacingStale(spec.endpoint.path);
       try {
         this.#epoll.add(slot.listenFd, EPOLLIN, TOKEN_LISTENER + index);
       } catch (e) {
@@ -104,43 +157,58 @@ export class Remote implements Disposable {
     const channel = new Channel(fd);
     try {
       setNonblocking(fd, true);
-      slot.host = new DeviceHost(
-        slot.spec.id,
-        index * 8,
-        slot.spec.factory,
-        this.iohub,
-        channel,
-      );
       this.#epoll.add(fd, EPOLLIN, TOKEN_CHANNEL + index);
     } catch (e) {
-      slot.host = null;
       channel.close();
       throw e;
     }
+    slot.host.attach(channel);
   }
 
-  /** Serves until every channel has closed; returns the exit status. */
-  run(): number {
+  /**
+   * Serves until every channel has closed or stop() was called; resolves
+   * the exit status. Requests that come back to back are served without
+   * leaving this function (polling briefly for the next one); when the
+   * peers are quiet it sleeps in epoll on a worker thread, so the event
+   * loop runs device timers and promises meanwhile.
+   */
+  async run(): Promise<number> {
     const ep = this.#epoll;
-    const spinMs = this.#pollMicros / 1000;
-    while (this.#open > 0) {
-      let n = 0;
-      if (spinMs > 0) {
-        // The peer usually sends its next request within microseconds of
-        // our reply: spinning catches it without a wake-up on another CPU.
-        const until = performance.now() + spinMs;
-        do n = ep.wait(0); while (n === 0 && performance.now() < until);
+    let slice = performance.now();
+    while (this.#open > 0 && !this.#stopping) {
+      let n = ep.wait(0);
+      if (n === 0) {
+        const start = performance.now();
+        const until = start + this.#poll.ns / 1e6;
+        while (n === 0 && performance.now() < until) n = ep.wait(0);
+        if (n === 0) {
+          n = await ep.waitAsync(-1);
+          slice = performance.now();
+        }
+        this.#poll.update((performance.now() - start) * 1e6);
+      } else if (performance.now() - slice > SLICE_MS) {
+        // A peer that never pauses must not starve the event loop: hand it
+        // a turn, collecting whatever is ready meanwhile.
+        n = await ep.waitAsync(0);
+        slice = performance.now();
       }
-      if (n === 0) n = ep.wait(-1);
       this.#handle(n);
     }
     return this.#failed ? 1 : 0;
   }
 
   /**
+   * Ends run() after the batch it is handling; safe from signal handlers
+   * and device callbacks. The caller then closes the remote.
+   */
+  stop(): void {
+    this.#stopping = true;
+    this.#wake.signal();
+  }
+
+  /**
    * Waits up to `timeoutMs` (-1: without limit) for one batch of events and
-   * handles it; returns how many there were. For a caller that runs the
-   * loop itself (tests, or a host with its own event loop).
+   * handles it; returns how many there were. For tests that step the loop.
    */
   step(timeoutMs: number): number {
     const n = this.#epoll.wait(timeoutMs);
@@ -166,38 +234,83 @@ export class Remote implements Disposable {
         this.#log(`PIRQ ${token}: resample failed: ${(e as Error).message}`);
       }
     } else if (token < TOKEN_LISTENER) {
-      this.#serve(token - TOKEN_CHANNEL);
-    } else {
+      const slot = this.#slots[token - TOKEN_CHANNEL];
+      if (slot.done) return;
+      if (slot.stalled) this.#drain(slot);
+      else this.#serve(slot);
+    } else if (token < TOKEN_WAKE) {
       this.#accept(token - TOKEN_LISTENER);
+    } else {
+      this.#wake.drain();
     }
   }
 
-  #serve(index: number): void {
-    const slot = this.#slots[index];
-    const host = slot.host!;
+  #serve(slot: Slot): void {
+    const host = slot.host;
+    const ch = host.channel;
     let state: number;
     try {
       // One read may bring several messages; epoll only reports what is
-      // still in the socket, so serve every whole message already buffered.
+      // still in the socket, so serve every whole message already buffered
+      // unless replies start to queue up.
       do {
-        state = host.channel.receive(true);
-        if (
-          state === Received.MESSAGE && host.handle() === Outcome.REFUSED &&
-          host.refusals <= LOGGED_REFUSALS
-        ) {
-          const more = host.refusals === LOGGED_REFUSALS
-            ? " (further refusals counted, not logged)"
-            : "";
-          this.#log(`${host.id}: refused: ${host.lastRefusal}${more}`);
-        }
-      } while (state === Received.MESSAGE && host.channel.hasBuffered);
+        state = ch.receive(true);
+        if (state === Received.MESSAGE) this.#handleMessage(host);
+      } while (
+        state === Received.MESSAGE && ch.hasBuffered && ch.queued === 0
+      );
     } catch (e) {
-      this.#closeSafely(slot, `closed: ${(e as Error).message}`, true);
+      this.#closeSafely(slot, `closed: ${describeFailure(e)}`, true);
       return;
     }
     if (state === Received.EOF) {
       this.#closeSafely(slot, "peer closed the connection", false);
+    } else if (ch.queued > 0) {
+      this.#stall(slot);
     }
+  }
+
+  #handleMessage(host: DeviceHost): void {
+    if (host.handle() !== Outcome.REFUSED) return;
+    if (host.refusals > LOGGED_REFUSALS) return;
+    const more = host.refusals === LOGGED_REFUSALS
+      ? " (further refusals counted, not logged)"
+      : "";
+    this.#log(`${host.id}: refused: ${host.lastRefusal}${more}`);
+  }
+
+  // The peer is not reading its replies: stop reading its requests until
+  // it has, and drop it if it does not within STALL_MS.
+  #stall(slot: Slot): void {
+    const fd = slot.host.channel.fd;
+    const index = this.#slots.indexOf(slot);
+    slot.stalled = true;
+    this.#epoll.modify(fd, EPOLLOUT, TOKEN_CHANNEL + index);
+    slot.stallTimer = setTimeout(() => {
+      slot.stallTimer = undefined;
+      this.#closeSafely(
+        slot,
+        `closed: the peer left its replies unread for ${STALL_MS} ms`,
+        true,
+      );
+    }, STALL_MS);
+  }
+
+  #drain(slot: Slot): void {
+    const ch = slot.host.channel;
+    try {
+      if (!ch.flush()) return;
+      clearTimeout(slot.stallTimer);
+      slot.stallTimer = undefined;
+      slot.stalled = false;
+      const index = this.#slots.indexOf(slot);
+      this.#epoll.modify(ch.fd, EPOLLIN, TOKEN_CHANNEL + index);
+    } catch (e) {
+      this.#closeSafely(slot, `closed: ${describeFailure(e)}`, true);
+      return;
+    }
+    // Requests that arrived with the ones answered may be buffered already.
+    if (ch.hasBuffered) this.#serve(slot);
   }
 
   // Closing a channel must not end the loop that serves the others.
@@ -245,20 +358,22 @@ export class Remote implements Disposable {
     slot.done = true;
     this.#open--;
     if (failed) this.#failed = true;
+    clearTimeout(slot.stallTimer);
+    slot.stallTimer = undefined;
     const host = slot.host;
-    slot.host = null;
-    if (host === null) {
+    if (!host.attached) {
       this.#log(`${slot.spec.id}: ${why}`);
-    } else {
-      const c = this.iohub.counters(host.pirq);
-      this.#log(
-        `${slot.spec.id}: ${why}; INTx asserts=${c.asserts} deasserts=${c.deasserts} resamples=${c.resamples} reasserts=${c.reasserts}; refused accesses=${host.refusals}`,
-      );
-      try {
-        this.#epoll.remove(host.channel.fd);
-      } finally {
-        host.close();
-      }
+      host.close();
+      return;
+    }
+    const c = this.iohub.counters(host.pirq);
+    this.#log(
+      `${slot.spec.id}: ${why}; INTx asserts=${c.asserts} deasserts=${c.deasserts} resamples=${c.resamples} reasserts=${c.reasserts}; refused accesses=${host.refusals}`,
+    );
+    try {
+      this.#epoll.remove(host.channel.fd);
+    } finally {
+      host.close();
     }
   }
 
@@ -268,14 +383,31 @@ export class Remote implements Disposable {
       if (slot.spec.endpoint.kind === "socket") {
         this.#stopListening(slot, slot.spec.endpoint.path);
       }
-      this.#close(slot, "remote shutting down", false);
+      this.#closeSafely(slot, "remote shutting down", false);
     }
-    this.iohub.finalize();
-    this.#epoll.close();
+    try {
+      this.iohub.finalize();
+    } finally {
+      this.#wake.close();
+      this.#epoll.close();
+    }
   }
 
   /** See close(). */
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+// Protocol and system errors are the peer's doing and read well as one
+// line; anything else is a bug in device code, whose stack is what helps.
+function describeFailure(e: unknown): string {
+  if (
+    e instanceof ProtocolError || e instanceof SysError ||
+    e instanceof GuestMemoryError
+  ) {
+    return e.message;
+  }
+  if (e instanceof Error) return `device error: ${e.stack ?? e.message}`;
+  return `device error: ${String(e)}`;
 }

@@ -19,7 +19,7 @@ Deno.test("cli: bad arguments get one clear line and exit 2", async (t) => {
   const cases: [string[], string][] = [
     [["frobnicate"], "iohub: unknown command 'frobnicate'"],
     [["remote"], "iohub: remote: at least one --device is required"],
-    [["remote", "--device", "nic,fd=3"], "unknown device type 'nic'"],
+    [["remote", "--device", "nic,fd=3"], "nic: unknown device type"],
     [
       ["remote", "--device", "testdev"],
       "give exactly one of fd=N and socket=PATH",

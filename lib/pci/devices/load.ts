@@ -1,0 +1,70 @@
+// Device types by name: a built-in (a bare name) or a device module (a
+// path or URL whose default export is a DeviceFactory). The one rule the
+// CLI, the launcher and the remote follow to turn `--device TYPE` into a
+// factory.
+
+import type { DeviceFactory } from "../device.ts";
+import { BUILTIN_DEVICES, builtinNames } from "./mod.ts";
+
+/** A device type that cannot be used: names the type and the problem. */
+export class DeviceTypeError extends Error {
+  /** Builds "TYPE: detail". */
+  constructor(type: string, detail: string) {
+    super(`${type}: ${detail}`);
+    this.name = "DeviceTypeError";
+  }
+}
+
+/**
+ * Whether `type` names a device module rather than a built-in: it contains
+ * a `/`, ends in `.ts`/`.js`/`.mjs`, or is a `file:`, `http:` or `https:`
+ * URL.
+ */
+export function isModuleType(type: string): boolean {
+  return type.includes("/") || /\.(ts|js|mjs)$/.test(type) ||
+    /^(file|https?):/.test(type);
+}
+
+/**
+ * The URL a module type loads from: URLs as they are, paths resolved
+ * against the current directory.
+ */
+export function moduleUrl(type: string): URL {
+  if (/^(file|https?):/.test(type)) return new URL(type);
+  const cwd = Deno.cwd().replace(/\/?$/, "/");
+  return new URL(type, new URL(`file://${encodeURI(cwd)}`));
+}
+
+/**
+ * Resolves `type` to its factory: a built-in by name, or the default
+ * export of a device module (loaded once per URL). Throws DeviceTypeError
+ * for an unknown name, a module that fails to load or exports no factory.
+ */
+export async function resolveDeviceType(type: string): Promise<DeviceFactory> {
+  if (!isModuleType(type)) {
+    const factory = BUILTIN_DEVICES[type];
+    if (factory === undefined) {
+      throw new DeviceTypeError(
+        type,
+        `unknown device type (built-ins: ${builtinNames()}; a module is a path or URL)`,
+      );
+    }
+    return factory;
+  }
+  const url = moduleUrl(type);
+  let mod: Record<string, unknown>;
+  try {
+    mod = await import(url.href);
+  } catch (e) {
+    const why = e instanceof Error ? e.message.split("\n")[0] : String(e);
+    throw new DeviceTypeError(type, `cannot load the module: ${why}`);
+  }
+  const factory = mod.default;
+  if (typeof factory !== "function") {
+    throw new DeviceTypeError(
+      type,
+      "the module's default export is not a device factory (a function ctx => model)",
+    );
+  }
+  return factory as DeviceFactory;
+}

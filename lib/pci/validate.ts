@@ -1,0 +1,188 @@
+// The rules a device model must follow before the remote serves it: IDs
+// that fit their registers, BARs sized as PCI sizes them, a capability list
+// that fits config space. One home for them; errors name the field.
+
+import type {
+  BarSpec,
+  CapabilitySpec,
+  ConfigExtras,
+  PciIdentity,
+} from "./config.ts";
+import type { DeviceModel } from "./device.ts";
+
+/** A device model that breaks a rule: names the field and the problem. */
+export class DeviceModelError extends Error {
+  /** Builds "field: detail". */
+  constructor(field: string, detail: string) {
+    super(`${field}: ${detail}`);
+    this.name = "DeviceModelError";
+  }
+}
+
+const CONFIG_END = 0x100;
+const CAPABILITIES_START = 0x40;
+
+// Math.log2 is exact on powers of two, which 32-bit `&` cannot test above 2^31.
+function isPow2(n: unknown): n is number {
+  return typeof n === "number" && Number.isSafeInteger(n) && n > 0 &&
+    Math.log2(n) % 1 === 0;
+}
+
+function checkInt(field: string, v: unknown, max: number): void {
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > max) {
+    throw new DeviceModelError(
+      field,
+      `${String(v)} is not an integer in 0..0x${max.toString(16)}`,
+    );
+  }
+}
+
+function checkIdentity(id: PciIdentity): void {
+  if (typeof id !== "object" || id === null) {
+    throw new DeviceModelError("identity", "missing");
+  }
+  checkInt("identity.vendorId", id.vendorId, 0xffff);
+  if (id.vendorId === 0xffff || id.vendorId === 0) {
+    throw new DeviceModelError(
+      "identity.vendorId",
+      `0x${id.vendorId.toString(16)} reads as no device`,
+    );
+  }
+  checkInt("identity.deviceId", id.deviceId, 0xffff);
+  if (id.revision !== undefined) {
+    checkInt("identity.revision", id.revision, 0xff);
+  }
+  if (id.classCode !== undefined) {
+    checkInt("identity.classCode", id.classCode, 0xffffff);
+  }
+  if (id.subsystemVendorId !== undefined) {
+    checkInt("identity.subsystemVendorId", id.subsystemVendorId, 0xffff);
+  }
+  if (id.subsystemId !== undefined) {
+    checkInt("identity.subsystemId", id.subsystemId, 0xffff);
+  }
+  if (id.interruptPin !== undefined) {
+    checkInt("identity.interruptPin", id.interruptPin, 4);
+  }
+}
+
+function checkBar(i: number, bar: BarSpec, next: BarSpec | null): void {
+  const field = `bars[${i}]`;
+  if (typeof bar !== "object") throw new DeviceModelError(field, "not a BAR");
+  if (bar.space !== "memory" && bar.space !== "io") {
+    throw new DeviceModelError(
+      `${field}.space`,
+      `${String(bar.space)}, expected "memory" or "io"`,
+    );
+  }
+  const io = bar.space === "io";
+  const min = io ? 4 : 16;
+  const max = io ? 256 : bar.is64 ? 2 ** 52 : 2 ** 31;
+  if (!isPow2(bar.size) || bar.size < min || bar.size > max) {
+    throw new DeviceModelError(
+      `${field}.size`,
+      `${String(bar.size)} is not a power of two in ${min}..${max}`,
+    );
+  }
+  if (io && (bar.is64 || bar.prefetchable)) {
+    throw new DeviceModelError(
+      field,
+      "an I/O BAR cannot be 64-bit or prefetchable",
+    );
+  }
+  if (bar.is64) {
+    if (i === 5) {
+      throw new DeviceModelError(field, "a 64-bit BAR cannot be the last one");
+    }
+    if (next !== null) {
+      throw new DeviceModelError(
+        `bars[${i + 1}]`,
+        `must be null: BAR${i} is 64-bit and takes this register`,
+      );
+    }
+  }
+}
+
+function checkCapability(i: number, cap: CapabilitySpec, at: number): number {
+  const field = `capabilities[${i}]`;
+  checkInt(`${field}.id`, cap.id, 0xff);
+  checkInt(`${field}.length`, cap.length, CONFIG_END - CAPABILITIES_START);
+  if (cap.length < 2) {
+    throw new DeviceModelError(`${field}.length`, `${cap.length} < 2`);
+  }
+  if (at + cap.length > CONFIG_END) {
+    throw new DeviceModelError(
+      field,
+      `does not fit in config space (ends at 0x${
+        (at + cap.length).toString(16)
+      })`,
+    );
+  }
+  for (const key of ["init", "writable"] as const) {
+    const bytes = cap[key];
+    if (bytes === undefined) continue;
+    if (bytes.length > cap.length - 2) {
+      throw new DeviceModelError(
+        `${field}.${key}`,
+        `${bytes.length} bytes, the capability has ${
+          cap.length - 2
+        } after its header`,
+      );
+    }
+  }
+  return at + ((cap.length + 3) & ~3);
+}
+
+/**
+ * Checks a config layout; throws DeviceModelError naming the first field
+ * that breaks a rule.
+ */
+export function checkLayout(
+  identity: PciIdentity,
+  bars: readonly (BarSpec | null)[],
+  extras: ConfigExtras,
+): void {
+  checkIdentity(identity);
+  if (!Array.isArray(bars) || bars.length > 6) {
+    throw new DeviceModelError("bars", "expected an array of at most 6 BARs");
+  }
+  for (let i = 0; i < bars.length; i++) {
+    const bar = bars[i];
+    if (bar !== null && bar !== undefined) {
+      checkBar(i, bar, bars[i + 1] ?? null);
+    }
+  }
+  const rom = extras.rom;
+  if (rom !== undefined && rom !== null) {
+    if (!isPow2(rom.size) || rom.size < 2048 || rom.size > 2 ** 31) {
+      throw new DeviceModelError(
+        "rom.size",
+        `${String(rom.size)} is not a power of two in 2048..${2 ** 31}`,
+      );
+    }
+  }
+  let at = CAPABILITIES_START;
+  (extras.capabilities ?? []).forEach((cap, i) => {
+    at = checkCapability(i, cap, at);
+  });
+}
+
+/**
+ * Checks what a device factory returned: the methods the remote calls and
+ * a valid config layout. Returns the model; throws DeviceModelError.
+ */
+export function validateModel(model: DeviceModel): DeviceModel {
+  if (typeof model !== "object" || model === null) {
+    throw new DeviceModelError("model", "the factory returned no object");
+  }
+  for (const m of ["read", "write"] as const) {
+    if (typeof model[m] !== "function") {
+      throw new DeviceModelError(m, "not a function");
+    }
+  }
+  if (model.reset !== undefined && typeof model.reset !== "function") {
+    throw new DeviceModelError("reset", "not a function");
+  }
+  checkLayout(model.identity, model.bars, model);
+  return model;
+}
