@@ -20,6 +20,13 @@ import {
 import { DEFAULT_QEMU } from "../qemu/probe.ts";
 import { type Command, UsageError } from "./common.ts";
 import { BUILTIN_DEVICES, builtinNames } from "../pci/devices/mod.ts";
+import {
+  DeviceTypeError,
+  isModuleType,
+  moduleUrl,
+  resolveDeviceType,
+} from "../pci/devices/load.ts";
+import { defaultDeviceId } from "./remote.ts";
 
 const HELP = `usage: iohub launch [options] [-- QEMU-ARGS...]
 
@@ -31,7 +38,8 @@ either ends, on --timeout, or on Ctrl-C.
 
 options:
   --device TYPE[,id=NAME]  a device to serve (repeatable; default: testdev).
-                           types: ${builtinNames()}
+                           types: ${builtinNames()}, or a device module
+                           by path or URL (./my_dev.ts)
   --qemu PATH              QEMU binary (default: ${DEFAULT_QEMU} on PATH)
   --accel kvm|tcg          accelerator (default kvm; under tcg QEMU's proxy
                            delivers no interrupts)
@@ -61,12 +69,14 @@ exit status:
 /** Parses one `--device TYPE[,id=NAME]` value (index names the default id). */
 export function parseLaunchDevice(value: string, index: number): LaunchDevice {
   const [type, ...opts] = value.split(",");
-  if (BUILTIN_DEVICES[type] === undefined) {
+  if (!isModuleType(type) && BUILTIN_DEVICES[type] === undefined) {
     throw new UsageError(
-      `--device ${value}: unknown device type '${type}' (known: ${builtinNames()})`,
+      `--device ${value}: unknown device type '${type}' (built-ins: ${builtinNames()}; a module is a path or URL)`,
     );
   }
-  let id = `${type}${index}`;
+  let id = isModuleType(type)
+    ? defaultDeviceId(type, index)
+    : `${type}${index}`;
   for (const opt of opts) {
     const m = /^id=([A-Za-z][\w.-]*)$/.exec(opt);
     if (m === null) {
@@ -198,6 +208,18 @@ export const launchCommand: Command = {
   help: HELP,
   async run(args: string[]): Promise<number> {
     const { options, serial } = parseLaunchArgs(args);
+    for (const d of options.devices ?? []) {
+      if (!isModuleType(d.type)) continue;
+      // The remote would fail the same way, later and as "remote failed".
+      try {
+        await resolveDeviceType(d.type);
+      } catch (e) {
+        if (e instanceof DeviceTypeError) throw new UsageError(e.message);
+        throw e;
+      }
+      // Whatever directory the remote runs in, it loads the same module.
+      d.type = moduleUrl(d.type).href;
+    }
     let out: { writeSync(p: Uint8Array): number; close?(): void } = Deno.stdout;
     if (serial !== null) {
       try {

@@ -469,7 +469,7 @@ export async function launch(opts: LaunchOptions = {}): Promise<LaunchOutcome> {
   if (devices.length === 0) throw new RangeError("launch: no devices");
   for (const d of devices) {
     // Both command lines split options on commas; QEMU ids start with a letter.
-    if (!/^[A-Za-z][\w.-]*$/.test(d.id) || !/^\w+$/.test(d.type)) {
+    if (!/^[A-Za-z][\w.-]*$/.test(d.id) || !/^[^,=]+$/.test(d.type)) {
       throw new RangeError(`launch: bad device ${d.type} id ${d.id}`);
     }
   }

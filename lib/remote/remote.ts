@@ -60,8 +60,13 @@ const LOGGED_REFUSALS = 10;
 // or it stopped reading, and it is not read meanwhile.
 const STALL_MS = 2000;
 // Longest stretch of back-to-back requests served before Deno's event loop
-// gets a turn (device timers, promises, signal handlers).
+// gets a turn (device timers, promises, signal handlers), checked every
+// YIELD_CHECK batches since reading the clock is a system call here.
 const SLICE_MS = 4;
+const YIELD_CHECK = 16;
+// How long the loop sleeps on its own thread before it sleeps in the event
+// loop: the most a device timer is delayed while a peer is busy.
+const SYNC_SLEEP_MS = 1;
 const TOKEN_CHANNEL = NUM_PIRQS;
 const TOKEN_LISTENER = NUM_PIRQS * 2;
 const TOKEN_WAKE = NUM_PIRQS * 3;
@@ -83,6 +88,12 @@ interface Slot {
 export class Remote implements Disposable {
   /** The process's IOHUB (exposed for tests and diagnostics). */
   readonly iohub: Iohub;
+  /**
+   * How each batch of events was found: already pending, caught while
+   * polling, after a short sleep on this thread, or after sleeping in the
+   * event loop (for diagnostics and tuning of the polling window).
+   */
+  readonly wakeups = { direct: 0, polled: 0, synced: 0, slept: 0 };
   readonly #epoll = new Epoll(64);
   readonly #wake = new EventFd();
   readonly #slots: Slot[] = [];
@@ -174,23 +185,38 @@ export class Remote implements Disposable {
    */
   async run(): Promise<number> {
     const ep = this.#epoll;
-    let slice = performance.now();
+    let yielded = performance.now();
+    let served = 0;
     while (this.#open > 0 && !this.#stopping) {
       let n = ep.wait(0);
+      if (n > 0) this.wakeups.direct++;
       if (n === 0) {
         const start = performance.now();
         const until = start + this.#poll.ns / 1e6;
         while (n === 0 && performance.now() < until) n = ep.wait(0);
+        if (n > 0) this.wakeups.polled++;
         if (n === 0) {
-          n = await ep.waitAsync(-1);
-          slice = performance.now();
+          // A short sleep on this thread first: a peer that answers within
+          // it wakes us without a hop through the event loop's threads.
+          n = ep.wait(SYNC_SLEEP_MS);
+          if (n > 0) this.wakeups.synced++;
         }
-        this.#poll.update((performance.now() - start) * 1e6);
-      } else if (performance.now() - slice > SLICE_MS) {
-        // A peer that never pauses must not starve the event loop: hand it
-        // a turn, collecting whatever is ready meanwhile.
+        if (n === 0) {
+          this.wakeups.slept++;
+          n = await ep.waitAsync(-1);
+          yielded = performance.now();
+        } else {
+          this.#poll.update((performance.now() - start) * 1e6);
+        }
+      }
+      if (
+        ++served % YIELD_CHECK === 0 && performance.now() - yielded > SLICE_MS
+      ) {
+        // Peers that never pause must not starve the event loop: hand it a
+        // turn, collecting whatever became ready meanwhile.
+        this.#handle(n);
         n = await ep.waitAsync(0);
-        slice = performance.now();
+        yielded = performance.now();
       }
       this.#handle(n);
     }

@@ -1,7 +1,11 @@
 // Test helper: an `iohub remote` subprocess serving testdevs on socketpairs,
 // and a minimal synchronous mpqemu client to drive it from the test.
 
-import { spawnTestdevRemote } from "../../lib/qemu/launch.ts";
+import {
+  defaultRemoteCommand,
+  spawnTestdevRemote,
+} from "../../lib/qemu/launch.ts";
+import { spawnWithSockets } from "../../lib/qemu/socket_child.ts";
 import {
   Channel,
   Cmd,
@@ -118,7 +122,32 @@ export function spawnRemote<T extends Endpoint = Client>(
   extra: string[] = [],
   wrap: (fd: number) => T = (fd) => new Client(fd) as unknown as T,
 ): RemoteProcess<T> {
-  const sc = spawnTestdevRemote(ids, extra);
+  return wrapRemote(spawnTestdevRemote(ids, extra), wrap);
+}
+
+/**
+ * Spawns `iohub remote` serving `devices` (TYPE[,id=NAME] each: a built-in
+ * or a module path) on socketpairs, as Clients. `command` replaces the
+ * remote's default command line (e.g. to grant more permissions).
+ */
+export function spawnDevices(
+  devices: string[],
+  extra: string[] = [],
+  command: string[] = defaultRemoteCommand(),
+): RemoteProcess<Client> {
+  const [program, ...args] = command;
+  const sc = spawnWithSockets(program, devices.length, (fds) => [
+    ...args,
+    ...extra,
+    ...devices.flatMap((d, i) => ["--device", `${d},fd=${fds[i]}`]),
+  ]);
+  return wrapRemote(sc, (fd) => new Client(fd));
+}
+
+function wrapRemote<T extends Endpoint>(
+  sc: ReturnType<typeof spawnTestdevRemote>,
+  wrap: (fd: number) => T,
+): RemoteProcess<T> {
   const clients = sc.fds.map(wrap);
   const finish = (): Promise<{ code: number; stderr: string }> => {
     for (const c of clients) c.close();

@@ -1,0 +1,105 @@
+// `iohub remote` as a process: SIGINT/SIGTERM close every channel with its
+// counters and remove socket files; stale socket files are replaced, live
+// ones refused.
+
+import { assert, assertEquals, assertStringIncludes } from "@std/assert";
+import { closeFd, connectUnix, listenUnix } from "../../ffi/mod.ts";
+import { Client } from "../remote/remote_process.ts";
+import { MAIN } from "./cli_run.ts";
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function startRemote(...args: string[]): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, "remote", ...args],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+}
+
+async function connectWhenListening(path: string): Promise<Client> {
+  for (let i = 0; i < 300; i++) {
+    try {
+      return new Client(connectUnix(path));
+    } catch {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+  throw new Error(`nobody listens on ${path}`);
+}
+
+for (const [signal, status] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
+  Deno.test(`remote: ${signal} closes every channel with counters, removes socket files, exits ${status}`, async () => {
+    const dir = Deno.makeTempDirSync();
+    const a = `${dir}/a.sock`;
+    const b = `${dir}/b.sock`;
+    const child = startRemote(
+      "--device",
+      `testdev,socket=${a},id=a`,
+      "--device",
+      `testdev,socket=${b},id=b`,
+    );
+    const c = await connectWhenListening(a);
+    try {
+      assertEquals(c.cfgRead(0), 0x10b11234n);
+      child.kill(signal);
+      const out = await child.output();
+      const stderr = new TextDecoder().decode(out.stderr);
+      assertEquals(out.code, status, stderr);
+      assertStringIncludes(stderr, `${signal}: closing every channel`);
+      assertStringIncludes(
+        stderr,
+        "a: remote shutting down; INTx asserts=0 deasserts=0",
+      );
+      assertStringIncludes(stderr, "b: remote shutting down");
+      assert(!exists(a) && !exists(b), "socket files removed");
+    } finally {
+      c.close();
+      Deno.removeSync(dir, { recursive: true });
+    }
+  });
+}
+
+Deno.test("remote: a socket file left by a dead process is replaced", async () => {
+  const dir = Deno.makeTempDirSync();
+  const path = `${dir}/stale.sock`;
+  closeFd(listenUnix(path)); // the file stays, nobody listens
+  const child = startRemote("--device", `testdev,socket=${path}`);
+  const c = await connectWhenListening(path);
+  try {
+    assertEquals(c.cfgRead(0), 0x10b11234n);
+  } finally {
+    c.close();
+  }
+  const out = await child.output();
+  assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
+  Deno.removeSync(dir, { recursive: true });
+});
+
+Deno.test("remote: a socket a live process listens on is refused, exit 2", async () => {
+  const dir = Deno.makeTempDirSync();
+  const path = `${dir}/live.sock`;
+  const fd = listenUnix(path);
+  try {
+    const out = await startRemote("--device", `testdev,socket=${path}`)
+      .output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assertEquals(out.code, 2, stderr);
+    assertEquals(
+      stderr.trim(),
+      `iohub: ${path}: a live process is listening on this socket`,
+    );
+    assert(exists(path), "the live process keeps its socket");
+  } finally {
+    closeFd(fd);
+    Deno.removeSync(dir, { recursive: true });
+  }
+});

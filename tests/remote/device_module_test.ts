@@ -1,0 +1,212 @@
+// Device modules loaded by path into a real `iohub remote`, written the
+// way a user outside the project would (plain objects, no imports): load
+// errors, timers busy and idle, async chains, timer-raised interrupts
+// through the irqfd, a throwing device, signals and socket files.
+
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertStringIncludes,
+} from "@std/assert";
+import { EventFd, pollReadable } from "../../ffi/mod.ts";
+import { spawnDevices } from "./remote_process.ts";
+import { iohub } from "../cli/cli_run.ts";
+
+const BAR0 = 0xfebf0000n;
+
+/** Writes `source` as a module in a fresh directory outside the project. */
+function writeModule(name: string, source: string): string {
+  const dir = Deno.makeTempDirSync({ prefix: "iohub-devmod-" });
+  const path = `${dir}/${name}`;
+  Deno.writeTextFileSync(path, source);
+  return path;
+}
+
+// A device as a user writes it: a default-exported factory returning an
+// object literal. Register 0 counts timer ticks, 4 holds the result of an
+// async chain started by a write to 8, a write to 12 starts raising INTx
+// from a timer, 16 lowers it; 20 throws.
+const TICKER = `
+export default (ctx) => {
+  let ticks = 0, chained = 0, level = false;
+  setInterval(() => { ticks++; }, 5);
+  const le = (d, v) => { for (let i = 0; i < d.length; i++) d[i] = i < 4 ? (v >>> (8 * i)) & 0xff : 0; };
+  return {
+    identity: { vendorId: 0x1af4, deviceId: 0x10f0 },
+    bars: [{ size: 4096, space: "memory" }],
+    read(bar, off, data) {
+      if (off === 20) throw new Error("register 20 is broken");
+      le(data, off === 0 ? ticks : off === 4 ? chained : level ? 1 : 0);
+    },
+    write(bar, off, data) {
+      if (off === 8) {
+        (async () => {
+          await Promise.resolve();
+          await new Promise((r) => setTimeout(r, 20));
+          const text = await Deno.readTextFile(import.meta.filename);
+          chained = text.length;
+        })();
+      } else if (off === 12) {
+        setTimeout(() => { level = true; ctx.setIrq(true); }, 30);
+      } else if (off === 16) {
+        level = false;
+        ctx.setIrq(false);
+      }
+    },
+  };
+};
+`;
+
+function enable(c: ReturnType<typeof spawnDevices>["clients"][number]): void {
+  c.cfgWrite(0x10, Number(BAR0));
+  c.cfgWrite(0x04, 0x2, 2);
+}
+
+async function until(cond: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 200 && !cond(); i++) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert(cond(), what);
+}
+
+Deno.test("device module: timers run while idle and while a peer floods requests", async () => {
+  const mod = writeModule("ticker.ts", TICKER);
+  await using r = spawnDevices([`${mod},id=tick`]);
+  const c = r.clients[0];
+  enable(c);
+  await new Promise((done) => setTimeout(done, 100));
+  const idle = c.barRead(BAR0);
+  assert(idle > 0n, "the interval fired while the remote slept");
+  // Back-to-back requests for a while: the event loop still gets turns.
+  const before = c.barRead(BAR0);
+  const t0 = performance.now();
+  while (performance.now() - t0 < 300) c.cfgRead(0);
+  assert(c.barRead(BAR0) > before, "the interval fired under load");
+  const { code, stderr } = await r.finish();
+  assertEquals(code, 0, stderr);
+});
+
+Deno.test("device module: an async chain with file I/O completes", async () => {
+  const mod = writeModule("ticker.ts", TICKER);
+  await using r = spawnDevices([`${mod},id=tick`]);
+  const c = r.clients[0];
+  enable(c);
+  c.barWrite(BAR0 + 8n, 1n);
+  await until(
+    () => c.barRead(BAR0 + 4n) === BigInt(TICKER.length),
+    "chain done",
+  );
+  const { code, stderr } = await r.finish();
+  assertEquals(code, 0, stderr);
+});
+
+Deno.test("device module: an interrupt raised from a timer arrives through the irqfd", async () => {
+  const mod = writeModule("ticker.ts", TICKER);
+  await using r = spawnDevices([`${mod},id=tick`]);
+  const c = r.clients[0];
+  using irq = new EventFd();
+  using rs = new EventFd();
+  enable(c);
+  c.setIrqfd(irq.fd, rs.fd);
+  c.barrier();
+  assertEquals(irq.drain(), 0n, "nothing before the write");
+  c.barWrite(BAR0 + 12n, 1n);
+  assert(await pollReadable(irq.fd, 5000), "the timer's interrupt arrived");
+  assertEquals(irq.drain(), 1n);
+  assertEquals(c.barRead(BAR0 + 16n), 1n);
+  c.barWrite(BAR0 + 16n, 1n);
+  const { code, stderr } = await r.finish();
+  assertEquals(code, 0, stderr);
+  assertStringIncludes(stderr, "asserts=1 deasserts=1");
+});
+
+Deno.test("device module: a device that throws closes only its channel, stack in the log", async () => {
+  const mod = writeModule("ticker.ts", TICKER);
+  await using r = spawnDevices([`${mod},id=bad`, `${mod},id=good`]);
+  const [bad, good] = r.clients;
+  enable(bad);
+  enable(good);
+  let threw = false;
+  try {
+    bad.barRead(BAR0 + 20n);
+  } catch {
+    threw = true;
+  }
+  assert(threw, "the channel of the throwing device closed");
+  assertEquals(good.barRead(BAR0 + 16n), 0n);
+  const { code, stderr } = await r.finish();
+  assertEquals(code, 1, stderr);
+  assertStringIncludes(
+    stderr,
+    "bad: closed: device error: Error: register 20 is broken",
+  );
+  assertMatch(stderr, /at Object.read \(file:\/\/.*ticker\.ts:\d+:\d+\)/);
+  assertStringIncludes(stderr, "good: peer closed the connection");
+});
+
+Deno.test("device module: an idle remote with a timer-free device costs no CPU", async () => {
+  const mod = writeModule(
+    "quiet.ts",
+    `export default () => ({ identity: { vendorId: 1, deviceId: 2 }, bars: [], read() {}, write() {} });`,
+  );
+  await using r = spawnDevices([mod]);
+  r.clients[0].barrier();
+  const cpu = (): number => {
+    const f = Deno.readTextFileSync(`/proc/${r.child.pid}/stat`).split(") ")[1]
+      .split(" ");
+    return Number(f[11]) + Number(f[12]); // utime + stime, in ticks
+  };
+  const before = cpu();
+  await new Promise((done) => setTimeout(done, 1000));
+  // 100 ticks per second: 2 ticks is 2% of one CPU, with room for noise.
+  assert(
+    cpu() - before <= 2,
+    `idle remote used ${cpu() - before} ticks in 1 s`,
+  );
+  const { code } = await r.finish();
+  assertEquals(code, 0);
+});
+
+Deno.test("device module: bad modules are one line naming the module, exit 2", async (t) => {
+  const cases: [string, string, string][] = [
+    ["missing.ts", "", "cannot load the module"],
+    ["syntax.ts", "export default (ctx => {", "cannot load the module"],
+    [
+      "nodefault.ts",
+      "export const x = 1;",
+      "default export is not a device factory",
+    ],
+    [
+      "badbar.ts",
+      `export default () => ({ identity: { vendorId: 1, deviceId: 2 }, bars: [{ size: 3000, space: "memory" }], read() {}, write() {} });`,
+      "malformed device model: bars[0].size: 3000 is not a power of two",
+    ],
+    [
+      "badid.ts",
+      `export default () => ({ identity: { vendorId: 0x12345, deviceId: 2 }, bars: [], read() {}, write() {} });`,
+      "malformed device model: identity.vendorId",
+    ],
+    [
+      "throws.ts",
+      `export default () => { throw new Error("no hardware"); };`,
+      "the device factory failed: no hardware",
+    ],
+  ];
+  for (const [name, source, msg] of cases) {
+    await t.step(name, async () => {
+      const path = source === ""
+        ? `${Deno.makeTempDirSync()}/${name}`
+        : writeModule(name, source);
+      const res = await iohub(
+        "remote",
+        "--device",
+        `${path},socket=/tmp/iohub-unused-${name}.sock`,
+      );
+      assertEquals(res.code, 2, res.stderr);
+      assertStringIncludes(res.stderr, path);
+      assertStringIncludes(res.stderr, msg);
+      assertEquals(res.stderr.trim().split("\n").length, 1, res.stderr);
+    });
+  }
+});

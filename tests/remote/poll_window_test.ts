@@ -1,0 +1,27 @@
+import { assertEquals } from "@std/assert";
+import { PollWindow } from "../../lib/remote/poll_window.ts";
+
+Deno.test("poll window: grows while polling would catch the peer, drops when it goes quiet", () => {
+  const w = new PollWindow({ maxNs: 32_000 });
+  assertEquals(w.ns, 0, "an idle remote starts without polling");
+  const seen: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    w.update(20_000); // the peer answers after 20 us
+    seen.push(w.ns);
+  }
+  assertEquals(seen, [4_000, 8_000, 16_000, 32_000, 32_000]);
+  w.update(10_000);
+  assertEquals(w.ns, 32_000, "caught while polling: kept");
+  w.update(5_000_000);
+  assertEquals(w.ns, 0, "a pause longer than the bound stops polling");
+});
+
+Deno.test("poll window: a fixed window never adapts; 0 never polls", () => {
+  const fixed = new PollWindow({ fixedNs: 50_000 });
+  fixed.update(10_000_000);
+  fixed.update(1_000);
+  assertEquals(fixed.ns, 50_000);
+  const off = new PollWindow({ fixedNs: 0 });
+  off.update(1_000);
+  assertEquals(off.ns, 0);
+});
