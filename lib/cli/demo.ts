@@ -7,12 +7,7 @@
 
 import { parseArgs } from "@std/cli/parse-args";
 import { buildBootImage } from "../guest/boot_image.ts";
-import {
-  type GuestResult,
-  type IntxCounters,
-  parseGuestResult,
-  parseIntxCounters,
-} from "../guest/result.ts";
+import { type GuestResult, parseGuestResult } from "../guest/result.ts";
 import { kvmUnavailableReason } from "../kvm/kvm.ts";
 import {
   measureUserSinkInterrupts,
@@ -20,6 +15,7 @@ import {
 } from "../proxy/irq_roundtrip.ts";
 import { EXIT_OK, launch } from "../qemu/launch.ts";
 import { DEFAULT_QEMU } from "../qemu/probe.ts";
+import { type ClosedDevice, parseCloseLine } from "../remote/close_line.ts";
 import { type Command, UsageError } from "./common.ts";
 
 const HELP =
@@ -50,7 +46,7 @@ const RESULT_CHECKS = ["dma_to_guest", "dma_from_guest", "reset"] as const;
 
 function summary(
   r: GuestResult,
-  counters: IntxCounters[],
+  counters: ClosedDevice[],
   seconds: number,
 ): string[] {
   const lines = [
@@ -66,7 +62,7 @@ function summary(
   ];
   for (const c of counters) {
     lines.push(
-      `  remote IOHUB, ${c.id}: asserts=${c.asserts} deasserts=${c.deasserts} resamples=${c.resamples} reasserts=${c.reasserts}`,
+      `  remote IOHUB, ${c.id}: asserts=${c.counters.asserts} deasserts=${c.counters.deasserts} resamples=${c.counters.resamples} reasserts=${c.counters.reasserts}`,
     );
   }
   lines.push(
@@ -151,7 +147,7 @@ export const demoCommand: Command = {
     console.log("iohub demo: assembling the guest (guest/boot/*.S) ...");
     const image = await buildBootImage();
     let result: GuestResult | null = null;
-    const counters: IntxCounters[] = [];
+    const counters: ClosedDevice[] = [];
     const controller = new AbortController();
     const onSignal = (): void => controller.abort("SIGINT");
     Deno.addSignalListener("SIGINT", onSignal);
@@ -173,7 +169,7 @@ export const demoCommand: Command = {
         },
         onRemoteLine: (line) => {
           console.log(`  remote| ${line}`);
-          const c = parseIntxCounters(line);
+          const c = parseCloseLine(line);
           if (c !== null) counters.push(c);
         },
         onQemuLine: (line) => console.log(`  qemu  | ${line}`),

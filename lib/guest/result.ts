@@ -1,6 +1,5 @@
-// Reads the two machine-readable lines a demo run produces: the boot
-// guest's `IOHUB-RESULT key=value ...` serial line and the remote's
-// per-device close line with its IOHUB counters.
+// Reads the machine-readable line a guest writes to its serial console:
+// `IOHUB-RESULT key=value ...`.
 
 /** The boot guest's result line as key -> value (all strings). */
 export type GuestResult = Record<string, string>;
@@ -19,35 +18,4 @@ export function parseGuestResult(line: string): GuestResult | null {
     if (eq > 0) out[field.slice(0, eq)] = field.slice(eq + 1);
   }
   return out;
-}
-
-/** INTx counters the remote logs when a device's channel closes. */
-export interface IntxCounters {
-  /** Device id. */
-  id: string;
-  /** 0 -> 1 level edges written to the irqfd. */
-  asserts: number;
-  /** Deassertions counted. */
-  deasserts: number;
-  /** Resamples (guest EOIs) seen. */
-  resamples: number;
-  /** Re-assertions made on resample because the level stayed high. */
-  reasserts: number;
-}
-
-// The cause may itself contain ": ", so the id is taken from the start.
-const CLOSE_LINE =
-  /^(?:iohub remote: )?([\w.-]+): .*; INTx asserts=(\d+) deasserts=(\d+) resamples=(\d+) reasserts=(\d+)/;
-
-/** Parses a remote close line; null for any other line. */
-export function parseIntxCounters(line: string): IntxCounters | null {
-  const m = CLOSE_LINE.exec(line);
-  if (m === null) return null;
-  return {
-    id: m[1],
-    asserts: Number(m[2]),
-    deasserts: Number(m[3]),
-    resamples: Number(m[4]),
-    reasserts: Number(m[5]),
-  };
 }

@@ -17,6 +17,7 @@ import {
 import { Channel, ProtocolError, Received } from "../mpqemu/mod.ts";
 import type { DeviceFactory } from "../pci/device.ts";
 import { validateModel } from "../pci/validate.ts";
+import { formatCloseLine } from "./close_line.ts";
 import { DeviceHost, Outcome } from "./device_host.ts";
 import { GuestMemoryError } from "./guest_memory.ts";
 import { Iohub, mapIrq, NUM_PIRQS } from "./iohub.ts";
@@ -392,10 +393,11 @@ export class Remote implements Disposable {
       host.close();
       return;
     }
-    const c = this.iohub.counters(host.pirq);
-    this.#log(
-      `${slot.spec.id}: ${why}; INTx asserts=${c.asserts} deasserts=${c.deasserts} resamples=${c.resamples} reasserts=${c.reasserts}; refused accesses=${host.refusals}`,
-    );
+    this.#log(formatCloseLine({
+      id: slot.spec.id,
+      counters: this.iohub.counters(host.pirq),
+      refusals: host.refusals,
+    }, why));
     try {
       this.#epoll.remove(host.channel.fd);
     } finally {

@@ -13,7 +13,7 @@ Deno.test({
   name:
     "examples/blinker.ts: loaded by path behind iohub launch, its timer pulses INTx",
   ignore: !haveQemu(),
-  async fn() {
+  async fn(): Promise<void> {
     const r = await iohub(
       "launch",
       "--device",

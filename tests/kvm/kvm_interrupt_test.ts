@@ -7,10 +7,8 @@
 
 import { assert, assertEquals, assertGreater } from "@std/assert";
 import { Reg } from "../../lib/pci/devices/testdev.ts";
-import {
-  type IntxCounters,
-  parseIntxCounters,
-} from "../../lib/guest/result.ts";
+import { parseCloseLine } from "../../lib/remote/close_line.ts";
+import type { PirqCounters } from "../../lib/remote/iohub.ts";
 import {
   createIrqGuestMachine,
   IrqGuestFlag,
@@ -86,10 +84,10 @@ function reg(p: ProxyDevice, off: number): number {
 }
 
 /** The remote's INTx counters for `id` from its log. */
-function remoteCounters(stderr: string, id = "dev"): IntxCounters {
+function remoteCounters(stderr: string, id = "dev"): PirqCounters {
   for (const line of stderr.split("\n")) {
-    const c = parseIntxCounters(line);
-    if (c !== null && c.id === id) return c;
+    const c = parseCloseLine(line);
+    if (c !== null && c.id === id) return c.counters;
   }
   throw new Error(`no INTx close line for ${id} in:\n${stderr}`);
 }

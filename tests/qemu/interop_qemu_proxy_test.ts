@@ -5,12 +5,12 @@
 
 import { assert, assertEquals } from "@std/assert";
 import { buildBootImage } from "../../lib/guest/boot_image.ts";
+import { type GuestResult, parseGuestResult } from "../../lib/guest/result.ts";
 import {
-  type GuestResult,
-  type IntxCounters,
-  parseGuestResult,
-  parseIntxCounters,
-} from "../../lib/guest/result.ts";
+  type ClosedDevice,
+  parseCloseLine,
+} from "../../lib/remote/close_line.ts";
+import type { PirqCounters } from "../../lib/remote/iohub.ts";
 import { launch, type LaunchOutcome } from "../../lib/qemu/launch.ts";
 import { assertNoFdLeak } from "../fd_check.ts";
 import { haveBinutils, haveKvm, haveQemu, QEMU } from "../requirements.ts";
@@ -28,9 +28,9 @@ interface BootRun {
   serial: string[];
   result: GuestResult;
   /** The first device's close line. */
-  counters: IntxCounters;
+  counters: PirqCounters;
   /** Every device's close line, in the order the remote closed them. */
-  allCounters: IntxCounters[];
+  allCounters: ClosedDevice[];
 }
 
 /** Boots the guest against `ids` testdevs and collects what both sides said. */
@@ -58,7 +58,7 @@ async function bootRun(
   }\n${out.message}`;
   const results = serial.map(parseGuestResult).filter((r) => r !== null);
   assertEquals(results.length, 1, `one IOHUB-RESULT line\n${context}`);
-  const counters = out.remoteLines.map(parseIntxCounters)
+  const counters = out.remoteLines.map(parseCloseLine)
     .filter((c) => c !== null);
   assertEquals(
     counters.map((c) => c.id).sort(),
@@ -69,7 +69,7 @@ async function bootRun(
     outcome: out,
     serial,
     result: results[0]!,
-    counters: counters.find((c) => c.id === ids[0])!,
+    counters: counters.find((c) => c.id === ids[0])!.counters,
     allCounters: counters,
   };
 }
@@ -125,7 +125,7 @@ Deno.test({
     }
     // The guest drives the first device it finds; the other only saw
     // QEMU's own config traffic and DEVICE_RESET, never an interrupt.
-    const asserts = allCounters.map((c) => c.asserts).sort();
+    const asserts = allCounters.map((c) => c.counters.asserts).sort();
     assertEquals(asserts, [0, 2]);
   },
 });
