@@ -1,15 +1,25 @@
 // The proxy side of mpqemu: what QEMU's x-pci-proxy-dev does, for any
 // remote (ours or QEMU's -machine x-remote). It sends guest memory and the
-// irqfd pair, sizes the BARs like probe_pci_info, keeps a copy of the BAR
-// and command registers to decode guest accesses, forwards config, BAR and
-// reset requests, and routes the INTx pair into KVM or a user-space sink.
+// irqfd pair, sizes the BARs like probe_pci_info, keeps its own PciConfig
+// of the device's header to decode guest accesses (as QEMU's proxy runs
+// pci_default_write_config), forwards config, BAR and reset requests, and
+// routes the INTx pair into KVM or a user-space sink.
 
 import { closeFd, pollReadable, waitReadable } from "../../ffi/mod.ts";
-import { IrqLevelEvent } from "../mpqemu/mod.ts";
+import {
+  type BarSpec,
+  CMD_IO,
+  CMD_MEMORY,
+  NUM_BARS,
+  PCI_BAR0,
+  PCI_COMMAND,
+  PciConfig,
+} from "../pci/config.ts";
 import {
   Channel,
   Cmd,
   cmdName,
+  IrqLevelEvent,
   Received,
   type SysmemRegion,
   UINT64_MAX,
@@ -31,6 +41,10 @@ export interface BarInfo {
   size: number;
   /** Memory space (true) or I/O space (false). */
   memory: boolean;
+  /** Present (true) for a 64-bit BAR, which takes the next register too. */
+  is64?: true;
+  /** Present (true) for a prefetchable memory BAR. */
+  prefetchable?: true;
 }
 
 /** What probe() learned, the same fields QEMU's probe_pci_info reads. */
@@ -62,14 +76,11 @@ export interface ProxyOptions {
   name?: string;
 }
 
-const PCI_COMMAND = 0x04;
-const PCI_BAR0 = 0x10;
-const PCI_NUM_BARS = 6;
 // QEMU probes PCI_NUM_REGIONS (7) registers from 0x10: six BARs plus 0x28,
 // which a type 0 header does not decode; we send the same sequence.
 const PROBE_REGIONS = 7;
-const CMD_IO = 0x1;
-const CMD_MEMORY = 0x2;
+const BAR_TYPE_64 = 0x4;
+const BAR_PREFETCH = 0x8;
 
 /**
  * The proxy end of one mpqemu connection.
@@ -91,12 +102,9 @@ export class ProxyDevice implements Disposable {
   #vm: IrqfdRegistrar | null = null;
   #gsi = -1;
   #sink: UserIrqSink | null = null;
-  // Local copy of the header's first 64 bytes as the proxy last wrote them
-  // (QEMU keeps one too, via pci_default_write_config), for BAR decoding.
-  readonly #header = new Uint8Array(64);
-  readonly #headerView = new DataView(this.#header.buffer);
-  readonly #sizes = new Array<number>(PCI_NUM_BARS).fill(0);
-  readonly #memory = new Array<boolean>(PCI_NUM_BARS).fill(false);
+  // The header as the proxy wrote it, with the BAR layout the probe found;
+  // null before probe(), when no BAR can decode.
+  #config: PciConfig | null = null;
   readonly #dataView = new DataView(new ArrayBuffer(8));
 
   /** Takes ownership of `sock`, a connected mpqemu stream socket. */
@@ -254,40 +262,23 @@ export class ProxyDevice implements Disposable {
   }
 
   /**
-   * PCI_CFGWRITE, after applying the write to the local header copy so
-   * BAR and command changes take effect in the decoder.
+   * PCI_CFGWRITE, after applying the write to the local config so BAR and
+   * command changes take effect in the decoder.
    */
   configWrite(addr: number, val: number, len: number): void {
-    this.#mirror(addr, val, len);
+    if (
+      addr >= 0 && (len === 1 || len === 2 || len === 4) && addr + len <= 256
+    ) {
+      this.#config?.write(addr, val, len);
+    }
     this.#ch.tx.encodeCfg(Cmd.PCI_CFGWRITE, addr, val, len);
     this.#request("PCI_CFGWRITE");
   }
 
-  #mirror(addr: number, val: number, len: number): void {
-    if (len < 1 || len > 4 || addr < 0 || addr + len > this.#header.length) {
-      return;
-    }
-    for (let i = 0; i < len; i++) {
-      this.#header[addr + i] = (val >>> (8 * i)) & 0xff;
-    }
-    for (let bar = 0; bar < PCI_NUM_BARS; bar++) {
-      const size = this.#sizes[bar];
-      const off = PCI_BAR0 + 4 * bar;
-      if (size === 0 || addr >= off + 4 || addr + len <= off) continue;
-      // The register keeps only the address bits its size decodes.
-      const raw = this.#headerView.getUint32(off, true);
-      const typeBits = this.#memory[bar] ? 0 : 1;
-      this.#headerView.setUint32(
-        off,
-        ((raw & ~(size - 1)) | typeBits) >>> 0,
-        true,
-      );
-    }
-  }
-
   /**
    * Reads identity registers and sizes every BAR exactly as QEMU's
-   * probe_pci_info does: read, write all ones, read back, restore.
+   * probe_pci_info does: read, write all ones, read back, restore. Unlike
+   * QEMU 7.2's proxy it reads a 64-bit BAR's type and pairs the registers.
    */
   probe(): ProbeInfo {
     const info: ProbeInfo = {
@@ -297,21 +288,46 @@ export class ProxyDevice implements Disposable {
       subsystemId: this.configRead(0x2e, 2),
       bars: [],
     };
+    const orig: number[] = [];
+    const masks: number[] = [];
     for (let i = 0; i < PROBE_REGIONS; i++) {
       const reg = PCI_BAR0 + 4 * i;
-      const orig = this.configRead(reg, 4);
+      orig.push(this.configRead(reg, 4));
       this.#ch.tx.encodeCfg(Cmd.PCI_CFGWRITE, reg, 0xffffffff, 4);
       this.#request("PCI_CFGWRITE");
-      const mask = this.configRead(reg, 4);
-      const size = (~(mask & 0xfffffff0) + 1) >>> 0;
-      this.#ch.tx.encodeCfg(Cmd.PCI_CFGWRITE, reg, orig, 4);
+      masks.push(this.configRead(reg, 4));
+      this.#ch.tx.encodeCfg(Cmd.PCI_CFGWRITE, reg, orig[i], 4);
       this.#request("PCI_CFGWRITE");
-      if (size === 0 || i >= PCI_NUM_BARS) continue;
-      const memory = (mask & 1) === 0;
-      this.#sizes[i] = size;
-      this.#memory[i] = memory;
-      info.bars.push({ index: i, size, memory });
     }
+    const bars: (BarSpec | null)[] = new Array(NUM_BARS).fill(null);
+    for (let i = 0; i < NUM_BARS; i++) {
+      const mask = masks[i];
+      const memory = (mask & 1) === 0;
+      const is64 = memory && (mask & 0x6) === BAR_TYPE_64 && i + 1 < NUM_BARS;
+      const low = (mask & 0xfffffff0) >>> 0;
+      const size = is64 ? size64(low, masks[i + 1]) : (~low + 1) >>> 0;
+      if (size === 0) continue;
+      const bar: BarInfo = { index: i, size, memory };
+      if (is64) bar.is64 = true;
+      if (memory && (mask & BAR_PREFETCH) !== 0) bar.prefetchable = true;
+      info.bars.push(bar);
+      bars[i] = {
+        size,
+        space: memory ? "memory" : "io",
+        is64: bar.is64,
+        prefetchable: bar.prefetchable,
+      };
+      if (is64) i++;
+    }
+    const config = new PciConfig(
+      { vendorId: info.vendorId || 1, deviceId: info.deviceId },
+      bars,
+    );
+    orig.slice(0, NUM_BARS).forEach((v, i) =>
+      config.write(PCI_BAR0 + 4 * i, v, 4)
+    );
+    config.write(PCI_COMMAND, this.configRead(PCI_COMMAND, 2), 2);
+    this.#config = config;
     return info;
   }
 
@@ -320,35 +336,38 @@ export class ProxyDevice implements Disposable {
    * enables I/O and memory decoding, as firmware would.
    */
   mapBars(bases: readonly number[]): void {
-    let command = this.#headerView.getUint16(PCI_COMMAND, true);
-    for (let i = 0; i < PCI_NUM_BARS; i++) {
-      const size = this.#sizes[i];
-      if (size === 0) continue;
+    const config = this.#probed("mapBars");
+    let command = config.command;
+    for (let i = 0; i < NUM_BARS; i++) {
+      const bar = config.bars[i];
+      if (bar === null) continue;
       const base = bases[i];
-      if (base === undefined || base % size !== 0) {
+      if (base === undefined || base % bar.size !== 0) {
         throw new ProxyError(
           this.#name,
           "mapBars",
-          `BAR${i} needs a base aligned to its size 0x${size.toString(16)}`,
+          `BAR${i} needs a base aligned to its size 0x${bar.size.toString(16)}`,
         );
       }
-      this.configWrite(PCI_BAR0 + 4 * i, base, 4);
-      command |= this.#memory[i] ? CMD_MEMORY : CMD_IO;
+      this.configWrite(PCI_BAR0 + 4 * i, base % 2 ** 32, 4);
+      if (bar.is64) {
+        this.configWrite(PCI_BAR0 + 4 * i + 4, Math.floor(base / 2 ** 32), 4);
+      }
+      command |= bar.space === "memory" ? CMD_MEMORY : CMD_IO;
     }
     this.configWrite(PCI_COMMAND, command, 2);
   }
 
+  #probed(cmd: string): PciConfig {
+    if (this.#config === null) {
+      throw new ProxyError(this.#name, cmd, "probe() has not run");
+    }
+    return this.#config;
+  }
+
   /** Where BAR `index` decodes now: its base, or -1 when not decoding. */
   barBase(index: number): number {
-    const size = this.#sizes[index];
-    if (size === 0) return -1;
-    const command = this.#headerView.getUint16(PCI_COMMAND, true);
-    if ((command & (this.#memory[index] ? CMD_MEMORY : CMD_IO)) === 0) {
-      return -1;
-    }
-    const raw = this.#headerView.getUint32(PCI_BAR0 + 4 * index, true);
-    const base = this.#memory[index] ? raw & ~0xf : raw & ~0x3;
-    return base === 0 ? -1 : base >>> 0;
+    return this.#config?.barAddress(index) ?? -1;
   }
 
   /** BAR_READ at `offset` into BAR `index` (must be decoding). */
@@ -359,7 +378,7 @@ export class ProxyDevice implements Disposable {
       BigInt(base + offset),
       0n,
       size,
-      this.#memory[index],
+      this.#config!.regionIsMemory(index),
     );
     return this.#request("BAR_READ") ?? UINT64_MAX;
   }
@@ -372,7 +391,7 @@ export class ProxyDevice implements Disposable {
       BigInt(base + offset),
       value,
       size,
-      this.#memory[index],
+      this.#config!.regionIsMemory(index),
     );
     this.#request("BAR_WRITE");
   }
@@ -395,10 +414,14 @@ export class ProxyDevice implements Disposable {
     isWrite: boolean,
     data: Uint8Array,
   ): boolean {
-    for (let i = 0; i < PCI_NUM_BARS; i++) {
-      if (this.#memory[i] !== memory) continue;
-      const base = this.barBase(i);
-      if (base < 0 || addr < base || addr >= base + this.#sizes[i]) continue;
+    const config = this.#config;
+    if (config === null) return false;
+    for (let i = 0; i < NUM_BARS; i++) {
+      if (config.regionIsMemory(i) !== memory) continue;
+      const base = config.barAddress(i);
+      if (base < 0 || addr < base || addr >= base + config.regionSize(i)) {
+        continue;
+      }
       const len = data.length;
       const dv = this.#dataView;
       const tx = this.#ch.tx;
@@ -437,13 +460,13 @@ export class ProxyDevice implements Disposable {
   }
 
   /**
-   * DEVICE_RESET, awaiting the reply; the local header copy is cleared as
-   * the device's config space is (BARs unprogrammed, command 0).
+   * DEVICE_RESET, awaiting the reply; the local config is reset as the
+   * device's is (BARs unprogrammed, command 0).
    */
   reset(): void {
     this.#ch.tx.encodeEmpty(Cmd.DEVICE_RESET);
     this.#request("DEVICE_RESET");
-    this.#header.fill(0);
+    this.#config?.reset();
   }
 
   /** Detaches from KVM, closes the socket and the irqfd pair; idempotent. */
@@ -524,4 +547,11 @@ export class UserIrqSink {
   eoi(): void {
     this.#irq().signalResample();
   }
+}
+
+// The size a 64-bit BAR's two sizing masks give: 2^64 minus the address
+// bits they keep, computed without BigInt (exact for the sizes PCI allows
+// below 2^53).
+function size64(low: number, high: number): number {
+  return (0x1_0000_0000 - high) * 0x1_0000_0000 - low;
 }

@@ -10,7 +10,7 @@ import {
   assertStringIncludes,
 } from "@std/assert";
 import { EventFd, pollReadable } from "../../ffi/mod.ts";
-import { spawnDevices } from "./remote_process.ts";
+import { type Client, spawnDevices } from "./remote_process.ts";
 import { iohub } from "../cli/cli_run.ts";
 
 const BAR0 = 0xfebf0000n;
@@ -58,7 +58,7 @@ export default (ctx) => {
 };
 `;
 
-function enable(c: ReturnType<typeof spawnDevices>["clients"][number]): void {
+function enable(c: Client): void {
   c.cfgWrite(0x10, Number(BAR0));
   c.cfgWrite(0x04, 0x2, 2);
 }

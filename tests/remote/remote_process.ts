@@ -127,21 +127,21 @@ export function spawnRemote<T extends Endpoint = Client>(
 
 /**
  * Spawns `iohub remote` serving `devices` (TYPE[,id=NAME] each: a built-in
- * or a module path) on socketpairs, as Clients. `command` replaces the
- * remote's default command line (e.g. to grant more permissions).
+ * or a module path) on socketpairs; `wrap` turns our end of each into the
+ * test's endpoint (a Client by default).
  */
-export function spawnDevices(
+export function spawnDevices<T extends Endpoint = Client>(
   devices: string[],
   extra: string[] = [],
-  command: string[] = defaultRemoteCommand(),
-): RemoteProcess<Client> {
-  const [program, ...args] = command;
+  wrap: (fd: number) => T = (fd) => new Client(fd) as unknown as T,
+): RemoteProcess<T> {
+  const [program, ...args] = defaultRemoteCommand();
   const sc = spawnWithSockets(program, devices.length, (fds) => [
     ...args,
     ...extra,
     ...devices.flatMap((d, i) => ["--device", `${d},fd=${fds[i]}`]),
   ]);
-  return wrapRemote(sc, (fd) => new Client(fd));
+  return wrapRemote(sc, wrap);
 }
 
 function wrapRemote<T extends Endpoint>(
