@@ -71,13 +71,15 @@ export class DeviceHost implements Disposable {
 
   /**
    * Builds the model with `build`, given the context that wires it to
-   * `iohub` on `pirq` and to this host's guest memory.
+   * `iohub` on `pirq` and to this host's guest memory; the model's log
+   * lines go to `log`, prefixed with the device's id.
    */
   constructor(
     id: string,
     pirq: number,
     build: (ctx: DeviceContext) => DeviceModel,
     iohub: Iohub,
+    log?: (line: string) => void,
   ) {
     this.id = id;
     this.pirq = pirq;
@@ -86,6 +88,7 @@ export class DeviceHost implements Disposable {
       setIrq: (level) => this.#setLevel(level),
       dmaRead: (gpa, dst) => this.memory.read(gpa, dst),
       dmaWrite: (gpa, src) => this.memory.write(gpa, src),
+      log: (line) => log?.(`${id}: ${line}`),
     });
     this.config = new PciConfig(this.model.identity, this.model.bars, {
       rom: this.model.rom,
