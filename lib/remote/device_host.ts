@@ -284,16 +284,24 @@ export class DeviceHost implements Disposable {
     this.#iohub.setIrq(this.pirq, line);
   }
 
-  /** Releases the PIRQ, unmaps guest memory and closes the channel. */
+  /**
+   * Resets the model, releases the PIRQ, unmaps guest memory and closes the
+   * channel. The reset comes first so that work the model left on a timer
+   * (edu's DMA) cannot fire into a host whose memory and PIRQ are gone.
+   */
   close(): void {
     try {
-      this.#iohub.clear(this.pirq);
+      this.model.reset?.();
     } finally {
       try {
-        this.memory.close();
+        this.#iohub.clear(this.pirq);
       } finally {
-        this.#channel?.close();
-        this.#channel = null;
+        try {
+          this.memory.close();
+        } finally {
+          this.#channel?.close();
+          this.#channel = null;
+        }
       }
     }
   }

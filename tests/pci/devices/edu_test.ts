@@ -7,6 +7,7 @@ import { assert, assertEquals } from "@std/assert";
 import { closeFd, memfd } from "../../../ffi/mod.ts";
 import type { DeviceContext } from "../../../lib/pci/device.ts";
 import {
+  createEdu,
   DMA_BUFFER,
   DMA_DELAY_MS,
   DMA_IRQ,
@@ -23,7 +24,9 @@ import {
   STATUS_IRQFACT,
 } from "../../../lib/pci/devices/edu.ts";
 import { BUILTIN_DEVICES } from "../../../lib/pci/devices/mod.ts";
+import { DeviceHost } from "../../../lib/remote/device_host.ts";
 import { GuestMemory } from "../../../lib/remote/guest_memory.ts";
+import { Iohub } from "../../../lib/remote/iohub.ts";
 import { assertNoFdLeak } from "../../fd_check.ts";
 
 const RAM_GPA = 0x20000;
@@ -100,7 +103,7 @@ Deno.test("edu: identity, BAR0 and the built-in registry", () => {
     [b.edu.identity.vendorId, b.edu.identity.deviceId, b.edu.identity.revision],
     [0x1234, 0x11e8, 0x10],
   );
-  assertEquals(b.edu.identity.classCode >> 8, 0x00ff);
+  assertEquals(b.edu.identity.classCode, 0x00ff00);
   assertEquals(b.edu.identity.interruptPin, 1);
   assertEquals(b.edu.bars, [{ size: 1 << 20, space: "memory" }]);
 });
@@ -380,4 +383,23 @@ Deno.test("edu: reset restores power-on state and cancels completions", async ()
   zeroed();
   assertEquals(b.levels, [true, false]);
   assertEquals(b.logs, []);
+});
+
+// Same timer ordering as above: a completion left pending when the host
+// closed would fire before this test's wait ends.
+Deno.test("edu: closing its host drops pending completions", async () => {
+  const logs: string[] = [];
+  const iohub = new Iohub({ watch: () => {}, unwatch: () => {} });
+  const host = new DeviceHost("edu0", 8, createEdu, iohub, (l) => logs.push(l));
+  host.model.write(0, EduReg.DMA_SRC, Uint8Array.of(0, 0x10, 0, 0));
+  host.model.write(0, EduReg.DMA_COUNT, Uint8Array.of(4, 0, 0, 0));
+  host.model.write(
+    0,
+    EduReg.DMA_CMD,
+    Uint8Array.of(DMA_RUN | DMA_IRQ, 0, 0, 0),
+  );
+  host.close();
+  await new Promise((r) => setTimeout(r, DMA_DELAY_MS));
+  assertEquals(logs, []);
+  assertEquals(iohub.level(8), 0);
 });
