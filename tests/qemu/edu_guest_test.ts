@@ -6,13 +6,10 @@
 
 import { assert, assertEquals } from "@std/assert";
 import { buildEduImage } from "../../lib/guest/boot_image.ts";
-import {
-  type GuestResult,
-  type IntxCounters,
-  parseGuestResult,
-  parseIntxCounters,
-} from "../../lib/guest/result.ts";
+import { type GuestResult, parseGuestResult } from "../../lib/guest/result.ts";
 import { launch, type LaunchOutcome } from "../../lib/qemu/launch.ts";
+import type { PirqCounters } from "../../lib/remote/iohub.ts";
+import { parseCloseLine } from "../../lib/remote/close_line.ts";
 import { assertNoFdLeak } from "../fd_check.ts";
 import { haveBinutils, haveKvm, haveQemu, QEMU } from "../requirements.ts";
 
@@ -26,7 +23,7 @@ const TIMEOUT_MS = 60_000;
 interface EduRun {
   outcome: LaunchOutcome;
   result: GuestResult;
-  counters: IntxCounters;
+  counters: PirqCounters;
 }
 
 async function eduRun(accel: "kvm" | "tcg"): Promise<EduRun> {
@@ -49,10 +46,14 @@ async function eduRun(accel: "kvm" | "tcg"): Promise<EduRun> {
   }\n${out.message}`;
   const results = serial.map(parseGuestResult).filter((r) => r !== null);
   assertEquals(results.length, 1, `one IOHUB-RESULT line\n${context}`);
-  const counters = out.remoteLines.map(parseIntxCounters)
+  const counters = out.remoteLines.map(parseCloseLine)
     .filter((c) => c !== null);
   assertEquals(counters.length, 1, `one remote close line\n${context}`);
-  return { outcome: out, result: results[0]!, counters: counters[0]! };
+  return {
+    outcome: out,
+    result: results[0]!,
+    counters: counters[0]!.counters,
+  };
 }
 
 const PASSED = {
