@@ -6,20 +6,21 @@
 // path through our own proxy and a user-space sink.
 
 import { parseArgs } from "@std/cli/parse-args";
-import { buildBootImage } from "../guest/boot_image.ts";
+import { buildBootImage, buildEduImage } from "../guest/boot_image.ts";
 import { type GuestResult, parseGuestResult } from "../guest/result.ts";
 import { kvmUnavailableReason } from "../kvm/kvm.ts";
 import {
   measureUserSinkInterrupts,
   userSinkOk,
 } from "../proxy/irq_roundtrip.ts";
-import { EXIT_OK, launch } from "../qemu/launch.ts";
+import { EXIT_OK, launch, type LaunchOutcome } from "../qemu/launch.ts";
 import { DEFAULT_QEMU } from "../qemu/probe.ts";
 import { type ClosedDevice, parseCloseLine } from "../remote/close_line.ts";
 import { type Command, UsageError } from "./common.ts";
 
 const HELP =
-  `usage: iohub demo [--qemu PATH] [--accel kvm|tcg] [--timeout SECONDS]
+  `usage: iohub demo [--device testdev|edu] [--qemu PATH] [--accel kvm|tcg]
+                  [--timeout SECONDS]
 
 Builds the demo guest from guest/boot/*.S with binutils, then runs
 'iohub launch' with it: QEMU 7.2, its x-pci-proxy-dev talking to an iohub
@@ -35,7 +36,13 @@ guest reports 0 of them, and the demo then shows the device's interrupts
 through our own proxy instead, read from the irqfd in user space and
 acknowledged through the resamplefd.
 
+With --device edu the guest is guest/edu/edu.S and the remote serves QEMU's
+educational device 'edu' instead: the guest checks its ID and liveness
+registers, computes 10! and moves 4 KiB through its DMA buffer both ways,
+taking the completion interrupts under KVM and polling them under TCG.
+
 options:
+  --device TYPE      testdev (default) or edu
   --qemu PATH        QEMU binary (default: ${DEFAULT_QEMU} on PATH)
   --accel kvm|tcg    accelerator (default: kvm when /dev/kvm opens, else tcg)
   --timeout SECONDS  give up after this long (default 60)
@@ -43,6 +50,12 @@ options:
 
 const SINK_INTERRUPTS = 1000;
 const RESULT_CHECKS = ["dma_to_guest", "dma_from_guest", "reset"] as const;
+
+/** A device's IOHUB counters from its close line, for the summaries. */
+function iohubLine(c: ClosedDevice): string {
+  const n = c.counters;
+  return `  remote IOHUB, ${c.id}: asserts=${n.asserts} deasserts=${n.deasserts} resamples=${n.resamples} reasserts=${n.reasserts}`;
+}
 
 function summary(
   r: GuestResult,
@@ -60,11 +73,7 @@ function summary(
     `  DMA guest RAM -> device        ${r.dma_from_guest ?? "?"}`,
     `  system reset -> DEVICE_RESET   ${r.reset ?? "?"}`,
   ];
-  for (const c of counters) {
-    lines.push(
-      `  remote IOHUB, ${c.id}: asserts=${c.counters.asserts} deasserts=${c.counters.deasserts} resamples=${c.counters.resamples} reasserts=${c.counters.reasserts}`,
-    );
-  }
+  lines.push(...counters.map(iohubLine));
   lines.push(
     `  guest status                   ${r.status ?? "?"} (${
       seconds.toFixed(1)
@@ -85,6 +94,92 @@ function interruptsDelivered(r: GuestResult): boolean {
 function nonInterruptChecksPassed(r: GuestResult): boolean {
   return Number(r.devices ?? "0") >= 1 &&
     RESULT_CHECKS.every((k) => r[k] === "ok");
+}
+
+function eduSummary(
+  r: GuestResult,
+  counters: ClosedDevice[],
+  seconds: number,
+): string[] {
+  const lines = [
+    "",
+    "iohub demo result (edu):",
+    `  edu devices on the PCI bus     ${r.devices ?? "?"}`,
+    `  ID register 0x010000ed         ${r.id ?? "?"}`,
+    `  liveness (inverts)             ${r.liveness ?? "?"}`,
+    `  10! from the factorial unit    ${r.factorial ?? "?"}`,
+    `  factorial completion           ${r.fact_irq ?? "?"}`,
+    `  DMA 4 KiB RAM -> edu -> RAM    ${r.dma ?? "?"}`,
+    `  DMA completions                ${r.dma_irq ?? "?"}`,
+  ];
+  lines.push(...counters.map(iohubLine));
+  lines.push(
+    `  guest status                   ${r.status ?? "?"} (${
+      seconds.toFixed(1)
+    } s)`,
+  );
+  return lines;
+}
+
+/** The edu guest's verdict: all checks, completions as `accel` allows. */
+function eduPassed(r: GuestResult, accel: "kvm" | "tcg"): boolean {
+  const how = accel === "kvm" ? "irq" : "polled";
+  return r.status === "ok" && r.fact_irq === how && r.dma_irq === how;
+}
+
+interface GuestRun {
+  result: GuestResult | null;
+  counters: ClosedDevice[];
+  out: LaunchOutcome;
+  seconds: number;
+}
+
+/** Runs `image` against one device of `type`, echoing every side's lines. */
+async function runGuest(
+  image: string,
+  type: string,
+  qemu: string,
+  accel: "kvm" | "tcg",
+  timeoutMs: number,
+): Promise<GuestRun> {
+  const t0 = performance.now();
+  let result: GuestResult | null = null;
+  const counters: ClosedDevice[] = [];
+  const controller = new AbortController();
+  const onSignal = (): void => controller.abort("SIGINT");
+  Deno.addSignalListener("SIGINT", onSignal);
+  try {
+    const out = await launch({
+      qemu,
+      accel,
+      guest: image,
+      devices: [{ type, id: `${type}0` }],
+      timeoutMs,
+      signal: controller.signal,
+      onStarted: (s) =>
+        console.log(
+          `iohub demo: QEMU pid ${s.qemuPid} (x-pci-proxy-dev, -accel ${accel}), iohub remote pid ${s.remotePid}`,
+        ),
+      onSerialLine: (line) => {
+        console.log(`  guest | ${line}`);
+        result = parseGuestResult(line) ?? result;
+      },
+      onRemoteLine: (line) => {
+        console.log(`  remote| ${line}`);
+        const c = parseCloseLine(line);
+        if (c !== null) counters.push(c);
+      },
+      onQemuLine: (line) => console.log(`  qemu  | ${line}`),
+    });
+    return {
+      result,
+      counters,
+      out,
+      seconds: (performance.now() - t0) / 1000,
+    };
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSignal);
+  }
 }
 
 /** Prints the user-space interrupt path run; returns whether it behaved. */
@@ -113,7 +208,7 @@ export const demoCommand: Command = {
   help: HELP,
   async run(args: string[]): Promise<number> {
     const parsed = parseArgs(args, {
-      string: ["qemu", "timeout", "accel"],
+      string: ["qemu", "timeout", "accel", "device"],
       unknown: (arg: string) => {
         throw new UsageError(
           `demo: unknown argument '${arg}' (see 'iohub demo --help')`,
@@ -130,6 +225,10 @@ export const demoCommand: Command = {
     if (accelRaw !== undefined && accelRaw !== "kvm" && accelRaw !== "tcg") {
       throw new UsageError(`demo: --accel ${accelRaw}: expected kvm or tcg`);
     }
+    const device = (parsed.device as string | undefined) ?? "testdev";
+    if (device !== "testdev" && device !== "edu") {
+      throw new UsageError(`demo: --device ${device}: expected testdev or edu`);
+    }
     let accel: "kvm" | "tcg" = accelRaw ?? "kvm";
     if (accelRaw === undefined) {
       const why = kvmUnavailableReason();
@@ -143,48 +242,42 @@ export const demoCommand: Command = {
       }
     }
     const qemu = (parsed.qemu as string | undefined) ?? DEFAULT_QEMU;
-    const t0 = performance.now();
-    console.log("iohub demo: assembling the guest (guest/boot/*.S) ...");
-    const image = await buildBootImage();
-    let result: GuestResult | null = null;
-    const counters: ClosedDevice[] = [];
-    const controller = new AbortController();
-    const onSignal = (): void => controller.abort("SIGINT");
-    Deno.addSignalListener("SIGINT", onSignal);
-    let out;
-    try {
-      out = await launch({
-        qemu,
-        accel,
-        guest: image,
-        timeoutMs: Number(timeoutRaw) * 1000,
-        signal: controller.signal,
-        onStarted: (s) =>
-          console.log(
-            `iohub demo: QEMU pid ${s.qemuPid} (x-pci-proxy-dev, -accel ${accel}), iohub remote pid ${s.remotePid}`,
-          ),
-        onSerialLine: (line) => {
-          console.log(`  guest | ${line}`);
-          result = parseGuestResult(line) ?? result;
-        },
-        onRemoteLine: (line) => {
-          console.log(`  remote| ${line}`);
-          const c = parseCloseLine(line);
-          if (c !== null) counters.push(c);
-        },
-        onQemuLine: (line) => console.log(`  qemu  | ${line}`),
-      });
-    } finally {
-      Deno.removeSignalListener("SIGINT", onSignal);
-    }
-    const seconds = (performance.now() - t0) / 1000;
+    const guestDir = device === "edu" ? "guest/edu" : "guest/boot";
+    console.log(`iohub demo: assembling the guest (${guestDir}/*.S) ...`);
+    const image = device === "edu"
+      ? await buildEduImage()
+      : await buildBootImage();
+    const { result, counters, out, seconds } = await runGuest(
+      image,
+      device,
+      qemu,
+      accel,
+      Number(timeoutRaw) * 1000,
+    );
     if (result === null) {
       // QEMU or the remote could not run, or the guest never got that far:
       // launch's one line says which side, its status says it to scripts.
       console.error(`iohub: demo: ${out.message}`);
       return out.status === EXIT_OK ? 1 : out.status;
     }
-    const r: GuestResult = result;
+    if (device === "edu") {
+      for (const l of eduSummary(result, counters, seconds)) console.log(l);
+      if (!eduPassed(result, accel)) {
+        throw new Error(
+          `demo failed: the edu guest expected ${
+            accel === "kvm" ? "interrupts" : "polled completions"
+          } under ${accel} (${out.message})`,
+        );
+      }
+      if (accel === "tcg") {
+        console.log(
+          "\niohub demo: under TCG QEMU's proxy delivers no interrupts, so " +
+            "the guest polled edu's completions; under KVM it takes them",
+        );
+      }
+      return EXIT_OK;
+    }
+    const r = result;
     for (const l of summary(r, counters, seconds)) console.log(l);
     if (accel === "kvm") {
       if (out.status !== EXIT_OK || r.status !== "ok") {

@@ -1,6 +1,6 @@
-// Builds the QEMU boot guest (guest/boot/boot.S) into a 1.44 MB floppy
-// image SeaBIOS boots: the assembled program from sector 0, zeros after.
-// Images live under build/guests/, named by a hash of their bytes.
+// Builds the QEMU guests (guest/boot/boot.S, guest/edu/edu.S) into 1.44 MB
+// floppy images SeaBIOS boots: the assembled program from sector 0, zeros
+// after. Images live under build/guests/, named by a hash of their bytes.
 
 import { buildGuestBytes } from "./build.ts";
 
@@ -10,7 +10,7 @@ export const FLOPPY_SIZE = 1474560;
 /** Where SeaBIOS loads the boot sector, the program's link origin. */
 export const BOOT_ORIGIN = 0x7c00;
 
-const SOURCE = new URL("../../guest/boot/boot.S", import.meta.url).pathname;
+const GUEST_DIR = new URL("../../guest/", import.meta.url).pathname;
 const BUILD_DIR = new URL("../../build/guests/", import.meta.url).pathname;
 
 async function digest(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
@@ -20,26 +20,22 @@ async function digest(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
 }
 
 /**
- * Assembles guest/boot/boot.S at 0x7c00 and returns the absolute path of a
- * raw 1.44 MB floppy image holding it, building the image only when no image
- * of the same program exists yet. Failures of `as` or `ld` propagate as
- * GuestBuildError.
- *
- * @example
- * ```ts
- * const outcome = await launch({ guest: await buildBootImage() });
- * ```
+ * Assembles `source` (a boot-sector program, .S) at 0x7c00 and returns the
+ * absolute path of a raw 1.44 MB floppy image holding it, building the
+ * image only when no image of the same program exists yet. Failures of `as`
+ * or `ld` propagate as GuestBuildError.
  */
-export async function buildBootImage(): Promise<string> {
-  const program = await buildGuestBytes(SOURCE, { origin: BOOT_ORIGIN });
+export async function buildFloppyImage(source: string): Promise<string> {
+  const program = await buildGuestBytes(source, { origin: BOOT_ORIGIN });
   if (program.length > FLOPPY_SIZE) {
     throw new RangeError(
-      `${SOURCE} assembles to ${program.length} bytes, more than a floppy`,
+      `${source} assembles to ${program.length} bytes, more than a floppy`,
     );
   }
   const image = new Uint8Array(FLOPPY_SIZE);
   image.set(program);
-  const path = `${BUILD_DIR}boot-${await digest(image)}.img`;
+  const name = source.split("/").pop()!.replace(/\.[Ss]$/, "");
+  const path = `${BUILD_DIR}${name}-${await digest(image)}.img`;
   try {
     if ((await Deno.stat(path)).size === FLOPPY_SIZE) return path;
   } catch {
@@ -55,4 +51,22 @@ export async function buildBootImage(): Promise<string> {
     await Deno.remove(tmp).catch(() => {});
   }
   return path;
+}
+
+/**
+ * The demo guest, guest/boot/boot.S, as a floppy image (see
+ * buildFloppyImage).
+ *
+ * @example
+ * ```ts
+ * const outcome = await launch({ guest: await buildBootImage() });
+ * ```
+ */
+export async function buildBootImage(): Promise<string> {
+  return await buildFloppyImage(`${GUEST_DIR}boot/boot.S`);
+}
+
+/** The edu guest, guest/edu/edu.S, as a floppy image (see buildFloppyImage). */
+export async function buildEduImage(): Promise<string> {
+  return await buildFloppyImage(`${GUEST_DIR}edu/edu.S`);
 }

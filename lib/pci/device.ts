@@ -22,6 +22,11 @@ export interface DeviceContext {
   dmaRead(gpa: number, dst: Uint8Array): boolean;
   /** Copies `src` to guest memory at `gpa`; false if not all mapped. */
   dmaWrite(gpa: number, src: Uint8Array): boolean;
+  /**
+   * Writes one line to the remote's log, prefixed with the device's name
+   * (for guest errors worth a trace; optional so hand-made contexts work).
+   */
+  log?(line: string): void;
 }
 
 /**

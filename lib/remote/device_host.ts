@@ -71,13 +71,15 @@ export class DeviceHost implements Disposable {
 
   /**
    * Builds the model with `build`, given the context that wires it to
-   * `iohub` on `pirq` and to this host's guest memory.
+   * `iohub` on `pirq` and to this host's guest memory; the model's log
+   * lines go to `log`, prefixed with the device's id.
    */
   constructor(
     id: string,
     pirq: number,
     build: (ctx: DeviceContext) => DeviceModel,
     iohub: Iohub,
+    log?: (line: string) => void,
   ) {
     this.id = id;
     this.pirq = pirq;
@@ -86,6 +88,7 @@ export class DeviceHost implements Disposable {
       setIrq: (level) => this.#setLevel(level),
       dmaRead: (gpa, dst) => this.memory.read(gpa, dst),
       dmaWrite: (gpa, src) => this.memory.write(gpa, src),
+      log: (line) => log?.(`${id}: ${line}`),
     });
     this.config = new PciConfig(this.model.identity, this.model.bars, {
       rom: this.model.rom,
@@ -281,16 +284,24 @@ export class DeviceHost implements Disposable {
     this.#iohub.setIrq(this.pirq, line);
   }
 
-  /** Releases the PIRQ, unmaps guest memory and closes the channel. */
+  /**
+   * Resets the model, releases the PIRQ, unmaps guest memory and closes the
+   * channel. The reset comes first so that work the model left on a timer
+   * (edu's DMA) cannot fire into a host whose memory and PIRQ are gone.
+   */
   close(): void {
     try {
-      this.#iohub.clear(this.pirq);
+      this.model.reset?.();
     } finally {
       try {
-        this.memory.close();
+        this.#iohub.clear(this.pirq);
       } finally {
-        this.#channel?.close();
-        this.#channel = null;
+        try {
+          this.memory.close();
+        } finally {
+          this.#channel?.close();
+          this.#channel = null;
+        }
       }
     }
   }

@@ -139,6 +139,7 @@ export class Remote implements Disposable {
       mapIrq(index),
       (ctx) => validateModel(spec.factory(ctx)),
       this.iohub,
+      this.#log,
     );
     const slot: Slot = {
       spec,

@@ -62,10 +62,36 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "demo --device edu: the edu guest passes as the accelerator allows",
+  ignore: !ready,
+  fn: async () => {
+    const kvm = kvmUnavailableReason() === null && haveKvm();
+    const r = await iohub("demo", "--device", "edu", "--timeout", "60");
+    assertEquals(r.code, 0, r.stdout + r.stderr);
+    const out = r.stdout;
+    assertMatch(out, /assembling the guest \(guest\/edu\/\*\.S\)/);
+    assertMatch(out, /edu devices on the PCI bus +1\n/);
+    assertMatch(out, /ID register 0x010000ed +ok\n/);
+    assertMatch(out, /liveness \(inverts\) +ok\n/);
+    assertMatch(out, /10! from the factorial unit +3628800\n/);
+    assertMatch(out, /DMA 4 KiB RAM -> edu -> RAM +ok\n/);
+    assertMatch(out, /remote IOHUB, edu0: asserts=[1-9]\d* /);
+    assertMatch(out, /guest status +ok /);
+    const how = kvm ? "irq" : "polled";
+    assertMatch(out, new RegExp(`factorial completion +${how}\n`));
+    assertMatch(out, new RegExp(`DMA completions +${how}\n`));
+  },
+});
+
 Deno.test("demo: bad arguments are one line and exit 2", async () => {
   for (
     const [args, msg] of [
       [["--accel", "xen"], "iohub: demo: --accel xen: expected kvm or tcg"],
+      [
+        ["--device", "e1000"],
+        "iohub: demo: --device e1000: expected testdev or edu",
+      ],
       [["--timeout", "0"], "iohub: demo: --timeout 0: not a number of seconds"],
       [
         ["--bogus"],

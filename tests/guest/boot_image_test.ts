@@ -3,7 +3,11 @@
 // the program.
 
 import { assert, assertEquals } from "@std/assert";
-import { buildBootImage, FLOPPY_SIZE } from "../../lib/guest/boot_image.ts";
+import {
+  buildBootImage,
+  buildEduImage,
+  FLOPPY_SIZE,
+} from "../../lib/guest/boot_image.ts";
 import { haveBinutils } from "../requirements.ts";
 
 const binutilsOk = haveBinutils();
@@ -28,5 +32,20 @@ Deno.test({
       mtime,
       "an unchanged program was rewritten",
     );
+  },
+});
+
+Deno.test({
+  name: "boot image: each guest gets its own image, named after its source",
+  ignore: !binutilsOk,
+  async fn(): Promise<void> {
+    const boot = await buildBootImage();
+    const edu = await buildEduImage();
+    assert(/\/boot-[0-9a-f]{16}\.img$/.test(boot), boot);
+    assert(/\/edu-[0-9a-f]{16}\.img$/.test(edu), edu);
+    const image = await Deno.readFile(edu);
+    assertEquals(image.length, FLOPPY_SIZE);
+    assertEquals([image[510], image[511]], [0x55, 0xaa]);
+    assert(image.subarray(512, 1024).some((b) => b !== 0));
   },
 });

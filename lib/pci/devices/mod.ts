@@ -2,11 +2,13 @@
 // registry the CLI, the launcher and the remote consult.
 
 import type { DeviceFactory } from "../device.ts";
+import { createEdu } from "./edu.ts";
 import { createTestDev } from "./testdev.ts";
 
 /** Built-in device models by type name. */
 export const BUILTIN_DEVICES: Readonly<Record<string, DeviceFactory>> = {
   testdev: createTestDev,
+  edu: createEdu,
 };
 
 /** The built-in type names, for help texts and errors. */

@@ -1,0 +1,748 @@
+/*
+ * iohub edu guest: a real-mode program SeaBIOS boots from a 1.44 MB floppy
+ * (image built by lib/guest/boot_image.ts). It finds QEMU's edu device,
+ * served by iohub behind x-pci-proxy-dev, by scanning PCI config space,
+ * checks its ID and liveness registers, computes 10! with the completion
+ * interrupt, moves 4 KiB from guest RAM through the DMA buffer and back
+ * with the DMA interrupt, prints one `IOHUB-RESULT` line on COM1 and ends
+ * the run through isa-debug-exit (0 pass, 1 fail).
+ *
+ * Interrupts reach a guest only under KVM (QEMU's proxy registers its
+ * irqfd with KVM alone). Each completion is awaited with interrupts on
+ * while IRQ_STATUS is polled; once the device shows it done, the interrupt
+ * gets a grace period, after which the guest acknowledges the cause itself
+ * and reports `polled` instead of `irq`.
+ *
+ * Memory: the boot sector at 0x7c00 loads the rest right after itself;
+ * the stack grows down from 0x7c00; DMA uses 0x20000 (source) and 0x21000
+ * (destination).
+ */
+	.code16
+
+	.set STACK_TOP, 0x7c00
+	.set SECTORS_PER_TRACK, 18
+	.set HEADS, 2
+	.set DISK_TRIES, 5
+
+	.set COM1, 0x3f8
+	.set DEBUG_EXIT, 0xf4
+
+	.set EDU_VENDOR_DEVICE, 0x11e81234
+	.set EDU_ID, 0x010000ed
+	.set REG_ID, 0x00
+	.set REG_LIVENESS, 0x04
+	.set REG_FACTORIAL, 0x08
+	.set REG_STATUS, 0x20
+	.set REG_IRQ_STATUS, 0x24
+	.set REG_IRQ_ACK, 0x64
+	.set REG_DMA_SRC, 0x80
+	.set REG_DMA_DST, 0x88
+	.set REG_DMA_COUNT, 0x90
+	.set REG_DMA_CMD, 0x98
+	.set STATUS_IRQFACT, 0x80
+	.set IRQ_FACT, 0x001
+	.set IRQ_DMA, 0x100
+	.set DMA_RUN, 0x1
+	.set DMA_TO_RAM, 0x2
+	.set DMA_IRQ, 0x4
+	.set DMA_BUFFER, 0x40000
+	.set DMA_SIZE, 4096
+
+	.set FACT_N, 10
+	.set FACT_RESULT, 3628800
+	.set LIVE_VALUE, 0x1234abcd
+	.set LIVE_INVERSE, 0xedcb5432
+	.set RAM_SRC, 0x20000
+	.set RAM_DST, 0x21000
+
+	/* Deadlines in units of 2^20 TSC cycles (about 0.5 ms at 2 GHz): a
+	 * completion (edu's DMA takes 100 ms) may take ~10 s on a loaded
+	 * machine; an interrupt after the device shows completion ~100 ms,
+	 * far beyond any delivery under KVM. */
+	.set DONE_UNITS, 20000
+	.set GRACE_UNITS, 200
+
+	/* await_cause results */
+	.set BY_NONE, 0
+	.set BY_POLL, 1
+	.set BY_IRQ, 2
+
+	.set MASTER_VECTORS, 0x08	/* where SeaBIOS leaves them */
+	.set SLAVE_VECTORS, 0x70
+
+	.text
+	.globl _start
+_start:
+	/* Some BIOSes enter at 07c0:0000: make CS match the link origin. */
+	ljmp $0, $boot
+boot:
+	cli
+	xor %ax, %ax
+	mov %ax, %ds
+	mov %ax, %es
+	mov %ax, %ss
+	mov $STACK_TOP, %sp
+	mov %dl, boot_drive
+	/* SeaBIOS's floppy driver needs its timer and IRQ6. */
+	sti
+	mov $1, %si			/* LBA of the first sector after this one */
+	mov $0x07e0, %di		/* its destination segment */
+load_next:
+	cmp $STAGE2_SECTORS, %si
+	ja loaded
+	movb $DISK_TRIES, tries
+load_try:
+	/* LBA -> CHS: sector = lba % 18 + 1, head = lba / 18 % 2, cylinder =
+	 * lba / 36; one sector per call so no read crosses a track. */
+	mov %si, %ax
+	xor %dx, %dx
+	mov $SECTORS_PER_TRACK, %bx
+	div %bx
+	mov %dl, %cl
+	inc %cl
+	xor %dx, %dx
+	mov $HEADS, %bx
+	div %bx
+	mov %al, %ch
+	mov %dl, %dh
+	mov boot_drive, %dl
+	mov %di, %es
+	xor %bx, %bx
+	mov $0x0201, %ax
+	int $0x13
+	jnc load_ok
+	decb tries
+	jz disk_error
+	/* A failed read (motor spin-up, seek error) wants a controller reset. */
+	xor %ax, %ax
+	mov boot_drive, %dl
+	int $0x13
+	jmp load_try
+load_ok:
+	inc %si
+	add $512 / 16, %di
+	jmp load_next
+loaded:
+	xor %ax, %ax
+	mov %ax, %es
+	jmp stage2
+
+disk_error:
+	mov $msg_disk_error, %si
+	call print
+	mov $1, %al
+	jmp finish
+
+/* Writes the NUL-terminated string at %si to COM1. */
+print:
+	push %ax
+1:	lodsb
+	test %al, %al
+	jz 2f
+	call putc
+	jmp 1b
+2:	pop %ax
+	ret
+
+/* Writes %al to COM1 once the transmitter can take it. */
+putc:
+	push %dx
+	push %ax
+	mov $COM1 + 5, %dx
+1:	inb %dx, %al
+	test $0x20, %al
+	jz 1b
+	pop %ax
+	mov $COM1, %dx
+	outb %al, %dx
+	pop %dx
+	ret
+
+/* Ends the run: debug-exit value %al, then nothing more happens. */
+finish:
+	outb %al, $DEBUG_EXIT
+	cli
+1:	hlt
+	jmp 1b
+
+boot_drive:
+	.byte 0
+tries:
+	.byte 0
+msg_disk_error:
+	.asciz "iohub-edu: disk read failed\r\n"
+
+	.org 510
+	.word 0xaa55
+
+/* ---- Everything below is loaded by the boot sector. ---- */
+stage2:
+	/* No BIOS service from here on: its handlers could reload segment
+	 * registers through protected mode and undo unreal mode. */
+	cli
+	mov $msg_stage2, %si
+	call print
+	call unreal
+	call pci_scan
+	cmpw $0, dev_count
+	jne 1f
+	mov $msg_no_device, %si
+	call print
+	mov $1, %al
+	jmp finish
+1:	call report_device
+	call check_id
+	call check_liveness
+	call setup_pic
+	call fact_test
+	call dma_test
+	call print_result
+	xor %al, %al
+	cmpb $0, all_ok
+	jne 2f
+	mov $1, %al
+2:	jmp finish
+
+/*
+ * "Unreal mode": a trip through protected mode leaves DS/ES/FS/GS with a
+ * 4 GiB limit once back in real mode, so addr32 accesses through a 32-bit
+ * register reach BAR0 above 1 MiB. Real-mode segment loads keep the limit.
+ */
+unreal:
+	pushf
+	cli
+	lgdt gdt_descriptor
+	mov %cr0, %eax
+	or $1, %al
+	mov %eax, %cr0
+	jmp 1f				/* serialise the mode switch */
+1:	mov $GDT_FLAT_DATA, %bx
+	mov %bx, %ds
+	mov %bx, %es
+	mov %bx, %fs
+	mov %bx, %gs
+	and $0xfe, %al
+	mov %eax, %cr0
+	jmp 2f
+2:	xor %ax, %ax
+	mov %ax, %ds
+	mov %ax, %es
+	mov %ax, %fs
+	mov %ax, %gs
+	popf
+	ret
+
+/* eax = PCI config dword at bus 0, address %ecx (slot << 11 | offset). */
+pci_read:
+	mov %ecx, %eax
+	or $0x80000000, %eax
+	mov $0xcf8, %dx
+	outl %eax, %dx
+	mov $0xcfc, %dx
+	inl %dx, %eax
+	ret
+
+/*
+ * Counts edu devices on bus 0 (function 0 of each slot) and takes the
+ * first: its config address, BAR0 and the interrupt line SeaBIOS routed it
+ * to. Enables memory decoding and bus mastering (edu DMAs), leaving
+ * Interrupt Disable (bit 10) as it is.
+ */
+pci_scan:
+	movw $0, dev_count
+	xor %ecx, %ecx
+1:	call pci_read
+	cmp $EDU_VENDOR_DEVICE, %eax
+	jne 2f
+	incw dev_count
+	cmpw $1, dev_count
+	jne 2f
+	mov %ecx, dev_address
+2:	add $1 << 11, %ecx
+	cmp $32 << 11, %ecx
+	jb 1b
+	cmpw $0, dev_count
+	je 3f
+	mov dev_address, %ecx
+	or $0x10, %cl
+	call pci_read
+	and $0xfffffff0, %eax
+	mov %eax, bar0
+	mov dev_address, %ecx
+	or $0x3c, %cl
+	call pci_read
+	mov %al, irq_line
+	mov dev_address, %ecx
+	or $0x04, %cl
+	call pci_read
+	or $0x0006, %ax
+	mov %ax, %bx
+	mov %ecx, %eax
+	or $0x80000000, %eax
+	mov $0xcf8, %dx
+	outl %eax, %dx
+	mov $0xcfc, %dx
+	mov %bx, %ax
+	outw %ax, %dx
+3:	ret
+
+/* eax = edu register %bx (a 4-byte MMIO read through BAR0). */
+dev_read:
+	push %esi
+	push %edx
+	mov bar0, %esi
+	movzwl %bx, %edx
+	mov (%esi,%edx), %eax
+	pop %edx
+	pop %esi
+	ret
+
+/* edu register %bx = eax (a 4-byte MMIO write through BAR0). */
+dev_write:
+	push %esi
+	push %edx
+	mov bar0, %esi
+	movzwl %bx, %edx
+	mov %eax, (%esi,%edx)
+	pop %edx
+	pop %esi
+	ret
+
+check_id:
+	mov $REG_ID, %bx
+	call dev_read
+	mov %eax, id_value
+	cmp $EDU_ID, %eax
+	jne 1f
+	movb $1, id_ok
+1:	ret
+
+/* Liveness answers with the inversion of what was written, both ways. */
+check_liveness:
+	mov $REG_LIVENESS, %bx
+	mov $LIVE_VALUE, %eax
+	call dev_write
+	call dev_read
+	cmp $LIVE_INVERSE, %eax
+	jne 1f
+	mov $LIVE_INVERSE, %eax
+	call dev_write
+	call dev_read
+	cmp $LIVE_VALUE, %eax
+	jne 1f
+	movb $1, live_ok
+1:	ret
+
+/*
+ * The 8259 pair re-initialised with SeaBIOS's vector bases, only our line
+ * (and the cascade) unmasked so no BIOS handler runs and reloads segment
+ * registers behind unreal mode; the line level-triggered in the ELCR
+ * because PCI INTx is a shared level.
+ */
+setup_pic:
+	cli
+	movzbw irq_line, %cx
+	cmp $15, %cx
+	ja 9f
+	/* Every vector of the line goes to isr. */
+	mov %cx, %bx
+	add $MASTER_VECTORS, %bx
+	cmp $8, %cx
+	jb 1f
+	mov %cx, %bx
+	add $SLAVE_VECTORS - 8, %bx
+1:	shl $2, %bx
+	movw $isr, (%bx)
+	movw $0, 2(%bx)
+	mov $0x11, %al			/* ICW1: edge (ELCR decides), ICW4 follows */
+	outb %al, $0x20
+	outb %al, $0xa0
+	mov $MASTER_VECTORS, %al
+	outb %al, $0x21
+	mov $SLAVE_VECTORS, %al
+	outb %al, $0xa1
+	mov $0x04, %al			/* slave on IR2 */
+	outb %al, $0x21
+	mov $0x02, %al
+	outb %al, $0xa1
+	mov $0x01, %al			/* 8086 mode, normal EOI */
+	outb %al, $0x21
+	outb %al, $0xa1
+	mov $1, %bx
+	shl %cl, %bx
+	mov $0x4d0, %dx
+	inb %dx, %al
+	or %bl, %al
+	outb %al, %dx
+	inc %dx
+	inb %dx, %al
+	or %bh, %al
+	outb %al, %dx
+	mov %bx, %ax
+	not %ax
+	test $0xff00, %bx
+	jz 2f
+	and $0xfb, %al
+2:	outb %al, $0x21
+	mov %ah, %al
+	outb %al, $0xa1
+9:	ret
+
+/*
+ * The interrupt handler: records and acknowledges every pending cause (so
+ * the level drops before the EOI makes the remote resample). An entry with
+ * nothing pending is a level the main loop acknowledged meanwhile.
+ */
+isr:
+	pushal
+	push %ds
+	xor %ax, %ax
+	mov %ax, %ds
+	mov $REG_IRQ_STATUS, %bx
+	call dev_read
+	test %eax, %eax
+	jz 1f
+	or %eax, irq_seen
+	mov $REG_IRQ_ACK, %bx
+	call dev_write
+1:	mov $0x20, %al
+	cmpb $8, irq_line
+	jb 2f
+	outb %al, $0xa0
+2:	outb %al, $0x20
+	pop %ds
+	popal
+	iret
+
+/* Starts the deadline clock. */
+tsc_start:
+	rdtsc
+	mov %eax, t0_lo
+	mov %edx, t0_hi
+	ret
+
+/* eax = 2^20-cycle units since tsc_start. */
+tsc_units:
+	push %edx
+	rdtsc
+	sub t0_lo, %eax
+	sbb t0_hi, %edx
+	shrd $20, %edx, %eax
+	pop %edx
+	ret
+
+/*
+ * Waits for interrupt cause %ecx with interrupts on, polling IRQ_STATUS
+ * meanwhile. al = BY_IRQ when the handler saw it, BY_POLL when the device
+ * showed it pending but no interrupt came within the grace period (the
+ * cause is then acknowledged here), BY_NONE when the device never finished.
+ * Returns with interrupts off.
+ */
+await_cause:
+	mov %ecx, cause
+	not %ecx
+	and %ecx, irq_seen
+	movl $DONE_UNITS, limit
+	call tsc_start
+	sti
+1:	mov cause, %eax
+	test %eax, irq_seen
+	jnz 4f
+	call tsc_units
+	cmp limit, %eax
+	jae 3f
+	cmpl $DONE_UNITS, limit
+	jne 1b				/* in the grace period: only wait */
+	mov $REG_IRQ_STATUS, %bx
+	call dev_read
+	test cause, %eax
+	jz 1b
+	movl $GRACE_UNITS, limit
+	call tsc_start
+	jmp 1b
+3:	cli
+	/* An interrupt may have slipped in between the check and cli. */
+	mov cause, %eax
+	test %eax, irq_seen
+	jnz 4f
+	cmpl $GRACE_UNITS, limit
+	jne 5f
+	mov $REG_IRQ_ACK, %bx
+	call dev_write
+	mov $BY_POLL, %al
+	ret
+4:	cli
+	mov $BY_IRQ, %al
+	ret
+5:	mov $BY_NONE, %al
+	ret
+
+/* 10! with STATUS bit 7 asking for the completion interrupt. */
+fact_test:
+	mov $REG_STATUS, %bx
+	mov $STATUS_IRQFACT, %eax
+	call dev_write
+	mov $REG_FACTORIAL, %bx
+	mov $FACT_N, %eax
+	call dev_write
+	mov $IRQ_FACT, %ecx
+	call await_cause
+	mov %al, fact_by
+	mov $REG_FACTORIAL, %bx
+	call dev_read
+	mov %eax, fact_value
+	mov $REG_STATUS, %bx
+	xor %eax, %eax
+	call dev_write
+	mov $msg_fact, %si
+	call print
+	mov fact_value, %eax
+	call print_dec
+	mov $msg_crlf, %si
+	call print
+	ret
+
+/* Dword %cx of the DMA test pattern -> eax (no two dwords alike). */
+pattern:
+	movzwl %cx, %eax
+	imul $0x01000193, %eax, %eax
+	xor $0xa5c3f00f, %eax
+	ret
+
+/* DMA of DMA_SIZE bytes from %esi to %edi with command %eax (RUN and IRQ
+ * included); al = how the completion was seen, as await_cause. */
+dma_run:
+	push %eax
+	mov $REG_DMA_SRC, %bx
+	mov %esi, %eax
+	call dev_write
+	mov $REG_DMA_DST, %bx
+	mov %edi, %eax
+	call dev_write
+	mov $REG_DMA_COUNT, %bx
+	mov $DMA_SIZE, %eax
+	call dev_write
+	pop %eax
+	mov $REG_DMA_CMD, %bx
+	call dev_write
+	mov $IRQ_DMA, %ecx
+	call await_cause
+	ret
+
+/*
+ * The pattern from RAM_SRC into the device buffer, then from the buffer to
+ * RAM_DST (zeroed first), compared there; the run bit must have cleared.
+ */
+dma_test:
+	mov $RAM_SRC, %edi
+	xor %cx, %cx
+1:	call pattern
+	mov %eax, (%edi)
+	movl $0, RAM_DST - RAM_SRC(%edi)
+	add $4, %edi
+	inc %cx
+	cmp $DMA_SIZE / 4, %cx
+	jb 1b
+	mov $RAM_SRC, %esi
+	mov $DMA_BUFFER, %edi
+	mov $DMA_RUN | DMA_IRQ, %eax
+	call dma_run
+	mov %al, dma_in_by
+	mov $DMA_BUFFER, %esi
+	mov $RAM_DST, %edi
+	mov $DMA_RUN | DMA_TO_RAM | DMA_IRQ, %eax
+	call dma_run
+	mov %al, dma_out_by
+	mov $REG_DMA_CMD, %bx
+	call dev_read
+	cmp $DMA_TO_RAM | DMA_IRQ, %eax
+	jne 3f
+	mov $RAM_DST, %edi
+	xor %cx, %cx
+2:	call pattern
+	cmp %eax, (%edi)
+	jne 3f
+	add $4, %edi
+	inc %cx
+	cmp $DMA_SIZE / 4, %cx
+	jb 2b
+	movb $1, dma_ok
+3:	ret
+
+report_device:
+	mov $msg_found, %si
+	call print
+	mov bar0, %eax
+	call print_hex
+	mov $msg_irq, %si
+	call print
+	movzbl irq_line, %eax
+	call print_dec
+	mov $msg_crlf, %si
+	call print
+	ret
+
+/* The one machine-readable line; sets all_ok when every check passed. */
+print_result:
+	movb $1, all_ok
+	mov $msg_result, %si
+	call print
+	movzwl dev_count, %eax
+	call print_dec
+	mov $msg_id, %si
+	call print
+	mov id_ok, %al
+	call print_flag
+	mov $msg_live, %si
+	call print
+	mov live_ok, %al
+	call print_flag
+	mov $msg_fact_field, %si
+	call print
+	mov fact_value, %eax
+	call print_dec
+	cmpl $FACT_RESULT, fact_value
+	je 1f
+	movb $0, all_ok
+1:	mov $msg_fact_irq, %si
+	call print
+	mov fact_by, %al
+	call print_by
+	mov $msg_dma, %si
+	call print
+	mov dma_ok, %al
+	call print_flag
+	mov $msg_dma_irq, %si
+	call print
+	/* The weaker of the two transfers' completions. */
+	mov dma_in_by, %al
+	cmp dma_out_by, %al
+	jbe 2f
+	mov dma_out_by, %al
+2:	call print_by
+	mov $msg_status, %si
+	call print
+	mov $msg_ok, %si
+	cmpb $0, all_ok
+	jne 3f
+	mov $msg_fail, %si
+3:	call print
+	mov $msg_crlf, %si
+	call print
+	ret
+
+/* "ok" when %al is non-zero, else "fail" (clearing all_ok). */
+print_flag:
+	mov $msg_ok, %si
+	test %al, %al
+	jnz 1f
+	movb $0, all_ok
+	mov $msg_fail, %si
+1:	call print
+	ret
+
+/* How a completion was seen (%al, as await_cause): "irq", "polled" or
+ * "none" (clearing all_ok). */
+print_by:
+	mov $msg_irq_word, %si
+	cmp $BY_IRQ, %al
+	je 1f
+	mov $msg_polled, %si
+	cmp $BY_POLL, %al
+	je 1f
+	movb $0, all_ok
+	mov $msg_none, %si
+1:	call print
+	ret
+
+/* eax in decimal. */
+print_dec:
+	pushal
+	mov $10, %ebx
+	xor %cx, %cx
+1:	xor %edx, %edx
+	div %ebx
+	push %dx
+	inc %cx
+	test %eax, %eax
+	jnz 1b
+2:	pop %ax
+	add $'0', %al
+	call putc
+	loop 2b
+	popal
+	ret
+
+/* eax as 0x%08x. */
+print_hex:
+	pushal
+	mov %eax, %ebx
+	mov $'0', %al
+	call putc
+	mov $'x', %al
+	call putc
+	mov $8, %cx
+1:	rol $4, %ebx
+	mov %bl, %al
+	and $0x0f, %al
+	add $'0', %al
+	cmp $'9', %al
+	jbe 2f
+	add $'a' - '9' - 1, %al
+2:	call putc
+	loop 1b
+	popal
+	ret
+
+	.set GDT_FLAT_DATA, 8
+	.p2align 3
+gdt:
+	.quad 0
+	.quad 0x00cf92000000ffff	/* base 0, limit 4 GiB, data RW */
+gdt_descriptor:
+	.word gdt_descriptor - gdt - 1
+	.long gdt
+
+	.p2align 2
+dev_count:	.word 0
+dev_address:	.long 0
+bar0:		.long 0
+id_value:	.long 0
+fact_value:	.long 0
+irq_seen:	.long 0
+cause:		.long 0
+limit:		.long 0
+t0_lo:		.long 0
+t0_hi:		.long 0
+irq_line:	.byte 0xff
+id_ok:		.byte 0
+live_ok:	.byte 0
+dma_ok:		.byte 0
+fact_by:	.byte 0
+dma_in_by:	.byte 0
+dma_out_by:	.byte 0
+all_ok:		.byte 0
+
+msg_stage2:	.asciz "iohub-edu: stage 2 running\r\n"
+msg_no_device:	.asciz "iohub-edu: no edu device\r\nIOHUB-RESULT device=edu devices=0 status=fail\r\n"
+msg_found:	.asciz "iohub-edu: edu bar0="
+msg_irq:	.asciz " irq="
+msg_fact:	.asciz "iohub-edu: 10! = "
+msg_result:	.asciz "IOHUB-RESULT device=edu devices="
+msg_id:		.asciz " id="
+msg_live:	.asciz " liveness="
+msg_fact_field:	.asciz " factorial="
+msg_fact_irq:	.asciz " fact_irq="
+msg_dma:	.asciz " dma="
+msg_dma_irq:	.asciz " dma_irq="
+msg_status:	.asciz " status="
+msg_ok:		.asciz "ok"
+msg_fail:	.asciz "fail"
+msg_irq_word:	.asciz "irq"
+msg_polled:	.asciz "polled"
+msg_none:	.asciz "none"
+msg_crlf:	.asciz "\r\n"
+
+stage2_end:
+	/* Sectors after the boot sector, for its loader. */
+	.set STAGE2_SECTORS, (stage2_end - stage2 + 511) / 512
