@@ -6,12 +6,14 @@ import { demoCommand } from "./lib/cli/demo.ts";
 import { doctorCommand } from "./lib/cli/doctor.ts";
 import { launchCommand } from "./lib/cli/launch.ts";
 import { remoteCommand } from "./lib/cli/remote.ts";
+import { statsCommand } from "./lib/cli/stats.ts";
 
 const commands: Record<string, Command> = {
   remote: remoteCommand,
   launch: launchCommand,
   doctor: doctorCommand,
   demo: demoCommand,
+  stats: statsCommand,
 };
 
 function usage(): string {

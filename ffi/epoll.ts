@@ -156,15 +156,29 @@ export function waitWritable(fd: number, timeoutMs: number): boolean {
  * Resolves when `fd` is readable or `timeoutMs` passes (true: readable).
  * Runs poll(2) on a worker thread so the JS thread stays free.
  */
-export async function pollReadable(
+export function pollReadable(fd: number, timeoutMs: number): Promise<boolean> {
+  return pollAsync(fd, POLLIN, POLLIN, timeoutMs);
+}
+
+/**
+ * Resolves when `fd` can take a write (or is in error, so that the write
+ * says why) or `timeoutMs` passes; poll(2) on a worker thread.
+ */
+export function pollWritable(fd: number, timeoutMs: number): Promise<boolean> {
+  return pollAsync(fd, POLLOUT, POLLOUT | POLLERR | POLLHUP, timeoutMs);
+}
+
+async function pollAsync(
   fd: number,
+  events: number,
+  ready: number,
   timeoutMs: number,
 ): Promise<boolean> {
   const pfd = new Uint8Array(8);
   const v = new DataView(pfd.buffer);
   v.setInt32(0, fd, true);
-  v.setInt16(4, POLLIN, true);
+  v.setInt16(4, events, true);
   const n = await libc.poll_async(pfd, 1n, timeoutMs);
   if (n === -1) throw new SysError("poll", errno());
-  return n > 0 && (v.getInt16(6, true) & POLLIN) !== 0;
+  return n > 0 && (v.getInt16(6, true) & ready) !== 0;
 }

@@ -46,6 +46,8 @@ options:
   --qemu PATH        QEMU binary (default: ${DEFAULT_QEMU} on PATH)
   --accel kvm|tcg    accelerator (default: kvm when /dev/kvm opens, else tcg)
   --timeout SECONDS  give up after this long (default 60)
+  --trace FILE       the remote writes a JSON line per message to FILE
+  --control PATH     the remote answers 'iohub stats PATH' while it runs
   --help             this text`;
 
 const SINK_INTERRUPTS = 1000;
@@ -141,6 +143,7 @@ async function runGuest(
   qemu: string,
   accel: "kvm" | "tcg",
   timeoutMs: number,
+  observe: { trace?: string; control?: string },
 ): Promise<GuestRun> {
   const t0 = performance.now();
   let result: GuestResult | null = null;
@@ -155,6 +158,7 @@ async function runGuest(
       guest: image,
       devices: [{ type, id: `${type}0` }],
       timeoutMs,
+      ...observe,
       signal: controller.signal,
       onStarted: (s) =>
         console.log(
@@ -208,7 +212,7 @@ export const demoCommand: Command = {
   help: HELP,
   async run(args: string[]): Promise<number> {
     const parsed = parseArgs(args, {
-      string: ["qemu", "timeout", "accel", "device"],
+      string: ["qemu", "timeout", "accel", "device", "trace", "control"],
       unknown: (arg: string) => {
         throw new UsageError(
           `demo: unknown argument '${arg}' (see 'iohub demo --help')`,
@@ -253,6 +257,10 @@ export const demoCommand: Command = {
       qemu,
       accel,
       Number(timeoutRaw) * 1000,
+      {
+        trace: parsed.trace as string | undefined,
+        control: parsed.control as string | undefined,
+      },
     );
     if (result === null) {
       // QEMU or the remote could not run, or the guest never got that far:

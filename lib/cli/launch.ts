@@ -49,6 +49,9 @@ options:
   --serial FILE            write the serial console to FILE instead of stdout
   --timeout SECONDS        stop both and fail after this long
   --poll-us N              passed to the remote (busy-poll after each message)
+  --trace FILE             passed to the remote: a JSON line per message
+  --control PATH           passed to the remote: live state on a UNIX socket,
+                           read with 'iohub stats PATH'
   --                       the rest is appended to QEMU's command line
   --help                   this text
 
@@ -109,6 +112,8 @@ export function parseLaunchArgs(args: string[]): LaunchArgs {
       "serial",
       "timeout",
       "poll-us",
+      "trace",
+      "control",
     ],
     collect: ["device"],
     "--": true,
@@ -189,6 +194,8 @@ export function parseLaunchArgs(args: string[]): LaunchArgs {
     }
     options.pollMicros = Number(poll);
   }
+  options.trace = str("trace");
+  options.control = str("control");
   options.qemuArgs = (parsed["--"] as string[] | undefined) ?? [];
   return { options, serial: str("serial") ?? null };
 }

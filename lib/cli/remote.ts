@@ -13,7 +13,9 @@ import type { DeviceFactory } from "../pci/device.ts";
 import { builtinNames } from "../pci/devices/mod.ts";
 import { DeviceModelError } from "../pci/validate.ts";
 import { type DeviceEndpoint, MAX_DEVICES, Remote } from "../remote/remote.ts";
+import { ControlSocket } from "../remote/control.ts";
 import { SocketInUseError } from "../remote/listen.ts";
+import { Tracer } from "../remote/trace.ts";
 import { type Command, UsageError } from "./common.ts";
 
 const HELP = `usage: iohub remote --device TYPE,fd=N[,id=NAME] [--device ...]
@@ -38,6 +40,11 @@ options:
                   one before sleeping; 0 never polls (default: adaptive,
                   up to --poll-max-us)
   --poll-max-us N bound of the adaptive polling window (default 32)
+  --trace FILE    write one JSON object per line to FILE for every message
+                  (t in us, dev, cmd, addr, size, value, us = service time),
+                  INTx edge, resample, and channel open/close
+  --control PATH  answer connections on the UNIX socket PATH with the live
+                  state as JSON (read it with 'iohub stats PATH')
   --help          this text
 
 Stops on SIGINT/SIGTERM after closing every channel (counters logged) and
@@ -124,6 +131,10 @@ export interface RemoteArgs {
   pollMicros: number | undefined;
   /** The bound of the adaptive window in microseconds. */
   pollMaxMicros: number;
+  /** --trace FILE, or null. */
+  trace: string | null;
+  /** --control PATH, or null. */
+  control: string | null;
 }
 
 function micros(flag: string, raw: string): number {
@@ -138,7 +149,7 @@ function micros(flag: string, raw: string): number {
 /** Parses `iohub remote` arguments into device args and options. */
 export function parseRemoteArgs(args: string[]): RemoteArgs {
   const parsed = parseArgs(args, {
-    string: ["device", "poll-us", "poll-max-us"],
+    string: ["device", "poll-us", "poll-max-us", "trace", "control"],
     collect: ["device"],
     unknown: (arg: string) => {
       throw new UsageError(
@@ -178,7 +189,17 @@ export function parseRemoteArgs(args: string[]): RemoteArgs {
       "--poll-max-us",
       (parsed["poll-max-us"] as string | undefined) ?? "32",
     ),
+    trace: pathOption(parsed.trace, "--trace"),
+    control: pathOption(parsed.control, "--control"),
   };
+}
+
+function pathOption(v: unknown, flag: string): string | null {
+  if (v === undefined) return null;
+  if (typeof v !== "string" || v === "") {
+    throw new UsageError(`remote: ${flag} needs a path`);
+  }
+  return v;
 }
 
 const SIGNAL_STATUS = { SIGINT: 130, SIGTERM: 143 } as const;
@@ -188,7 +209,8 @@ export const remoteCommand: Command = {
   summary: "serve devices to QEMU's x-pci-proxy-dev over mpqemu",
   help: HELP,
   async run(args: string[]): Promise<number> {
-    const { devices, pollMicros, pollMaxMicros } = parseRemoteArgs(args);
+    const { devices, pollMicros, pollMaxMicros, trace, control } =
+      parseRemoteArgs(args);
     const log = (line: string): void => console.error(`iohub remote: ${line}`);
     const factories: DeviceFactory[] = [];
     for (const d of devices) {
@@ -199,11 +221,19 @@ export const remoteCommand: Command = {
         throw e;
       }
     }
-    using remote = new Remote({ log, pollMicros, pollMaxMicros });
+    using tracer = trace === null ? null : openTracer(trace);
+    using remote = new Remote({
+      log,
+      pollMicros,
+      pollMaxMicros,
+      tracer: tracer ?? undefined,
+      timeRequests: control !== null,
+    });
     devices.forEach((d, i) => {
       try {
         remote.addDevice({
           id: d.id,
+          type: d.type,
           factory: factories[i],
           endpoint: d.endpoint,
         });
@@ -211,9 +241,28 @@ export const remoteCommand: Command = {
         throw addDeviceError(d.type, e);
       }
     });
+    await using _control = control === null
+      ? null
+      : openControl(control, () => remote.state());
     return await serve(remote, log);
   },
 };
+
+function openTracer(path: string): Tracer {
+  try {
+    return new Tracer(path);
+  } catch (e) {
+    throw new UsageError(`remote: --trace ${path}: ${(e as Error).message}`);
+  }
+}
+
+function openControl(path: string, state: () => unknown): ControlSocket {
+  try {
+    return new ControlSocket(path, state);
+  } catch (e) {
+    throw new UsageError(`remote: --control ${path}: ${(e as Error).message}`);
+  }
+}
 
 // A bad model or a socket path in use is the command line's fault (exit
 // 2); a factory that throws is the module's, named with its first line.

@@ -171,6 +171,11 @@ export class Message {
     return this.view.getBigUint64(HEADER_SIZE, true);
   }
 
+  /** BAR_WRITE: the value written (the access's bytes, zero-extended). */
+  get barVal(): bigint {
+    return this.view.getBigUint64(HEADER_SIZE + 8, true);
+  }
+
   /**
    * BAR_READ/WRITE: the absolute guest address or port as a number, or -1
    * at or above 2^53 (no BAR decodes there; read without a BigInt).

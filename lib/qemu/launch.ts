@@ -72,6 +72,10 @@ export interface LaunchOptions {
   timeoutMs?: number;
   /** Passed to the remote as --poll-us. */
   pollMicros?: number;
+  /** Passed to the remote as --trace (it may write there). */
+  trace?: string;
+  /** Passed to the remote as --control (it may create the socket there). */
+  control?: string;
   /** Appended to QEMU's command line. */
   qemuArgs?: string[];
   /**
@@ -142,9 +146,10 @@ const QEMU_SIGNALLED = /terminating on signal (\d+)/;
 /**
  * The default command for `iohub remote`: this Deno running main.ts with the
  * permissions the remote needs (FFI for its system calls, read for
- * dlopen), under the project's config so the import map resolves.
+ * dlopen, and write for the `writable` paths: a trace file, a control
+ * socket), under the project's config so the import map resolves.
  */
-export function defaultRemoteCommand(): string[] {
+export function defaultRemoteCommand(writable: string[] = []): string[] {
   return [
     Deno.execPath(),
     "run",
@@ -152,6 +157,7 @@ export function defaultRemoteCommand(): string[] {
     "--no-prompt",
     "--allow-ffi",
     "--allow-read",
+    ...(writable.length > 0 ? [`--allow-write=${writable.join(",")}`] : []),
     "--config",
     CONFIG,
     MAIN,
@@ -268,6 +274,8 @@ export function remoteArguments(
   if (opts.pollMicros !== undefined) {
     args.push("--poll-us", String(opts.pollMicros));
   }
+  if (opts.trace !== undefined) args.push("--trace", opts.trace);
+  if (opts.control !== undefined) args.push("--control", opts.control);
   return args;
 }
 
@@ -511,7 +519,10 @@ export async function launch(opts: LaunchOptions = {}): Promise<LaunchOutcome> {
   const guard = parentDeathPrefix();
   const remoteCommand = [
     ...guard,
-    ...(opts.remoteCommand ?? defaultRemoteCommand()),
+    ...(opts.remoteCommand ??
+      defaultRemoteCommand(
+        [opts.trace, opts.control].filter((p): p is string => p !== undefined),
+      )),
     ...remoteArguments(opts, devices, remoteFds),
   ];
   const qemuCommand = [...guard, ...qemuCommandLine(opts, devices, qemuFds)];

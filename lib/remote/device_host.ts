@@ -5,6 +5,7 @@
 
 import { closeFd } from "../../ffi/mod.ts";
 import type { DeviceContext, DeviceModel } from "../pci/device.ts";
+import { DeviceStats } from "./device_stats.ts";
 import { GuestMemory, type RegionSpec } from "./guest_memory.ts";
 import type { Iohub } from "./iohub.ts";
 import { IrqLevelEvent } from "../mpqemu/mod.ts";
@@ -54,10 +55,17 @@ export class DeviceHost implements Disposable {
   readonly model: DeviceModel;
   /** Guest RAM from SYNC_SYSMEM. */
   readonly memory: GuestMemory = new GuestMemory();
+  /** How many accesses were refused since the channel opened. */
+  get refusals(): number {
+    return this.stats.refusals;
+  }
+
   /** The last refused access, for the log. */
   lastRefusal = "";
-  /** How many accesses were refused since the channel opened. */
-  refusals = 0;
+  /** Requests, refusals and service times, for the control socket. */
+  readonly stats: DeviceStats = new DeviceStats();
+  /** Told about every INTx edge the device makes (tracing). */
+  onIntx: ((level: boolean) => void) | null = null;
 
   readonly #iohub: Iohub;
   readonly #barBase = new Array<number>(NUM_REGIONS).fill(BAR_UNMAPPED);
@@ -182,7 +190,7 @@ export class DeviceHost implements Disposable {
         addr.toString(16)
       } len ${len} outside config space`;
       this.channel.sendRet(UINT64_MAX);
-      this.refusals++;
+      this.stats.refusals++;
       return Outcome.REFUSED;
     }
     if (!write) {
@@ -210,7 +218,7 @@ export class DeviceHost implements Disposable {
         rx.barMemory ? "memory" : "I/O"
       } 0x${rx.barAddr.toString(16)} hit no BAR`;
       ch.sendRet(UINT64_MAX);
-      this.refusals++;
+      this.stats.refusals++;
       return Outcome.REFUSED;
     }
     const offset = addr - this.#barBase[bar];
@@ -282,6 +290,7 @@ export class DeviceHost implements Disposable {
     if (line === this.#line) return;
     this.#line = line;
     this.#iohub.setIrq(this.pirq, line);
+    this.onIntx?.(line);
   }
 
   /**

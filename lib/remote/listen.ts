@@ -1,5 +1,6 @@
-// Listening on a socket path for a device's peer: a socket file left behind
-// by a dead process is replaced, one a live process listens on is an error.
+// Listening on a socket path: a socket file left behind by a dead process
+// is replaced, one a live process listens on is an error. One rule for the
+// devices' sockets and the control socket.
 
 import {
   closeFd,
@@ -19,24 +20,27 @@ export class SocketInUseError extends Error {
 }
 
 /**
- * Listens on `path`. If the path exists, a connect decides: refused means
- * its listener is gone (the file is removed and replaced), accepted means
- * it is in use (SocketInUseError). Returns the listening fd.
+ * Makes `path` free to listen on: nothing there is fine; a socket whose
+ * listener is gone (connect refused) is removed; one that accepts a
+ * connection is in use (SocketInUseError). Other files are left for
+ * bind to refuse.
  */
-export function listenReplacingStale(path: string): number {
-  try {
-    return listenUnix(path);
-  } catch (e) {
-    if (!(e instanceof SysError && e.errno === Errno.EADDRINUSE)) throw e;
-  }
+export function clearStaleSocket(path: string): void {
   let probe: number;
   try {
     probe = connectUnix(path);
   } catch (e) {
-    if (!(e instanceof SysError && e.errno === Errno.ECONNREFUSED)) throw e;
-    Deno.removeSync(path);
-    return listenUnix(path);
+    if (e instanceof SysError && e.errno === Errno.ECONNREFUSED) {
+      Deno.removeSync(path);
+    }
+    return;
   }
   closeFd(probe);
   throw new SocketInUseError(path);
+}
+
+/** Listens on `path` after clearStaleSocket(); returns the listening fd. */
+export function listenReplacingStale(path: string): number {
+  clearStaleSocket(path);
+  return listenUnix(path);
 }

@@ -18,9 +18,11 @@ import { Channel, ProtocolError, Received } from "../mpqemu/mod.ts";
 import type { DeviceFactory } from "../pci/device.ts";
 import { validateModel } from "../pci/validate.ts";
 import { formatCloseLine } from "./close_line.ts";
+import type { RequestStats } from "./device_stats.ts";
+import type { Tracer } from "./trace.ts";
 import { DeviceHost, Outcome } from "./device_host.ts";
 import { GuestMemoryError } from "./guest_memory.ts";
-import { Iohub, mapIrq, NUM_PIRQS } from "./iohub.ts";
+import { Iohub, mapIrq, NUM_PIRQS, type PirqCounters } from "./iohub.ts";
 import { listenReplacingStale } from "./listen.ts";
 import { PollWindow } from "./poll_window.ts";
 
@@ -37,6 +39,8 @@ export interface DeviceSpec {
   factory: DeviceFactory;
   /** Its connection. */
   endpoint: DeviceEndpoint;
+  /** The type it was given as (a built-in name or a module), for stats. */
+  type?: string;
 }
 
 /** Options of a Remote. */
@@ -50,6 +54,38 @@ export interface RemoteOptions {
   pollMicros?: number;
   /** Upper bound of the adaptive polling window (default 32). */
   pollMaxMicros?: number;
+  /** Records every message and INTx event (`--trace`); owned by the caller. */
+  tracer?: Tracer;
+  /** Times every request for the latency figures of state(). */
+  timeRequests?: boolean;
+}
+
+/** One device in Remote.state(). */
+export interface DeviceState extends RequestStats {
+  /** Its id. */
+  id: string;
+  /** Its type as given. */
+  type: string;
+  /** Its PIRQ in the IOHUB. */
+  pirq: number;
+  /** "listening", "connected" or "closed". */
+  channel: "listening" | "connected" | "closed";
+  /** INTx counters, and the level count now. */
+  intx: PirqCounters & { level: number };
+}
+
+/** The remote's live state, as the control socket answers it. */
+export interface RemoteState {
+  /** The remote's process id. */
+  pid: number;
+  /** Seconds since the remote was created. */
+  uptimeS: number;
+  /** Current busy-polling window in microseconds. */
+  pollUs: number;
+  /** How the loop's batches of events were found (see Remote.wakeups). */
+  wakeups: Remote["wakeups"];
+  /** Every device, in --device order. */
+  devices: DeviceState[];
 }
 
 /** Most devices one remote serves: one PIRQ each. */
@@ -80,6 +116,8 @@ interface Slot {
   /** Replies are queued: the channel is watched for room, not requests. */
   stalled: boolean;
   stallTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The INTx counters when the channel closed (the IOHUB forgets them). */
+  closedIntx: PirqCounters | null;
 }
 
 /**
@@ -98,8 +136,12 @@ export class Remote implements Disposable {
   readonly #epoll = new Epoll(64);
   readonly #wake = new EventFd();
   readonly #slots: Slot[] = [];
+  readonly #byPirq = new Map<number, Slot>();
   readonly #log: (line: string) => void;
   readonly #poll: PollWindow;
+  readonly #tracer: Tracer | null;
+  readonly #timed: boolean;
+  readonly #created = performance.now();
   #failed = false;
   #open = 0;
   #stopping = false;
@@ -107,6 +149,8 @@ export class Remote implements Disposable {
   /** A remote with no devices yet. */
   constructor(options: RemoteOptions) {
     this.#log = options.log;
+    this.#tracer = options.tracer ?? null;
+    this.#timed = this.#tracer !== null || (options.timeRequests ?? false);
     this.#poll = options.pollMicros === undefined
       ? new PollWindow({ maxNs: (options.pollMaxMicros ?? 32) * 1000 })
       : new PollWindow({ fixedNs: options.pollMicros * 1000 });
@@ -148,7 +192,13 @@ export class Remote implements Disposable {
       done: false,
       stalled: false,
       stallTimer: undefined,
+      closedIntx: null,
     };
+    const tracer = this.#tracer;
+    if (tracer !== null) {
+      host.onIntx = (level) =>
+        tracer.event(spec.id, "intx", { level: level ? 1 : 0 });
+    }
     if (spec.endpoint.kind === "fd") {
       this.#attach(index, slot, spec.endpoint.fd);
     } else {
@@ -163,6 +213,7 @@ export class Remote implements Disposable {
       }
     }
     this.#slots.push(slot);
+    this.#byPirq.set(host.pirq, slot);
     this.#open++;
   }
 
@@ -176,6 +227,7 @@ export class Remote implements Disposable {
       throw e;
     }
     slot.host.attach(channel);
+    this.#tracer?.event(slot.spec.id, "open");
   }
 
   /**
@@ -244,6 +296,31 @@ export class Remote implements Disposable {
     return n;
   }
 
+  /** The live state of every device, for the control socket. */
+  state(): RemoteState {
+    return {
+      pid: Deno.pid,
+      uptimeS: Math.round(performance.now() - this.#created) / 1000,
+      pollUs: this.#poll.ns / 1000,
+      wakeups: { ...this.wakeups },
+      devices: this.#slots.map((slot) => ({
+        id: slot.spec.id,
+        type: slot.spec.type ?? "",
+        pirq: slot.host.pirq,
+        channel: slot.done
+          ? "closed"
+          : slot.host.attached
+          ? "connected"
+          : "listening",
+        ...slot.host.stats.snapshot(),
+        intx: slot.closedIntx !== null ? { ...slot.closedIntx, level: 0 } : {
+          ...this.iohub.counters(slot.host.pirq),
+          level: this.iohub.level(slot.host.pirq),
+        },
+      })),
+    };
+  }
+
   /** Whether a channel is still open (or a listener still waits). */
   get serving(): boolean {
     return this.#open > 0;
@@ -257,7 +334,8 @@ export class Remote implements Disposable {
   #dispatch(token: number): void {
     if (token < TOKEN_CHANNEL) {
       try {
-        this.iohub.resample(token);
+        if (this.#tracer === null) this.iohub.resample(token);
+        else this.#traceResample(token);
       } catch (e) {
         this.#log(`PIRQ ${token}: resample failed: ${(e as Error).message}`);
       }
@@ -298,8 +376,35 @@ export class Remote implements Disposable {
     }
   }
 
+  #traceResample(pirq: number): void {
+    const before = this.iohub.counters(pirq);
+    this.iohub.resample(pirq);
+    const after = this.iohub.counters(pirq);
+    if (after.resamples === before.resamples) return;
+    this.#tracer!.event(
+      this.#byPirq.get(pirq)?.spec.id ?? `pirq${pirq}`,
+      "resample",
+      {
+        reassert: after.reasserts > before.reasserts,
+      },
+    );
+  }
+
   #handleMessage(host: DeviceHost): void {
-    if (host.handle() !== Outcome.REFUSED) return;
+    const cmd = host.channel.rx.cmd;
+    host.stats.count(cmd);
+    let outcome: number;
+    if (this.#timed) {
+      const t0 = performance.now();
+      const t = this.#tracer?.now() ?? 0;
+      outcome = host.handle();
+      const us = (performance.now() - t0) * 1000;
+      host.stats.time(us);
+      this.#tracer?.message(host.id, host.channel.rx, host.channel.tx, t, us);
+    } else {
+      outcome = host.handle();
+    }
+    if (outcome !== Outcome.REFUSED) return;
     if (host.refusals > LOGGED_REFUSALS) return;
     const more = host.refusals === LOGGED_REFUSALS
       ? " (further refusals counted, not logged)"
@@ -383,12 +488,14 @@ export class Remote implements Disposable {
 
   #close(slot: Slot, why: string, failed: boolean): void {
     if (slot.done) return;
+    this.#tracer?.event(slot.spec.id, "close", { why, failed });
     slot.done = true;
     this.#open--;
     if (failed) this.#failed = true;
     clearTimeout(slot.stallTimer);
     slot.stallTimer = undefined;
     const host = slot.host;
+    slot.closedIntx = this.iohub.counters(host.pirq);
     if (!host.attached) {
       this.#log(`${slot.spec.id}: ${why}`);
       host.close();

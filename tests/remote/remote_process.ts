@@ -128,14 +128,15 @@ export function spawnRemote<T extends Endpoint = Client>(
 /**
  * Spawns `iohub remote` serving `devices` (TYPE[,id=NAME] each: a built-in
  * or a module path) on socketpairs; `wrap` turns our end of each into the
- * test's endpoint (a Client by default).
+ * test's endpoint (a Client by default); the remote may write `writable`.
  */
 export function spawnDevices<T extends Endpoint = Client>(
   devices: string[],
   extra: string[] = [],
   wrap: (fd: number) => T = (fd) => new Client(fd) as unknown as T,
+  writable: string[] = [],
 ): RemoteProcess<T> {
-  const [program, ...args] = defaultRemoteCommand();
+  const [program, ...args] = defaultRemoteCommand(writable);
   const sc = spawnWithSockets(program, devices.length, (fds) => [
     ...args,
     ...extra,

@@ -1,0 +1,151 @@
+// `--control PATH`: a UNIX socket that answers every connection with the
+// remote's live state as one JSON document, then closes it. Served from
+// Deno's event loop beside the remote's own loop, through libc like every
+// other socket of the remote (so it needs no Deno permission and works in
+// the sandbox); a reader that does not read is dropped, never waited on.
+
+import {
+  acceptUnix,
+  closeFd,
+  connectUnix,
+  Errno,
+  MsgIo,
+  pollReadable,
+  pollWritable,
+  readFd,
+  setNonblocking,
+  SysError,
+} from "../../ffi/mod.ts";
+import { listenReplacingStale } from "./listen.ts";
+
+// How long a reader may take to read the state before it is dropped, and
+// how often the accept loop checks whether it was closed.
+const WRITE_DEADLINE_MS = 2000;
+const ACCEPT_POLL_MS = 200;
+
+/** A listening control socket. */
+export class ControlSocket implements AsyncDisposable {
+  readonly #fd: number;
+  readonly #path: string;
+  readonly #io = new MsgIo(0);
+  readonly #done: Promise<void>;
+  readonly #pending = new Set<Promise<void>>();
+  #closed = false;
+
+  /**
+   * Listens on `path` (replacing a stale socket file) and answers each
+   * connection with `state()` as JSON.
+   */
+  constructor(path: string, state: () => unknown) {
+    this.#path = path;
+    this.#fd = listenReplacingStale(path);
+    try {
+      setNonblocking(this.#fd, true);
+    } catch (e) {
+      closeFd(this.#fd);
+      throw e;
+    }
+    this.#done = this.#serve(state);
+  }
+
+  async #serve(state: () => unknown): Promise<void> {
+    const encoder = new TextEncoder();
+    while (!this.#closed) {
+      if (!await pollReadable(this.#fd, ACCEPT_POLL_MS) || this.#closed) {
+        continue;
+      }
+      let conn: number;
+      try {
+        conn = acceptUnix(this.#fd);
+      } catch {
+        continue; // the peer left before we took it
+      }
+      const p = this.#answer(
+        conn,
+        encoder.encode(JSON.stringify(state()) + "\n"),
+      )
+        .finally(() => this.#pending.delete(p));
+      this.#pending.add(p);
+    }
+  }
+
+  async #answer(conn: number, bytes: Uint8Array): Promise<void> {
+    const deadline = performance.now() + WRITE_DEADLINE_MS;
+    try {
+      setNonblocking(conn, true);
+      let off = 0;
+      while (off < bytes.length) {
+        try {
+          off += this.#io.send(
+            conn,
+            bytes.subarray(off),
+            bytes.length - off,
+            null,
+            0,
+            [],
+          );
+        } catch (e) {
+          if (!(e instanceof SysError && e.errno === Errno.EAGAIN)) return;
+          const left = deadline - performance.now();
+          if (left <= 0 || !await pollWritable(conn, Math.ceil(left))) return;
+        }
+      }
+    } finally {
+      closeFd(conn);
+    }
+  }
+
+  /** Stops listening, finishes or drops the answers, removes the file. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#done;
+    await Promise.all(this.#pending);
+    closeFd(this.#fd);
+    try {
+      Deno.removeSync(this.#path);
+    } catch {
+      // Already gone, or not ours to remove.
+    }
+  }
+
+  /** See close(). */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/** Reads the state a control socket at `path` answers with. */
+export async function readControl(
+  path: string,
+  timeoutMs = 5000,
+): Promise<unknown> {
+  const fd = connectUnix(path);
+  try {
+    setNonblocking(fd, true);
+    const chunks: Uint8Array[] = [];
+    const buf = new Uint8Array(64 * 1024);
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      let n: number;
+      try {
+        n = readFd(fd, buf);
+      } catch (e) {
+        if (!(e instanceof SysError && e.errno === Errno.EAGAIN)) throw e;
+        const left = deadline - performance.now();
+        if (left <= 0 || !await pollReadable(fd, Math.ceil(left))) {
+          throw new SysError("read", Errno.EAGAIN, "no answer in time");
+        }
+        continue;
+      }
+      if (n === 0) break;
+      chunks.push(buf.slice(0, n));
+    }
+    const text = new TextDecoder().decode(
+      Uint8Array.from(chunks.flatMap((c) => [...c])),
+    );
+    return JSON.parse(text);
+  } finally {
+    closeFd(fd);
+  }
+}
