@@ -2,7 +2,7 @@
 // where they are missing, except under CI=true, where that is a failure (one
 // exception for KVM: see haveKvm).
 
-import { kernelHasKvmDevice, kvmUnavailableReason } from "../lib/kvm/kvm.ts";
+import { kernelHasKvmDevice, kvmUnavailableReason } from "../lib/kvm/mod.ts";
 
 const inCi = Deno.env.get("CI") === "true";
 

@@ -8,7 +8,7 @@
 import { parseArgs } from "@std/cli/parse-args";
 import { buildBootImage, buildEduImage } from "../guest/boot_image.ts";
 import { type GuestResult, parseGuestResult } from "../guest/result.ts";
-import { kvmUnavailableReason } from "../kvm/kvm.ts";
+import { kvmUnavailableReason } from "../kvm/mod.ts";
 import {
   measureUserSinkInterrupts,
   userSinkOk,

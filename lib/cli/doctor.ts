@@ -5,13 +5,13 @@
 // in-kernel PIC. One line per check; exit 0 only if every check passed.
 
 import { parseArgs } from "@std/cli/parse-args";
-import { Kvm, KVM_API_VERSION, KvmCap } from "../kvm/kvm.ts";
+import { Kvm, KVM_API_VERSION, KvmCap } from "../kvm/mod.ts";
 import {
   createIrqGuestMachine,
   IrqGuestFlag,
   readIrqGuestCounters,
   writeIrqGuestParams,
-} from "../kvm/machine.ts";
+} from "../kvm/irq_guest.ts";
 import {
   measureUserSinkInterrupts,
   userSinkOk,

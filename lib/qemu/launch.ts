@@ -4,7 +4,7 @@
 // into one exit status and one line saying why.
 
 import { closeFd, setCloexec, socketpair } from "../../ffi/mod.ts";
-import { kvmUnavailableReason } from "../kvm/kvm.ts";
+import { kvmUnavailableReason } from "../kvm/mod.ts";
 import { DEFAULT_QEMU, probeQemu, QemuUnusableError } from "./probe.ts";
 import { type SocketChild, spawnWithSockets } from "./socket_child.ts";
 

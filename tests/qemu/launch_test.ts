@@ -12,7 +12,7 @@ import {
 } from "@std/assert";
 import { UsageError } from "../../lib/cli/common.ts";
 import { parseLaunchArgs } from "../../lib/cli/launch.ts";
-import { kvmUnavailableReason } from "../../lib/kvm/kvm.ts";
+import { kvmUnavailableReason } from "../../lib/kvm/mod.ts";
 import { buildGuest } from "../../lib/guest/build.ts";
 import {
   EXIT_GUEST,
