@@ -5,7 +5,7 @@
 
 import { parseArgs } from "@std/cli/parse-args";
 import { Reg } from "../lib/pci/devices/testdev.ts";
-import { spawnTestdevRemote } from "../lib/qemu/launch.ts";
+import { spawnTestdevRemote } from "../lib/qemu/spawn_remote.ts";
 import { ProxyDevice, type UserIrqSink } from "../lib/proxy/proxy_device.ts";
 import { spawnQemuRemote } from "../lib/qemu/qemu_remote.ts";
 

@@ -13,7 +13,8 @@ import {
   measureUserSinkInterrupts,
   userSinkOk,
 } from "../proxy/irq_roundtrip.ts";
-import { EXIT_OK, launch, type LaunchOutcome } from "../qemu/launch.ts";
+import { launch } from "../qemu/launch.ts";
+import { EXIT_OK, type LaunchOutcome } from "../qemu/outcome.ts";
 import { DEFAULT_QEMU } from "../qemu/probe.ts";
 import { type ClosedDevice, parseCloseLine } from "../remote/close_line.ts";
 import { type Command, UsageError } from "./common.ts";

@@ -16,7 +16,7 @@ import {
   measureUserSinkInterrupts,
   userSinkOk,
 } from "../proxy/irq_roundtrip.ts";
-import { spawnTestdevRemote } from "../qemu/launch.ts";
+import { spawnTestdevRemote } from "../qemu/spawn_remote.ts";
 import { ProxyDevice } from "../proxy/proxy_device.ts";
 import { DEFAULT_QEMU, probeQemu } from "../qemu/probe.ts";
 import { type Command, describeError, UsageError } from "./common.ts";

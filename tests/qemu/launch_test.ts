@@ -5,6 +5,7 @@
 import {
   assert,
   assertEquals,
+  assertLess,
   assertMatch,
   assertRejects,
   assertStringIncludes,
@@ -14,6 +15,12 @@ import { UsageError } from "../../lib/cli/common.ts";
 import { parseLaunchArgs } from "../../lib/cli/launch.ts";
 import { kvmUnavailableReason } from "../../lib/kvm/mod.ts";
 import { buildGuest } from "../../lib/guest/build.ts";
+import { parentDeathPrefix } from "../../lib/qemu/command_line.ts";
+import {
+  launch,
+  type LaunchOptions,
+  type LaunchStarted,
+} from "../../lib/qemu/launch.ts";
 import {
   EXIT_GUEST,
   EXIT_OK,
@@ -23,12 +30,8 @@ import {
   EXIT_SIGTERM,
   EXIT_TIMEOUT,
   EXIT_USAGE,
-  launch,
-  type LaunchOptions,
   type LaunchOutcome,
-  type LaunchStarted,
-  parentDeathPrefix,
-} from "../../lib/qemu/launch.ts";
+} from "../../lib/qemu/outcome.ts";
 import { MIN_QEMU_VERSION, parseQemuVersion } from "../../lib/qemu/probe.ts";
 import { assertNoFdLeak } from "../fd_check.ts";
 import { haveBinutils, haveKvm, haveQemu, QEMU } from "../requirements.ts";
@@ -233,6 +236,12 @@ Deno.test("launch: argument parsing", () => {
   assertEquals(a.options.pollMicros, 20);
   assertEquals(a.options.accel, "tcg");
   assertEquals(a.options.qemuArgs, ["-smp", "2"]);
+  assertEquals(a.printCommand, false);
+  // Other -object types are the user's to add.
+  assertEquals(
+    parseLaunchArgs(["--", "-object", "rng-random,id=r"]).options.qemuArgs,
+    ["-object", "rng-random,id=r"],
+  );
   assertEquals(a.serial, null);
   const d = parseLaunchArgs([]);
   assertEquals(d.options.devices, [{ type: "testdev", id: "testdev0" }]);
@@ -252,6 +261,17 @@ Deno.test("launch: argument parsing", () => {
     [["--frob"], "unknown argument '--frob'"],
     [["stray"], "unexpected argument 'stray'"],
     [["--qemu"], "--qemu needs a value"],
+    [["--", "-m", "128M"], "-m: set by iohub launch; use --memory"],
+    [["--", "-M", "q35"], "-M: set by iohub launch; use --accel"],
+    [["--", "--machine", "pc"], "-machine: set by iohub launch; use --accel"],
+    [["--", "-accel", "tcg"], "-accel: set by iohub launch; use --accel"],
+    [["--", "-enable-kvm"], "-enable-kvm: set by iohub launch; use --accel"],
+    [["--", "-numa", "node"], "-numa: set by iohub launch; use --memory"],
+    [["--", "-serial", "null"], "-serial: set by iohub launch; use --serial"],
+    [
+      ["--", "-smp", "2", "-object", "memory-backend-ram,id=r,size=1G"],
+      "-object memory-backend-ram,id=r,size=1G: set by iohub launch; use --memory",
+    ],
   ];
   for (const [args, msg] of bad) {
     const e = assertThrows(() => parseLaunchArgs(args), UsageError);
@@ -266,6 +286,49 @@ Deno.test("launch: a bad command line is exit 2 with one line", async () => {
   const h = await cli(["--help"]);
   assertEquals(h.code, 0);
   assertStringIncludes(h.stdout, "exit status:");
+});
+
+Deno.test("launch: --print-command prints both command lines, starts nothing", async () => {
+  const r = await cli(
+    [
+      "--print-command",
+      "--accel",
+      "tcg",
+      "--memory",
+      "96M",
+      "--device",
+      "testdev,id=a",
+      "--device",
+      "testdev,id=b",
+      "--",
+      "-smp",
+      "2",
+    ],
+    // A QEMU that does not exist: nothing may try to run it.
+    { IOHUB_QEMU: "/nonexistent/qemu" },
+  );
+  assertEquals(r.code, EXIT_OK, r.stderr);
+  assertEquals(r.stderr, "");
+  const [qemu, remote, rest] = r.stdout.split("\n");
+  assertEquals(rest, "");
+  assertMatch(
+    qemu,
+    /^qemu: (\S*setpriv --pdeathsig TERM -- )?\/nonexistent\/qemu -accel tcg -m 96M -object memory-backend-memfd,id=mem,size=96M /,
+  );
+  assertMatch(
+    qemu,
+    / -device x-pci-proxy-dev,id=a,fd=(\d+) -device x-pci-proxy-dev,id=b,fd=(\d+) -smp 2$/,
+  );
+  assertMatch(
+    remote,
+    /^remote: .* remote --device testdev,fd=\d+,id=a --device testdev,fd=\d+,id=b$/,
+  );
+  const bad = await cli(["--print-command", "--", "-m", "1G"]);
+  assertEquals(bad.code, EXIT_USAGE);
+  assertEquals(
+    bad.stderr,
+    "iohub: launch: -m: set by iohub launch; use --memory\n",
+  );
 });
 
 Deno.test({
@@ -378,13 +441,64 @@ Deno.test({
     Deno.kill(s.qemuPid, "SIGKILL");
     const out = await running;
     assertEquals(out.status, EXIT_QEMU, out.message);
-    assertEquals(out.message, "QEMU was killed by SIGKILL");
-    // The remote saw EOF on its channel and exited cleanly by itself.
-    assertEquals(out.remote?.code, 0);
-    assertStringIncludes(
-      out.remoteLines.join("\n"),
-      "peer closed the connection",
+    // The remote exits by itself: cleanly on EOF, or with the error of a
+    // request QEMU's death cut short (ECONNRESET, EPIPE).
+    assertMatch(
+      out.message,
+      /^QEMU was killed by SIGKILL(; remote exited with status 1 \(.*(ECONNRESET|EPIPE).*\))?$/,
     );
+    assertEquals(out.remote?.signal, null);
+  },
+});
+
+Deno.test({
+  name:
+    "launch: QEMU seen ending just after the remote it broke is blamed, exit 3",
+  ignore: !qemuOk,
+  async fn(): Promise<void> {
+    const dir = await Deno.makeTempDir({ prefix: "iohub-launch-" });
+    try {
+      const fake = `${dir}/qemu`;
+      await Deno.writeTextFile(
+        fake,
+        `#!/bin/sh\nexec '${Deno.execPath()}' run -A --quiet '${FIXTURES}fake_qemu_dies_late.ts' "$@"\n`,
+      );
+      await Deno.chmod(fake, 0o755);
+      const out = await run({ qemu: fake, timeoutMs: 30_000 });
+      assertEquals(out.status, EXIT_QEMU, out.message);
+      assertEquals(out.end, "qemu-failed");
+      assertMatch(
+        out.message,
+        /^QEMU was killed by SIGKILL; remote exited with status 1 \(/,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "launch: after --timeout a stopped remote is ended within the 2 s grace",
+  ignore: !qemuOk,
+  async fn(): Promise<void> {
+    let startedAt = 0;
+    const w = watched({ timeoutMs: 1000 });
+    const running = run({
+      ...w.opts,
+      onStarted: (s) => {
+        startedAt = performance.now();
+        w.opts.onStarted?.(s);
+      },
+    });
+    const s = await w.started;
+    Deno.kill(s.remotePid, "SIGSTOP");
+    const out = await running;
+    const stopping = performance.now() - startedAt - 1000;
+    assertEquals(out.status, EXIT_TIMEOUT, out.message);
+    // Continued along with its SIGTERM, it acts on it: no SIGKILL needed.
+    assertEquals(out.remote?.signal, "SIGTERM");
+    assertLess(stopping, 2000);
   },
 });
 
