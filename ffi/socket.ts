@@ -10,8 +10,6 @@ import { libc } from "./libc.ts";
 export const AF_UNIX = 1;
 /** Stream socket type. */
 export const SOCK_STREAM = 1;
-/** socket flag: non-blocking. */
-export const SOCK_NONBLOCK = 0o4000;
 /** socket flag: close on exec. */
 export const SOCK_CLOEXEC = 0o2000000;
 /** send flag: no SIGPIPE on a closed peer, EPIPE instead. */

@@ -3,7 +3,9 @@
 // build/. Binaries are never committed: they are rebuilt when the source
 // changes, keyed by a hash of the source text and the link origin.
 
-const BUILD_DIR = new URL("../../build/guests/", import.meta.url).pathname;
+/** Where built guests and images live (build/guests/, never committed). */
+export const BUILD_DIR = new URL("../../build/guests/", import.meta.url)
+  .pathname;
 
 /** How a guest source is linked. */
 export interface GuestBuildOptions {
@@ -49,11 +51,14 @@ async function run(
   }
 }
 
-async function digest(text: string): Promise<string> {
-  const hash = await crypto.subtle.digest(
-    "SHA-256",
-    new TextEncoder().encode(text),
-  );
+/** A short content hash (16 hex digits of SHA-256) naming a build product. */
+export async function digest(
+  content: string | Uint8Array<ArrayBuffer>,
+): Promise<string> {
+  const bytes = typeof content === "string"
+    ? new TextEncoder().encode(content)
+    : content;
+  const hash = await crypto.subtle.digest("SHA-256", bytes);
   return Array.from(new Uint8Array(hash).slice(0, 8))
     .map((b) => b.toString(16).padStart(2, "0")).join("");
 }

@@ -6,13 +6,13 @@ import { buildGuestBytes } from "../guest/build.ts";
 import { DEFAULT_MEM_SIZE, GUEST_LOAD_ADDRESS, KvmMachine } from "./machine.ts";
 
 /** The interrupt test guest's source (see its header comment). */
-export const IRQ_GUEST_SOURCE = new URL(
+const IRQ_GUEST_SOURCE = new URL(
   "../../guest/kvm/irq_guest.S",
   import.meta.url,
 ).pathname;
 
 /** Where the interrupt guest's parameter block lives in guest RAM. */
-export const IRQ_GUEST_PARAMS = 0x500;
+const IRQ_GUEST_PARAMS = 0x500;
 
 /** Parameter block offsets, mirroring guest/kvm/irq_guest.S. */
 const P = {
@@ -123,13 +123,4 @@ export function readIrqGuestCounters(m: KvmMachine): IrqGuestCounters {
     raised: v.getUint16(P.raised, true),
     kicks: v.getUint16(P.kicks, true),
   };
-}
-
-/** Zeroes the interrupt guest's counters (between runs). */
-export function resetIrqGuestCounters(m: KvmMachine): void {
-  m.memory.fill(
-    0,
-    IRQ_GUEST_PARAMS + P.delivered,
-    IRQ_GUEST_PARAMS + P.end,
-  );
 }

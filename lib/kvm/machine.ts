@@ -57,9 +57,9 @@ export const HarnessPort = {
 } as const;
 
 /** First port of the harness range. */
-export const HARNESS_PORT_FIRST = 0xf0;
+const HARNESS_PORT_FIRST = 0xf0;
 /** Last port of the harness range. */
-export const HARNESS_PORT_LAST = 0xff;
+const HARNESS_PORT_LAST = 0xff;
 
 /** Where guests are loaded and start (CS base 0, IP here). */
 export const GUEST_LOAD_ADDRESS = 0x1000;
