@@ -1,6 +1,6 @@
 /* Prints the KVM struct sizes, member offsets and ioctl numbers iohub uses,
  * as "name value" lines, from the kernel headers (linux-libc-dev).
- * tests/kvm_test.ts compiles and runs it and compares with lib/kvm.ts. */
+ * tests/kvm/kvm_test.ts compiles and runs it and compares with lib/kvm/layout.ts. */
 #include <stddef.h>
 #include <stdio.h>
 #include <linux/kvm.h>

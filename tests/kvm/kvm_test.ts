@@ -1,4 +1,4 @@
-// lib/kvm.ts and lib/kvm_harness.ts on the real /dev/kvm, no remote: ioctl
+// lib/kvm/ (wrappers, machine, irq guest) on the real /dev/kvm, no remote: ioctl
 // numbers and struct layouts against the kernel headers, capabilities, and
 // the IOHUB interrupt cycle on the in-kernel PIC driven with plain eventfds
 // (irqfd -> guest handler -> EOI -> resamplefd -> re-assert), deregistration,
@@ -45,7 +45,7 @@ const kvmOk = haveKvm();
 const guestOk = kvmOk && haveBinutils();
 const gccOk = haveGcc();
 
-// The table at the end of PROTOCOL.md, copied: the derivations must agree.
+// The table at the end of docs/protocol.md, copied: the derivations must agree.
 const PROTOCOL_HEX: Record<string, number> = {
   KVM_GET_API_VERSION: 0xae00,
   KVM_CREATE_VM: 0xae01,
@@ -60,9 +60,12 @@ const PROTOCOL_HEX: Record<string, number> = {
   KVM_SET_REGS: 0x4090ae82,
   KVM_GET_SREGS: 0x8138ae83,
   KVM_SET_SREGS: 0x4138ae84,
+  KVM_GET_LAPIC: 0x8400ae8e,
+  KVM_SET_LAPIC: 0x4400ae8f,
+  KVM_SIGNAL_MSI: 0x4020aea5,
 };
 
-Deno.test("kvm: ioctl numbers derived with ioc() match PROTOCOL.md", () => {
+Deno.test("kvm: ioctl numbers derived with ioc() match docs/protocol.md", () => {
   for (const [name, hex] of Object.entries(PROTOCOL_HEX)) {
     assertEquals(
       KVM_IOCTL[name as keyof typeof KVM_IOCTL],
