@@ -117,6 +117,18 @@ function watched(
   return { opts: { ...opts, onStarted: resolve }, started };
 }
 
+/** A run in which one side is killed with SIGKILL once both have started. */
+async function killMidRun(
+  side: "qemuPid" | "remotePid",
+): Promise<LaunchOutcome> {
+  const w = watched({ timeoutMs: 10_000 });
+  const running = run(w.opts);
+  const s = await w.started;
+  await sleep(700);
+  Deno.kill(s[side], "SIGKILL");
+  return await running;
+}
+
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
@@ -366,12 +378,7 @@ Deno.test({
   name: "launch: the remote dying stops QEMU, exit 4",
   ignore: !qemuOk,
   async fn(): Promise<void> {
-    const w = watched({ timeoutMs: 10_000 });
-    const running = run(w.opts);
-    const s = await w.started;
-    await sleep(700);
-    Deno.kill(s.remotePid, "SIGKILL");
-    const out = await running;
+    const out = await killMidRun("remotePid");
     assertEquals(out.status, EXIT_REMOTE, out.message);
     assertEquals(
       out.message,
@@ -434,12 +441,7 @@ Deno.test({
   name: "launch: QEMU dying stops the remote, exit 3",
   ignore: !qemuOk,
   async fn(): Promise<void> {
-    const w = watched({ timeoutMs: 10_000 });
-    const running = run(w.opts);
-    const s = await w.started;
-    await sleep(700);
-    Deno.kill(s.qemuPid, "SIGKILL");
-    const out = await running;
+    const out = await killMidRun("qemuPid");
     assertEquals(out.status, EXIT_QEMU, out.message);
     // The remote exits by itself: cleanly on EOF, or with the error of a
     // request QEMU's death cut short (ECONNRESET, EPIPE).
