@@ -11,6 +11,8 @@ export const BUILD_DIR = new URL("../../build/guests/", import.meta.url)
 export interface GuestBuildOptions {
   /** Guest-physical address the first byte is loaded at (the link origin). */
   origin: number;
+  /** Symbols defined for the assembler (`as --defsym NAME=VALUE`). */
+  symbols?: Record<string, number>;
 }
 
 /** A failure of `as` or `ld`, carrying the tool's own diagnostics. */
@@ -74,7 +76,10 @@ export async function buildGuest(
 ): Promise<string> {
   const text = await Deno.readTextFile(source);
   const name = source.split("/").pop()!.replace(/\.[Ss]$/, "");
-  const key = await digest(`${opts.origin}\n${text}`);
+  const defsyms = Object.entries(opts.symbols ?? {}).flatMap((
+    [k, v],
+  ) => ["--defsym", `${k}=${v}`]);
+  const key = await digest(`${opts.origin}\n${defsyms.join(" ")}\n${text}`);
   const bin = `${BUILD_DIR}${name}-${key}.bin`;
   try {
     await Deno.stat(bin);
@@ -86,7 +91,7 @@ export async function buildGuest(
   const obj = `${BUILD_DIR}${name}-${key}.${Deno.pid}.o`;
   const tmp = `${bin}.${Deno.pid}.tmp`;
   try {
-    await run("as", ["--32", "-o", obj, source], source);
+    await run("as", ["--32", ...defsyms, "-o", obj, source], source);
     await run("ld", [
       "-m",
       "elf_i386",

@@ -86,15 +86,23 @@ async function cli(
   };
 }
 
-/** A 1.44 MB floppy image whose boot sector is fixture `name`. */
-async function floppy(name: string, dir: string): Promise<string> {
+/**
+ * A 1.44 MB floppy image whose boot sector is fixture `name`, assembled with
+ * `symbols` defined.
+ */
+async function floppy(
+  name: string,
+  dir: string,
+  symbols: Record<string, number> = {},
+): Promise<string> {
   const bin = await Deno.readFile(
-    await buildGuest(`${FIXTURES}${name}.S`, { origin: 0x7c00 }),
+    await buildGuest(`${FIXTURES}${name}.S`, { origin: 0x7c00, symbols }),
   );
   assertEquals(bin.length, 512, `${name} must assemble to one sector`);
   const img = new Uint8Array(FLOPPY_SIZE);
   img.set(bin);
-  const path = `${dir}/${name}.img`;
+  const suffix = Object.entries(symbols).map(([k, v]) => `-${k}${v}`).join("");
+  const path = `${dir}/${name}${suffix}.img`;
   await Deno.writeFile(path, img);
   return path;
 }
@@ -541,8 +549,8 @@ Deno.test({
   async fn(t): Promise<void> {
     const dir = await Deno.makeTempDir({ prefix: "iohub-launch-" });
     try {
-      const pass = await floppy("launch_pass", dir);
-      const fail = await floppy("launch_fail", dir);
+      const pass = await floppy("launch_exit", dir, { EXIT_CODE: 0 });
+      const fail = await floppy("launch_exit", dir, { EXIT_CODE: 3 });
       await t.step({
         name: "v = 0 (kvm): passed, exit 0, serial lines delivered",
         ignore: !kvmOk,
