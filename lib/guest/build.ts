@@ -4,7 +4,7 @@
 // changes, keyed by a hash of the source text and the link origin.
 
 /** Where built guests and images live (build/guests/, never committed). */
-export const BUILD_DIR = new URL("../../build/guests/", import.meta.url)
+export const BUILD_DIR: string = new URL("../../build/guests/", import.meta.url)
   .pathname;
 
 /** How a guest source is linked. */

@@ -9,7 +9,7 @@ export function u64(v: number | bigint): bigint {
 }
 
 /** Names of the general registers in struct kvm_regs, in order. */
-const REG_NAMES = [
+export const REG_NAMES = [
   "rax",
   "rbx",
   "rcx",

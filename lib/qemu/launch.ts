@@ -38,7 +38,7 @@ import {
 } from "./supervise.ts";
 
 /** Printed by the CLI under --accel tcg: the run works, INTx does not. */
-export const TCG_WARNING =
+export const TCG_WARNING: string =
   "QEMU's x-pci-proxy-dev delivers no interrupts under --accel tcg (it " +
   "registers the irqfd with KVM only): device interrupts will not reach the guest";
 
