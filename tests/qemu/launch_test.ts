@@ -5,7 +5,6 @@
 import {
   assert,
   assertEquals,
-  assertLess,
   assertMatch,
   assertRejects,
   assertStringIncludes,
@@ -489,26 +488,18 @@ Deno.test({
 
 Deno.test({
   name:
-    "launch: after --timeout a stopped remote is ended within the 2 s grace",
+    "launch: after --timeout a stopped remote is continued with its SIGTERM, not left for SIGKILL",
   ignore: !qemuOk,
   async fn(): Promise<void> {
-    let startedAt = 0;
     const w = watched({ timeoutMs: 1000 });
-    const running = run({
-      ...w.opts,
-      onStarted: (s) => {
-        startedAt = performance.now();
-        w.opts.onStarted?.(s);
-      },
-    });
+    const running = run(w.opts);
     const s = await w.started;
     Deno.kill(s.remotePid, "SIGSTOP");
     const out = await running;
-    const stopping = performance.now() - startedAt - 1000;
     assertEquals(out.status, EXIT_TIMEOUT, out.message);
-    // Continued along with its SIGTERM, it acts on it: no SIGKILL needed.
+    // A stopped process only acts on SIGTERM once continued; left stopped,
+    // it would sit out the grace period and then need SIGKILL.
     assertEquals(out.remote?.signal, "SIGTERM");
-    assertLess(stopping, 2000);
   },
 });
 
