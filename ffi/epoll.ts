@@ -13,8 +13,6 @@ export const EPOLLERR = 0x8;
 export const EPOLLHUP = 0x10;
 /** Writable. */
 export const EPOLLOUT = 0x4;
-/** Peer closed its writing end. */
-export const EPOLLRDHUP = 0x2000;
 
 const EPOLL_CLOEXEC = 0o2000000;
 const EPOLL_CTL_ADD = 1;

@@ -101,14 +101,15 @@ export function checkSize(ret: number | bigint, call: string): number {
   return n;
 }
 
-/** Runs `fn`, retrying while it fails with EINTR. */
-export function retryEintr<T>(fn: () => T): T {
+/**
+ * Calls `fn` (a system call returning -1 on failure) again while a signal
+ * interrupts it; returns its result, or throws SysError for `call`.
+ */
+export function retryEintr(fn: () => number | bigint, call: string): number {
   for (;;) {
-    try {
-      return fn();
-    } catch (e) {
-      if (e instanceof SysError && e.errno === Errno.EINTR) continue;
-      throw e;
-    }
+    const n = Number(fn());
+    if (n !== -1) return n;
+    const e = errno();
+    if (e !== Errno.EINTR) throw new SysError(call, e);
   }
 }

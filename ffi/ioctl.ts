@@ -1,7 +1,7 @@
 // ioctl(2) and the _IOC encoding: request numbers are computed from
 // (direction, type, number, size), never written as magic hex.
 
-import { check } from "./errors.ts";
+import { check, retryEintr } from "./errors.ts";
 import { libc } from "./libc.ts";
 
 /** No data transfer. */
@@ -56,4 +56,30 @@ export function ioctlBuffer(
 ): number {
   // SAFETY: `buf` is referenced by this frame for the whole synchronous call.
   return check(libc.ioctl_buf(fd, req, buf), name);
+}
+
+/**
+ * ioctl with an integer argument on a worker thread, for requests that block
+ * (KVM_RUN). Returns the raw result: errno stays on the worker thread, so a
+ * caller tells failures apart by what the request itself reports.
+ */
+export function ioctlAsync(
+  fd: number,
+  req: bigint,
+  arg: bigint | number,
+): Promise<number> {
+  return libc.ioctl_async(fd, req, BigInt(arg));
+}
+
+/**
+ * ioctl with an integer argument, issued again while a signal interrupts it
+ * (KVM_RUN returns EINTR when one arrives for the thread).
+ */
+export function ioctlValueRestarting(
+  fd: number,
+  req: bigint,
+  arg: bigint | number,
+  name: string,
+): number {
+  return retryEintr(() => libc.ioctl_val(fd, req, BigInt(arg)), name);
 }

@@ -17,8 +17,6 @@ const symbols = {
   lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
   /** int fcntl(int fd, int cmd, int arg) */
   fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  /** int dup(int fd) */
-  dup: { parameters: ["i32"], result: "i32" },
   /** int open(const char *path, int flags, mode_t mode) */
   open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
   /** int eventfd(unsigned int initval, int flags) */
@@ -35,8 +33,6 @@ const symbols = {
   accept4: { parameters: ["i32", "pointer", "pointer", "i32"], result: "i32" },
   /** int connect(int fd, const struct sockaddr *addr, socklen_t len) */
   connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  /** int shutdown(int fd, int how) */
-  shutdown: { parameters: ["i32", "i32"], result: "i32" },
   /** ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) */
   sendmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
   /** ssize_t recvmsg(int fd, struct msghdr *msg, int flags) */
@@ -93,20 +89,6 @@ const symbols = {
     result: "i32",
     nonblocking: true,
   },
-  /** void *memcpy(void *dst, const void *src, size_t n) */
-  memcpy_in: {
-    name: "memcpy",
-    parameters: ["pointer", "buffer", "usize"],
-    result: "pointer",
-  },
-  /** void *memcpy(void *dst, const void *src, size_t n) */
-  memcpy_out: {
-    name: "memcpy",
-    parameters: ["buffer", "pointer", "usize"],
-    result: "pointer",
-  },
-  /** pid_t getpid(void) */
-  getpid: { parameters: [], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The opened libc with iohub's symbols. */

@@ -11,10 +11,6 @@ export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 /** Share the mapping with the file and other mappers. */
 export const MAP_SHARED = 1;
-/** Private anonymous memory. */
-export const MAP_PRIVATE = 2;
-/** Not backed by a file. */
-export const MAP_ANONYMOUS = 0x20;
 const MFD_CLOEXEC = 1;
 
 /** A mapping: its address, length and a byte view over it; unmap() once. */

@@ -2,7 +2,7 @@
 // sendmsg/recvmsg carrying fds as SCM_RIGHTS. The struct layouts (msghdr,
 // iovec, cmsghdr, sockaddr_un) live here and nowhere else.
 
-import { check, Errno, errno, SysError } from "./errors.ts";
+import { check, Errno, errno, retryEintr, SysError } from "./errors.ts";
 import { closeFd, cString } from "./fd.ts";
 import { libc } from "./libc.ts";
 
@@ -10,8 +10,6 @@ import { libc } from "./libc.ts";
 export const AF_UNIX = 1;
 /** Stream socket type. */
 export const SOCK_STREAM = 1;
-/** socket flag: non-blocking. */
-export const SOCK_NONBLOCK = 0o4000;
 /** socket flag: close on exec. */
 export const SOCK_CLOEXEC = 0o2000000;
 /** send flag: no SIGPIPE on a closed peer, EPIPE instead. */
@@ -214,12 +212,10 @@ export class MsgIo {
       setU64(h, 32, 0);
       setU64(h, 40, 0);
     }
-    for (;;) {
-      const n = Number(libc.sendmsg(sock, this.#hdr, MSG_NOSIGNAL));
-      if (n >= 0) return n;
-      const e = errno();
-      if (e !== Errno.EINTR) throw new SysError("sendmsg", e);
-    }
+    return retryEintr(
+      () => libc.sendmsg(sock, this.#hdr, MSG_NOSIGNAL),
+      "sendmsg",
+    );
   }
 
   /**
@@ -249,13 +245,10 @@ export class MsgIo {
     h.setInt32(48, 0, true);
     this.numFds = 0;
     this.truncated = false;
-    let n: number;
-    for (;;) {
-      n = Number(libc.recvmsg(sock, this.#hdr, flags | MSG_CMSG_CLOEXEC));
-      if (n >= 0) break;
-      const e = errno();
-      if (e !== Errno.EINTR) throw new SysError("recvmsg", e);
-    }
+    const n = retryEintr(
+      () => libc.recvmsg(sock, this.#hdr, flags | MSG_CMSG_CLOEXEC),
+      "recvmsg",
+    );
     this.truncated = (h.getInt32(48, true) & MSG_CTRUNC) !== 0;
     const ctlLen = getU64(h, 40);
     const c = this.#ctlView;

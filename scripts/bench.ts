@@ -5,7 +5,8 @@
 
 import { parseArgs } from "@std/cli/parse-args";
 import { Reg } from "../lib/pci/devices/testdev.ts";
-import { spawnTestdevRemote } from "../lib/qemu/launch.ts";
+import { defaultQemu } from "../lib/qemu/probe.ts";
+import { spawnTestdevRemote } from "../lib/qemu/spawn_remote.ts";
 import { ProxyDevice, type UserIrqSink } from "../lib/proxy/proxy_device.ts";
 import { spawnQemuRemote } from "../lib/qemu/qemu_remote.ts";
 
@@ -139,8 +140,7 @@ async function main(): Promise<void> {
   const rounds = count("rounds", 5);
   const n = count("n", 1000);
   const pollUs = opt("poll-us") ?? "50";
-  const qemu = opt("qemu") ?? Deno.env.get("IOHUB_QEMU") ??
-    "qemu-system-x86_64";
+  const qemu = opt("qemu") ?? defaultQemu();
   const peers = [
     qemuPeer(qemu),
     iohubPeer("iohub", []),

@@ -2,7 +2,8 @@
 // where they are missing, except under CI=true, where that is a failure (one
 // exception for KVM: see haveKvm).
 
-import { kernelHasKvmDevice, kvmUnavailableReason } from "../lib/kvm/kvm.ts";
+import { kernelHasKvmDevice, kvmUnavailableReason } from "../lib/kvm/mod.ts";
+import { defaultQemu } from "../lib/qemu/probe.ts";
 
 const inCi = Deno.env.get("CI") === "true";
 
@@ -31,7 +32,7 @@ export function haveKvm(): boolean {
 }
 
 /** The QEMU binary iohub tests use. */
-export const QEMU = Deno.env.get("IOHUB_QEMU") ?? "qemu-system-x86_64";
+export const QEMU = defaultQemu();
 
 /** True when QEMU runs and has x-pci-proxy-dev; see module comment. */
 export function haveQemu(): boolean {

@@ -1,6 +1,6 @@
 /*
  * iohub QEMU boot guest: a real-mode program SeaBIOS boots from a 1.44 MB
- * floppy (image built by lib/boot_image.ts). It finds the iohub-testdev
+ * floppy (image built by lib/guest/boot_image.ts). It finds the iohub-testdev
  * behind QEMU's x-pci-proxy-dev, talks to it through both BARs, takes its
  * interrupts, moves data with its DMA engine, resets the machine to check
  * that the reset reaches the device, and prints one `IOHUB-RESULT` line on

@@ -1,12 +1,12 @@
 /*
  * iohub KVM harness guest: a 16-bit real-mode program loaded at 0x1000 by
- * lib/kvm_harness.ts. It programs the in-kernel 8259 pair, makes one IRQ
+ * lib/kvm/machine.ts. It programs the in-kernel 8259 pair, makes one IRQ
  * level-triggered (ELCR), waits for interrupts with sti;hlt and handles
  * them: counts, optionally reports each one, talks to an iohub-testdev
  * through its I/O or memory BAR (reads IRQ_STATUS, ACKs with IRQ_ACK) and
  * EOIs. One binary serves every test: what it does comes from the
  * parameter block at 0x500, written by the harness before the run. The
- * layout is mirrored by IrqGuestParams in lib/kvm_harness.ts.
+ * layout is mirrored by IrqGuestParams in lib/kvm/irq_guest.ts.
  *
  * Harness ports (exits to the harness, never to a device):
  *   0xf0 REPORT (out 16): the delivery count, once per delivery (F_REPORT)

@@ -8,12 +8,13 @@
 import { parseArgs } from "@std/cli/parse-args";
 import { buildBootImage, buildEduImage } from "../guest/boot_image.ts";
 import { type GuestResult, parseGuestResult } from "../guest/result.ts";
-import { kvmUnavailableReason } from "../kvm/kvm.ts";
+import { kvmUnavailableReason } from "../kvm/mod.ts";
 import {
   measureUserSinkInterrupts,
   userSinkOk,
 } from "../proxy/irq_roundtrip.ts";
-import { EXIT_OK, launch, type LaunchOutcome } from "../qemu/launch.ts";
+import { launch } from "../qemu/launch.ts";
+import { EXIT_OK, type LaunchOutcome } from "../qemu/outcome.ts";
 import { DEFAULT_QEMU } from "../qemu/probe.ts";
 import { type ClosedDevice, parseCloseLine } from "../remote/close_line.ts";
 import { type Command, UsageError } from "./common.ts";

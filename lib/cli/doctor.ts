@@ -5,18 +5,18 @@
 // in-kernel PIC. One line per check; exit 0 only if every check passed.
 
 import { parseArgs } from "@std/cli/parse-args";
-import { Kvm, KVM_API_VERSION, KvmCap } from "../kvm/kvm.ts";
+import { Kvm, KVM_API_VERSION, KvmCap } from "../kvm/mod.ts";
 import {
   createIrqGuestMachine,
   IrqGuestFlag,
   readIrqGuestCounters,
   writeIrqGuestParams,
-} from "../kvm/machine.ts";
+} from "../kvm/irq_guest.ts";
 import {
   measureUserSinkInterrupts,
   userSinkOk,
 } from "../proxy/irq_roundtrip.ts";
-import { spawnTestdevRemote } from "../qemu/launch.ts";
+import { spawnTestdevRemote } from "../qemu/spawn_remote.ts";
 import { ProxyDevice } from "../proxy/proxy_device.ts";
 import { DEFAULT_QEMU, probeQemu } from "../qemu/probe.ts";
 import { type Command, describeError, UsageError } from "./common.ts";

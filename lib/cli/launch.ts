@@ -1,8 +1,16 @@
 // `iohub launch`: one command that starts our remote and QEMU wired to it,
 // forwards the guest's serial console, and exits with a status saying how
-// the run ended (see lib/launch.ts).
+// the run ended (see lib/qemu/launch.ts).
 
 import { parseArgs } from "@std/cli/parse-args";
+import { closeFd, socketpair } from "../../ffi/mod.ts";
+import { type LaunchDevice, reservedQemuOption } from "../qemu/command_line.ts";
+import {
+  launch,
+  launchCommands,
+  type LaunchOptions,
+  TCG_WARNING,
+} from "../qemu/launch.ts";
 import {
   EXIT_GUEST,
   EXIT_OK,
@@ -12,11 +20,7 @@ import {
   EXIT_SIGTERM,
   EXIT_TIMEOUT,
   EXIT_USAGE,
-  launch,
-  type LaunchDevice,
-  type LaunchOptions,
-  TCG_WARNING,
-} from "../qemu/launch.ts";
+} from "../qemu/outcome.ts";
 import { DEFAULT_QEMU } from "../qemu/probe.ts";
 import { type Command, UsageError } from "./common.ts";
 import { BUILTIN_DEVICES, builtinNames } from "../pci/devices/mod.ts";
@@ -40,7 +44,8 @@ options:
   --device TYPE[,id=NAME]  a device to serve (repeatable; default: testdev).
                            types: ${builtinNames()}, or a device module
                            by path or URL (./my_dev.ts)
-  --qemu PATH              QEMU binary (default: ${DEFAULT_QEMU} on PATH)
+  --qemu PATH              QEMU binary (default: $IOHUB_QEMU if set, else
+                           ${DEFAULT_QEMU} on PATH)
   --accel kvm|tcg          accelerator (default kvm; under tcg QEMU's proxy
                            delivers no interrupts)
   --guest IMAGE            raw floppy image to boot (default: none, SeaBIOS
@@ -52,8 +57,17 @@ options:
   --trace FILE             passed to the remote: a JSON line per message
   --control PATH           passed to the remote: live state on a UNIX socket,
                            read with 'iohub stats PATH'
-  --                       the rest is appended to QEMU's command line
+  --print-command          print the QEMU and remote command lines a run
+                           would use, start nothing, exit 0
+  --                       the rest is appended to QEMU's command line;
+                           options launch sets itself are refused (-m,
+                           -machine/-M, -accel, -enable-kvm, -numa,
+                           -mem-path, -serial, -object memory-backend-*):
+                           use --memory, --accel, --serial instead
   --help                   this text
+
+environment:
+  IOHUB_QEMU               the QEMU binary when --qemu is not given
 
 The guest ends a run by writing a byte v to I/O port 0xf4 (isa-debug-exit);
 v = 0 means it passed.
@@ -98,6 +112,8 @@ export interface LaunchArgs {
   options: LaunchOptions;
   /** --serial FILE, when given. */
   serial: string | null;
+  /** --print-command: print the command lines instead of running. */
+  printCommand: boolean;
 }
 
 /** Parses `iohub launch` arguments; throws UsageError on a bad one. */
@@ -115,6 +131,7 @@ export function parseLaunchArgs(args: string[]): LaunchArgs {
       "trace",
       "control",
     ],
+    boolean: ["print-command"],
     collect: ["device"],
     "--": true,
     unknown: (arg: string) => {
@@ -197,7 +214,37 @@ export function parseLaunchArgs(args: string[]): LaunchArgs {
   options.trace = str("trace");
   options.control = str("control");
   options.qemuArgs = (parsed["--"] as string[] | undefined) ?? [];
-  return { options, serial: str("serial") ?? null };
+  const reserved = reservedQemuOption(options.qemuArgs);
+  if (reserved !== null) throw new UsageError(`launch: ${reserved}`);
+  return {
+    options,
+    serial: str("serial") ?? null,
+    printCommand: parsed["print-command"] === true,
+  };
+}
+
+/** `arg` quoted for a POSIX shell where it needs quoting. */
+function shellQuote(arg: string): string {
+  return /^[\w@%+=:,./-]+$/.test(arg)
+    ? arg
+    : `'${arg.replaceAll("'", `'\\''`)}'`;
+}
+
+/**
+ * The command lines of a run as two shell lines, with the socket fds this
+ * process would hand each side (made and closed again: nothing starts).
+ */
+export function printedCommands(options: LaunchOptions): string {
+  const n = options.devices?.length ?? 1;
+  const pairs = Array.from({ length: n }, () => socketpair());
+  pairs.flat().forEach(closeFd);
+  const c = launchCommands(
+    options,
+    pairs.map((p) => p[0]),
+    pairs.map((p) => p[1]),
+  );
+  return `qemu: ${c.qemu.map(shellQuote).join(" ")}\n` +
+    `remote: ${c.remote.map(shellQuote).join(" ")}\n`;
 }
 
 /** Writes all of `data`, however many writes it takes. */
@@ -214,7 +261,7 @@ export const launchCommand: Command = {
   summary: "run QEMU with x-pci-proxy-dev devices served by an iohub remote",
   help: HELP,
   async run(args: string[]): Promise<number> {
-    const { options, serial } = parseLaunchArgs(args);
+    const { options, serial, printCommand } = parseLaunchArgs(args);
     for (const d of options.devices ?? []) {
       if (!isModuleType(d.type)) continue;
       // The remote would fail the same way, later and as "remote failed".
@@ -226,6 +273,10 @@ export const launchCommand: Command = {
       }
       // Whatever directory the remote runs in, it loads the same module.
       d.type = moduleUrl(d.type).href;
+    }
+    if (printCommand) {
+      writeAll(Deno.stdout, new TextEncoder().encode(printedCommands(options)));
+      return EXIT_OK;
     }
     let out: { writeSync(p: Uint8Array): number; close?(): void } = Deno.stdout;
     if (serial !== null) {

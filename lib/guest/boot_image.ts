@@ -2,7 +2,7 @@
 // floppy images SeaBIOS boots: the assembled program from sector 0, zeros
 // after. Images live under build/guests/, named by a hash of their bytes.
 
-import { buildGuestBytes } from "./build.ts";
+import { BUILD_DIR, buildGuestBytes, digest } from "./build.ts";
 
 /** Size of a 1.44 MB floppy image, the medium SeaBIOS boots the guest from. */
 export const FLOPPY_SIZE = 1474560;
@@ -11,13 +11,6 @@ export const FLOPPY_SIZE = 1474560;
 export const BOOT_ORIGIN = 0x7c00;
 
 const GUEST_DIR = new URL("../../guest/", import.meta.url).pathname;
-const BUILD_DIR = new URL("../../build/guests/", import.meta.url).pathname;
-
-async function digest(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
-  const hash = await crypto.subtle.digest("SHA-256", bytes);
-  return Array.from(new Uint8Array(hash).slice(0, 8))
-    .map((b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 /**
  * Assembles `source` (a boot-sector program, .S) at 0x7c00 and returns the

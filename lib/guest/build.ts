@@ -3,12 +3,16 @@
 // build/. Binaries are never committed: they are rebuilt when the source
 // changes, keyed by a hash of the source text and the link origin.
 
-const BUILD_DIR = new URL("../../build/guests/", import.meta.url).pathname;
+/** Where built guests and images live (build/guests/, never committed). */
+export const BUILD_DIR: string = new URL("../../build/guests/", import.meta.url)
+  .pathname;
 
 /** How a guest source is linked. */
 export interface GuestBuildOptions {
   /** Guest-physical address the first byte is loaded at (the link origin). */
   origin: number;
+  /** Symbols defined for the assembler (`as --defsym NAME=VALUE`). */
+  symbols?: Record<string, number>;
 }
 
 /** A failure of `as` or `ld`, carrying the tool's own diagnostics. */
@@ -49,11 +53,14 @@ async function run(
   }
 }
 
-async function digest(text: string): Promise<string> {
-  const hash = await crypto.subtle.digest(
-    "SHA-256",
-    new TextEncoder().encode(text),
-  );
+/** A short content hash (16 hex digits of SHA-256) naming a build product. */
+export async function digest(
+  content: string | Uint8Array<ArrayBuffer>,
+): Promise<string> {
+  const bytes = typeof content === "string"
+    ? new TextEncoder().encode(content)
+    : content;
+  const hash = await crypto.subtle.digest("SHA-256", bytes);
   return Array.from(new Uint8Array(hash).slice(0, 8))
     .map((b) => b.toString(16).padStart(2, "0")).join("");
 }
@@ -69,7 +76,10 @@ export async function buildGuest(
 ): Promise<string> {
   const text = await Deno.readTextFile(source);
   const name = source.split("/").pop()!.replace(/\.[Ss]$/, "");
-  const key = await digest(`${opts.origin}\n${text}`);
+  const defsyms = Object.entries(opts.symbols ?? {}).flatMap((
+    [k, v],
+  ) => ["--defsym", `${k}=${v}`]);
+  const key = await digest(`${opts.origin}\n${defsyms.join(" ")}\n${text}`);
   const bin = `${BUILD_DIR}${name}-${key}.bin`;
   try {
     await Deno.stat(bin);
@@ -81,7 +91,7 @@ export async function buildGuest(
   const obj = `${BUILD_DIR}${name}-${key}.${Deno.pid}.o`;
   const tmp = `${bin}.${Deno.pid}.tmp`;
   try {
-    await run("as", ["--32", "-o", obj, source], source);
+    await run("as", ["--32", ...defsyms, "-o", obj, source], source);
     await run("ld", [
       "-m",
       "elf_i386",

@@ -22,15 +22,14 @@
 // nothing stays running, so close() releases every fd.
 
 import {
-  closeFd,
   MAP_SHARED,
   type Mapping,
   memfd,
   mmap,
+  OwnedFd,
   PROT_READ,
   PROT_WRITE,
 } from "../../ffi/mod.ts";
-import { buildGuestBytes } from "../guest/build.ts";
 import {
   exitName,
   Kvm,
@@ -40,7 +39,7 @@ import {
   KvmSregs,
   type Vcpu,
   type Vm,
-} from "./kvm.ts";
+} from "./mod.ts";
 import type { SysmemRegion } from "../mpqemu/mod.ts";
 
 /** Ports the guest uses to talk to the harness (see module comment). */
@@ -58,9 +57,9 @@ export const HarnessPort = {
 } as const;
 
 /** First port of the harness range. */
-export const HARNESS_PORT_FIRST = 0xf0;
+const HARNESS_PORT_FIRST = 0xf0;
 /** Last port of the harness range. */
-export const HARNESS_PORT_LAST = 0xff;
+const HARNESS_PORT_LAST = 0xff;
 
 /** Where guests are loaded and start (CS base 0, IP here). */
 export const GUEST_LOAD_ADDRESS = 0x1000;
@@ -176,10 +175,9 @@ export class KvmMachine implements Disposable {
   readonly vm: Vm;
   /** The one vcpu. */
   readonly vcpu: Vcpu;
-  /** The memfd backing guest RAM (owned; share it with SYNC_SYSMEM). */
-  readonly memfd: number;
   /** RAM size in bytes. */
   readonly memSize: number;
+  readonly #memfd: OwnedFd;
   readonly #ram: Mapping;
   #closed = false;
   #stopRequested = false;
@@ -190,13 +188,13 @@ export class KvmMachine implements Disposable {
     kvm: Kvm,
     vm: Vm,
     vcpu: Vcpu,
-    fd: number,
+    memfd: OwnedFd,
     ram: Mapping,
   ) {
     this.kvm = kvm;
     this.vm = vm;
     this.vcpu = vcpu;
-    this.memfd = fd;
+    this.#memfd = memfd;
     this.memSize = ram.length;
     this.#ram = ram;
   }
@@ -225,9 +223,9 @@ export class KvmMachine implements Disposable {
       }
       const vm = kvm.createVm();
       undo.push(() => vm.close());
-      const fd = memfd("iohub-guest-ram", memSize);
-      undo.push(() => closeFd(fd));
-      const ram = mmap(memSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd);
+      const fd = new OwnedFd(memfd("iohub-guest-ram", memSize));
+      undo.push(() => fd.close());
+      const ram = mmap(memSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd.fd);
       undo.push(() => ram.unmap());
       vm.setUserMemoryRegion(0, 0, ram, memSize);
       vm.createIrqchip();
@@ -258,6 +256,11 @@ export class KvmMachine implements Disposable {
       for (const f of undo.reverse()) f();
       throw e;
     }
+  }
+
+  /** The memfd backing guest RAM (owned here; share it with SYNC_SYSMEM). */
+  get memfd(): number {
+    return this.#memfd.fd;
   }
 
   /** Guest RAM as bytes (valid until close()). */
@@ -458,7 +461,7 @@ export class KvmMachine implements Disposable {
         this.vm.close();
         this.#ram.unmap();
       } finally {
-        closeFd(this.memfd);
+        this.#memfd.close();
         this.kvm.close();
       }
     }
@@ -468,133 +471,4 @@ export class KvmMachine implements Disposable {
   [Symbol.dispose](): void {
     this.close();
   }
-}
-
-/** The interrupt test guest's source (see its header comment). */
-export const IRQ_GUEST_SOURCE = new URL(
-  "../../guest/kvm/irq_guest.S",
-  import.meta.url,
-).pathname;
-
-/** Where the interrupt guest's parameter block lives in guest RAM. */
-export const IRQ_GUEST_PARAMS = 0x500;
-
-/** Parameter block offsets, mirroring guest/kvm/irq_guest.S. */
-const P = {
-  irq: 0,
-  flags: 1,
-  count: 2,
-  hold: 4,
-  ioBase: 6,
-  mmioBase: 8,
-  delivered: 12,
-  completed: 14,
-  spurious: 16,
-  held: 18,
-  raised: 20,
-  kicks: 22,
-  end: 24,
-} as const;
-
-/** Interrupt guest behaviour flags (P_FLAGS). */
-export const IrqGuestFlag = {
-  /** Talk to the testdev through BAR1 (port I/O at ioBase). */
-  PIO: 0x01,
-  /** Talk to the testdev through BAR0 (MMIO at mmioBase, below 1 MiB). */
-  MMIO: 0x02,
-  /** Raise each interrupt itself by writing IRQ_RAISE. */
-  SELF_RAISE: 0x04,
-  /** Write the delivery count to the REPORT port on every delivery. */
-  REPORT: 0x08,
-  /** Halt with interrupts off forever (only an NMI gets it out). */
-  CLI_HALT: 0x10,
-  /** Leave the line edge-triggered (for irqfds without resample). */
-  EDGE: 0x20,
-} as const;
-
-/** What the interrupt guest is told to do. */
-export interface IrqGuestParams {
-  /** PIC line 0-15 (2 is the cascade); the GSI the irqfd is on. */
-  irq: number;
-  /** IrqGuestFlag bits. */
-  flags: number;
-  /** Interrupts to complete before writing DONE (counted since reset). */
-  count: number;
-  /**
-   * Per interrupt, deliveries EOI'd without IRQ_ACK before the one that
-   * ACKs (the level stays high, so each is re-injected via resample).
-   */
-  hold?: number;
-  /** Testdev BAR1 base port (with PIO). */
-  ioBase?: number;
-  /** Testdev BAR0 base (with MMIO; 4 KiB aligned, below 1 MiB). */
-  mmioBase?: number;
-}
-
-/** What the interrupt guest counted. */
-export interface IrqGuestCounters {
-  /** Handler entries. */
-  delivered: number;
-  /** Interrupts completed (ACKed, spurious, or any without a device). */
-  completed: number;
-  /** Deliveries that found IRQ_STATUS 0. */
-  spurious: number;
-  /** EOIs without ACK in the interrupt in progress. */
-  held: number;
-  /** IRQ_RAISE writes (SELF_RAISE). */
-  raised: number;
-  /** NMIs taken. */
-  kicks: number;
-}
-
-/** Builds the interrupt guest and a machine running it. */
-export async function createIrqGuestMachine(
-  memSize = DEFAULT_MEM_SIZE,
-): Promise<KvmMachine> {
-  const program = await buildGuestBytes(IRQ_GUEST_SOURCE, {
-    origin: GUEST_LOAD_ADDRESS,
-  });
-  return KvmMachine.create({ program, memSize });
-}
-
-function paramsView(m: KvmMachine): DataView {
-  const mem = m.memory;
-  return new DataView(mem.buffer, mem.byteOffset + IRQ_GUEST_PARAMS, P.end);
-}
-
-/**
- * Writes the interrupt guest's parameters (between runs, or while it
- * halts: it re-reads count and flags on every wake-up, the line on every
- * resume after DONE). Counters are left alone.
- */
-export function writeIrqGuestParams(m: KvmMachine, p: IrqGuestParams): void {
-  const v = paramsView(m);
-  v.setUint8(P.irq, p.irq);
-  v.setUint8(P.flags, p.flags);
-  v.setUint16(P.count, p.count, true);
-  v.setUint16(P.hold, p.hold ?? 0, true);
-  v.setUint16(P.ioBase, p.ioBase ?? 0, true);
-  v.setUint32(P.mmioBase, p.mmioBase ?? 0, true);
-}
-
-/** Reads the interrupt guest's counters (safe while it runs). */
-export function readIrqGuestCounters(m: KvmMachine): IrqGuestCounters {
-  const v = paramsView(m);
-  return {
-    delivered: v.getUint16(P.delivered, true),
-    completed: v.getUint16(P.completed, true),
-    spurious: v.getUint16(P.spurious, true),
-    held: v.getUint16(P.held, true),
-    raised: v.getUint16(P.raised, true),
-    kicks: v.getUint16(P.kicks, true),
-  };
-}
-
-/** Zeroes the interrupt guest's counters (between runs). */
-export function resetIrqGuestCounters(m: KvmMachine): void {
-  m.memory.fill(
-    0,
-    IRQ_GUEST_PARAMS + P.delivered,
-    IRQ_GUEST_PARAMS + P.end,
-  );
 }

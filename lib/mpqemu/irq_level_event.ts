@@ -1,26 +1,22 @@
 // The irqfd/resamplefd pair of one level-triggered interrupt, owned as one
 // object (crosvm's IrqLevelEvent): closing it closes both eventfds.
 
-import {
-  closeFd,
-  eventfd,
-  eventfdDrain,
-  eventfdSignal,
-  waitReadable,
-} from "../../ffi/mod.ts";
+import { closeFd, EventFd, eventfd, waitReadable } from "../../ffi/mod.ts";
 
 /**
  * A level-triggered interrupt's two eventfds: writing `irqfd` makes KVM
  * raise the line; KVM writes `resamplefd` after the guest's EOI lowered it.
  */
 export class IrqLevelEvent implements Disposable {
-  #irqfd: number;
-  #resamplefd: number;
+  /** The trigger eventfd: a signal raises the line. */
+  readonly irqEvent: EventFd;
+  /** The resample eventfd: signalled at the guest's EOI. */
+  readonly resampleEvent: EventFd;
 
   /** Takes ownership of an existing pair (e.g. received by SET_IRQFD). */
   constructor(irqfd: number, resamplefd: number) {
-    this.#irqfd = irqfd;
-    this.#resamplefd = resamplefd;
+    this.irqEvent = new EventFd(irqfd);
+    this.resampleEvent = new EventFd(resamplefd);
   }
 
   /** Creates a fresh pair of non-blocking eventfds. */
@@ -34,34 +30,34 @@ export class IrqLevelEvent implements Disposable {
     }
   }
 
-  /** The trigger eventfd (-1 once closed). */
+  /** The trigger eventfd's number (-1 once closed). */
   get irqfd(): number {
-    return this.#irqfd;
+    return this.irqEvent.closed ? -1 : this.irqEvent.fd;
   }
 
-  /** The resample eventfd (-1 once closed). */
+  /** The resample eventfd's number (-1 once closed). */
   get resamplefd(): number {
-    return this.#resamplefd;
+    return this.resampleEvent.closed ? -1 : this.resampleEvent.fd;
   }
 
   /** Asserts: adds 1 to the irqfd. */
   trigger(): void {
-    eventfdSignal(this.#irqfd);
+    this.irqEvent.signal();
   }
 
   /** Clears the irqfd; returns how many assertions were pending. */
   drainIrq(): bigint {
-    return eventfdDrain(this.#irqfd);
+    return this.irqEvent.drain();
   }
 
   /** Signals end of interrupt on the resamplefd (what KVM does at EOI). */
   signalResample(): void {
-    eventfdSignal(this.#resamplefd);
+    this.resampleEvent.signal();
   }
 
   /** Clears the resamplefd; returns how many resamples were pending. */
   drainResample(): bigint {
-    return eventfdDrain(this.#resamplefd);
+    return this.resampleEvent.drain();
   }
 
   /**
@@ -69,16 +65,17 @@ export class IrqLevelEvent implements Disposable {
    * may be a blocking one the peer made): true if there was one.
    */
   takeResample(): boolean {
-    return waitReadable(this.#resamplefd, 0) &&
-      eventfdDrain(this.#resamplefd) > 0n;
+    return waitReadable(this.resampleEvent.fd, 0) &&
+      this.resampleEvent.drain() > 0n;
   }
 
   /** Closes both eventfds once. */
   close(): void {
-    if (this.#irqfd >= 0) closeFd(this.#irqfd);
-    if (this.#resamplefd >= 0) closeFd(this.#resamplefd);
-    this.#irqfd = -1;
-    this.#resamplefd = -1;
+    try {
+      this.irqEvent.close();
+    } finally {
+      this.resampleEvent.close();
+    }
   }
 
   /** Closes both eventfds (for `using`). */

@@ -4,7 +4,7 @@
 // doctor use it where QEMU's proxy cannot deliver interrupts (no KVM).
 
 import { Reg } from "../pci/devices/testdev.ts";
-import { spawnTestdevRemote } from "../qemu/launch.ts";
+import { spawnTestdevRemote } from "../qemu/spawn_remote.ts";
 import { ProxyDevice } from "./proxy_device.ts";
 
 /** What measureUserSinkInterrupts() saw. */

@@ -5,7 +5,12 @@
 // pci_default_write_config), forwards config, BAR and reset requests, and
 // routes the INTx pair into KVM or a user-space sink.
 
-import { closeFd, pollReadable, waitReadable } from "../../ffi/mod.ts";
+import {
+  closeFd,
+  type EventFd,
+  pollReadable,
+  waitReadable,
+} from "../../ffi/mod.ts";
 import {
   type BarSpec,
   CMD_IO,
@@ -27,10 +32,14 @@ import {
 
 /** The two KVM VM operations the proxy needs (lib/kvm.ts's Vm has them). */
 export interface IrqfdRegistrar {
-  /** KVM_IRQFD with KVM_IRQFD_FLAG_RESAMPLE: `fd` raises `gsi` as a level. */
-  registerIrqfdWithResample(fd: number, resamplefd: number, gsi: number): void;
+  /** KVM_IRQFD with KVM_IRQFD_FLAG_RESAMPLE: `irqfd` raises `gsi` as a level. */
+  registerIrqfdWithResample(
+    irqfd: EventFd,
+    resamplefd: EventFd,
+    gsi: number,
+  ): void;
   /** KVM_IRQFD with KVM_IRQFD_FLAG_DEASSIGN. */
-  unregisterIrqfd(fd: number, gsi: number): void;
+  unregisterIrqfd(irqfd: EventFd, gsi: number): void;
 }
 
 /** One implemented BAR as the sizing probe found it. */
@@ -184,11 +193,11 @@ export class ProxyDevice implements Disposable {
     const old = this.#irq;
     const vm = this.#vm;
     const gsi = this.#gsi;
-    if (vm !== null && old !== null) vm.unregisterIrqfd(old.irqfd, gsi);
+    if (vm !== null && old !== null) vm.unregisterIrqfd(old.irqEvent, gsi);
     this.#irq = fresh;
     old?.close();
     if (vm !== null) {
-      vm.registerIrqfdWithResample(fresh.irqfd, fresh.resamplefd, gsi);
+      vm.registerIrqfdWithResample(fresh.irqEvent, fresh.resampleEvent, gsi);
     }
   }
 
@@ -209,7 +218,7 @@ export class ProxyDevice implements Disposable {
       throw new ProxyError(this.#name, "attachKvm", "a user sink is active");
     }
     if (this.#vm !== null) this.detachKvm();
-    vm.registerIrqfdWithResample(irq.irqfd, irq.resamplefd, gsi);
+    vm.registerIrqfdWithResample(irq.irqEvent, irq.resampleEvent, gsi);
     this.#vm = vm;
     this.#gsi = gsi;
   }
@@ -224,9 +233,9 @@ export class ProxyDevice implements Disposable {
       throw new ProxyError(this.#name, "moveRoute", "not attached to KVM");
     }
     const irq = this.#pair("moveRoute");
-    vm.unregisterIrqfd(irq.irqfd, this.#gsi);
+    vm.unregisterIrqfd(irq.irqEvent, this.#gsi);
     this.#gsi = -1;
-    vm.registerIrqfdWithResample(irq.irqfd, irq.resamplefd, gsi);
+    vm.registerIrqfdWithResample(irq.irqEvent, irq.resampleEvent, gsi);
     this.#gsi = gsi;
   }
 
@@ -237,7 +246,7 @@ export class ProxyDevice implements Disposable {
     this.#vm = null;
     const gsi = this.#gsi;
     this.#gsi = -1;
-    vm.unregisterIrqfd(this.#irq.irqfd, gsi);
+    vm.unregisterIrqfd(this.#irq.irqEvent, gsi);
   }
 
   /**

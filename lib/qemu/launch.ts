@@ -1,48 +1,46 @@
 // Runs one guest: an `iohub remote` serving the devices and QEMU with one
 // x-pci-proxy-dev per device, each pair wired by its own socketpair. Watches
 // both processes, stops the other when one ends, and turns how the run ended
-// into one exit status and one line saying why.
+// into one exit status and one line saying why (lib/qemu/outcome.ts).
 
 import { closeFd, setCloexec, socketpair } from "../../ffi/mod.ts";
-import { kvmUnavailableReason } from "../kvm/kvm.ts";
-import { DEFAULT_QEMU, probeQemu, QemuUnusableError } from "./probe.ts";
-import { type SocketChild, spawnWithSockets } from "./socket_child.ts";
-
-/** Exit status: the guest passed (debug-exit 0) or QEMU exited 0 normally. */
-export const EXIT_OK = 0;
-/** Exit status: bad command line. */
-export const EXIT_USAGE = 2;
-/** Exit status: QEMU missing, unusable, failed or killed. */
-export const EXIT_QEMU = 3;
-/** Exit status: the remote failed (exited non-zero, or died while QEMU ran). */
-export const EXIT_REMOTE = 4;
-/** Exit status: the guest reported failure (debug-exit with v != 0). */
-export const EXIT_GUEST = 5;
-/** Exit status: --timeout elapsed. */
-export const EXIT_TIMEOUT = 6;
-/** Exit status: stopped by SIGINT (128 + 2). */
-export const EXIT_SIGINT = 130;
-/** Exit status: stopped by SIGTERM (128 + 15). */
-export const EXIT_SIGTERM = 143;
-
-/** The I/O port of the isa-debug-exit device the guest ends the run with. */
-export const DEBUG_EXIT_PORT = 0xf4;
+import { kvmUnavailableReason } from "../kvm/mod.ts";
+import {
+  type CommandLineOptions,
+  type LaunchDevice,
+  parentDeathPrefix,
+  qemuCommandLine,
+  remoteArguments,
+  reservedQemuOption,
+} from "./command_line.ts";
+import {
+  classifyQemu,
+  describeStatus,
+  EXIT_OK,
+  EXIT_QEMU,
+  EXIT_REMOTE,
+  EXIT_SIGINT,
+  EXIT_SIGTERM,
+  EXIT_TIMEOUT,
+  isQemuError,
+  lastRemoteLine,
+  type LaunchOutcome,
+  outcome,
+} from "./outcome.ts";
+import { defaultQemu, probeQemu, QemuUnusableError } from "./probe.ts";
+import { defaultRemoteCommand } from "./spawn_remote.ts";
+import {
+  pumpLines,
+  signalChild,
+  stopChild,
+  timer,
+  within,
+} from "./supervise.ts";
 
 /** Printed by the CLI under --accel tcg: the run works, INTx does not. */
-export const TCG_WARNING =
+export const TCG_WARNING: string =
   "QEMU's x-pci-proxy-dev delivers no interrupts under --accel tcg (it " +
   "registers the irqfd with KVM only): device interrupts will not reach the guest";
-
-/** One device to serve: a type `iohub remote --device` knows, and its id. */
-export interface LaunchDevice {
-  /** Device type, e.g. "testdev". */
-  type: string;
-  /**
-   * Its id: QEMU's proxy device id and the name in the remote's logs; a
-   * letter, then letters, digits, '-', '.' or '_'.
-   */
-  id: string;
-}
 
 /** The processes launch() started, reported once both are running. */
 export interface LaunchStarted {
@@ -57,33 +55,20 @@ export interface LaunchStarted {
 }
 
 /** What to run and whom to tell what happens. */
-export interface LaunchOptions {
+export interface LaunchOptions extends CommandLineOptions {
   /** Devices to serve (default: one testdev with id testdev0). */
   devices?: LaunchDevice[];
-  /** QEMU binary (default: qemu-system-x86_64 from PATH). */
-  qemu?: string;
-  /** QEMU accelerator (default kvm). */
-  accel?: "kvm" | "tcg";
-  /** A raw floppy image to boot; without one SeaBIOS finds nothing and idles. */
-  guest?: string;
-  /** Guest RAM size in QEMU's syntax, e.g. "64M" (default "64M"). */
-  memory?: string;
   /** Stop both and end with EXIT_TIMEOUT after this many milliseconds. */
   timeoutMs?: number;
-  /** Passed to the remote as --poll-us. */
-  pollMicros?: number;
-  /** Passed to the remote as --trace (it may write there). */
-  trace?: string;
-  /** Passed to the remote as --control (it may create the socket there). */
-  control?: string;
-  /** Appended to QEMU's command line. */
-  qemuArgs?: string[];
   /**
    * Aborting stops both processes; the outcome is EXIT_SIGTERM when the
    * abort reason is "SIGTERM", otherwise EXIT_SIGINT.
    */
   signal?: AbortSignal;
-  /** How long a process gets to exit after being asked (default 2000 ms). */
+  /**
+   * How long stopping takes at most once the run is over (default 2000 ms):
+   * both processes are gone by then, killed if they did not exit.
+   */
   graceMs?: number;
   /**
    * The command that starts `iohub remote` (default: this Deno running
@@ -102,368 +87,267 @@ export interface LaunchOptions {
   onStarted?(started: LaunchStarted): void;
 }
 
-/** How a run ended. */
-export type LaunchEnd =
-  | "guest-passed"
-  | "qemu-exited"
-  | "guest-failed"
-  | "qemu-failed"
-  | "qemu-unusable"
-  | "remote-failed"
-  | "timeout"
-  | "aborted";
-
-/** The result of launch(). */
-export interface LaunchOutcome {
-  /** The process exit status for this outcome (EXIT_*). */
-  status: number;
-  /** How the run ended. */
-  end: LaunchEnd;
-  /** One line saying which side stopped and why. */
-  message: string;
-  /** The value the guest wrote to the debug-exit port, when it did. */
-  guestCode: number | null;
-  /** QEMU's exit status (null if it never ran). */
-  qemu: Deno.CommandStatus | null;
-  /** The remote's exit status (null if it never ran). */
-  remote: Deno.CommandStatus | null;
-  /** Everything the remote wrote to stderr, line by line. */
-  remoteLines: string[];
-}
-
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
-const CONFIG = new URL("../../deno.json", import.meta.url).pathname;
 const DEFAULT_GRACE_MS = 2000;
-// When the remote exits first, QEMU may be exiting too (the remote exits on
-// the EOF QEMU's exit causes): give QEMU this long before blaming the remote.
+// Of the grace period, what is left for SIGKILL to take effect and the
+// output pipes to drain, so that stopping ends within it.
+const KILL_MARGIN_MS = 250;
+// The remote ends by itself when QEMU ends: cleanly on EOF, or with
+// ECONNRESET/EPIPE when QEMU died in the middle of a request. Deno may
+// report the two exits in either order, so a remote that exited (was not
+// killed) gets QEMU this long to be seen ending too; QEMU never ends that
+// fast because the remote did (its proxy logs the failed request and goes
+// on), so an end inside the window means QEMU went first.
 const SETTLE_MS = 300;
-// QEMU's prefix for its own messages; lines with it that are not warnings
-// mean QEMU failed, which is how an exit status of 1 (also debug-exit 0) is
-// told apart.
-const QEMU_WARNING = /^[^:]*: warning: /;
-const QEMU_SIGNALLED = /terminating on signal (\d+)/;
 
-/**
- * The default command for `iohub remote`: this Deno running main.ts with the
- * permissions the remote needs (FFI for its system calls, read for
- * dlopen, and write for the `writable` paths: a trace file, a control
- * socket), under the project's config so the import map resolves.
- */
-export function defaultRemoteCommand(writable: string[] = []): string[] {
-  return [
-    Deno.execPath(),
-    "run",
-    "--quiet",
-    "--no-prompt",
-    "--allow-ffi",
-    "--allow-read",
-    ...(writable.length > 0 ? [`--allow-write=${writable.join(",")}`] : []),
-    "--config",
-    CONFIG,
-    MAIN,
-    "remote",
-  ];
+/** The two command lines of a run (fds: each side's socket per device). */
+export interface LaunchCommands {
+  /** QEMU's full command line, argv[0] first. */
+  qemu: string[];
+  /** The remote's full command line, argv[0] first. */
+  remote: string[];
 }
 
 /**
- * Starts `iohub remote` (the default command, with `extra` options) serving
- * one iohub-testdev per id, each on its own socketpair; our ends are the
- * child's `fds`, in `ids` order.
+ * The exact command lines launch() runs, given the socket fds each side
+ * inherits: both behind parentDeathPrefix(), so neither outlives us.
  */
-export function spawnTestdevRemote(
-  ids: string[],
-  extra: string[] = [],
-): SocketChild {
-  const [program, ...command] = defaultRemoteCommand();
-  return spawnWithSockets(program, ids.length, (fds) => [
-    ...command,
-    ...extra,
-    ...ids.flatMap((id, i) => ["--device", `testdev,fd=${fds[i]},id=${id}`]),
-  ]);
+export function launchCommands(
+  opts: LaunchOptions,
+  remoteFds: number[],
+  qemuFds: number[],
+): LaunchCommands {
+  const devices = launchDevices(opts);
+  const guard = parentDeathPrefix();
+  return {
+    qemu: [...guard, ...qemuCommandLine(opts, devices, qemuFds)],
+    remote: [
+      ...guard,
+      ...(opts.remoteCommand ??
+        defaultRemoteCommand(
+          [opts.trace, opts.control].filter((p): p is string =>
+            p !== undefined
+          ),
+        )),
+      ...remoteArguments(opts, devices, remoteFds),
+    ],
+  };
 }
 
-/**
- * A prefix that makes a command receive SIGTERM when its parent (this
- * process) dies, by util-linux's setpriv (which execs in place, keeping the
- * pid), so a launcher killed with SIGKILL leaves no QEMU or remote behind.
- * Empty when setpriv is not installed: the run works, without that guard.
- */
-export function parentDeathPrefix(): string[] {
-  let dirs: string[];
-  try {
-    dirs = (Deno.env.get("PATH") ?? "/usr/bin:/bin").split(":");
-  } catch {
-    dirs = ["/usr/bin", "/bin"];
-  }
-  for (const dir of dirs) {
-    try {
-      if (Deno.statSync(`${dir}/setpriv`).isFile) {
-        return [`${dir}/setpriv`, "--pdeathsig", "TERM", "--"];
-      }
-    } catch {
-      // Not in this directory (or not readable): keep looking.
+/** The devices of `opts`, checked; throws RangeError on a bad one. */
+function launchDevices(opts: LaunchOptions): LaunchDevice[] {
+  const devices = opts.devices ?? [{ type: "testdev", id: "testdev0" }];
+  if (devices.length === 0) throw new RangeError("launch: no devices");
+  for (const d of devices) {
+    // Both command lines split options on commas; QEMU ids start with a letter.
+    if (!/^[A-Za-z][\w.-]*$/.test(d.id) || !/^[^,=]+$/.test(d.type)) {
+      throw new RangeError(`launch: bad device ${d.type} id ${d.id}`);
     }
   }
-  return [];
+  const reserved = reservedQemuOption(opts.qemuArgs ?? []);
+  if (reserved !== null) throw new RangeError(`launch: ${reserved}`);
+  return devices;
 }
 
-/** QEMU's command line for a run (fds: QEMU's socket end per device). */
-export function qemuCommandLine(
-  opts: LaunchOptions,
-  devices: LaunchDevice[],
-  fds: number[],
-): string[] {
-  const accel = opts.accel ?? "kvm";
-  const memory = opts.memory ?? "64M";
-  const args = [
-    opts.qemu ?? DEFAULT_QEMU,
-    "-accel",
-    accel,
-    "-m",
-    memory,
-    // The proxy sends guest RAM to the remote with SYNC_SYSMEM, which needs
-    // RAM to be a shareable fd.
-    "-object",
-    `memory-backend-memfd,id=mem,size=${memory}`,
-    "-numa",
-    "node,memdev=mem",
-    "-display",
-    "none",
-    "-monitor",
-    "none",
-    "-serial",
-    "stdio",
-    // No default NIC: SeaBIOS would spend seconds trying to PXE boot it.
-    "-net",
-    "none",
-    "-device",
-    `isa-debug-exit,iobase=0x${DEBUG_EXIT_PORT.toString(16)},iosize=0x04`,
-  ];
-  if (accel === "kvm") {
-    // With the default tick policy SeaBIOS sometimes spins forever under
-    // this machine's KVM (see ENVIRONMENT.md).
-    args.push("-global", "kvm-pit.lost_tick_policy=discard");
-  }
-  devices.forEach((d, i) =>
-    args.push("-device", `x-pci-proxy-dev,id=${d.id},fd=${fds[i]}`)
-  );
-  if (opts.guest !== undefined) {
-    // Read-only, so several runs can boot one image (QEMU locks writable
-    // images); QEMU's option syntax escapes a comma by doubling it.
-    args.push(
-      "-drive",
-      `format=raw,file=${
-        opts.guest.replaceAll(",", ",,")
-      },if=floppy,readonly=on`,
-    );
-  }
-  args.push(...(opts.qemuArgs ?? []));
-  return args;
-}
-
-/** The remote's arguments after the command (fds: its socket end per device). */
-export function remoteArguments(
-  opts: LaunchOptions,
-  devices: LaunchDevice[],
-  fds: number[],
-): string[] {
-  const args: string[] = [];
-  devices.forEach((d, i) =>
-    args.push("--device", `${d.type},fd=${fds[i]},id=${d.id}`)
-  );
-  if (opts.pollMicros !== undefined) {
-    args.push("--poll-us", String(opts.pollMicros));
-  }
-  if (opts.trace !== undefined) args.push("--trace", opts.trace);
-  if (opts.control !== undefined) args.push("--control", opts.control);
-  return args;
-}
-
-/** A timer that can be cancelled so no test sees it leak. */
-function timer(ms: number): { done: Promise<void>; cancel(): void } {
-  let id: ReturnType<typeof setTimeout> | undefined;
-  const done = new Promise<void>((resolve) => {
-    id = setTimeout(resolve, ms);
-  });
-  return { done, cancel: () => clearTimeout(id) };
-}
-
-/** Waits for `p` at most `ms`; true when it settled in time. */
-async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
-  const t = timer(ms);
+/** Why QEMU cannot run this launch (an EXIT_QEMU outcome), or null. */
+async function preflight(opts: LaunchOptions): Promise<LaunchOutcome | null> {
   try {
-    return await Promise.race([p.then(() => true), t.done.then(() => false)]);
+    await probeQemu(opts.qemu ?? defaultQemu());
+  } catch (e) {
+    if (e instanceof QemuUnusableError) {
+      return outcome(EXIT_QEMU, "qemu-unusable", e.message);
+    }
+    throw e;
+  }
+  if ((opts.accel ?? "kvm") !== "kvm") return null;
+  // QEMU would only say "failed to initialize kvm"; the open error says why.
+  const why = kvmUnavailableReason();
+  if (why === null) return null;
+  return outcome(
+    EXIT_QEMU,
+    "qemu-unusable",
+    `-accel kvm: ${why}; --accel tcg runs without KVM, but then QEMU's proxy delivers no device interrupts`,
+  );
+}
+
+/** One socketpair per device: [the remote's end, QEMU's end] each. */
+function devicePairs(count: number): { remote: number[]; qemu: number[] } {
+  const pairs: [number, number][] = [];
+  try {
+    for (let i = 0; i < count; i++) pairs.push(socketpair());
+  } catch (e) {
+    pairs.flat().forEach(closeFd);
+    throw e;
+  }
+  return { remote: pairs.map((p) => p[0]), qemu: pairs.map((p) => p[1]) };
+}
+
+/**
+ * Spawns `command` inheriting `fds`, which are closed here either way.
+ * Each child must inherit only its own ends: close-on-exec is cleared just
+ * before its spawn and the fds are closed right after, so the other child
+ * never holds them (else neither would see EOF when its peer dies). Each
+ * child gets its own session so a Ctrl-C at the terminal reaches only us,
+ * and we stop them in order.
+ */
+function spawnWith(
+  command: string[],
+  fds: number[],
+  stdout: "piped" | "null",
+): Deno.ChildProcess {
+  try {
+    fds.forEach((fd) => setCloexec(fd, false));
+    return new Deno.Command(command[0], {
+      args: command.slice(1),
+      stdin: "null",
+      stdout,
+      stderr: "piped",
+      detached: true,
+    }).spawn();
   } finally {
-    t.cancel();
+    fds.forEach(closeFd);
   }
 }
 
-/** Sends `signo`, ignoring a child that already exited. */
-function signal(child: Deno.ChildProcess, signo: Deno.Signal): void {
-  try {
-    child.kill(signo);
-  } catch {
-    // Already exited and reaped: nothing to signal.
+/** Which end of the run came first. */
+type First = "qemu" | "remote" | "timeout" | "abort";
+
+/** The running pair, their output so far, and how to wait for it. */
+interface Run {
+  qemu: Deno.ChildProcess;
+  remote: Deno.ChildProcess;
+  remoteLines: string[];
+  qemuErrors: string[];
+  /** The remote's stderr pump (ends when the remote's stderr closes). */
+  remoteOut: Promise<void>;
+  /** All three pumps. */
+  pumps: Promise<void>[];
+}
+
+/** Starts reading the remote's stderr, QEMU's stderr and its serial console. */
+function pump(
+  qemu: Deno.ChildProcess,
+  remote: Deno.ChildProcess,
+  opts: LaunchOptions,
+): Run {
+  const remoteLines: string[] = [];
+  const qemuErrors: string[] = [];
+  const remoteOut = pumpLines(remote.stderr, (line) => {
+    remoteLines.push(line);
+    opts.onRemoteLine?.(line);
+  });
+  const qemuErr = pumpLines(qemu.stderr, (line) => {
+    if (isQemuError(line)) qemuErrors.push(line);
+    opts.onQemuLine?.(line);
+  });
+  const serial = pumpLines(
+    qemu.stdout,
+    (line) => opts.onSerialLine?.(line),
+    opts.onSerial,
+  );
+  const pumps = [remoteOut, qemuErr, serial];
+  // Their errors are awaited later; until then they must not count as
+  // unhandled rejections, which would end the whole process.
+  for (const p of pumps) p.catch(() => {});
+  return { qemu, remote, remoteLines, qemuErrors, remoteOut, pumps };
+}
+
+/** Waits for the first end: either process, the deadline or an abort. */
+async function firstEnd(
+  run: Run,
+  deadline: Promise<void> | null,
+  aborted: Promise<void>,
+): Promise<First> {
+  const racers: Promise<First>[] = [
+    run.qemu.status.then(() => "qemu"),
+    run.remote.status.then(() => "remote"),
+    aborted.then(() => "abort"),
+  ];
+  if (deadline !== null) racers.push(deadline.then(() => "timeout"));
+  const first = await Promise.race(racers);
+  if (
+    first === "remote" && (await run.remote.status).signal === null &&
+    await within(run.qemu.status, SETTLE_MS)
+  ) {
+    return "qemu";
   }
+  return first;
+}
+
+/** QEMU ended first: classify its end, then let the remote follow. */
+async function afterQemu(run: Run, stopBy: number): Promise<LaunchOutcome> {
+  const qs = await run.qemu.status;
+  await run.pumps[1];
+  const c = classifyQemu(qs, run.qemuErrors);
+  // The remote exits by itself once QEMU's end of every socket closed.
+  const r = await stopChild(run.remote, stopBy, false);
+  await run.remoteOut;
+  let { status, end, message } = c;
+  const remoteFailed = r.signalled || !r.status.success;
+  if (remoteFailed && status === EXIT_OK) {
+    status = EXIT_REMOTE;
+    end = "remote-failed";
+  }
+  if (r.signalled) {
+    message += "; the remote did not exit after QEMU closed its sockets, " +
+      "stopped it";
+  } else if (!r.status.success) {
+    const why = lastRemoteLine(run.remoteLines);
+    message += `; remote ${describeStatus(r.status)}${
+      why === undefined ? "" : ` (${why})`
+    }`;
+  }
+  return outcome(status, end, message, {
+    guestCode: c.guest,
+    qemu: qs,
+    remote: r.status,
+  });
+}
+
+/** The remote ended first (and QEMU did not follow at once): stop QEMU. */
+async function afterRemote(run: Run, stopBy: number): Promise<LaunchOutcome> {
+  const rs = await run.remote.status;
+  await run.remoteOut;
+  const q = await stopChild(run.qemu, stopBy, true);
+  const why = lastRemoteLine(run.remoteLines);
+  return outcome(
+    EXIT_REMOTE,
+    "remote-failed",
+    `remote ${describeStatus(rs)}${
+      why === undefined ? "" : ` (${why})`
+    } while QEMU ran; stopped QEMU`,
+    { qemu: q.status, remote: rs },
+  );
 }
 
 /**
- * Waits up to `graceMs` for `child` to exit by itself, then SIGTERM, then
- * after another grace period SIGKILL; returns its status and whether it had
- * to be signalled.
+ * Timeout or abort: stop QEMU first, in the first half of the time, so the
+ * remote sees EOF on every channel and prints its close lines (with INTx
+ * counters) by itself; a remote that does not is stopped by `stopBy`.
  */
-async function reap(
-  child: Deno.ChildProcess,
-  graceMs: number,
-  askFirst: boolean,
-): Promise<{ status: Deno.CommandStatus; signalled: boolean }> {
-  let signalled = false;
-  if (askFirst) {
-    signal(child, "SIGTERM");
-    signalled = true;
-  } else if (!await within(child.status, graceMs)) {
-    signal(child, "SIGTERM");
-    signalled = true;
-  }
-  if (!await within(child.status, graceMs)) {
-    signal(child, "SIGKILL");
-    signalled = true;
-  }
-  return { status: await child.status, signalled };
-}
-
-/**
- * Feeds each line of `stream` to `onLine` until end of stream. A callback
- * that throws does not stop the draining (a child blocked on a full pipe
- * would hang the run); the first such error rejects the returned promise
- * once the stream has ended.
- */
-async function pumpLines(
-  stream: ReadableStream<Uint8Array>,
-  onLine: (line: string) => void,
-  onChunk?: (chunk: Uint8Array) => void,
-): Promise<void> {
-  const dec = new TextDecoder();
-  let pending = "";
-  let failure: { error: unknown } | null = null;
-  const guard = (fn: () => void): void => {
-    if (failure !== null) return;
-    try {
-      fn();
-    } catch (error) {
-      failure = { error };
-    }
-  };
-  for await (const chunk of stream) {
-    guard(() => onChunk?.(chunk));
-    pending += dec.decode(chunk, { stream: true });
-    let nl: number;
-    while ((nl = pending.indexOf("\n")) >= 0) {
-      const line = pending.slice(0, nl).replace(/\r$/, "");
-      guard(() => onLine(line));
-      pending = pending.slice(nl + 1);
-    }
-  }
-  pending += dec.decode();
-  if (pending !== "") guard(() => onLine(pending.replace(/\r$/, "")));
-  if (failure !== null) throw (failure as { error: unknown }).error;
-}
-
-function describeStatus(s: Deno.CommandStatus): string {
-  return s.signal !== null
-    ? `was killed by ${s.signal}`
-    : `exited with status ${s.code}`;
-}
-
-/** Classifies QEMU ending on its own, from its status and stderr lines. */
-function classifyQemu(
-  s: Deno.CommandStatus,
-  errors: string[],
-): { status: number; end: LaunchEnd; message: string; guest: number | null } {
-  if (s.signal !== null) {
-    return {
-      status: EXIT_QEMU,
-      end: "qemu-failed",
-      message: `QEMU ${describeStatus(s)}`,
-      guest: null,
-    };
-  }
-  const signalled = errors.find((l) => QEMU_SIGNALLED.test(l));
-  if (signalled !== undefined) {
-    // QEMU exits 0 on SIGTERM/SIGINT/SIGHUP; we did not send it.
-    return {
-      status: EXIT_QEMU,
-      end: "qemu-failed",
-      message: `QEMU stopped: ${signalled}`,
-      guest: null,
-    };
-  }
-  if (s.code === 0) {
-    return {
-      status: EXIT_OK,
-      end: "qemu-exited",
-      message: "QEMU exited normally",
-      guest: null,
-    };
-  }
-  const lastError = errors.at(-1);
-  // isa-debug-exit exits with (v << 1) | 1; QEMU's own errors exit 1 too,
-  // but print a message first.
-  if (s.code === 1 && lastError === undefined) {
-    return {
-      status: EXIT_OK,
-      end: "guest-passed",
-      message: "guest passed (debug-exit 0)",
-      guest: 0,
-    };
-  }
-  if (s.code % 2 === 1 && s.code > 1) {
-    const v = s.code >> 1;
-    return {
-      status: EXIT_GUEST,
-      end: "guest-failed",
-      message: `guest reported failure code ${v}`,
-      guest: v,
-    };
-  }
-  return {
-    status: EXIT_QEMU,
-    end: "qemu-failed",
-    message: `QEMU exited with status ${s.code}${
-      lastError === undefined ? "" : ` (${lastError})`
-    }`,
-    guest: null,
-  };
-}
-
-/** The remote's last line without its "iohub remote: " prefix. */
-function lastRemoteLine(lines: string[]): string | undefined {
-  return lines.at(-1)?.replace(/^iohub remote: /, "");
-}
-
-function outcome(
+async function afterStop(
+  run: Run,
+  stopBy: number,
   status: number,
-  end: LaunchEnd,
-  message: string,
-  extra: Partial<LaunchOutcome> = {},
-): LaunchOutcome {
-  return {
+  why: string,
+): Promise<LaunchOutcome> {
+  const now = performance.now();
+  const q = await stopChild(run.qemu, now + (stopBy - now) / 2, true);
+  const r = await stopChild(run.remote, stopBy, false);
+  await run.remoteOut;
+  return outcome(
     status,
-    end,
-    message,
-    guestCode: null,
-    qemu: null,
-    remote: null,
-    remoteLines: [],
-    ...extra,
-  };
+    status === EXIT_TIMEOUT ? "timeout" : "aborted",
+    `${why}; stopped QEMU and the remote`,
+    { qemu: q.status, remote: r.status },
+  );
 }
 
 /**
  * Runs QEMU and the remote until the guest ends the run, either side dies,
  * the timeout elapses or `opts.signal` aborts; always leaves both processes
  * reaped and every fd it opened closed. QEMU that cannot be used is an
- * outcome (EXIT_QEMU), not an exception.
+ * outcome (EXIT_QEMU), not an exception; bad devices, or QEMU options in
+ * `qemuArgs` that launch sets itself, throw RangeError.
  *
  * @example
  * ```ts
@@ -473,125 +357,42 @@ function outcome(
  * ```
  */
 export async function launch(opts: LaunchOptions = {}): Promise<LaunchOutcome> {
-  const devices = opts.devices ?? [{ type: "testdev", id: "testdev0" }];
-  if (devices.length === 0) throw new RangeError("launch: no devices");
-  for (const d of devices) {
-    // Both command lines split options on commas; QEMU ids start with a letter.
-    if (!/^[A-Za-z][\w.-]*$/.test(d.id) || !/^[^,=]+$/.test(d.type)) {
-      throw new RangeError(`launch: bad device ${d.type} id ${d.id}`);
-    }
-  }
+  const devices = launchDevices(opts);
   const graceMs = opts.graceMs ?? DEFAULT_GRACE_MS;
-  try {
-    await probeQemu(opts.qemu ?? DEFAULT_QEMU);
-  } catch (e) {
-    if (e instanceof QemuUnusableError) {
-      return outcome(EXIT_QEMU, "qemu-unusable", e.message);
-    }
-    throw e;
-  }
-  if ((opts.accel ?? "kvm") === "kvm") {
-    // QEMU would only say "failed to initialize kvm"; the open error says why.
-    const why = kvmUnavailableReason();
-    if (why !== null) {
-      return outcome(
-        EXIT_QEMU,
-        "qemu-unusable",
-        `-accel kvm: ${why}; --accel tcg runs without KVM, but then QEMU's proxy delivers no device interrupts`,
-      );
-    }
-  }
+  const unusable = await preflight(opts);
+  if (unusable !== null) return unusable;
   const abortStatus = (): number =>
     opts.signal?.reason === "SIGTERM" ? EXIT_SIGTERM : EXIT_SIGINT;
   if (opts.signal?.aborted) {
     return outcome(abortStatus(), "aborted", "interrupted before start");
   }
 
-  const pairs: [number, number][] = [];
-  try {
-    for (const _ of devices) pairs.push(socketpair());
-  } catch (e) {
-    pairs.flat().forEach(closeFd);
-    throw e;
-  }
-  const remoteFds = pairs.map((p) => p[0]);
-  const qemuFds = pairs.map((p) => p[1]);
-  const guard = parentDeathPrefix();
-  const remoteCommand = [
-    ...guard,
-    ...(opts.remoteCommand ??
-      defaultRemoteCommand(
-        [opts.trace, opts.control].filter((p): p is string => p !== undefined),
-      )),
-    ...remoteArguments(opts, devices, remoteFds),
-  ];
-  const qemuCommand = [...guard, ...qemuCommandLine(opts, devices, qemuFds)];
-
-  // Each child must inherit only its own ends: close-on-exec is cleared on
-  // one side's fds just before its spawn, and those fds are closed right
-  // after, so the other child never holds them (else neither would see EOF
-  // when its peer dies). Both children get their own session so a Ctrl-C
-  // at the terminal reaches only us, and we stop them in order.
+  const fds = devicePairs(devices.length);
+  const commands = launchCommands(opts, fds.remote, fds.qemu);
   let remote: Deno.ChildProcess;
   try {
-    remoteFds.forEach((fd) => setCloexec(fd, false));
-    remote = new Deno.Command(remoteCommand[0], {
-      args: remoteCommand.slice(1),
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-      detached: true,
-    }).spawn();
+    remote = spawnWith(commands.remote, fds.remote, "null");
   } catch (e) {
-    qemuFds.forEach(closeFd);
+    fds.qemu.forEach(closeFd);
     throw e;
-  } finally {
-    remoteFds.forEach(closeFd);
   }
   let qemu: Deno.ChildProcess;
   try {
-    qemuFds.forEach((fd) => setCloexec(fd, false));
-    qemu = new Deno.Command(qemuCommand[0], {
-      args: qemuCommand.slice(1),
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      detached: true,
-    }).spawn();
+    qemu = spawnWith(commands.qemu, fds.qemu, "piped");
   } catch (e) {
-    const r = await reap(remote, graceMs, true);
+    const r = await stopChild(remote, performance.now() + graceMs, true);
     await remote.stderr.cancel().catch(() => {});
     return outcome(
       EXIT_QEMU,
       "qemu-failed",
-      `${opts.qemu ?? DEFAULT_QEMU} could not be started: ${
+      `${opts.qemu ?? defaultQemu()} could not be started: ${
         (e as Error).message
       }`,
       { remote: r.status },
     );
-  } finally {
-    qemuFds.forEach(closeFd);
   }
 
-  const remoteLines: string[] = [];
-  const qemuErrors: string[] = [];
-  const remoteOut = pumpLines(remote.stderr, (line) => {
-    remoteLines.push(line);
-    opts.onRemoteLine?.(line);
-  });
-  const qemuErr = pumpLines(qemu.stderr, (line) => {
-    if (line.trim() !== "" && !QEMU_WARNING.test(line)) qemuErrors.push(line);
-    opts.onQemuLine?.(line);
-  });
-  const serial = pumpLines(
-    qemu.stdout,
-    (line) => opts.onSerialLine?.(line),
-    opts.onSerial,
-  );
-  // Their errors are awaited below; until then they must not count as
-  // unhandled rejections, which would end the whole process.
-  for (const p of [remoteOut, qemuErr, serial]) p.catch(() => {});
-  type First = "qemu" | "remote" | "timeout" | "abort";
+  const run = pump(qemu, remote, opts);
   const deadline = opts.timeoutMs === undefined ? null : timer(opts.timeoutMs);
   let onAbort = (): void => {};
   const aborted = new Promise<void>((resolve) => {
@@ -602,103 +403,41 @@ export async function launch(opts: LaunchOptions = {}): Promise<LaunchOutcome> {
     opts.onStarted?.({
       qemuPid: qemu.pid,
       remotePid: remote.pid,
-      qemuCommand,
-      remoteCommand,
+      qemuCommand: commands.qemu,
+      remoteCommand: commands.remote,
     });
-
-    const racers: Promise<First>[] = [
-      qemu.status.then(() => "qemu"),
-      remote.status.then(() => "remote"),
-      aborted.then(() => "abort"),
-    ];
-    if (deadline !== null) racers.push(deadline.done.then(() => "timeout"));
-    let first = await Promise.race(racers);
-    // A remote that exited cleanly may just have seen the EOF of QEMU's own
-    // exit before we saw QEMU go; one that failed is to blame either way.
-    if (
-      first === "remote" && (await remote.status).success &&
-      await within(qemu.status, SETTLE_MS)
-    ) {
-      first = "qemu";
-    }
-
+    const first = await firstEnd(run, deadline?.done ?? null, aborted);
+    const stopBy = performance.now() + graceMs - KILL_MARGIN_MS;
     let result: LaunchOutcome;
     if (first === "qemu") {
-      const qs = await qemu.status;
-      await qemuErr;
-      const c = classifyQemu(qs, qemuErrors);
-      // The remote exits by itself once QEMU's end of every socket closed.
-      const r = await reap(remote, graceMs, false);
-      await remoteOut;
-      let { status, end, message } = c;
-      if (r.signalled) {
-        if (status === EXIT_OK) {
-          status = EXIT_REMOTE;
-          end = "remote-failed";
-        }
-        message += "; the remote did not exit after QEMU closed its sockets, " +
-          `stopped it`;
-      } else if (!r.status.success) {
-        const why = lastRemoteLine(remoteLines);
-        if (status === EXIT_OK) {
-          status = EXIT_REMOTE;
-          end = "remote-failed";
-        }
-        message += `; remote ${describeStatus(r.status)}${
-          why === undefined ? "" : ` (${why})`
-        }`;
-      }
-      result = outcome(status, end, message, {
-        guestCode: c.guest,
-        qemu: qs,
-        remote: r.status,
-      });
+      result = await afterQemu(run, stopBy);
     } else if (first === "remote") {
-      const rs = await remote.status;
-      await remoteOut;
-      const q = await reap(qemu, graceMs, true);
-      const why = lastRemoteLine(remoteLines);
-      result = outcome(
-        EXIT_REMOTE,
-        "remote-failed",
-        `remote ${describeStatus(rs)}${
-          why === undefined ? "" : ` (${why})`
-        } while QEMU ran; stopped QEMU`,
-        { qemu: q.status, remote: rs },
+      result = await afterRemote(run, stopBy);
+    } else if (first === "timeout") {
+      result = await afterStop(
+        run,
+        stopBy,
+        EXIT_TIMEOUT,
+        `timed out after ${opts.timeoutMs! / 1000} s`,
       );
     } else {
-      // Timeout or abort: stop QEMU first so the remote sees EOF on every
-      // channel and prints its close lines (with INTx counters) by itself.
-      const q = await reap(qemu, graceMs, true);
-      const r = await reap(remote, graceMs, false);
-      await remoteOut;
-      const why = first === "timeout"
-        ? `timed out after ${opts.timeoutMs! / 1000} s`
-        : `interrupted by ${
-          abortStatus() === EXIT_SIGTERM ? "SIGTERM" : "SIGINT"
-        }`;
-      result = outcome(
-        first === "timeout" ? EXIT_TIMEOUT : abortStatus(),
-        first === "timeout" ? "timeout" : "aborted",
-        `${why}; stopped QEMU and the remote`,
-        { qemu: q.status, remote: r.status },
+      const status = abortStatus();
+      result = await afterStop(
+        run,
+        stopBy,
+        status,
+        `interrupted by ${status === EXIT_SIGTERM ? "SIGTERM" : "SIGINT"}`,
       );
     }
-    await Promise.all([qemuErr, serial, remoteOut]);
-    result.remoteLines = remoteLines;
+    await Promise.all(run.pumps);
+    result.remoteLines = run.remoteLines;
     return result;
   } catch (e) {
     // Only a throwing callback or a broken invariant gets here: leave no
     // process behind either way.
-    signal(qemu, "SIGKILL");
-    signal(remote, "SIGKILL");
-    await Promise.allSettled([
-      qemu.status,
-      remote.status,
-      qemuErr,
-      serial,
-      remoteOut,
-    ]);
+    signalChild(qemu, "SIGKILL");
+    signalChild(remote, "SIGKILL");
+    await Promise.allSettled([qemu.status, remote.status, ...run.pumps]);
     throw e;
   } finally {
     deadline?.cancel();

@@ -2,8 +2,20 @@
 // spawned, that it is a QEMU recent enough to have the multi-process devices
 // (x-pci-proxy-dev) our remote speaks mpqemu with.
 
-/** The binary looked up on PATH when no --qemu is given. */
+/** The binary looked up on PATH when neither --qemu nor IOHUB_QEMU is given. */
 export const DEFAULT_QEMU = "qemu-system-x86_64";
+
+/**
+ * The QEMU to use when none is named: $IOHUB_QEMU if set (and readable
+ * under the permissions given), else DEFAULT_QEMU on PATH.
+ */
+export function defaultQemu(): string {
+  try {
+    return Deno.env.get("IOHUB_QEMU") || DEFAULT_QEMU;
+  } catch {
+    return DEFAULT_QEMU;
+  }
+}
 
 /**
  * The oldest QEMU with x-pci-proxy-dev, fd= and DEVICE_RESET: the
@@ -72,7 +84,7 @@ async function run(path: string, args: string[]): Promise<string> {
  * support.
  */
 export async function probeQemu(
-  path: string = DEFAULT_QEMU,
+  path: string = defaultQemu(),
 ): Promise<QemuInfo> {
   const banner = await run(path, ["--version"]);
   const version = parseQemuVersion(banner);

@@ -2,9 +2,9 @@
 // remote, the summary, and (without KVM) our own proxy's interrupt path.
 
 import { assert, assertEquals, assertMatch } from "@std/assert";
-import { EXIT_QEMU } from "../../lib/qemu/launch.ts";
+import { EXIT_QEMU } from "../../lib/qemu/outcome.ts";
 import { iohub } from "./cli_run.ts";
-import { kvmUnavailableReason } from "../../lib/kvm/kvm.ts";
+import { kvmUnavailableReason } from "../../lib/kvm/mod.ts";
 import { haveBinutils, haveKvm, haveQemu } from "../requirements.ts";
 
 const ready = haveQemu() && haveBinutils();

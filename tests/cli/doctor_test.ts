@@ -4,7 +4,7 @@
 
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import { iohub } from "./cli_run.ts";
-import { kvmUnavailableReason } from "../../lib/kvm/kvm.ts";
+import { kvmUnavailableReason } from "../../lib/kvm/mod.ts";
 import { haveBinutils, haveKvm, haveQemu } from "../requirements.ts";
 
 const ready = haveKvm() && haveQemu() && haveBinutils();

@@ -13,11 +13,13 @@ import {
   createIrqGuestMachine,
   IrqGuestFlag,
   type IrqGuestParams,
-  type KvmMachine,
   readIrqGuestCounters,
+  writeIrqGuestParams,
+} from "../../lib/kvm/irq_guest.ts";
+import {
+  type KvmMachine,
   type RunOptions,
   type RunResult,
-  writeIrqGuestParams,
 } from "../../lib/kvm/machine.ts";
 import { ProxyDevice } from "../../lib/proxy/proxy_device.ts";
 import { assertNoFdLeak, openFds } from "../fd_check.ts";

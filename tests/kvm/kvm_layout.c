@@ -1,6 +1,6 @@
 /* Prints the KVM struct sizes, member offsets and ioctl numbers iohub uses,
  * as "name value" lines, from the kernel headers (linux-libc-dev).
- * tests/kvm_test.ts compiles and runs it and compares with lib/kvm.ts. */
+ * tests/kvm/kvm_test.ts compiles and runs it and compares with lib/kvm/layout.ts. */
 #include <stddef.h>
 #include <stdio.h>
 #include <linux/kvm.h>
@@ -30,9 +30,6 @@ int main(void)
 	OFF("irqfd", struct kvm_irqfd, flags);
 	OFF("irqfd", struct kvm_irqfd, resamplefd);
 
-	SIZE("irqLevel", struct kvm_irq_level);
-	OFF("irqLevel", struct kvm_irq_level, irq);
-	OFF("irqLevel", struct kvm_irq_level, level);
 
 	SIZE("lapicState", struct kvm_lapic_state);
 
@@ -94,7 +91,6 @@ int main(void)
 	IOCTL(KVM_CREATE_VCPU);
 	IOCTL(KVM_SET_USER_MEMORY_REGION);
 	IOCTL(KVM_CREATE_IRQCHIP);
-	IOCTL(KVM_IRQ_LINE);
 	IOCTL(KVM_IRQFD);
 	IOCTL(KVM_RUN);
 	IOCTL(KVM_GET_REGS);

@@ -1,4 +1,4 @@
-// lib/kvm.ts and lib/kvm_harness.ts on the real /dev/kvm, no remote: ioctl
+// lib/kvm/ (wrappers, machine, irq guest) on the real /dev/kvm, no remote: ioctl
 // numbers and struct layouts against the kernel headers, capabilities, and
 // the IOHUB interrupt cycle on the in-kernel PIC driven with plain eventfds
 // (irqfd -> guest handler -> EOI -> resamplefd -> re-assert), deregistration,
@@ -12,14 +12,7 @@ import {
   assertRejects,
   assertThrows,
 } from "@std/assert";
-import {
-  closeFd,
-  eventfd,
-  eventfdDrain,
-  eventfdSignal,
-  pollReadable,
-  SysError,
-} from "../../ffi/mod.ts";
+import { EventFd, pollReadable, SysError } from "../../ffi/mod.ts";
 import {
   kernelHasKvmDevice,
   Kvm,
@@ -28,20 +21,22 @@ import {
   KVM_STRUCT,
   KvmCap,
   KvmExit,
-} from "../../lib/kvm/kvm.ts";
+} from "../../lib/kvm/mod.ts";
 import {
   createIrqGuestMachine,
+  IrqGuestFlag,
+  readIrqGuestCounters,
+  writeIrqGuestParams,
+} from "../../lib/kvm/irq_guest.ts";
+import {
   GUEST_LOAD_ADDRESS,
   GUEST_STACK_TOP,
   GuestFailure,
   HarnessPort,
   HarnessTimeout,
-  IrqGuestFlag,
   type KvmMachine,
-  readIrqGuestCounters,
   type RunOptions,
   type RunResult,
-  writeIrqGuestParams,
 } from "../../lib/kvm/machine.ts";
 import { assertNoFdLeak } from "../fd_check.ts";
 import { haveBinutils, haveGcc, haveKvm } from "../requirements.ts";
@@ -50,7 +45,7 @@ const kvmOk = haveKvm();
 const guestOk = kvmOk && haveBinutils();
 const gccOk = haveGcc();
 
-// The table at the end of PROTOCOL.md, copied: the derivations must agree.
+// The table at the end of docs/protocol.md, copied: the derivations must agree.
 const PROTOCOL_HEX: Record<string, number> = {
   KVM_GET_API_VERSION: 0xae00,
   KVM_CREATE_VM: 0xae01,
@@ -59,16 +54,18 @@ const PROTOCOL_HEX: Record<string, number> = {
   KVM_CREATE_VCPU: 0xae41,
   KVM_SET_USER_MEMORY_REGION: 0x4020ae46,
   KVM_CREATE_IRQCHIP: 0xae60,
-  KVM_IRQ_LINE: 0x4008ae61,
   KVM_IRQFD: 0x4020ae76,
   KVM_RUN: 0xae80,
   KVM_GET_REGS: 0x8090ae81,
   KVM_SET_REGS: 0x4090ae82,
   KVM_GET_SREGS: 0x8138ae83,
   KVM_SET_SREGS: 0x4138ae84,
+  KVM_GET_LAPIC: 0x8400ae8e,
+  KVM_SET_LAPIC: 0x4400ae8f,
+  KVM_SIGNAL_MSI: 0x4020aea5,
 };
 
-Deno.test("kvm: ioctl numbers derived with ioc() match PROTOCOL.md", () => {
+Deno.test("kvm: ioctl numbers derived with ioc() match docs/protocol.md", () => {
   for (const [name, hex] of Object.entries(PROTOCOL_HEX)) {
     assertEquals(
       KVM_IOCTL[name as keyof typeof KVM_IOCTL],
@@ -76,9 +73,6 @@ Deno.test("kvm: ioctl numbers derived with ioc() match PROTOCOL.md", () => {
       name,
     );
   }
-  assertEquals(KvmCap.IRQCHIP, 0);
-  assertEquals(KvmCap.IRQFD, 32);
-  assertEquals(KvmCap.IRQFD_RESAMPLE, 82);
 });
 
 async function kernelLayout(): Promise<Map<string, bigint>> {
@@ -171,12 +165,14 @@ Deno.test({
       const kvm = Kvm.open();
       const vm = kvm.createVm();
       vm.createIrqchip();
-      // An fd number that is not open.
+      // An fd number that is not open, never closed: released below.
+      const notOpen = new EventFd(0x7fff_fff0);
       const e = assertThrows(
-        () => vm.registerIrqfd(0x7fff_fff0, 5),
+        () => vm.registerIrqfd(notOpen, 5),
         SysError,
         "KVM_IRQFD: EBADF",
       );
+      notOpen.release();
       assertEquals(e.call, "KVM_IRQFD");
       const vcpu = vm.createVcpu(0);
       vcpu.close();
@@ -220,8 +216,8 @@ Deno.test({
   async fn(): Promise<void> {
     await assertNoFdLeak(async () => {
       using m = await createIrqGuestMachine();
-      const irqfd = eventfd();
-      const resamplefd = eventfd();
+      const irqfd = new EventFd();
+      const resamplefd = new EventFd();
       try {
         m.vm.registerIrqfdWithResample(irqfd, resamplefd, GSI);
         const N = 200;
@@ -245,13 +241,13 @@ Deno.test({
         assertEquals(readIrqGuestCounters(m).delivered, 0);
         const t0 = performance.now();
         for (let i = 1; i <= N; i++) {
-          eventfdSignal(irqfd);
+          irqfd.signal();
           await reported.promise;
           reported = Promise.withResolvers<void>();
           // The handler's EOI lowers the line and KVM signals the
           // resamplefd exactly once per delivery.
-          assert(await pollReadable(resamplefd, 2000), `resample ${i}`);
-          assertEquals(eventfdDrain(resamplefd), 1n);
+          assert(await pollReadable(resamplefd.fd, 2000), `resample ${i}`);
+          assertEquals(resamplefd.drain(), 1n);
         }
         const us = (performance.now() - t0) * 1000 / N;
         const done = await r.run;
@@ -273,23 +269,23 @@ Deno.test({
         });
         const r2 = start(m, { timeoutMs: 10_000 });
         await r2.ready;
-        eventfdSignal(irqfd);
-        assert(await pollReadable(resamplefd, 2000));
-        eventfdDrain(resamplefd);
+        irqfd.signal();
+        assert(await pollReadable(resamplefd.fd, 2000));
+        resamplefd.drain();
         await sleep(50);
         assertEquals(readIrqGuestCounters(m).delivered, N + 1);
 
         // Deassigned, the irqfd no longer reaches the guest.
         m.vm.unregisterIrqfd(irqfd, GSI);
-        eventfdSignal(irqfd);
-        assertEquals(await pollReadable(resamplefd, 100), false);
+        irqfd.signal();
+        assertEquals(await pollReadable(resamplefd.fd, 100), false);
         assertEquals(readIrqGuestCounters(m).delivered, N + 1);
         m.stop();
         assertEquals((await r2.run).status, "stopped");
         assertEquals(readIrqGuestCounters(m).kicks, 1);
       } finally {
-        closeFd(irqfd);
-        closeFd(resamplefd);
+        irqfd.close();
+        resamplefd.close();
       }
     });
   },
@@ -472,7 +468,7 @@ Deno.test({
   async fn(): Promise<void> {
     await assertNoFdLeak(async () => {
       using m = await createIrqGuestMachine();
-      const irqfd = eventfd();
+      const irqfd = new EventFd();
       try {
         m.vm.registerIrqfd(irqfd, GSI);
         const N = 50;
@@ -488,14 +484,14 @@ Deno.test({
         });
         await r.ready;
         for (let i = 0; i < N; i++) {
-          eventfdSignal(irqfd);
+          irqfd.signal();
           await reported.promise;
           reported = Promise.withResolvers<void>();
         }
         assertEquals((await r.run).value, N);
         m.vm.unregisterIrqfd(irqfd, GSI);
       } finally {
-        closeFd(irqfd);
+        irqfd.close();
       }
     });
   },

@@ -22,7 +22,7 @@ function wire(m: Message): string {
     .map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-// Golden bytes, written by hand from PROTOCOL.md: header = int32 cmd, 4 pad,
+// Golden bytes, written by hand from docs/protocol.md: header = int32 cmd, 4 pad,
 // uint64 size, all little endian; then the payload.
 Deno.test("codec: golden bytes for every command", async (t) => {
   const m = new Message();

@@ -7,7 +7,8 @@
 import { assert, assertEquals } from "@std/assert";
 import { buildEduImage } from "../../lib/guest/boot_image.ts";
 import { type GuestResult, parseGuestResult } from "../../lib/guest/result.ts";
-import { launch, type LaunchOutcome } from "../../lib/qemu/launch.ts";
+import { launch } from "../../lib/qemu/launch.ts";
+import type { LaunchOutcome } from "../../lib/qemu/outcome.ts";
 import type { PirqCounters } from "../../lib/remote/iohub.ts";
 import { parseCloseLine } from "../../lib/remote/close_line.ts";
 import { assertNoFdLeak } from "../fd_check.ts";

@@ -11,7 +11,8 @@ import {
   parseCloseLine,
 } from "../../lib/remote/close_line.ts";
 import type { PirqCounters } from "../../lib/remote/iohub.ts";
-import { launch, type LaunchOutcome } from "../../lib/qemu/launch.ts";
+import { launch } from "../../lib/qemu/launch.ts";
+import type { LaunchOutcome } from "../../lib/qemu/outcome.ts";
 import { assertNoFdLeak } from "../fd_check.ts";
 import { haveBinutils, haveKvm, haveQemu, QEMU } from "../requirements.ts";
 

@@ -12,8 +12,14 @@ import {
 } from "@std/assert";
 import { UsageError } from "../../lib/cli/common.ts";
 import { parseLaunchArgs } from "../../lib/cli/launch.ts";
-import { kvmUnavailableReason } from "../../lib/kvm/kvm.ts";
+import { kvmUnavailableReason } from "../../lib/kvm/mod.ts";
 import { buildGuest } from "../../lib/guest/build.ts";
+import { parentDeathPrefix } from "../../lib/qemu/command_line.ts";
+import {
+  launch,
+  type LaunchOptions,
+  type LaunchStarted,
+} from "../../lib/qemu/launch.ts";
 import {
   EXIT_GUEST,
   EXIT_OK,
@@ -23,12 +29,8 @@ import {
   EXIT_SIGTERM,
   EXIT_TIMEOUT,
   EXIT_USAGE,
-  launch,
-  type LaunchOptions,
   type LaunchOutcome,
-  type LaunchStarted,
-  parentDeathPrefix,
-} from "../../lib/qemu/launch.ts";
+} from "../../lib/qemu/outcome.ts";
 import { MIN_QEMU_VERSION, parseQemuVersion } from "../../lib/qemu/probe.ts";
 import { assertNoFdLeak } from "../fd_check.ts";
 import { haveBinutils, haveKvm, haveQemu, QEMU } from "../requirements.ts";
@@ -83,15 +85,23 @@ async function cli(
   };
 }
 
-/** A 1.44 MB floppy image whose boot sector is fixture `name`. */
-async function floppy(name: string, dir: string): Promise<string> {
+/**
+ * A 1.44 MB floppy image whose boot sector is fixture `name`, assembled with
+ * `symbols` defined.
+ */
+async function floppy(
+  name: string,
+  dir: string,
+  symbols: Record<string, number> = {},
+): Promise<string> {
   const bin = await Deno.readFile(
-    await buildGuest(`${FIXTURES}${name}.S`, { origin: 0x7c00 }),
+    await buildGuest(`${FIXTURES}${name}.S`, { origin: 0x7c00, symbols }),
   );
   assertEquals(bin.length, 512, `${name} must assemble to one sector`);
   const img = new Uint8Array(FLOPPY_SIZE);
   img.set(bin);
-  const path = `${dir}/${name}.img`;
+  const suffix = Object.entries(symbols).map(([k, v]) => `-${k}${v}`).join("");
+  const path = `${dir}/${name}${suffix}.img`;
   await Deno.writeFile(path, img);
   return path;
 }
@@ -112,6 +122,18 @@ function watched(
   let resolve = (_: LaunchStarted): void => {};
   const started = new Promise<LaunchStarted>((r) => resolve = r);
   return { opts: { ...opts, onStarted: resolve }, started };
+}
+
+/** A run in which one side is killed with SIGKILL once both have started. */
+async function killMidRun(
+  side: "qemuPid" | "remotePid",
+): Promise<LaunchOutcome> {
+  const w = watched({ timeoutMs: 10_000 });
+  const running = run(w.opts);
+  const s = await w.started;
+  await sleep(700);
+  Deno.kill(s[side], "SIGKILL");
+  return await running;
 }
 
 function sleep(ms: number): Promise<void> {
@@ -233,6 +255,12 @@ Deno.test("launch: argument parsing", () => {
   assertEquals(a.options.pollMicros, 20);
   assertEquals(a.options.accel, "tcg");
   assertEquals(a.options.qemuArgs, ["-smp", "2"]);
+  assertEquals(a.printCommand, false);
+  // Other -object types are the user's to add.
+  assertEquals(
+    parseLaunchArgs(["--", "-object", "rng-random,id=r"]).options.qemuArgs,
+    ["-object", "rng-random,id=r"],
+  );
   assertEquals(a.serial, null);
   const d = parseLaunchArgs([]);
   assertEquals(d.options.devices, [{ type: "testdev", id: "testdev0" }]);
@@ -252,6 +280,17 @@ Deno.test("launch: argument parsing", () => {
     [["--frob"], "unknown argument '--frob'"],
     [["stray"], "unexpected argument 'stray'"],
     [["--qemu"], "--qemu needs a value"],
+    [["--", "-m", "128M"], "-m: set by iohub launch; use --memory"],
+    [["--", "-M", "q35"], "-M: set by iohub launch; use --accel"],
+    [["--", "--machine", "pc"], "-machine: set by iohub launch; use --accel"],
+    [["--", "-accel", "tcg"], "-accel: set by iohub launch; use --accel"],
+    [["--", "-enable-kvm"], "-enable-kvm: set by iohub launch; use --accel"],
+    [["--", "-numa", "node"], "-numa: set by iohub launch; use --memory"],
+    [["--", "-serial", "null"], "-serial: set by iohub launch; use --serial"],
+    [
+      ["--", "-smp", "2", "-object", "memory-backend-ram,id=r,size=1G"],
+      "-object memory-backend-ram,id=r,size=1G: set by iohub launch; use --memory",
+    ],
   ];
   for (const [args, msg] of bad) {
     const e = assertThrows(() => parseLaunchArgs(args), UsageError);
@@ -266,6 +305,49 @@ Deno.test("launch: a bad command line is exit 2 with one line", async () => {
   const h = await cli(["--help"]);
   assertEquals(h.code, 0);
   assertStringIncludes(h.stdout, "exit status:");
+});
+
+Deno.test("launch: --print-command prints both command lines, starts nothing", async () => {
+  const r = await cli(
+    [
+      "--print-command",
+      "--accel",
+      "tcg",
+      "--memory",
+      "96M",
+      "--device",
+      "testdev,id=a",
+      "--device",
+      "testdev,id=b",
+      "--",
+      "-smp",
+      "2",
+    ],
+    // A QEMU that does not exist: nothing may try to run it.
+    { IOHUB_QEMU: "/nonexistent/qemu" },
+  );
+  assertEquals(r.code, EXIT_OK, r.stderr);
+  assertEquals(r.stderr, "");
+  const [qemu, remote, rest] = r.stdout.split("\n");
+  assertEquals(rest, "");
+  assertMatch(
+    qemu,
+    /^qemu: (\S*setpriv --pdeathsig TERM -- )?\/nonexistent\/qemu -accel tcg -m 96M -object memory-backend-memfd,id=mem,size=96M /,
+  );
+  assertMatch(
+    qemu,
+    / -device x-pci-proxy-dev,id=a,fd=(\d+) -device x-pci-proxy-dev,id=b,fd=(\d+) -smp 2$/,
+  );
+  assertMatch(
+    remote,
+    /^remote: .* remote --device testdev,fd=\d+,id=a --device testdev,fd=\d+,id=b$/,
+  );
+  const bad = await cli(["--print-command", "--", "-m", "1G"]);
+  assertEquals(bad.code, EXIT_USAGE);
+  assertEquals(
+    bad.stderr,
+    "iohub: launch: -m: set by iohub launch; use --memory\n",
+  );
 });
 
 Deno.test({
@@ -303,12 +385,7 @@ Deno.test({
   name: "launch: the remote dying stops QEMU, exit 4",
   ignore: !qemuOk,
   async fn(): Promise<void> {
-    const w = watched({ timeoutMs: 10_000 });
-    const running = run(w.opts);
-    const s = await w.started;
-    await sleep(700);
-    Deno.kill(s.remotePid, "SIGKILL");
-    const out = await running;
+    const out = await killMidRun("remotePid");
     assertEquals(out.status, EXIT_REMOTE, out.message);
     assertEquals(
       out.message,
@@ -371,20 +448,58 @@ Deno.test({
   name: "launch: QEMU dying stops the remote, exit 3",
   ignore: !qemuOk,
   async fn(): Promise<void> {
-    const w = watched({ timeoutMs: 10_000 });
+    const out = await killMidRun("qemuPid");
+    assertEquals(out.status, EXIT_QEMU, out.message);
+    // The remote exits by itself: cleanly on EOF, or with the error of a
+    // request QEMU's death cut short (ECONNRESET, EPIPE).
+    assertMatch(
+      out.message,
+      /^QEMU was killed by SIGKILL(; remote exited with status 1 \(.*(ECONNRESET|EPIPE).*\))?$/,
+    );
+    assertEquals(out.remote?.signal, null);
+  },
+});
+
+Deno.test({
+  name:
+    "launch: QEMU seen ending just after the remote it broke is blamed, exit 3",
+  ignore: !qemuOk,
+  async fn(): Promise<void> {
+    const dir = await Deno.makeTempDir({ prefix: "iohub-launch-" });
+    try {
+      const fake = `${dir}/qemu`;
+      await Deno.writeTextFile(
+        fake,
+        `#!/bin/sh\nexec '${Deno.execPath()}' run -A --quiet '${FIXTURES}fake_qemu_dies_late.ts' "$@"\n`,
+      );
+      await Deno.chmod(fake, 0o755);
+      const out = await run({ qemu: fake, timeoutMs: 30_000 });
+      assertEquals(out.status, EXIT_QEMU, out.message);
+      assertEquals(out.end, "qemu-failed");
+      assertMatch(
+        out.message,
+        /^QEMU was killed by SIGKILL; remote exited with status 1 \(/,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "launch: after --timeout a stopped remote is continued with its SIGTERM, not left for SIGKILL",
+  ignore: !qemuOk,
+  async fn(): Promise<void> {
+    const w = watched({ timeoutMs: 1000 });
     const running = run(w.opts);
     const s = await w.started;
-    await sleep(700);
-    Deno.kill(s.qemuPid, "SIGKILL");
+    Deno.kill(s.remotePid, "SIGSTOP");
     const out = await running;
-    assertEquals(out.status, EXIT_QEMU, out.message);
-    assertEquals(out.message, "QEMU was killed by SIGKILL");
-    // The remote saw EOF on its channel and exited cleanly by itself.
-    assertEquals(out.remote?.code, 0);
-    assertStringIncludes(
-      out.remoteLines.join("\n"),
-      "peer closed the connection",
-    );
+    assertEquals(out.status, EXIT_TIMEOUT, out.message);
+    // A stopped process only acts on SIGTERM once continued; left stopped,
+    // it would sit out the grace period and then need SIGKILL.
+    assertEquals(out.remote?.signal, "SIGTERM");
   },
 });
 
@@ -425,8 +540,8 @@ Deno.test({
   async fn(t): Promise<void> {
     const dir = await Deno.makeTempDir({ prefix: "iohub-launch-" });
     try {
-      const pass = await floppy("launch_pass", dir);
-      const fail = await floppy("launch_fail", dir);
+      const pass = await floppy("launch_exit", dir, { EXIT_CODE: 0 });
+      const fail = await floppy("launch_exit", dir, { EXIT_CODE: 3 });
       await t.step({
         name: "v = 0 (kvm): passed, exit 0, serial lines delivered",
         ignore: !kvmOk,

@@ -16,7 +16,7 @@ import {
   STATUS_IRQFACT,
 } from "../../lib/pci/devices/edu.ts";
 import { ProxyDevice } from "../../lib/proxy/proxy_device.ts";
-import { defaultRemoteCommand } from "../../lib/qemu/launch.ts";
+import { defaultRemoteCommand } from "../../lib/qemu/spawn_remote.ts";
 import { spawnWithSockets } from "../../lib/qemu/socket_child.ts";
 import {
   closeFd,

@@ -4,7 +4,7 @@
 import {
   defaultRemoteCommand,
   spawnTestdevRemote,
-} from "../../lib/qemu/launch.ts";
+} from "../../lib/qemu/spawn_remote.ts";
 import { spawnWithSockets } from "../../lib/qemu/socket_child.ts";
 import {
   Channel,

@@ -1,4 +1,4 @@
-// iohub-testdev (shared TESTDEV.md): the reference INTx device every test,
+// iohub-testdev (docs/testdev.md): the reference INTx device every test,
 // demo and benchmark uses, and the example to copy for a new device.
 
 import {
@@ -51,7 +51,7 @@ export const TESTDEV_IDENTITY: PciIdentity = {
 
 /** The testdev register file, buffer and INTx output. */
 export class TestDev implements DeviceModel {
-  /** See TESTDEV.md: identity registers. */
+  /** See docs/testdev.md: identity registers. */
   readonly identity: PciIdentity = TESTDEV_IDENTITY;
   /** BAR0: 4 KiB memory; BAR1: 64 bytes of I/O. */
   readonly bars = [
