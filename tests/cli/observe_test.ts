@@ -30,6 +30,7 @@ Deno.test("remote: --trace records every message and INTx event, --control answe
   for (let i = 0; i < 20; i++) c.barRead(BAR0);
   c.barWrite(BAR0 + 0x0cn, 1n); // IRQ_RAISE
   rs.signal(); // EOI while the level is high: re-asserted
+  c.barrier();
   c.barWrite(BAR0 + 0x10n, 1n); // IRQ_ACK
   c.barRead(0xfec00000n); // refused: hits no BAR
   c.barrier();
@@ -44,7 +45,7 @@ Deno.test("remote: --trace records every message and INTx event, --control answe
   assertEquals(watched.requests.BAR_READ, 21);
   assertEquals(watched.requests.BAR_WRITE, 2);
   assertEquals(watched.requests.PCI_CFGWRITE, 2);
-  assertEquals(watched.requests.PCI_CFGREAD, 2);
+  assertEquals(watched.requests.PCI_CFGREAD, 4);
   assertEquals(watched.refusals, 1);
   assertEquals(
     [watched.intx.asserts, watched.intx.deasserts, watched.intx.reasserts],
@@ -58,7 +59,7 @@ Deno.test("remote: --trace records every message and INTx event, --control answe
   assertEquals(table.code, 0, table.stderr);
   assertStringIncludes(table.stdout, "resamples");
   assert(
-    /^watched\s+testdev\s+connected\s+2\s+2\s+21\s+2\s+/m.test(table.stdout),
+    /^watched\s+testdev\s+connected\s+4\s+2\s+21\s+2\s+/m.test(table.stdout),
     table.stdout,
   );
 
@@ -71,7 +72,7 @@ Deno.test("remote: --trace records every message and INTx event, --control answe
   assertEquals(mine[0].event, "open");
   assertEquals(mine.at(-1).event, "close");
   const messages = mine.filter((x) => x.cmd !== undefined);
-  assertEquals(messages.length, 2 + 1 + 21 + 2 + 2);
+  assertEquals(messages.length, 2 + 1 + 21 + 2 + 4);
   assertEquals(messages[0], {
     ...messages[0],
     cmd: "PCI_CFGWRITE",
