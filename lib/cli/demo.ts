@@ -13,14 +13,26 @@ import {
   measureUserSinkInterrupts,
   userSinkOk,
 } from "../proxy/irq_roundtrip.ts";
-import { EXIT_OK, launch, type LaunchOutcome } from "../qemu/launch.ts";
+import { type LogSink, logSink, type Verbosity } from "../log.ts";
+import {
+  EXIT_OK,
+  launch,
+  type LaunchOutcome,
+  QEMU_WARNING,
+} from "../qemu/launch.ts";
 import { DEFAULT_QEMU } from "../qemu/probe.ts";
 import { type ClosedDevice, parseCloseLine } from "../remote/close_line.ts";
-import { type Command, UsageError } from "./common.ts";
+import {
+  type Command,
+  EXIT_STATUS_HELP,
+  UsageError,
+  VERBOSITY_OPTIONS,
+  verbosityOf,
+} from "./common.ts";
 
 const HELP =
   `usage: iohub demo [--device testdev|edu] [--qemu PATH] [--accel kvm|tcg]
-                  [--timeout SECONDS]
+                  [--timeout SECONDS] [--quiet | --verbose]
 
 Builds the demo guest from guest/boot/*.S with binutils, then runs
 'iohub launch' with it: QEMU 7.2, its x-pci-proxy-dev talking to an iohub
@@ -46,7 +58,13 @@ options:
   --qemu PATH        QEMU binary (default: ${DEFAULT_QEMU} on PATH)
   --accel kvm|tcg    accelerator (default: kvm when /dev/kvm opens, else tcg)
   --timeout SECONDS  give up after this long (default 60)
-  --help             this text`;
+  --quiet            print the result and errors only, not the guest's console
+  --verbose          also print the remote's per-connection details
+  --help             this text
+
+${EXIT_STATUS_HELP}
+  0 means every check the accelerator allows passed; a QEMU or remote that
+  could not run ends with the status 'iohub launch' gives it (3-6, 130).`;
 
 const SINK_INTERRUPTS = 1000;
 const RESULT_CHECKS = ["dma_to_guest", "dma_from_guest", "reset"] as const;
@@ -134,13 +152,19 @@ interface GuestRun {
   seconds: number;
 }
 
-/** Runs `image` against one device of `type`, echoing every side's lines. */
+/**
+ * Runs `image` against one device of `type`, echoing every side's lines
+ * through `say` (the remote gets `verbosity`, but never --quiet: its close
+ * lines carry the counters the summary shows).
+ */
 async function runGuest(
   image: string,
   type: string,
   qemu: string,
   accel: "kvm" | "tcg",
   timeoutMs: number,
+  verbosity: Verbosity,
+  say: LogSink,
 ): Promise<GuestRun> {
   const t0 = performance.now();
   let result: GuestResult | null = null;
@@ -156,20 +180,23 @@ async function runGuest(
       devices: [{ type, id: `${type}0` }],
       timeoutMs,
       signal: controller.signal,
+      verbosity: verbosity === "verbose" ? "verbose" : "normal",
       onStarted: (s) =>
-        console.log(
+        say(
           `iohub demo: QEMU pid ${s.qemuPid} (x-pci-proxy-dev, -accel ${accel}), iohub remote pid ${s.remotePid}`,
+          "info",
         ),
       onSerialLine: (line) => {
-        console.log(`  guest | ${line}`);
+        say(`  guest | ${line}`, "info");
         result = parseGuestResult(line) ?? result;
       },
       onRemoteLine: (line) => {
-        console.log(`  remote| ${line}`);
+        say(`  remote| ${line}`, "info");
         const c = parseCloseLine(line);
         if (c !== null) counters.push(c);
       },
-      onQemuLine: (line) => console.log(`  qemu  | ${line}`),
+      onQemuLine: (line) =>
+        say(`  qemu  | ${line}`, QEMU_WARNING.test(line) ? "info" : "error"),
     });
     return {
       result,
@@ -183,7 +210,7 @@ async function runGuest(
 }
 
 /** Prints the user-space interrupt path run; returns whether it behaved. */
-async function userSinkInterrupts(): Promise<boolean> {
+async function userSinkInterrupts(say: LogSink): Promise<boolean> {
   const r = await measureUserSinkInterrupts(SINK_INTERRUPTS);
   console.log(
     `  ${r.delivered}/${r.count} interrupts from the TypeScript device ` +
@@ -198,7 +225,7 @@ async function userSinkInterrupts(): Promise<boolean> {
         : "NOT re-asserted"
     }; after IRQ_ACK + EOI: ${r.quietAfterAck ? "quiet" : "STILL asserted"}`,
   );
-  for (const line of r.remoteLines) console.log(`  remote| ${line}`);
+  for (const line of r.remoteLines) say(`  remote| ${line}`, "info");
   return userSinkOk(r);
 }
 
@@ -209,6 +236,7 @@ export const demoCommand: Command = {
   async run(args: string[]): Promise<number> {
     const parsed = parseArgs(args, {
       string: ["qemu", "timeout", "accel", "device"],
+      boolean: VERBOSITY_OPTIONS,
       unknown: (arg: string) => {
         throw new UsageError(
           `demo: unknown argument '${arg}' (see 'iohub demo --help')`,
@@ -229,21 +257,25 @@ export const demoCommand: Command = {
     if (device !== "testdev" && device !== "edu") {
       throw new UsageError(`demo: --device ${device}: expected testdev or edu`);
     }
+    const verbosity = verbosityOf(parsed, "demo");
+    // The demo's running commentary goes to stdout, its summary always.
+    const say = logSink("", verbosity, (line) => console.log(line));
     let accel: "kvm" | "tcg" = accelRaw ?? "kvm";
     if (accelRaw === undefined) {
       const why = kvmUnavailableReason();
       if (why !== null) {
         accel = "tcg";
-        console.log(`iohub demo: no KVM here (${why})`);
-        console.log(
+        say(`iohub demo: no KVM here (${why})`, "info");
+        say(
           "iohub demo: running QEMU under TCG: everything but interrupts " +
             "works there (QEMU's proxy registers its irqfd with KVM only)",
+          "info",
         );
       }
     }
     const qemu = (parsed.qemu as string | undefined) ?? DEFAULT_QEMU;
     const guestDir = device === "edu" ? "guest/edu" : "guest/boot";
-    console.log(`iohub demo: assembling the guest (${guestDir}/*.S) ...`);
+    say(`iohub demo: assembling the guest (${guestDir}/*.S) ...`, "info");
     const image = device === "edu"
       ? await buildEduImage()
       : await buildBootImage();
@@ -253,6 +285,8 @@ export const demoCommand: Command = {
       qemu,
       accel,
       Number(timeoutRaw) * 1000,
+      verbosity,
+      say,
     );
     if (result === null) {
       // QEMU or the remote could not run, or the guest never got that far:
@@ -297,7 +331,7 @@ export const demoCommand: Command = {
     console.log(
       "iohub demo: interrupts through our own proxy (irqfd read in user space):",
     );
-    if (!await userSinkInterrupts()) {
+    if (!await userSinkInterrupts(say)) {
       throw new Error("demo failed: the user-space interrupt path misbehaved");
     }
     return EXIT_OK;

@@ -19,7 +19,12 @@ import {
 import { spawnTestdevRemote } from "../qemu/launch.ts";
 import { ProxyDevice } from "../proxy/proxy_device.ts";
 import { DEFAULT_QEMU, probeQemu } from "../qemu/probe.ts";
-import { type Command, describeError, UsageError } from "./common.ts";
+import {
+  type Command,
+  describeError,
+  EXIT_STATUS_HELP,
+  UsageError,
+} from "./common.ts";
 
 const HELP = `usage: iohub doctor [--qemu PATH] [--interrupts N]
 
@@ -44,7 +49,8 @@ options:
   --interrupts N     interrupts for the round trip check (default 1000)
   --help             this text
 
-Exits 0 when every check passed, 1 otherwise.`;
+${EXIT_STATUS_HELP}
+  0 means every check passed, 1 that one failed.`;
 
 /** One check's outcome. */
 interface Check {

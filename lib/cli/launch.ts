@@ -15,10 +15,17 @@ import {
   launch,
   type LaunchDevice,
   type LaunchOptions,
+  QEMU_WARNING,
   TCG_WARNING,
 } from "../qemu/launch.ts";
 import { DEFAULT_QEMU } from "../qemu/probe.ts";
-import { type Command, UsageError } from "./common.ts";
+import { logSink } from "../log.ts";
+import {
+  type Command,
+  UsageError,
+  VERBOSITY_OPTIONS,
+  verbosityOf,
+} from "./common.ts";
 import { BUILTIN_DEVICES, builtinNames } from "../pci/devices/mod.ts";
 import {
   DeviceTypeError,
@@ -49,6 +56,8 @@ options:
   --serial FILE            write the serial console to FILE instead of stdout
   --timeout SECONDS        stop both and fail after this long
   --poll-us N              passed to the remote (busy-poll after each message)
+  --quiet                  print errors only (QEMU's and the remote's too)
+  --verbose                also print the remote's per-connection details
   --                       the rest is appended to QEMU's command line
   --help                   this text
 
@@ -57,6 +66,7 @@ v = 0 means it passed.
 
 exit status:
   ${EXIT_OK}    the guest passed (debug-exit 0), or QEMU exited 0 by itself
+  1    iohub itself failed (one line on stderr says what)
   ${EXIT_USAGE}    bad command line
   ${EXIT_QEMU}    QEMU failed: not found, too old, no multi-process devices,
        no KVM for --accel kvm, exited with an error or was killed
@@ -110,6 +120,7 @@ export function parseLaunchArgs(args: string[]): LaunchArgs {
       "timeout",
       "poll-us",
     ],
+    boolean: VERBOSITY_OPTIONS,
     collect: ["device"],
     "--": true,
     unknown: (arg: string) => {
@@ -190,6 +201,7 @@ export function parseLaunchArgs(args: string[]): LaunchArgs {
     options.pollMicros = Number(poll);
   }
   options.qemuArgs = (parsed["--"] as string[] | undefined) ?? [];
+  options.verbosity = verbosityOf(parsed, "launch");
   return { options, serial: str("serial") ?? null };
 }
 
@@ -234,9 +246,9 @@ export const launchCommand: Command = {
         );
       }
     }
-    if (options.accel === "tcg") {
-      console.error(`iohub: warning: ${TCG_WARNING}`);
-    }
+    const log = logSink("iohub: ", options.verbosity ?? "normal");
+    const qemuLog = logSink("", options.verbosity ?? "normal");
+    if (options.accel === "tcg") log(`warning: ${TCG_WARNING}`, "info");
     const stop = new AbortController();
     const onInt = (): void => stop.abort("SIGINT");
     const onTerm = (): void => stop.abort("SIGTERM");
@@ -254,19 +266,20 @@ export const launchCommand: Command = {
           } catch (e) {
             // A closed stdout must not end the run: keep the guest going.
             serialBroken = true;
-            console.error(
-              `iohub: serial output stopped: ${(e as Error).message}`,
-            );
+            log(`serial output stopped: ${(e as Error).message}`, "error");
           }
         },
+        // The remote was given our verbosity and filters its own lines.
         onRemoteLine: (line) => console.error(line),
-        onQemuLine: (line) => console.error(line),
+        onQemuLine: (line) =>
+          qemuLog(line, QEMU_WARNING.test(line) ? "info" : "error"),
         onStarted: (s) =>
-          console.error(
-            `iohub: started QEMU (pid ${s.qemuPid}) and the remote (pid ${s.remotePid})`,
+          log(
+            `started QEMU (pid ${s.qemuPid}) and the remote (pid ${s.remotePid})`,
+            "info",
           ),
       });
-      console.error(`iohub: ${result.message}`);
+      log(result.message, result.status === EXIT_OK ? "info" : "error");
       return result.status;
     } finally {
       Deno.removeSignalListener("SIGINT", onInt);

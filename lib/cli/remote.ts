@@ -14,7 +14,13 @@ import { builtinNames } from "../pci/devices/mod.ts";
 import { DeviceModelError } from "../pci/validate.ts";
 import { type DeviceEndpoint, MAX_DEVICES, Remote } from "../remote/remote.ts";
 import { SocketInUseError } from "../remote/listen.ts";
-import { type Command, UsageError } from "./common.ts";
+import { type LogSink, logSink, type Verbosity } from "../log.ts";
+import {
+  type Command,
+  UsageError,
+  VERBOSITY_OPTIONS,
+  verbosityOf,
+} from "./common.ts";
 
 const HELP = `usage: iohub remote --device TYPE,fd=N[,id=NAME] [--device ...]
        iohub remote --device TYPE,socket=PATH[,id=NAME] [--device ...]
@@ -38,6 +44,8 @@ options:
                   one before sleeping; 0 never polls (default: adaptive,
                   up to --poll-max-us)
   --poll-max-us N bound of the adaptive polling window (default 32)
+  --quiet         print errors only
+  --verbose       also print per-connection details
   --help          this text
 
 Stops on SIGINT/SIGTERM after closing every channel (counters logged) and
@@ -124,6 +132,8 @@ export interface RemoteArgs {
   pollMicros: number | undefined;
   /** The bound of the adaptive window in microseconds. */
   pollMaxMicros: number;
+  /** How much to log (--quiet, --verbose). */
+  verbosity: Verbosity;
 }
 
 function micros(flag: string, raw: string): number {
@@ -139,6 +149,7 @@ function micros(flag: string, raw: string): number {
 export function parseRemoteArgs(args: string[]): RemoteArgs {
   const parsed = parseArgs(args, {
     string: ["device", "poll-us", "poll-max-us"],
+    boolean: VERBOSITY_OPTIONS,
     collect: ["device"],
     unknown: (arg: string) => {
       throw new UsageError(
@@ -178,6 +189,7 @@ export function parseRemoteArgs(args: string[]): RemoteArgs {
       "--poll-max-us",
       (parsed["poll-max-us"] as string | undefined) ?? "32",
     ),
+    verbosity: verbosityOf(parsed, "remote"),
   };
 }
 
@@ -188,8 +200,10 @@ export const remoteCommand: Command = {
   summary: "serve devices to QEMU's x-pci-proxy-dev over mpqemu",
   help: HELP,
   async run(args: string[]): Promise<number> {
-    const { devices, pollMicros, pollMaxMicros } = parseRemoteArgs(args);
-    const log = (line: string): void => console.error(`iohub remote: ${line}`);
+    const { devices, pollMicros, pollMaxMicros, verbosity } = parseRemoteArgs(
+      args,
+    );
+    const log = logSink("iohub remote: ", verbosity);
     const factories: DeviceFactory[] = [];
     for (const d of devices) {
       try {
@@ -236,7 +250,7 @@ function addDeviceError(type: string, e: unknown): Error {
  */
 async function serve(
   remote: Remote,
-  log: (line: string) => void,
+  log: LogSink,
 ): Promise<number> {
   let signal: keyof typeof SIGNAL_STATUS | null = null;
   const onSignal = Object.fromEntries(
@@ -244,18 +258,21 @@ async function serve(
       s,
       () => {
         signal ??= s;
-        log(`${s}: closing every channel`);
+        log(`${s}: closing every channel`, "info");
         remote.stop();
       },
     ]),
   ) as Record<keyof typeof SIGNAL_STATUS, () => void>;
   const onError = (ev: ErrorEvent): void => {
     ev.preventDefault();
-    log(`uncaught error in device code: ${stackOf(ev.error)}`);
+    log(`uncaught error in device code: ${stackOf(ev.error)}`, "error");
   };
   const onRejection = (ev: PromiseRejectionEvent): void => {
     ev.preventDefault();
-    log(`unhandled rejection in device code: ${stackOf(ev.reason)}`);
+    log(
+      `unhandled rejection in device code: ${stackOf(ev.reason)}`,
+      "error",
+    );
   };
   for (const [s, f] of Object.entries(onSignal)) {
     Deno.addSignalListener(s as Deno.Signal, f);

@@ -5,6 +5,7 @@
 
 import { closeFd, setCloexec, socketpair } from "../../ffi/mod.ts";
 import { kvmUnavailableReason } from "../kvm/kvm.ts";
+import { type Verbosity, verbosityFlags } from "../log.ts";
 import { DEFAULT_QEMU, probeQemu, QemuUnusableError } from "./probe.ts";
 import { type SocketChild, spawnWithSockets } from "./socket_child.ts";
 
@@ -72,6 +73,8 @@ export interface LaunchOptions {
   timeoutMs?: number;
   /** Passed to the remote as --poll-us. */
   pollMicros?: number;
+  /** Passed to the remote as --quiet or --verbose (default normal). */
+  verbosity?: Verbosity;
   /** Appended to QEMU's command line. */
   qemuArgs?: string[];
   /**
@@ -136,7 +139,8 @@ const SETTLE_MS = 300;
 // QEMU's prefix for its own messages; lines with it that are not warnings
 // mean QEMU failed, which is how an exit status of 1 (also debug-exit 0) is
 // told apart.
-const QEMU_WARNING = /^[^:]*: warning: /;
+/** Matches a line QEMU writes to stderr as a warning, not an error. */
+export const QEMU_WARNING = /^[^:]*: warning: /;
 const QEMU_SIGNALLED = /terminating on signal (\d+)/;
 
 /**
@@ -268,6 +272,7 @@ export function remoteArguments(
   if (opts.pollMicros !== undefined) {
     args.push("--poll-us", String(opts.pollMicros));
   }
+  args.push(...verbosityFlags(opts.verbosity ?? "normal"));
   return args;
 }
 
