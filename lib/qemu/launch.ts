@@ -7,6 +7,7 @@ import { closeFd, setCloexec, socketpair } from "../../ffi/mod.ts";
 import { kvmUnavailableReason } from "../kvm/kvm.ts";
 import { type Verbosity, verbosityFlags } from "../log.ts";
 import { DEFAULT_QEMU, probeQemu, QemuUnusableError } from "./probe.ts";
+import { selfCommand } from "./self_command.ts";
 import { type SocketChild, spawnWithSockets } from "./socket_child.ts";
 
 /** Exit status: the guest passed (debug-exit 0) or QEMU exited 0 normally. */
@@ -85,8 +86,8 @@ export interface LaunchOptions {
   /** How long a process gets to exit after being asked (default 2000 ms). */
   graceMs?: number;
   /**
-   * The command that starts `iohub remote` (default: this Deno running
-   * main.ts from source); the remote's arguments are appended.
+   * The command that starts `iohub remote` (default: selfCommand()); the
+   * remote's arguments are appended.
    */
   remoteCommand?: string[];
   /** Raw bytes of the guest's serial console, as they arrive. */
@@ -130,8 +131,6 @@ export interface LaunchOutcome {
   remoteLines: string[];
 }
 
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
-const CONFIG = new URL("../../deno.json", import.meta.url).pathname;
 const DEFAULT_GRACE_MS = 2000;
 // When the remote exits first, QEMU may be exiting too (the remote exits on
 // the EOF QEMU's exit causes): give QEMU this long before blaming the remote.
@@ -143,24 +142,9 @@ const SETTLE_MS = 300;
 export const QEMU_WARNING = /^[^:]*: warning: /;
 const QEMU_SIGNALLED = /terminating on signal (\d+)/;
 
-/**
- * The default command for `iohub remote`: this Deno running main.ts with the
- * permissions the remote needs (FFI for its system calls, read for
- * dlopen), under the project's config so the import map resolves.
- */
+/** The default command for `iohub remote`: this program, run as itself. */
 export function defaultRemoteCommand(): string[] {
-  return [
-    Deno.execPath(),
-    "run",
-    "--quiet",
-    "--no-prompt",
-    "--allow-ffi",
-    "--allow-read",
-    "--config",
-    CONFIG,
-    MAIN,
-    "remote",
-  ];
+  return selfCommand(["remote"]);
 }
 
 /**
