@@ -49,7 +49,7 @@ export const EXIT_STATUS_HELP = `exit status:
 /**
  * One line describing `e` for the user, without a stack trace. A permission
  * Deno refused names the flag that grants it: that happens when main.ts is
- * run by hand instead of through bin/iohub.
+ * run by hand instead of through bin/iohub, or compiled by hand.
  */
 export function describeError(e: unknown): string {
   if (!(e instanceof Error)) return String(e);
@@ -57,6 +57,9 @@ export function describeError(e: unknown): string {
   const m =
     /Requires \w+ access to "([^"]*)", run again with the (--allow-[\w-]+) flag/
       .exec(e.message);
-  if (m !== null) return `needs ${m[2]} for ${m[1]} (run through bin/iohub)`;
-  return e.message;
+  if (m === null) return e.message;
+  const fix = Deno.build.standalone
+    ? "compiled without it: build with deno task compile"
+    : "run through bin/iohub";
+  return `needs ${m[2]} for ${m[1]} (${fix})`;
 }
