@@ -163,3 +163,34 @@ Deno.test("bin/iohub remote: the fds it is handed live in the remote alone, so a
     assertStringIncludes(lines[1], "iohub remote: dev1: peer closed");
   });
 });
+
+Deno.test("bin/iohub without the pinned Deno or npm says how to set up, in one line", async () => {
+  // A copy of bin/iohub in an empty tree, on a PATH with only what it needs
+  // to get that far (no npm).
+  const root = Deno.makeTempDirSync();
+  try {
+    Deno.mkdirSync(`${root}/bin`);
+    Deno.mkdirSync(`${root}/tools`);
+    Deno.copyFileSync(BIN, `${root}/bin/iohub`);
+    for (const tool of ["bash", "dirname", "readlink"]) {
+      const path = new TextDecoder().decode(
+        (await new Deno.Command("bash", { args: ["-c", `command -v ${tool}`] })
+          .output()).stdout,
+      ).trim();
+      Deno.symlinkSync(path, `${root}/tools/${tool}`);
+    }
+    const out = await new Deno.Command(`${root}/tools/bash`, {
+      args: [`${root}/bin/iohub`, "--version"],
+      env: { PATH: `${root}/tools` },
+      clearEnv: true,
+      stdin: "null",
+    }).output();
+    assertEquals(out.code, 1);
+    assertEquals(
+      new TextDecoder().decode(out.stderr),
+      `iohub: the pinned Deno is missing and npm is not installed: install Node/npm, then run bash ${root}/scripts/setup.sh\n`,
+    );
+  } finally {
+    Deno.removeSync(root, { recursive: true });
+  }
+});
