@@ -30,7 +30,7 @@ export function usage(): string {
     "Run 'iohub <command> --help' for a command's options.",
     "",
     EXIT_STATUS_HELP,
-    "  (launch has its own statuses for each side of a run: see its --help)",
+    "  (remote and launch add statuses of their own: see their --help)",
   );
   return lines.join("\n");
 }

@@ -194,3 +194,35 @@ Deno.test("bin/iohub without the pinned Deno or npm says how to set up, in one l
     Deno.removeSync(root, { recursive: true });
   }
 });
+
+Deno.test("bin/iohub remote serves a device module from a path outside the project", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "iohub-binmod-" });
+  try {
+    const mod = `${dir}/tiny.ts`;
+    Deno.writeTextFileSync(
+      mod,
+      `export default () => ({
+  identity: { vendorId: 0x1af4, deviceId: 0x10f1 },
+  bars: [{ size: 4096, space: "memory" }],
+  read(bar, off, data) { data.fill(0); },
+  write() {},
+});
+`,
+    );
+    await using remote = spawnWithSockets(BIN, 1, (fds) => [
+      "remote",
+      "--device",
+      `${mod},fd=${fds[0]},id=tiny`,
+    ]);
+    const c = new Client(remote.fds[0]);
+    try {
+      assertEquals(c.cfgRead(0), 0x10f11af4n);
+    } finally {
+      c.close();
+    }
+    const { code, stderr } = await remote.finish();
+    assertEquals(code, 0, stderr);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
