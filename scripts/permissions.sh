@@ -10,9 +10,11 @@
 #                  setpriv
 #   --allow-env    PATH (finding setpriv), IOHUB_QEMU, and HOME and
 #                  XDG_CACHE_HOME (a compiled binary's image cache)
+#   --allow-import device modules at any http(s) URL the user names (Deno
+#                  alone allows a few well-known hosts)
 # FFI can reach what these flags fence off, so they document what iohub
 # does rather than bound it.
 IOHUB_PERMISSIONS=(
   --allow-ffi --allow-read --allow-write --allow-run
-  --allow-env=PATH,IOHUB_QEMU,HOME,XDG_CACHE_HOME
+  --allow-env=PATH,IOHUB_QEMU,HOME,XDG_CACHE_HOME --allow-import
 )

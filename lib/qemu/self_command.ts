@@ -22,7 +22,7 @@ export function currentRuntime(): SelfRuntime {
  * binary is itself the program (its permissions were fixed when it was
  * compiled); from source, Deno on main.ts under the project's config (for
  * the import map) with what a remote needs: FFI for its system calls, read
- * for dlopen and device modules.
+ * for dlopen and device modules, import for device modules at URLs.
  */
 export function selfCommand(
   args: string[],
@@ -36,6 +36,7 @@ export function selfCommand(
     "--no-prompt",
     "--allow-ffi",
     "--allow-read",
+    "--allow-import",
     "--config",
     CONFIG,
     MAIN,

@@ -30,6 +30,7 @@ Deno.test("selfCommand: from source, Deno runs main.ts under the project config"
       "--no-prompt",
       "--allow-ffi",
       "--allow-read",
+      "--allow-import",
       "--config",
       CONFIG,
       MAIN,
