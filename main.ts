@@ -3,7 +3,7 @@
 // imported dynamically so a failure to load it (libc refused without
 // --allow-ffi) is caught too; --version needs no permission at all.
 
-import { describeError, UsageError } from "./lib/cli/common.ts";
+import { describeError, exitStatusOf } from "./lib/cli/common.ts";
 import { versionLine } from "./lib/version.ts";
 
 async function main(args: string[]): Promise<number> {
@@ -21,7 +21,7 @@ if (import.meta.main) {
     status = await main(Deno.args);
   } catch (e) {
     console.error(`iohub: ${describeError(e)}`);
-    status = e instanceof UsageError ? 2 : 1;
+    status = exitStatusOf(e);
   }
   Deno.exit(status);
 }

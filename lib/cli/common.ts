@@ -46,6 +46,20 @@ export const EXIT_STATUS_HELP = `exit status:
   1    runtime failure (one line on stderr says what failed)
   2    bad command line`;
 
+// Deno's wording, for NotCapable and for imports it refused (a TypeError),
+// also when a caller wrapped it into its own message.
+const PERMISSION_REFUSED =
+  /Requires \w+ access to "([^"]*)", run again with the (--allow-[\w-]+) flag/;
+
+/**
+ * The exit status for a failure: 2 for a bad command line, 1 for anything
+ * else, including a permission Deno refused however it was wrapped.
+ */
+export function exitStatusOf(e: unknown): number {
+  if (e instanceof Error && PERMISSION_REFUSED.test(e.message)) return 1;
+  return e instanceof UsageError ? 2 : 1;
+}
+
 /**
  * One line describing `e` for the user, without a stack trace. A permission
  * Deno refused names the flag that grants it: that happens when main.ts is
@@ -53,10 +67,7 @@ export const EXIT_STATUS_HELP = `exit status:
  */
 export function describeError(e: unknown): string {
   if (!(e instanceof Error)) return String(e);
-  // Deno's wording, for NotCapable and for imports it refused (a TypeError).
-  const m =
-    /Requires \w+ access to "([^"]*)", run again with the (--allow-[\w-]+) flag/
-      .exec(e.message);
+  const m = PERMISSION_REFUSED.exec(e.message);
   if (m === null) return e.message;
   const fix = Deno.build.standalone
     ? "compiled without it: build with deno task compile"

@@ -124,6 +124,21 @@ Deno.test("main.ts run without a permission names the flag in one line", async (
         `iohub: needs --allow-read for ${source} (run through bin/iohub)\n`,
     });
   });
+  await t.step("no --allow-read: a device module cannot load", async () => {
+    const mod = "/nonexistent-dir/dev.ts";
+    assertEquals(
+      await run(["--allow-ffi"], [
+        "remote",
+        "--device",
+        `${mod},socket=/nonexistent-dir/s`,
+      ]),
+      {
+        code: 1,
+        stderr:
+          `iohub: needs --allow-read for ${mod} (run through bin/iohub)\n`,
+      },
+    );
+  });
   await t.step("--version needs no permission", async () => {
     assertEquals((await run([], ["--version"])).code, 0);
   });

@@ -4,6 +4,7 @@
 import { assertEquals, assertThrows } from "@std/assert";
 import {
   describeError,
+  exitStatusOf,
   UsageError,
   verbosityOf,
 } from "../../lib/cli/common.ts";
@@ -38,5 +39,20 @@ Deno.test("verbosityOf: --quiet, --verbose, neither; both is a usage error", () 
     () => verbosityOf({ quiet: true, verbose: true }, "remote"),
     UsageError,
     "remote: --quiet and --verbose exclude each other",
+  );
+});
+
+Deno.test("exitStatusOf: 2 for usage, 1 otherwise, 1 for a refused permission", () => {
+  assertEquals(exitStatusOf(new UsageError("remote: bad")), 2);
+  assertEquals(exitStatusOf(new Error("bind /x: ENOENT")), 1);
+  assertEquals(exitStatusOf("thrown text"), 1);
+  // A loader may report a refused read as a bad --device: still not usage.
+  assertEquals(
+    exitStatusOf(
+      new UsageError(
+        'cannot load /m.ts: Requires read access to "/m.ts", run again with the --allow-read flag',
+      ),
+    ),
+    1,
   );
 });
