@@ -168,6 +168,7 @@ export class Remote implements Disposable {
         Deno.removeSync(spec.endpoint.path);
         throw e;
       }
+      this.#log(`${spec.id}: listening on ${spec.endpoint.path}`, "detail");
     }
     this.#slots.push(slot);
     this.#open++;

@@ -132,7 +132,8 @@ Deno.test("cli: remote --device testdev,socket=PATH serves the peer that connect
   await t.step("--verbose: the connection too", async () => {
     assertEquals(
       await serveOnePeer(["--verbose"]),
-      `iohub remote: testdev0: peer connected on PATH\n${closed}`,
+      "iohub remote: testdev0: listening on PATH\n" +
+        `iohub remote: testdev0: peer connected on PATH\n${closed}`,
     );
   });
   await t.step("--quiet: nothing, as nothing failed", async () => {
