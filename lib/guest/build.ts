@@ -75,8 +75,8 @@ export async function guestBinaryPath(
  * Assembles `source` (a path to a .S file) with `as --32` and links it with
  * `ld -m elf_i386 --oformat binary` at `opts.origin`; returns the path of the
  * flat binary. Sources choose their mode themselves (`.code16`). A compiled
- * binary (`standalone`) only finds the binaries it carries: it has neither
- * binutils' inputs on disk nor a writable build/.
+ * binary (`standalone`) only finds the binaries it carries: the machine it
+ * runs on may lack binutils, and its embedded build/ is read-only.
  */
 export async function buildGuest(
   source: string,
