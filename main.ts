@@ -1,45 +1,18 @@
-// The iohub command line: dispatches to one subcommand module per verb and
-// turns every failure into one line on stderr and a non-zero exit.
+// The iohub command line: answers --version, runs the dispatch and turns
+// every failure into one line on stderr and a non-zero exit. The dispatch is
+// imported dynamically so a failure to load it (libc refused without
+// --allow-ffi) is caught too; --version needs no permission at all.
 
-import { type Command, describeError, UsageError } from "./lib/cli/common.ts";
-import { demoCommand } from "./lib/cli/demo.ts";
-import { doctorCommand } from "./lib/cli/doctor.ts";
-import { launchCommand } from "./lib/cli/launch.ts";
-import { remoteCommand } from "./lib/cli/remote.ts";
-import { statsCommand } from "./lib/cli/stats.ts";
-
-const commands: Record<string, Command> = {
-  remote: remoteCommand,
-  launch: launchCommand,
-  doctor: doctorCommand,
-  demo: demoCommand,
-  stats: statsCommand,
-};
-
-function usage(): string {
-  const lines = ["usage: iohub <command> [options]", "", "commands:"];
-  for (const [name, c] of Object.entries(commands)) {
-    lines.push(`  ${name.padEnd(8)} ${c.summary}`);
-  }
-  lines.push("", "Run 'iohub <command> --help' for a command's options.");
-  return lines.join("\n");
-}
+import { describeError, exitStatusOf } from "./lib/cli/common.ts";
+import { versionLine } from "./lib/version.ts";
 
 async function main(args: string[]): Promise<number> {
-  const [name, ...rest] = args;
-  if (name === undefined || name === "--help" || name === "-h") {
-    console.log(usage());
-    return name === undefined ? 2 : 0;
-  }
-  const cmd = commands[name];
-  if (cmd === undefined) {
-    throw new UsageError(`unknown command '${name}' (try 'iohub --help')`);
-  }
-  if (rest.includes("--help") || rest.includes("-h")) {
-    console.log(cmd.help);
+  if (args[0] === "--version") {
+    console.log(versionLine());
     return 0;
   }
-  return await cmd.run(rest);
+  const { dispatch } = await import("./lib/cli/dispatch.ts");
+  return await dispatch(args);
 }
 
 if (import.meta.main) {
@@ -48,7 +21,7 @@ if (import.meta.main) {
     status = await main(Deno.args);
   } catch (e) {
     console.error(`iohub: ${describeError(e)}`);
-    status = e instanceof UsageError ? 2 : 1;
+    status = exitStatusOf(e);
   }
   Deno.exit(status);
 }

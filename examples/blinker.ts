@@ -1,6 +1,6 @@
 // A device in 50 lines: "blinker", a PCI device that pulses its INTx line
 // from a timer. Loaded by path, no build step:
-//   deno task iohub launch --device ./examples/blinker.ts,id=blink
+//   bin/iohub launch --device ./examples/blinker.ts,id=blink
 // BAR0 (4 KiB memory) registers, 32-bit:
 //   0x00 PERIOD  blink period in ms (default 100, 0 stops; at least 10)
 //   0x04 COUNT   pulses so far (read only)

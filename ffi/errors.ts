@@ -1,5 +1,6 @@
-// System call errors: one SysError type carrying the errno, its name and the
-// call that failed, and the check() helper every ffi wrapper goes through.
+// System call errors: one SysError type carrying the errno, its name, libc's
+// text for it and the call that failed, and the check() helper every ffi
+// wrapper goes through.
 
 import { libc } from "./libc.ts";
 
@@ -60,7 +61,19 @@ export function errnoName(errno: number): string {
   return ERRNO_NAMES[errno] ?? `E#${errno}`;
 }
 
-/** A failed system call: which call, and the errno it set. */
+/** libc's text for an errno value, e.g. "No such file or directory". */
+export function errnoText(errno: number): string {
+  // SAFETY: strerror returns a pointer to a NUL-terminated string that stays
+  // valid until the next strerror call on this thread; it is copied at once.
+  const p = libc.strerror(errno);
+  return p === null ? `errno ${errno}` : Deno.UnsafePointerView.getCString(p);
+}
+
+/**
+ * A failed system call: which call, and the errno it set. The message reads
+ * `bind /x: ENOENT (No such file or directory)`, with `detail` after the
+ * errno's text when the caller knows more.
+ */
 export class SysError extends Error {
   /** The errno value. */
   readonly errno: number;
@@ -72,7 +85,8 @@ export class SysError extends Error {
   /** Builds the error for `call` failing with `errno`. */
   constructor(call: string, errno: number, detail?: string) {
     const code = errnoName(errno);
-    super(detail ? `${call}: ${code} (${detail})` : `${call}: ${code}`);
+    const text = errnoText(errno);
+    super(`${call}: ${code} (${detail ? `${text}; ${detail}` : text})`);
     this.name = "SysError";
     this.errno = errno;
     this.code = code;

@@ -5,6 +5,8 @@
 const symbols = {
   /** int *__errno_location(void) */
   __errno_location: { parameters: [], result: "pointer" },
+  /** char *strerror(int errnum) */
+  strerror: { parameters: ["i32"], result: "pointer" },
   /** int close(int fd) */
   close: { parameters: ["i32"], result: "i32" },
   /** ssize_t read(int fd, void *buf, size_t n) */

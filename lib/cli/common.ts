@@ -1,7 +1,8 @@
-// What every iohub subcommand shares: the usage error type (exit 2) and the
-// one-line error printer.
+// What every iohub subcommand shares: the usage error type (exit 2), the
+// --quiet/--verbose options and the one-line error printer. It imports no
+// FFI, so main.ts can report a failure to load libc itself.
 
-import { SysError } from "../../ffi/mod.ts";
+import type { Verbosity } from "../log.ts";
 
 /** A bad command line: printed as one line, exit status 2. */
 export class UsageError extends Error {
@@ -22,9 +23,54 @@ export interface Command {
   run(args: string[]): Promise<number>;
 }
 
-/** One line describing `e` for the user, without a stack trace. */
+/** Names of the boolean options verbosityOf() reads, for parseArgs. */
+export const VERBOSITY_OPTIONS = ["quiet", "verbose"];
+
+/** The verbosity parsed options ask for; both flags at once is a UsageError. */
+export function verbosityOf(
+  parsed: Record<string, unknown>,
+  command: string,
+): Verbosity {
+  if (parsed.quiet === true && parsed.verbose === true) {
+    throw new UsageError(
+      `${command}: --quiet and --verbose exclude each other`,
+    );
+  }
+  if (parsed.quiet === true) return "quiet";
+  return parsed.verbose === true ? "verbose" : "normal";
+}
+
+/** The exit statuses every subcommand shares, for the end of its --help. */
+export const EXIT_STATUS_HELP = `exit status:
+  0    success
+  1    runtime failure (one line on stderr says what failed)
+  2    bad command line`;
+
+// Deno's wording, for NotCapable and for imports it refused (a TypeError),
+// also when a caller wrapped it into its own message.
+const PERMISSION_REFUSED =
+  /Requires \w+ access to "([^"]*)", run again with the (--allow-[\w-]+) flag/;
+
+/**
+ * The exit status for a failure: 2 for a bad command line, 1 for anything
+ * else, including a permission Deno refused however it was wrapped.
+ */
+export function exitStatusOf(e: unknown): number {
+  if (e instanceof Error && PERMISSION_REFUSED.test(e.message)) return 1;
+  return e instanceof UsageError ? 2 : 1;
+}
+
+/**
+ * One line describing `e` for the user, without a stack trace. A permission
+ * Deno refused names the flag that grants it: that happens when main.ts is
+ * run by hand instead of through bin/iohub, or compiled by hand.
+ */
 export function describeError(e: unknown): string {
-  if (e instanceof SysError || e instanceof UsageError) return e.message;
-  if (e instanceof Error) return e.message;
-  return String(e);
+  if (!(e instanceof Error)) return String(e);
+  const m = PERMISSION_REFUSED.exec(e.message);
+  if (m === null) return e.message;
+  const fix = Deno.build.standalone
+    ? "compiled without it: build with deno task compile"
+    : "run through bin/iohub";
+  return `needs ${m[2]} for ${m[1]} (${fix})`;
 }

@@ -14,14 +14,21 @@ import {
   userSinkOk,
 } from "../proxy/irq_roundtrip.ts";
 import { launch } from "../qemu/launch.ts";
-import { EXIT_OK, type LaunchOutcome } from "../qemu/outcome.ts";
+import { EXIT_OK, type LaunchOutcome, QEMU_WARNING } from "../qemu/outcome.ts";
+import { type LogSink, logSink, type Verbosity } from "../log.ts";
 import { DEFAULT_QEMU } from "../qemu/probe.ts";
 import { type ClosedDevice, parseCloseLine } from "../remote/close_line.ts";
-import { type Command, UsageError } from "./common.ts";
+import {
+  type Command,
+  EXIT_STATUS_HELP,
+  UsageError,
+  VERBOSITY_OPTIONS,
+  verbosityOf,
+} from "./common.ts";
 
 const HELP =
   `usage: iohub demo [--device testdev|edu] [--qemu PATH] [--accel kvm|tcg]
-                  [--timeout SECONDS]
+                  [--timeout SECONDS] [--quiet | --verbose]
 
 Builds the demo guest from guest/boot/*.S with binutils, then runs
 'iohub launch' with it: QEMU 7.2, its x-pci-proxy-dev talking to an iohub
@@ -49,7 +56,13 @@ options:
   --timeout SECONDS  give up after this long (default 60)
   --trace FILE       the remote writes a JSON line per message to FILE
   --control PATH     the remote answers 'iohub stats PATH' while it runs
-  --help             this text`;
+  --quiet            print the result and errors only, not the guest's console
+  --verbose          also print the remote's per-connection details
+  --help             this text
+
+${EXIT_STATUS_HELP}
+  0 means every check the accelerator allows passed; a QEMU or remote that
+  could not run ends with the status 'iohub launch' gives it (3-6, 130).`;
 
 const SINK_INTERRUPTS = 1000;
 const RESULT_CHECKS = ["dma_to_guest", "dma_from_guest", "reset"] as const;
@@ -137,15 +150,32 @@ interface GuestRun {
   seconds: number;
 }
 
-/** Runs `image` against one device of `type`, echoing every side's lines. */
+/** How to watch a demo run and what to print. */
+interface RunOptions {
+  /** --trace FILE for the remote. */
+  trace?: string;
+  /** --control PATH for the remote. */
+  control?: string;
+  /** How much to print. */
+  verbosity: Verbosity;
+  /** Where to print it. */
+  say: LogSink;
+}
+
+/**
+ * Runs `image` against one device of `type`, echoing every side's lines
+ * through `say` (the remote gets `verbosity`, but never --quiet: its close
+ * lines carry the counters the summary shows).
+ */
 async function runGuest(
   image: string,
   type: string,
   qemu: string,
   accel: "kvm" | "tcg",
   timeoutMs: number,
-  observe: { trace?: string; control?: string },
+  run: RunOptions,
 ): Promise<GuestRun> {
+  const { say, verbosity } = run;
   const t0 = performance.now();
   let result: GuestResult | null = null;
   const counters: ClosedDevice[] = [];
@@ -159,22 +189,26 @@ async function runGuest(
       guest: image,
       devices: [{ type, id: `${type}0` }],
       timeoutMs,
-      ...observe,
+      trace: run.trace,
+      control: run.control,
       signal: controller.signal,
+      verbosity: verbosity === "verbose" ? "verbose" : "normal",
       onStarted: (s) =>
-        console.log(
+        say(
           `iohub demo: QEMU pid ${s.qemuPid} (x-pci-proxy-dev, -accel ${accel}), iohub remote pid ${s.remotePid}`,
+          "info",
         ),
       onSerialLine: (line) => {
-        console.log(`  guest | ${line}`);
+        say(`  guest | ${line}`, "info");
         result = parseGuestResult(line) ?? result;
       },
       onRemoteLine: (line) => {
-        console.log(`  remote| ${line}`);
+        say(`  remote| ${line}`, "info");
         const c = parseCloseLine(line);
         if (c !== null) counters.push(c);
       },
-      onQemuLine: (line) => console.log(`  qemu  | ${line}`),
+      onQemuLine: (line) =>
+        say(`  qemu  | ${line}`, QEMU_WARNING.test(line) ? "info" : "error"),
     });
     return {
       result,
@@ -188,7 +222,7 @@ async function runGuest(
 }
 
 /** Prints the user-space interrupt path run; returns whether it behaved. */
-async function userSinkInterrupts(): Promise<boolean> {
+async function userSinkInterrupts(say: LogSink): Promise<boolean> {
   const r = await measureUserSinkInterrupts(SINK_INTERRUPTS);
   console.log(
     `  ${r.delivered}/${r.count} interrupts from the TypeScript device ` +
@@ -203,7 +237,7 @@ async function userSinkInterrupts(): Promise<boolean> {
         : "NOT re-asserted"
     }; after IRQ_ACK + EOI: ${r.quietAfterAck ? "quiet" : "STILL asserted"}`,
   );
-  for (const line of r.remoteLines) console.log(`  remote| ${line}`);
+  for (const line of r.remoteLines) say(`  remote| ${line}`, "info");
   return userSinkOk(r);
 }
 
@@ -214,6 +248,7 @@ export const demoCommand: Command = {
   async run(args: string[]): Promise<number> {
     const parsed = parseArgs(args, {
       string: ["qemu", "timeout", "accel", "device", "trace", "control"],
+      boolean: VERBOSITY_OPTIONS,
       unknown: (arg: string) => {
         throw new UsageError(
           `demo: unknown argument '${arg}' (see 'iohub demo --help')`,
@@ -234,21 +269,25 @@ export const demoCommand: Command = {
     if (device !== "testdev" && device !== "edu") {
       throw new UsageError(`demo: --device ${device}: expected testdev or edu`);
     }
+    const verbosity = verbosityOf(parsed, "demo");
+    // The demo's running commentary goes to stdout, its summary always.
+    const say = logSink("", verbosity, (line) => console.log(line));
     let accel: "kvm" | "tcg" = accelRaw ?? "kvm";
     if (accelRaw === undefined) {
       const why = kvmUnavailableReason();
       if (why !== null) {
         accel = "tcg";
-        console.log(`iohub demo: no KVM here (${why})`);
-        console.log(
+        say(`iohub demo: no KVM here (${why})`, "info");
+        say(
           "iohub demo: running QEMU under TCG: everything but interrupts " +
             "works there (QEMU's proxy registers its irqfd with KVM only)",
+          "info",
         );
       }
     }
     const qemu = (parsed.qemu as string | undefined) ?? DEFAULT_QEMU;
     const guestDir = device === "edu" ? "guest/edu" : "guest/boot";
-    console.log(`iohub demo: assembling the guest (${guestDir}/*.S) ...`);
+    say(`iohub demo: assembling the guest (${guestDir}/*.S) ...`, "info");
     const image = device === "edu"
       ? await buildEduImage()
       : await buildBootImage();
@@ -261,6 +300,8 @@ export const demoCommand: Command = {
       {
         trace: parsed.trace as string | undefined,
         control: parsed.control as string | undefined,
+        verbosity,
+        say,
       },
     );
     if (result === null) {
@@ -306,7 +347,7 @@ export const demoCommand: Command = {
     console.log(
       "iohub demo: interrupts through our own proxy (irqfd read in user space):",
     );
-    if (!await userSinkInterrupts()) {
+    if (!await userSinkInterrupts(say)) {
       throw new Error("demo failed: the user-space interrupt path misbehaved");
     }
     return EXIT_OK;

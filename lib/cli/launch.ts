@@ -20,9 +20,16 @@ import {
   EXIT_SIGTERM,
   EXIT_TIMEOUT,
   EXIT_USAGE,
+  QEMU_WARNING,
 } from "../qemu/outcome.ts";
 import { DEFAULT_QEMU } from "../qemu/probe.ts";
-import { type Command, UsageError } from "./common.ts";
+import { logSink } from "../log.ts";
+import {
+  type Command,
+  UsageError,
+  VERBOSITY_OPTIONS,
+  verbosityOf,
+} from "./common.ts";
 import { BUILTIN_DEVICES, builtinNames } from "../pci/devices/mod.ts";
 import {
   DeviceTypeError,
@@ -59,6 +66,8 @@ options:
                            read with 'iohub stats PATH'
   --print-command          print the QEMU and remote command lines a run
                            would use, start nothing, exit 0
+  --quiet                  print errors only (QEMU's and the remote's too)
+  --verbose                also print the remote's per-connection details
   --                       the rest is appended to QEMU's command line;
                            options launch sets itself are refused (-m,
                            -machine/-M, -accel, -enable-kvm, -numa,
@@ -74,6 +83,7 @@ v = 0 means it passed.
 
 exit status:
   ${EXIT_OK}    the guest passed (debug-exit 0), or QEMU exited 0 by itself
+  1    iohub itself failed (one line on stderr says what)
   ${EXIT_USAGE}    bad command line
   ${EXIT_QEMU}    QEMU failed: not found, too old, no multi-process devices,
        no KVM for --accel kvm, exited with an error or was killed
@@ -131,7 +141,7 @@ export function parseLaunchArgs(args: string[]): LaunchArgs {
       "trace",
       "control",
     ],
-    boolean: ["print-command"],
+    boolean: ["print-command", ...VERBOSITY_OPTIONS],
     collect: ["device"],
     "--": true,
     unknown: (arg: string) => {
@@ -214,6 +224,7 @@ export function parseLaunchArgs(args: string[]): LaunchArgs {
   options.trace = str("trace");
   options.control = str("control");
   options.qemuArgs = (parsed["--"] as string[] | undefined) ?? [];
+  options.verbosity = verbosityOf(parsed, "launch");
   const reserved = reservedQemuOption(options.qemuArgs);
   if (reserved !== null) throw new UsageError(`launch: ${reserved}`);
   return {
@@ -292,9 +303,9 @@ export const launchCommand: Command = {
         );
       }
     }
-    if (options.accel === "tcg") {
-      console.error(`iohub: warning: ${TCG_WARNING}`);
-    }
+    const log = logSink("iohub: ", options.verbosity ?? "normal");
+    const qemuLog = logSink("", options.verbosity ?? "normal");
+    if (options.accel === "tcg") log(`warning: ${TCG_WARNING}`, "info");
     const stop = new AbortController();
     const onInt = (): void => stop.abort("SIGINT");
     const onTerm = (): void => stop.abort("SIGTERM");
@@ -312,19 +323,20 @@ export const launchCommand: Command = {
           } catch (e) {
             // A closed stdout must not end the run: keep the guest going.
             serialBroken = true;
-            console.error(
-              `iohub: serial output stopped: ${(e as Error).message}`,
-            );
+            log(`serial output stopped: ${(e as Error).message}`, "error");
           }
         },
+        // The remote was given our verbosity and filters its own lines.
         onRemoteLine: (line) => console.error(line),
-        onQemuLine: (line) => console.error(line),
+        onQemuLine: (line) =>
+          qemuLog(line, QEMU_WARNING.test(line) ? "info" : "error"),
         onStarted: (s) =>
-          console.error(
-            `iohub: started QEMU (pid ${s.qemuPid}) and the remote (pid ${s.remotePid})`,
+          log(
+            `started QEMU (pid ${s.qemuPid}) and the remote (pid ${s.remotePid})`,
+            "info",
           ),
       });
-      console.error(`iohub: ${result.message}`);
+      log(result.message, result.status === EXIT_OK ? "info" : "error");
       return result.status;
     } finally {
       Deno.removeSignalListener("SIGINT", onInt);

@@ -16,7 +16,13 @@ import { type DeviceEndpoint, MAX_DEVICES, Remote } from "../remote/remote.ts";
 import { ControlSocket } from "../remote/control.ts";
 import { SocketInUseError } from "../remote/listen.ts";
 import { Tracer } from "../remote/trace.ts";
-import { type Command, UsageError } from "./common.ts";
+import { type LogSink, logSink, type Verbosity } from "../log.ts";
+import {
+  type Command,
+  UsageError,
+  VERBOSITY_OPTIONS,
+  verbosityOf,
+} from "./common.ts";
 
 const HELP = `usage: iohub remote --device TYPE,fd=N[,id=NAME] [--device ...]
        iohub remote --device TYPE,socket=PATH[,id=NAME] [--device ...]
@@ -45,6 +51,8 @@ options:
                   INTx edge, resample, and channel open/close
   --control PATH  answer connections on the UNIX socket PATH with the live
                   state as JSON (read it with 'iohub stats PATH')
+  --quiet         print errors only
+  --verbose       also print per-connection details
   --help          this text
 
 Stops on SIGINT/SIGTERM after closing every channel (counters logged) and
@@ -135,6 +143,8 @@ export interface RemoteArgs {
   trace: string | null;
   /** --control PATH, or null. */
   control: string | null;
+  /** How much to log (--quiet, --verbose). */
+  verbosity: Verbosity;
 }
 
 function micros(flag: string, raw: string): number {
@@ -150,6 +160,7 @@ function micros(flag: string, raw: string): number {
 export function parseRemoteArgs(args: string[]): RemoteArgs {
   const parsed = parseArgs(args, {
     string: ["device", "poll-us", "poll-max-us", "trace", "control"],
+    boolean: VERBOSITY_OPTIONS,
     collect: ["device"],
     unknown: (arg: string) => {
       throw new UsageError(
@@ -191,6 +202,7 @@ export function parseRemoteArgs(args: string[]): RemoteArgs {
     ),
     trace: pathOption(parsed.trace, "--trace"),
     control: pathOption(parsed.control, "--control"),
+    verbosity: verbosityOf(parsed, "remote"),
   };
 }
 
@@ -209,9 +221,9 @@ export const remoteCommand: Command = {
   summary: "serve devices to QEMU's x-pci-proxy-dev over mpqemu",
   help: HELP,
   async run(args: string[]): Promise<number> {
-    const { devices, pollMicros, pollMaxMicros, trace, control } =
+    const { devices, pollMicros, pollMaxMicros, trace, control, verbosity } =
       parseRemoteArgs(args);
-    const log = (line: string): void => console.error(`iohub remote: ${line}`);
+    const log = logSink("iohub remote: ", verbosity);
     const factories: DeviceFactory[] = [];
     for (const d of devices) {
       try {
@@ -285,7 +297,7 @@ function addDeviceError(type: string, e: unknown): Error {
  */
 async function serve(
   remote: Remote,
-  log: (line: string) => void,
+  log: LogSink,
 ): Promise<number> {
   let signal: keyof typeof SIGNAL_STATUS | null = null;
   const onSignal = Object.fromEntries(
@@ -293,18 +305,21 @@ async function serve(
       s,
       () => {
         signal ??= s;
-        log(`${s}: closing every channel`);
+        log(`${s}: closing every channel`, "info");
         remote.stop();
       },
     ]),
   ) as Record<keyof typeof SIGNAL_STATUS, () => void>;
   const onError = (ev: ErrorEvent): void => {
     ev.preventDefault();
-    log(`uncaught error in device code: ${stackOf(ev.error)}`);
+    log(`uncaught error in device code: ${stackOf(ev.error)}`, "error");
   };
   const onRejection = (ev: PromiseRejectionEvent): void => {
     ev.preventDefault();
-    log(`unhandled rejection in device code: ${stackOf(ev.reason)}`);
+    log(
+      `unhandled rejection in device code: ${stackOf(ev.reason)}`,
+      "error",
+    );
   };
   for (const [s, f] of Object.entries(onSignal)) {
     Deno.addSignalListener(s as Deno.Signal, f);

@@ -1,8 +1,10 @@
 // Builds the QEMU guests (guest/boot/boot.S, guest/edu/edu.S) into 1.44 MB
 // floppy images SeaBIOS boots: the assembled program from sector 0, zeros
-// after. Images live under build/guests/, named by a hash of their bytes.
+// after. Images live in imageDir() (build/guests/ from source), named by a
+// hash of their bytes.
 
-import { BUILD_DIR, buildGuestBytes, digest } from "./build.ts";
+import { buildGuestBytes, digest } from "./build.ts";
+import { imageDir } from "./dirs.ts";
 
 /** Size of a 1.44 MB floppy image, the medium SeaBIOS boots the guest from. */
 export const FLOPPY_SIZE = 1474560;
@@ -11,6 +13,12 @@ export const FLOPPY_SIZE = 1474560;
 export const BOOT_ORIGIN = 0x7c00;
 
 const GUEST_DIR = new URL("../../guest/", import.meta.url).pathname;
+
+/** The demo guest's source. */
+export const BOOT_SOURCE = `${GUEST_DIR}boot/boot.S`;
+
+/** The edu guest's source. */
+export const EDU_SOURCE = `${GUEST_DIR}edu/edu.S`;
 
 /**
  * Assembles `source` (a boot-sector program, .S) at 0x7c00 and returns the
@@ -28,13 +36,14 @@ export async function buildFloppyImage(source: string): Promise<string> {
   const image = new Uint8Array(FLOPPY_SIZE);
   image.set(program);
   const name = source.split("/").pop()!.replace(/\.[Ss]$/, "");
-  const path = `${BUILD_DIR}${name}-${await digest(image)}.img`;
+  const dir = imageDir();
+  const path = `${dir}${name}-${await digest(image)}.img`;
   try {
     if ((await Deno.stat(path)).size === FLOPPY_SIZE) return path;
   } catch {
     // Not built yet for this program.
   }
-  await Deno.mkdir(BUILD_DIR, { recursive: true });
+  await Deno.mkdir(dir, { recursive: true });
   // Concurrent builders each write their own temp file; rename is atomic.
   const tmp = `${path}.${Deno.pid}.${crypto.randomUUID()}.tmp`;
   try {
@@ -56,10 +65,10 @@ export async function buildFloppyImage(source: string): Promise<string> {
  * ```
  */
 export async function buildBootImage(): Promise<string> {
-  return await buildFloppyImage(`${GUEST_DIR}boot/boot.S`);
+  return await buildFloppyImage(BOOT_SOURCE);
 }
 
 /** The edu guest, guest/edu/edu.S, as a floppy image (see buildFloppyImage). */
 export async function buildEduImage(): Promise<string> {
-  return await buildFloppyImage(`${GUEST_DIR}edu/edu.S`);
+  return await buildFloppyImage(EDU_SOURCE);
 }

@@ -1,11 +1,11 @@
 // Builds the tiny guests iohub runs (KVM harness guests, the QEMU boot
 // image) from GNU assembler sources with binutils, into flat binaries under
 // build/. Binaries are never committed: they are rebuilt when the source
-// changes, keyed by a hash of the source text and the link origin.
+// changes, keyed by a hash of the source text and the link origin. A
+// compiled binary carries them prebuilt (scripts/compile.sh) and never runs
+// binutils.
 
-/** Where built guests and images live (build/guests/, never committed). */
-export const BUILD_DIR: string = new URL("../../build/guests/", import.meta.url)
-  .pathname;
+import { BUILD_DIR } from "./dirs.ts";
 
 /** How a guest source is linked. */
 export interface GuestBuildOptions {
@@ -65,30 +65,55 @@ export async function digest(
     .map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+/** The path buildGuest() gives the binary of `source` linked at `origin`. */
+export async function guestBinaryPath(
+  source: string,
+  opts: GuestBuildOptions,
+  dir: string = BUILD_DIR,
+): Promise<string> {
+  const text = await Deno.readTextFile(source);
+  const name = source.split("/").pop()!.replace(/\.[Ss]$/, "");
+  const key = await digest(
+    `${opts.origin}\n${defsymArgs(opts).join(" ")}\n${text}`,
+  );
+  return `${dir}${name}-${key}.bin`;
+}
+
+// The assembler's --defsym arguments for `opts.symbols`.
+function defsymArgs(opts: GuestBuildOptions): string[] {
+  return Object.entries(opts.symbols ?? {}).flatMap((
+    [k, v],
+  ) => ["--defsym", `${k}=${v}`]);
+}
+
 /**
  * Assembles `source` (a path to a .S file) with `as --32` and links it with
  * `ld -m elf_i386 --oformat binary` at `opts.origin`; returns the path of the
- * flat binary. Sources choose their mode themselves (`.code16`).
+ * flat binary. Sources choose their mode themselves (`.code16`). A compiled
+ * binary (`standalone`) only finds the binaries it carries: the machine it
+ * runs on may lack binutils, and its embedded build/ is read-only.
  */
 export async function buildGuest(
   source: string,
   opts: GuestBuildOptions,
+  standalone: boolean = Deno.build.standalone,
+  dir: string = BUILD_DIR,
 ): Promise<string> {
-  const text = await Deno.readTextFile(source);
-  const name = source.split("/").pop()!.replace(/\.[Ss]$/, "");
-  const defsyms = Object.entries(opts.symbols ?? {}).flatMap((
-    [k, v],
-  ) => ["--defsym", `${k}=${v}`]);
-  const key = await digest(`${opts.origin}\n${defsyms.join(" ")}\n${text}`);
-  const bin = `${BUILD_DIR}${name}-${key}.bin`;
+  const defsyms = defsymArgs(opts);
+  const bin = await guestBinaryPath(source, opts, dir);
   try {
     await Deno.stat(bin);
     return bin;
   } catch {
     // Not built yet for this source text.
   }
-  await Deno.mkdir(BUILD_DIR, { recursive: true });
-  const obj = `${BUILD_DIR}${name}-${key}.${Deno.pid}.o`;
+  if (standalone) {
+    throw new Error(
+      `${source}: not among the guests this compiled iohub carries (rebuild it with 'deno task compile')`,
+    );
+  }
+  await Deno.mkdir(dir, { recursive: true });
+  const obj = `${bin.slice(0, -".bin".length)}.${Deno.pid}.o`;
   const tmp = `${bin}.${Deno.pid}.tmp`;
   try {
     await run("as", ["--32", ...defsyms, "-o", obj, source], source);

@@ -6,7 +6,8 @@ import { buildGuestBytes } from "../guest/build.ts";
 import { DEFAULT_MEM_SIZE, GUEST_LOAD_ADDRESS, KvmMachine } from "./machine.ts";
 
 /** The interrupt test guest's source (see its header comment). */
-const IRQ_GUEST_SOURCE = new URL(
+/** The interrupt test guest's source. */
+export const IRQ_GUEST_SOURCE = new URL(
   "../../guest/kvm/irq_guest.S",
   import.meta.url,
 ).pathname;

@@ -1,6 +1,7 @@
 // The two command lines of a launch, QEMU's and our remote's, and the QEMU
 // options a user may not pass because launch sets them itself.
 
+import { type Verbosity, verbosityFlags } from "../log.ts";
 import { defaultQemu } from "./probe.ts";
 
 /** The I/O port of the isa-debug-exit device the guest ends the run with. */
@@ -33,6 +34,8 @@ export interface CommandLineOptions {
   trace?: string;
   /** Passed to the remote as --control (it may create the socket there). */
   control?: string;
+  /** Passed to the remote as --quiet or --verbose (default normal). */
+  verbosity?: Verbosity;
   /** Appended to QEMU's command line (see reservedQemuOption). */
   qemuArgs?: string[];
 }
@@ -172,5 +175,6 @@ export function remoteArguments(
   }
   if (opts.trace !== undefined) args.push("--trace", opts.trace);
   if (opts.control !== undefined) args.push("--control", opts.control);
+  args.push(...verbosityFlags(opts.verbosity ?? "normal"));
   return args;
 }

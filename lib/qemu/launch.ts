@@ -71,8 +71,8 @@ export interface LaunchOptions extends CommandLineOptions {
    */
   graceMs?: number;
   /**
-   * The command that starts `iohub remote` (default: this Deno running
-   * main.ts from source); the remote's arguments are appended.
+   * The command that starts `iohub remote` (default: selfCommand()); the
+   * remote's arguments are appended.
    */
   remoteCommand?: string[];
   /** Raw bytes of the guest's serial console, as they arrive. */

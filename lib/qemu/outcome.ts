@@ -50,7 +50,8 @@ export interface LaunchOutcome {
 // QEMU's prefix for its own messages; lines with it that are not warnings
 // mean QEMU failed, which is how an exit status of 1 (also debug-exit 0) is
 // told apart.
-const QEMU_WARNING = /^[^:]*: warning: /;
+/** Matches a line QEMU writes to stderr as a warning, not an error. */
+export const QEMU_WARNING = /^[^:]*: warning: /;
 const QEMU_SIGNALLED = /terminating on signal (\d+)/;
 
 /** Whether a line QEMU wrote to stderr reports an error (not a warning). */

@@ -1,32 +1,21 @@
-// How our `iohub remote` is started: the command line that runs main.ts
-// with the remote's permissions, and a testdev remote on socketpairs for
-// the proxy-side tools (doctor, demo, bench, tests).
+// How our `iohub remote` is started: the command line that runs this
+// program as a remote (selfCommand: from source or compiled), and a
+// testdev remote on socketpairs for the proxy-side tools (doctor, demo,
+// bench, tests).
 
+import { currentRuntime, selfCommand } from "./self_command.ts";
 import { type SocketChild, spawnWithSockets } from "./socket_child.ts";
 
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
-const CONFIG = new URL("../../deno.json", import.meta.url).pathname;
-
 /**
- * The default command for `iohub remote`: this Deno running main.ts with the
- * permissions the remote needs (FFI for its system calls, read for dlopen
- * and device modules, and write for the `writable` paths: a trace file, a
- * control socket), under the project's config so the import map resolves.
+ * The default command for `iohub remote`: this program run as itself, also
+ * allowed to write the `writable` paths (a trace file, a control socket).
  */
 export function defaultRemoteCommand(writable: string[] = []): string[] {
-  return [
-    Deno.execPath(),
-    "run",
-    "--quiet",
-    "--no-prompt",
-    "--allow-ffi",
-    "--allow-read",
-    ...(writable.length > 0 ? [`--allow-write=${writable.join(",")}`] : []),
-    "--config",
-    CONFIG,
-    MAIN,
-    "remote",
-  ];
+  return selfCommand(
+    ["remote"],
+    currentRuntime(),
+    writable.length > 0 ? [`--allow-write=${writable.join(",")}`] : [],
+  );
 }
 
 /**

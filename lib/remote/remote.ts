@@ -15,6 +15,7 @@ import {
   SysError,
 } from "../../ffi/mod.ts";
 import { Channel, ProtocolError, Received } from "../mpqemu/mod.ts";
+import type { LogSink } from "../log.ts";
 import type { DeviceFactory } from "../pci/device.ts";
 import { validateModel } from "../pci/validate.ts";
 import { formatCloseLine } from "./close_line.ts";
@@ -45,8 +46,12 @@ export interface DeviceSpec {
 
 /** Options of a Remote. */
 export interface RemoteOptions {
-  /** Receives one line per event worth telling (closed channels...). */
-  log: (line: string) => void;
+  /**
+   * Receives one line per event worth telling, with its severity: errors
+   * (a channel closed on an error), info (normal closes, refusals), details
+   * (connections).
+   */
+  log: LogSink;
   /**
    * Busy-poll this many microseconds after each message before sleeping;
    * 0 never polls. Unset: adaptive, up to `pollMaxMicros`.
@@ -137,7 +142,7 @@ export class Remote implements Disposable {
   readonly #wake = new EventFd();
   readonly #slots: Slot[] = [];
   readonly #byPirq = new Map<number, Slot>();
-  readonly #log: (line: string) => void;
+  readonly #log: LogSink;
   readonly #poll: PollWindow;
   readonly #tracer: Tracer | null;
   readonly #timed: boolean;
@@ -183,7 +188,8 @@ export class Remote implements Disposable {
       mapIrq(index),
       (ctx) => validateModel(spec.factory(ctx)),
       this.iohub,
-      this.#log,
+      // A device's own lines (DeviceContext.log) are info: --quiet hides them.
+      (line) => this.#log(line, "info"),
     );
     const slot: Slot = {
       spec,
@@ -201,6 +207,7 @@ export class Remote implements Disposable {
     }
     if (spec.endpoint.kind === "fd") {
       this.#attach(index, slot, spec.endpoint.fd);
+      this.#log(`${spec.id}: serving on fd ${spec.endpoint.fd}`, "detail");
     } else {
       slot.listenFd = listenReplacingStale(spec.endpoint.path);
       try {
@@ -211,6 +218,7 @@ export class Remote implements Disposable {
         Deno.removeSync(spec.endpoint.path);
         throw e;
       }
+      this.#log(`${spec.id}: listening on ${spec.endpoint.path}`, "detail");
     }
     this.#slots.push(slot);
     this.#byPirq.set(host.pirq, slot);
@@ -337,7 +345,10 @@ export class Remote implements Disposable {
         if (this.#tracer === null) this.iohub.resample(token);
         else this.#traceResample(token);
       } catch (e) {
-        this.#log(`PIRQ ${token}: resample failed: ${(e as Error).message}`);
+        this.#log(
+          `PIRQ ${token}: resample failed: ${(e as Error).message}`,
+          "error",
+        );
       }
     } else if (token < TOKEN_LISTENER) {
       const slot = this.#slots[token - TOKEN_CHANNEL];
@@ -409,7 +420,7 @@ export class Remote implements Disposable {
     const more = host.refusals === LOGGED_REFUSALS
       ? " (further refusals counted, not logged)"
       : "";
-    this.#log(`${host.id}: refused: ${host.lastRefusal}${more}`);
+    this.#log(`${host.id}: refused: ${host.lastRefusal}${more}`, "info");
   }
 
   // The peer is not reading its replies: stop reading its requests until
@@ -452,7 +463,10 @@ export class Remote implements Disposable {
       this.#close(slot, why, failed);
     } catch (e) {
       this.#failed = true;
-      this.#log(`${slot.spec.id}: cleanup failed: ${(e as Error).message}`);
+      this.#log(
+        `${slot.spec.id}: cleanup failed: ${(e as Error).message}`,
+        "error",
+      );
     }
   }
 
@@ -463,7 +477,7 @@ export class Remote implements Disposable {
       const fd = acceptUnix(slot.listenFd);
       this.#stopListening(slot, path);
       this.#attach(index, slot, fd);
-      this.#log(`${slot.spec.id}: peer connected on ${path}`);
+      this.#log(`${slot.spec.id}: peer connected on ${path}`, "detail");
     } catch (e) {
       this.#stopListening(slot, path);
       this.#close(
@@ -496,16 +510,20 @@ export class Remote implements Disposable {
     slot.stallTimer = undefined;
     const host = slot.host;
     slot.closedIntx = this.iohub.counters(host.pirq);
+    const severity = failed ? "error" : "info";
     if (!host.attached) {
-      this.#log(`${slot.spec.id}: ${why}`);
+      this.#log(`${slot.spec.id}: ${why}`, severity);
       host.close();
       return;
     }
-    this.#log(formatCloseLine({
-      id: slot.spec.id,
-      counters: this.iohub.counters(host.pirq),
-      refusals: host.refusals,
-    }, why));
+    this.#log(
+      formatCloseLine({
+        id: slot.spec.id,
+        counters: this.iohub.counters(host.pirq),
+        refusals: host.refusals,
+      }, why),
+      severity,
+    );
     try {
       this.#epoll.remove(host.channel.fd);
     } finally {

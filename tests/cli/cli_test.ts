@@ -67,10 +67,17 @@ Deno.test("cli: a socket path that cannot be bound is one line, exit 1", async (
     "testdev,socket=/nonexistent-dir/s",
   );
   assertEquals(r.code, 1);
-  assertEquals(r.stderr.trim(), "iohub: bind /nonexistent-dir/s: ENOENT");
+  assertEquals(
+    r.stderr.trim(),
+    "iohub: bind /nonexistent-dir/s: ENOENT (No such file or directory)",
+  );
 });
 
-Deno.test("cli: remote --device testdev,socket=PATH serves the peer that connects", async () => {
+/**
+ * Runs `iohub remote --device testdev,socket=PATH` with `flags`, connects,
+ * reads the vendor/device id, hangs up; returns the remote's stderr.
+ */
+async function serveOnePeer(flags: string[]): Promise<string> {
   const dir = Deno.makeTempDirSync();
   const path = `${dir}/testdev.sock`;
   const child = new Deno.Command(Deno.execPath(), {
@@ -83,6 +90,7 @@ Deno.test("cli: remote --device testdev,socket=PATH serves the peer that connect
       "remote",
       "--device",
       `testdev,socket=${path}`,
+      ...flags,
     ],
     stdin: "null",
     stderr: "piped",
@@ -102,7 +110,6 @@ Deno.test("cli: remote --device testdev,socket=PATH serves the peer that connect
     assertEquals(c.cfgRead(0), 0x10b11234n);
     c.close();
     assertEquals((await child.status).code, 0);
-    assertStringIncludes(await stderr, `testdev0: peer connected on ${path}`);
     let exists = true;
     try {
       Deno.statSync(path);
@@ -110,7 +117,42 @@ Deno.test("cli: remote --device testdev,socket=PATH serves the peer that connect
       exists = false;
     }
     assertEquals(exists, false, "the socket path is removed once connected");
+    return (await stderr).replaceAll(path, "PATH");
   } finally {
     Deno.removeSync(dir, { recursive: true });
+  }
+}
+
+Deno.test("cli: remote --device testdev,socket=PATH serves the peer that connects, saying as much as asked", async (t) => {
+  const closed =
+    "iohub remote: testdev0: peer closed the connection; INTx asserts=0 deasserts=0 resamples=0 reasserts=0; refused accesses=0\n";
+  await t.step("default: the close line", async () => {
+    assertEquals(await serveOnePeer([]), closed);
+  });
+  await t.step("--verbose: the connection too", async () => {
+    assertEquals(
+      await serveOnePeer(["--verbose"]),
+      "iohub remote: testdev0: listening on PATH\n" +
+        `iohub remote: testdev0: peer connected on PATH\n${closed}`,
+    );
+  });
+  await t.step("--quiet: nothing, as nothing failed", async () => {
+    assertEquals(await serveOnePeer(["--quiet"]), "");
+  });
+});
+
+Deno.test("cli: --quiet and --verbose together are a usage error", async () => {
+  const devices: Record<string, string[]> = {
+    remote: ["--device", "testdev,socket=/nonexistent-dir/s"],
+    launch: [],
+    demo: [],
+  };
+  for (const [cmd, args] of Object.entries(devices)) {
+    const r = await iohub(cmd, ...args, "--quiet", "--verbose");
+    assertEquals(r.code, 2);
+    assertEquals(
+      r.stderr,
+      `iohub: ${cmd}: --quiet and --verbose exclude each other\n`,
+    );
   }
 });

@@ -119,3 +119,28 @@ Deno.test("demo: a missing QEMU is one line and launch's exit 3", async () => {
     "iohub: demo: /nonexistent/qemu not found (apt-get install qemu-system-x86)\n",
   );
 });
+
+Deno.test({
+  name: "demo: --quiet prints the result only, --verbose the connections too",
+  ignore: !ready,
+  fn: async (t) => {
+    await t.step("--quiet", async () => {
+      const r = await iohub("demo", "--accel", "tcg", "--quiet");
+      assertEquals(r.code, 0, r.stdout + r.stderr);
+      assertMatch(r.stdout, /^\niohub demo result:\n/);
+      for (const chatter of ["guest |", "remote|", "assembling", "QEMU pid"]) {
+        assert(!r.stdout.includes(chatter), r.stdout);
+      }
+      assertMatch(r.stdout, /system reset -> DEVICE_RESET +ok\n/);
+      assertMatch(r.stdout, /remote IOHUB, testdev0: asserts=[1-9]\d* /);
+    });
+    await t.step("--verbose", async () => {
+      const r = await iohub("demo", "--accel", "tcg", "--verbose");
+      assertEquals(r.code, 0, r.stdout + r.stderr);
+      assertMatch(
+        r.stdout,
+        /remote\| iohub remote: testdev0: serving on fd \d+\n/,
+      );
+    });
+  },
+});

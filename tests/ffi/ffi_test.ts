@@ -3,6 +3,7 @@ import {
   closeFd,
   Epoll,
   EPOLLIN,
+  errnoText,
   EventFd,
   isValidFd,
   MAP_SHARED,
@@ -34,7 +35,19 @@ Deno.test("a failing call throws SysError naming the call and errno", () => {
   const e = assertThrows(() => closeFd(987654), SysError);
   assertEquals(e.code, "EBADF");
   assertEquals(e.call, "close");
-  assertEquals(e.message, "close: EBADF");
+  assertEquals(e.message, "close: EBADF (Bad file descriptor)");
+});
+
+Deno.test("SysError carries libc's text for the errno, then the detail", () => {
+  assertEquals(errnoText(2), "No such file or directory");
+  assertEquals(
+    new SysError("bind /x", 2).message,
+    "bind /x: ENOENT (No such file or directory)",
+  );
+  assertEquals(
+    new SysError("sendmsg", 11, "peer asleep").message,
+    "sendmsg: EAGAIN (Resource temporarily unavailable; peer asleep)",
+  );
 });
 
 Deno.test("OwnedFd close is idempotent and use after close throws", () => {

@@ -151,8 +151,8 @@ Deno.test("kvm: open failure names the path and a hint fitting the kernel", () =
     () => Kvm.open("/nonexistent/kvm"),
     SysError,
     hasKvm
-      ? "open /nonexistent/kvm: ENOENT (the kernel has KVM but /nonexistent/kvm is missing"
-      : "open /nonexistent/kvm: ENOENT (this kernel offers no KVM (no 'kvm' in /proc/misc)",
+      ? "open /nonexistent/kvm: ENOENT (No such file or directory; the kernel has KVM but /nonexistent/kvm is missing"
+      : "open /nonexistent/kvm: ENOENT (No such file or directory; this kernel offers no KVM (no 'kvm' in /proc/misc)",
   );
   assertEquals(e.code, "ENOENT");
 });

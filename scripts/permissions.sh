@@ -1,0 +1,20 @@
+# The Deno permissions iohub runs with, sourced by bin/iohub and
+# scripts/compile.sh; README's `deno install` line spells out the same list.
+# Why each is as wide as it is:
+#   --allow-ffi    libc for sockets, eventfds, epoll, mmap and KVM ioctls
+#   --allow-read   device modules, guest images and QEMU binaries at any
+#                  path the user names; /proc and /dev/kvm
+#   --allow-write  socket=PATH (the remote removes it once connected) and
+#                  --serial FILE at any path; guest images
+#   --allow-run    QEMU (--qemu PATH), the remote (this program), as/ld,
+#                  setpriv
+#   --allow-env    PATH (finding setpriv), IOHUB_QEMU, and HOME and
+#                  XDG_CACHE_HOME (a compiled binary's image cache)
+#   --allow-import device modules at any http(s) URL the user names (Deno
+#                  alone allows a few well-known hosts)
+# FFI can reach what these flags fence off, so they document what iohub
+# does rather than bound it.
+IOHUB_PERMISSIONS=(
+  --allow-ffi --allow-read --allow-write --allow-run
+  --allow-env=PATH,IOHUB_QEMU,HOME,XDG_CACHE_HOME --allow-import
+)

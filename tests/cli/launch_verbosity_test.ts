@@ -1,0 +1,55 @@
+// `iohub launch --quiet/--verbose`: parsed into the run's verbosity, handed
+// on to the remote it starts, and a quiet run that passes says nothing.
+
+import { assertEquals, assertStringIncludes } from "@std/assert";
+import { parseLaunchArgs } from "../../lib/cli/launch.ts";
+import { FLOPPY_SIZE } from "../../lib/guest/boot_image.ts";
+import { buildGuest } from "../../lib/guest/build.ts";
+import { remoteArguments } from "../../lib/qemu/command_line.ts";
+import { haveBinutils, haveQemu } from "../requirements.ts";
+import { iohub } from "./cli_run.ts";
+
+Deno.test("launch: --quiet and --verbose reach the remote's command line", () => {
+  const cases: [string[], string[]][] = [
+    [[], []],
+    [["--quiet"], ["--quiet"]],
+    [["--verbose"], ["--verbose"]],
+  ];
+  for (const [flags, passed] of cases) {
+    const { options } = parseLaunchArgs(flags);
+    assertEquals(remoteArguments(options, options.devices!, [7]), [
+      "--device",
+      "testdev,fd=7,id=testdev0",
+      ...passed,
+    ]);
+  }
+});
+
+Deno.test({
+  name: "launch --quiet: a run that passes prints nothing on stderr",
+  ignore: !(haveQemu() && haveBinutils()),
+  async fn(): Promise<void> {
+    const dir = Deno.makeTempDirSync();
+    try {
+      const bin = await Deno.readFile(
+        await buildGuest(
+          new URL("../qemu/fixtures/launch_pass.S", import.meta.url).pathname,
+          { origin: 0x7c00 },
+        ),
+      );
+      const image = new Uint8Array(FLOPPY_SIZE);
+      image.set(bin);
+      const path = `${dir}/pass.img`;
+      Deno.writeFileSync(path, image);
+      const args = ["launch", "--accel", "tcg", "--guest", path];
+      const quiet = await iohub(...args, "--quiet", "--timeout", "60");
+      assertEquals(quiet.code, 0, quiet.stderr);
+      assertEquals(quiet.stderr, "");
+      const normal = await iohub(...args, "--timeout", "60");
+      assertEquals(normal.code, 0, normal.stderr);
+      assertStringIncludes(normal.stderr, "iohub: started QEMU (pid ");
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
+});

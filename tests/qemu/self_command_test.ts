@@ -1,0 +1,50 @@
+// The command iohub starts itself with (the remote behind launch): Deno on
+// main.ts from source, the binary alone when compiled.
+
+import { assert, assertEquals } from "@std/assert";
+import { currentRuntime, selfCommand } from "../../lib/qemu/self_command.ts";
+
+const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+const CONFIG = new URL("../../deno.json", import.meta.url).pathname;
+
+Deno.test("selfCommand: a compiled binary runs itself with the arguments", () => {
+  assertEquals(
+    selfCommand(["remote", "--device", "testdev,fd=5"], {
+      standalone: true,
+      execPath: "/usr/local/bin/iohub",
+    }),
+    ["/usr/local/bin/iohub", "remote", "--device", "testdev,fd=5"],
+  );
+});
+
+Deno.test("selfCommand: from source, Deno runs main.ts under the project config", () => {
+  assertEquals(
+    selfCommand(["remote", "--quiet"], {
+      standalone: false,
+      execPath: "/opt/deno",
+    }),
+    [
+      "/opt/deno",
+      "run",
+      "--quiet",
+      "--no-prompt",
+      "--allow-ffi",
+      "--allow-read",
+      "--allow-import",
+      "--config",
+      CONFIG,
+      MAIN,
+      "remote",
+      "--quiet",
+    ],
+  );
+});
+
+Deno.test("selfCommand: these tests run from source, under this Deno", async () => {
+  const runtime = currentRuntime();
+  assertEquals(runtime, { standalone: false, execPath: Deno.execPath() });
+  const [cmd, ...args] = selfCommand(["--version"]);
+  const out = await new Deno.Command(cmd, { args, stdin: "null" }).output();
+  assert(out.success);
+  assert(new TextDecoder().decode(out.stdout).startsWith("iohub "));
+});
