@@ -33,8 +33,8 @@ Deno.test({
     try {
       const bin = await Deno.readFile(
         await buildGuest(
-          new URL("../qemu/fixtures/launch_pass.S", import.meta.url).pathname,
-          { origin: 0x7c00 },
+          new URL("../qemu/fixtures/launch_exit.S", import.meta.url).pathname,
+          { origin: 0x7c00, symbols: { EXIT_CODE: 0 } },
         ),
       );
       const image = new Uint8Array(FLOPPY_SIZE);
