@@ -40,6 +40,7 @@ import {
   type Vcpu,
   type Vm,
 } from "./mod.ts";
+import { getLe } from "../le.ts";
 import type { SysmemRegion } from "../mpqemu/mod.ts";
 
 /** Ports the guest uses to talk to the harness (see module comment). */
@@ -151,12 +152,6 @@ export interface MachineOptions {
   program: Uint8Array;
   /** RAM size in bytes (default 64 KiB). */
   memSize?: number;
-}
-
-function readLe(data: Uint8Array): number {
-  let v = 0;
-  for (let i = data.length - 1; i >= 0; i--) v = v * 256 + data[i];
-  return v;
 }
 
 /**
@@ -347,7 +342,7 @@ export class KvmMachine implements Disposable {
         if (reason === KvmExit.IO) {
           const port = vcpu.ioPort;
           if (port >= HARNESS_PORT_FIRST && port <= HARNESS_PORT_LAST) {
-            const value = readLe(vcpu.ioData());
+            const value = getLe(vcpu.ioData());
             const end = this.#harnessPort(port, value, opts, exits, start);
             if (end !== null) return end;
             continue;

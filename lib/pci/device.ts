@@ -10,6 +10,7 @@ import type {
 } from "./config.ts";
 
 export type { BarSpec, CapabilitySpec, PciIdentity, RomSpec };
+export { getLe, setLe } from "../le.ts";
 
 /** What the remote offers a device model. */
 export interface DeviceContext {
@@ -58,17 +59,3 @@ export interface DeviceModel {
 
 /** Builds a device model bound to the context the remote gives it. */
 export type DeviceFactory = (ctx: DeviceContext) => DeviceModel;
-
-/** Reads `data` (up to 4 bytes) as a little-endian unsigned number. */
-export function getLe(data: Uint8Array): number {
-  let v = 0;
-  for (let i = Math.min(data.length, 4) - 1; i >= 0; i--) v = v * 256 + data[i];
-  return v;
-}
-
-/** Fills `data` with `value` little endian (bytes past 4 become 0). */
-export function setLe(data: Uint8Array, value: number): void {
-  for (let i = 0; i < data.length; i++) {
-    data[i] = i < 4 ? (value >>> (8 * i)) & 0xff : 0;
-  }
-}
