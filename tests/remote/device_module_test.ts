@@ -210,3 +210,35 @@ Deno.test("device module: bad modules are one line naming the module, exit 2", a
     });
   }
 });
+
+Deno.test("device module: loaded by file: URL, a signal listener inside the device raises INTx", async () => {
+  const mod = writeModule(
+    "signalled.ts",
+    `export default (ctx) => {
+      Deno.addSignalListener("SIGUSR1", () => ctx.setIrq(true));
+      return {
+        identity: { vendorId: 0x1af4, deviceId: 0x10f2 },
+        bars: [{ size: 16, space: "memory" }],
+        read(_bar, _off, data) { data.fill(0); },
+        write() { ctx.setIrq(false); },
+      };
+    };`,
+  );
+  await using r = spawnDevices([`${new URL(`file://${mod}`).href},id=sig`]);
+  const c = r.clients[0];
+  using irq = new EventFd();
+  using rs = new EventFd();
+  c.setIrqfd(irq.fd, rs.fd);
+  c.barrier();
+  Deno.kill(r.child.pid, "SIGUSR1");
+  assert(
+    await pollReadable(irq.fd, 5000),
+    "the device's signal handler raised INTx",
+  );
+  const { code, stderr } = await r.finish();
+  assertEquals(code, 0, stderr);
+  assertStringIncludes(
+    stderr,
+    "sig: peer closed the connection; INTx asserts=1",
+  );
+});
