@@ -12,6 +12,8 @@ export const F_SETFD = 2;
 export const F_GETFL = 3;
 /** fcntl: set the file status flags. */
 export const F_SETFL = 4;
+/** fcntl: duplicate to the lowest free fd, close-on-exec. */
+export const F_DUPFD_CLOEXEC = 1030;
 /** fd flag: close on exec. */
 export const FD_CLOEXEC = 1;
 /** Status flag: non-blocking I/O. */
@@ -38,6 +40,32 @@ export function writeFd(
   len = buf.length,
 ): number {
   return checkSize(libc.write(fd, buf, BigInt(len)), "write");
+}
+
+/** pread(2) at file offset `off`; returns bytes read, 0 past the end. */
+export function preadFd(fd: number, buf: Uint8Array, off: number): number {
+  return checkSize(
+    libc.pread(fd, buf, BigInt(buf.length), BigInt(off)),
+    "pread",
+  );
+}
+
+/** pwrite(2) at file offset `off`; returns bytes written. */
+export function pwriteFd(fd: number, buf: Uint8Array, off: number): number {
+  return checkSize(
+    libc.pwrite(fd, buf, BigInt(buf.length), BigInt(off)),
+    "pwrite",
+  );
+}
+
+/** A close-on-exec duplicate of `fd` (fcntl F_DUPFD_CLOEXEC). */
+export function dupCloexec(fd: number): number {
+  return check(libc.fcntl(fd, F_DUPFD_CLOEXEC, 0), "fcntl(F_DUPFD_CLOEXEC)");
+}
+
+/** ftruncate(2): sets the size of the file behind `fd`. */
+export function truncateFd(fd: number, size: number): void {
+  check(libc.ftruncate(fd, BigInt(size)), "ftruncate");
 }
 
 /** The size of the file behind `fd` (lseek to its end). */

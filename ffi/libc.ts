@@ -15,6 +15,8 @@ const symbols = {
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   /** ssize_t pread(int fd, void *buf, size_t n, off_t off) */
   pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+  /** ssize_t pwrite(int fd, const void *buf, size_t n, off_t off) */
+  pwrite: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   /** off_t lseek(int fd, off_t off, int whence) */
   lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
   /** int fcntl(int fd, int cmd, int arg) */
@@ -35,6 +37,13 @@ const symbols = {
   accept4: { parameters: ["i32", "pointer", "pointer", "i32"], result: "i32" },
   /** int connect(int fd, const struct sockaddr *addr, socklen_t len) */
   connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  /** int getsockopt(int fd, int level, int name, void *val, socklen_t *len) */
+  getsockopt: {
+    parameters: ["i32", "i32", "i32", "buffer", "buffer"],
+    result: "i32",
+  },
+  /** int getpeername(int fd, struct sockaddr *addr, socklen_t *len) */
+  getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   /** ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) */
   sendmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
   /** ssize_t recvmsg(int fd, struct msghdr *msg, int flags) */
@@ -91,6 +100,12 @@ const symbols = {
     result: "i32",
     nonblocking: true,
   },
+  /**
+   * long syscall(long nr, long a, long b, long c): for calls libc does not
+   * wrap (Landlock) and prctl; glibc's syscall is assembly that reads its
+   * arguments from registers, so a fixed signature is safe for integers.
+   */
+  syscall: { parameters: ["i64", "i64", "i64", "i64"], result: "i64" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The opened libc with iohub's symbols. */

@@ -12,6 +12,16 @@ export const PROT_WRITE = 2;
 /** Share the mapping with the file and other mappers. */
 export const MAP_SHARED = 1;
 const MFD_CLOEXEC = 1;
+/** memfd_create flag: the memfd accepts seals (F_ADD_SEALS). */
+export const MFD_ALLOW_SEALING = 2;
+const F_ADD_SEALS = 1033;
+const F_GET_SEALS = 1034;
+/** Seal: no more seals may be added. */
+export const F_SEAL_SEAL = 1;
+/** Seal: the file cannot shrink (so a mapping of it never SIGBUSes). */
+export const F_SEAL_SHRINK = 2;
+/** Seal: the file cannot grow. */
+export const F_SEAL_GROW = 4;
 
 /** A mapping: its address, length and a byte view over it; unmap() once. */
 export class Mapping implements Disposable {
@@ -68,10 +78,32 @@ export function mmap(
   return new Mapping(p, length);
 }
 
-/** memfd_create(2) of `size` bytes, close-on-exec; returns the fd. */
-export function memfd(name: string, size: number): number {
+/**
+ * The seals of a memfd (F_GET_SEALS); 0 for a file that takes none (EINVAL:
+ * not shmem), which is as unsealed as a memfd without seals.
+ */
+export function fileSeals(fd: number): number {
+  const r = libc.fcntl(fd, F_GET_SEALS, 0);
+  if (r === -1) {
+    const e = errno();
+    if (e === 22 /* EINVAL */) return 0;
+    throw new SysError("fcntl(F_GET_SEALS)", e);
+  }
+  return r;
+}
+
+/** Adds `seals` to a memfd made with MFD_ALLOW_SEALING (F_ADD_SEALS). */
+export function addSeals(fd: number, seals: number): void {
+  check(libc.fcntl(fd, F_ADD_SEALS, seals), "fcntl(F_ADD_SEALS)");
+}
+
+/**
+ * memfd_create(2) of `size` bytes, close-on-exec; returns the fd. `flags`
+ * may add MFD_ALLOW_SEALING.
+ */
+export function memfd(name: string, size: number, flags = 0): number {
   const fd = check(
-    libc.memfd_create(cString(name), MFD_CLOEXEC),
+    libc.memfd_create(cString(name), MFD_CLOEXEC | flags),
     "memfd_create",
   );
   if (libc.ftruncate(fd, BigInt(size)) === -1) {

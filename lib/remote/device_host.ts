@@ -230,6 +230,13 @@ export class DeviceHost implements Disposable {
       this.model.read(bar, offset, this.#txData[idx]);
       ch.send(ch.tx);
     }
+    const fault = this.memory.takeFault();
+    if (fault !== null) {
+      // The access itself was answered; the device saw its DMA fail.
+      this.lastRefusal = `${cmdName(rx.cmd)}: DMA refused: ${fault}`;
+      this.refusals++;
+      return Outcome.REFUSED;
+    }
     return Outcome.OK;
   }
 

@@ -1,19 +1,32 @@
-// Guest RAM as the proxy shares it with SYNC_SYSMEM: each region is a
-// shared mapping of an fd, and devices DMA through bounds-checked copies.
+// Guest RAM as the proxy shares it with SYNC_SYSMEM, and bounds-checked DMA
+// into it. A region is mapped only when its file is sealed against
+// shrinking; any other file is reached with pread/pwrite, because a file the
+// peer truncates under a mapping would kill the whole remote with SIGBUS.
 
 import {
+  dupCloexec,
+  F_SEAL_SHRINK,
+  fileSeals,
   fileSize,
   MAP_SHARED,
   type Mapping,
   mmap,
+  OwnedFd,
+  preadFd,
   PROT_READ,
   PROT_WRITE,
+  pwriteFd,
 } from "../../ffi/mod.ts";
 
 interface Region {
   gpa: number;
   end: number;
-  map: Mapping;
+  // Exactly one of the two: a mapping of a sealed file, or the file itself.
+  map: Mapping | null;
+  file: OwnedFd | null;
+  offset: number;
+  // A DMA into this region failed (the file shrank): reported once.
+  faulted: boolean;
 }
 
 /** One region to map: `size` bytes of `fd` at `offset`, seen at `gpa`. */
@@ -39,9 +52,18 @@ export class GuestMemoryError extends Error {
 
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
+function release(r: Region): void {
+  try {
+    r.map?.unmap();
+  } finally {
+    r.file?.close();
+  }
+}
+
 /** The guest-physical memory map of one device's peer. */
 export class GuestMemory implements Disposable {
   #regions: Region[] = [];
+  #fault: string | null = null;
 
   /**
    * Replaces the whole map with `specs`. All-or-nothing: if one region is
@@ -78,14 +100,22 @@ export class GuestMemory implements Disposable {
             throw new GuestMemoryError(i, `overlaps 0x${r.gpa.toString(16)}`);
           }
         }
+        // QEMU's memory-backend-memfd seals by default (seal=on): such RAM
+        // is mapped. Adding the seal ourselves would change the peer's file.
+        const sealed = (fileSeals(s.fd) & F_SEAL_SHRINK) !== 0;
         next.push({
           gpa,
           end: gpa + size,
-          map: mmap(size, PROT_READ | PROT_WRITE, MAP_SHARED, s.fd, offset),
+          map: sealed
+            ? mmap(size, PROT_READ | PROT_WRITE, MAP_SHARED, s.fd, offset)
+            : null,
+          file: sealed ? null : new OwnedFd(dupCloexec(s.fd)),
+          offset,
+          faulted: false,
         });
       });
     } catch (e) {
-      for (const r of next) r.map.unmap();
+      for (const r of next) release(r);
       throw e;
     }
     this.#unmapAll();
@@ -105,27 +135,72 @@ export class GuestMemory implements Disposable {
     return null;
   }
 
-  /** Copies guest memory at `gpa` into `dst`; false if not all mapped. */
+  /** Number of regions reached by pread/pwrite instead of a mapping. */
+  get unmappedCount(): number {
+    return this.#regions.filter((r) => r.map === null).length;
+  }
+
+  /**
+   * Copies guest memory at `gpa` into `dst`; false if not all of it is
+   * guest memory (outside every region, or beyond a file that shrank).
+   */
   read(gpa: number, dst: Uint8Array): boolean {
     const r = this.#find(gpa, dst.length);
     if (r === null) return false;
     const off = gpa - r.gpa;
-    dst.set(r.map.bytes.subarray(off, off + dst.length));
-    return true;
+    if (r.map !== null) {
+      dst.set(r.map.bytes.subarray(off, off + dst.length));
+      return true;
+    }
+    return this.#io(r, () => preadFd(r.file!.fd, dst, r.offset + off), dst);
   }
 
-  /** Copies `src` into guest memory at `gpa`; false if not all mapped. */
+  /** Copies `src` into guest memory at `gpa`; false as for read(). */
   write(gpa: number, src: Uint8Array): boolean {
     const r = this.#find(gpa, src.length);
     if (r === null) return false;
-    r.map.bytes.set(src, gpa - r.gpa);
-    return true;
+    const off = gpa - r.gpa;
+    if (r.map !== null) {
+      r.map.bytes.set(src, off);
+      return true;
+    }
+    return this.#io(r, () => pwriteFd(r.file!.fd, src, r.offset + off), src);
+  }
+
+  /** Runs one pread/pwrite; a short or failed one marks the region. */
+  #io(r: Region, op: () => number, buf: Uint8Array): boolean {
+    let n: number;
+    try {
+      n = op();
+    } catch {
+      n = -1;
+    }
+    if (n === buf.length) return true;
+    // Only reads come back short: a pwrite beyond the end of a shrunk file
+    // grows it again, within the region's size, which harms no one.
+    if (!r.faulted) {
+      r.faulted = true;
+      this.#fault = `guest memory at 0x${
+        r.gpa.toString(16)
+      }: its file no longer holds ${r.end - r.gpa} bytes at offset ${r.offset}`;
+    }
+    return false;
+  }
+
+  /**
+   * Why the last DMA failed inside a region, the first time that region
+   * failed (null otherwise): the caller logs it once.
+   */
+  takeFault(): string | null {
+    const f = this.#fault;
+    this.#fault = null;
+    return f;
   }
 
   #unmapAll(): void {
     const old = this.#regions;
     this.#regions = [];
-    for (const r of old) r.map.unmap();
+    for (const r of old) release(r);
   }
 
   /** Unmaps everything. */
