@@ -2,7 +2,7 @@
 // 8-byte read and write they take.
 
 import { check, checkSize, Errno, errno, SysError } from "./errors.ts";
-import { OwnedFd } from "./fd.ts";
+import { closeFd, openPath, OwnedFd, readFd } from "./fd.ts";
 import { libc } from "./libc.ts";
 
 /** eventfd flag: non-blocking reads. */
@@ -10,10 +10,20 @@ export const EFD_NONBLOCK = 0o4000;
 /** eventfd flag: close on exec. */
 export const EFD_CLOEXEC = 0o2000000;
 
-/** Creates an eventfd (close-on-exec, non-blocking unless told otherwise). */
-export function eventfd(nonblocking = true): number {
+/** eventfd flag: each read takes 1 from the counter, not all of it. */
+export const EFD_SEMAPHORE = 1;
+
+/**
+ * Creates an eventfd (close-on-exec, non-blocking unless told otherwise,
+ * a semaphore if asked).
+ */
+export function eventfd(nonblocking = true, semaphore = false): number {
   return check(
-    libc.eventfd(0, EFD_CLOEXEC | (nonblocking ? EFD_NONBLOCK : 0)),
+    libc.eventfd(
+      0,
+      EFD_CLOEXEC | (nonblocking ? EFD_NONBLOCK : 0) |
+        (semaphore ? EFD_SEMAPHORE : 0),
+    ),
     "eventfd",
   );
 }
@@ -28,6 +38,49 @@ const EIGHT = 8n;
 /** Adds 1 to the eventfd counter `fd` (what "raise" means to KVM). */
 export function eventfdSignal(fd: number): void {
   checkSize(libc.write(fd, oneBytes, EIGHT), "write");
+}
+
+/**
+ * Adds 1 to a non-blocking eventfd unless its counter is full (EAGAIN):
+ * false then. A full counter is non-zero, so the event is pending anyway.
+ */
+export function eventfdTrySignal(fd: number): boolean {
+  if (Number(libc.write(fd, oneBytes, EIGHT)) !== -1) return true;
+  const e = errno();
+  if (e === Errno.EAGAIN) return false;
+  throw new SysError("write", e);
+}
+
+/** What the kernel says of an eventfd in /proc/self/fdinfo. */
+export interface EventfdInfo {
+  /** The eventfd's identity: equal for two fds of the same eventfd. */
+  id: number;
+  /** Made with EFD_SEMAPHORE (a read takes 1, not the whole count). */
+  semaphore: boolean;
+}
+
+const fdinfoBuf = new Uint8Array(1024);
+
+/**
+ * The eventfd behind `fd`, or null when `fd` is not an eventfd (a pipe, a
+ * memfd, a socket...): read from /proc/self/fdinfo, the one place that
+ * tells two eventfds apart (they all share one anonymous inode).
+ */
+export function eventfdInfo(fd: number): EventfdInfo | null {
+  const info = openPath(`/proc/self/fdinfo/${fd}`, 0 /* O_RDONLY */);
+  let n: number;
+  try {
+    n = readFd(info, fdinfoBuf);
+  } finally {
+    closeFd(info);
+  }
+  const text = new TextDecoder().decode(fdinfoBuf.subarray(0, n));
+  const id = /^eventfd-id:\s*(\d+)$/m.exec(text);
+  if (!/^eventfd-count:/m.test(text) || id === null) return null;
+  return {
+    id: Number(id[1]),
+    semaphore: /^eventfd-semaphore:\s*1$/m.test(text),
+  };
 }
 
 /**
@@ -53,6 +106,11 @@ export class EventFd extends OwnedFd {
   /** Adds 1 to the counter. */
   signal(): void {
     eventfdSignal(this.fd);
+  }
+
+  /** Adds 1 unless the counter is full (false then); see eventfdTrySignal. */
+  trySignal(): boolean {
+    return eventfdTrySignal(this.fd);
   }
 
   /** Reads and clears the counter; 0 when nothing is pending. */

@@ -42,6 +42,13 @@ export function writeFd(
   return checkSize(libc.write(fd, buf, BigInt(len)), "write");
 }
 
+/** pipe2(2), close-on-exec: returns [read end, write end]. */
+export function pipe(): [number, number] {
+  const fds = new Int32Array(2);
+  check(libc.pipe2(new Uint8Array(fds.buffer), O_CLOEXEC), "pipe2");
+  return [fds[0], fds[1]];
+}
+
 /** pread(2) at file offset `off`; returns bytes read, 0 past the end. */
 export function preadFd(fd: number, buf: Uint8Array, off: number): number {
   return checkSize(

@@ -1,7 +1,25 @@
 // The irqfd/resamplefd pair of one level-triggered interrupt, owned as one
-// object (crosvm's IrqLevelEvent): closing it closes both eventfds.
+// object (crosvm's IrqLevelEvent): closing it closes both eventfds. A pair
+// from a peer is checked first: writes to it must never block or spin.
 
-import { closeFd, EventFd, eventfd, waitReadable } from "../../ffi/mod.ts";
+import {
+  closeFd,
+  EventFd,
+  eventfd,
+  eventfdInfo,
+  setNonblocking,
+  waitReadable,
+} from "../../ffi/mod.ts";
+import { ProtocolError } from "./message.ts";
+
+/** Why a peer's irqfd/resamplefd pair was refused: the peer broke a rule. */
+export class IrqfdError extends ProtocolError {
+  /** Builds "SET_IRQFD: fds: detail". */
+  constructor(detail: string) {
+    super("SET_IRQFD", "fds", detail);
+    this.name = "IrqfdError";
+  }
+}
 
 /**
  * A level-triggered interrupt's two eventfds: writing `irqfd` makes KVM
@@ -13,10 +31,50 @@ export class IrqLevelEvent implements Disposable {
   /** The resample eventfd: signalled at the guest's EOI. */
   readonly resampleEvent: EventFd;
 
-  /** Takes ownership of an existing pair (e.g. received by SET_IRQFD). */
-  constructor(irqfd: number, resamplefd: number) {
+  /** The eventfd identities of the pair (fdinfo eventfd-id), -1 unknown. */
+  readonly ids: readonly [number, number];
+
+  /** Takes ownership of an existing pair of our own eventfds. */
+  constructor(
+    irqfd: number,
+    resamplefd: number,
+    ids: [number, number] = [-1, -1],
+  ) {
     this.irqEvent = new EventFd(irqfd);
     this.resampleEvent = new EventFd(resamplefd);
+    this.ids = ids;
+  }
+
+  /**
+   * Takes ownership of a pair a peer sent with SET_IRQFD, or closes both and
+   * throws IrqfdError: both must be eventfds (a pipe's hang-up or error
+   * would make the loop spin), distinct (the irqfd as its own resamplefd
+   * re-fires for ever while the level is high), and the resamplefd not a
+   * semaphore (each read would take 1 of up to 2^64). Both become
+   * non-blocking, which the peer's fds share: QEMU's are non-blocking anyway.
+   */
+  static fromPeer(irqfd: number, resamplefd: number): IrqLevelEvent {
+    try {
+      const irq = eventfdInfo(irqfd);
+      const rs = eventfdInfo(resamplefd);
+      if (irq === null) throw new IrqfdError("the irqfd is not an eventfd");
+      if (rs === null) {
+        throw new IrqfdError("the resamplefd is not an eventfd");
+      }
+      if (irq.id === rs.id) {
+        throw new IrqfdError("the resamplefd is the irqfd itself");
+      }
+      if (rs.semaphore) {
+        throw new IrqfdError("the resamplefd is a semaphore eventfd");
+      }
+      setNonblocking(irqfd, true);
+      setNonblocking(resamplefd, true);
+      return new IrqLevelEvent(irqfd, resamplefd, [irq.id, rs.id]);
+    } catch (e) {
+      closeFd(irqfd);
+      closeFd(resamplefd);
+      throw e;
+    }
   }
 
   /** Creates a fresh pair of non-blocking eventfds. */
@@ -40,9 +98,12 @@ export class IrqLevelEvent implements Disposable {
     return this.resampleEvent.closed ? -1 : this.resampleEvent.fd;
   }
 
-  /** Asserts: adds 1 to the irqfd. */
+  /**
+   * Asserts: adds 1 to the irqfd. A counter too full to add to is non-zero,
+   * so the interrupt is pending already: that counts as asserted.
+   */
   trigger(): void {
-    this.irqEvent.signal();
+    this.irqEvent.trySignal();
   }
 
   /** Clears the irqfd; returns how many assertions were pending. */

@@ -151,7 +151,7 @@ export class DeviceHost implements Disposable {
       case Cmd.SET_IRQFD:
         this.#iohub.setIrqfd(
           this.pirq,
-          new IrqLevelEvent(ch.rxFds[0], ch.rxFds[1]),
+          IrqLevelEvent.fromPeer(ch.rxFds[0], ch.rxFds[1]),
         );
         return Outcome.OK;
       case Cmd.SYNC_SYSMEM:

@@ -2,7 +2,7 @@
 // INTx level counting, assertion through the irqfd on 0 -> 1, and
 // re-assertion on resample while the level stays high.
 
-import { IrqLevelEvent } from "../mpqemu/mod.ts";
+import { IrqfdError, IrqLevelEvent } from "../mpqemu/mod.ts";
 
 /** PIRQs the IOHUB tracks; QEMU maps a device to its devfn. */
 export const NUM_PIRQS = 256;
@@ -68,13 +68,21 @@ export class Iohub {
 
   /**
    * Installs the pair SET_IRQFD delivered for `pirq`, taking ownership
-   * (closed here if the resamplefd cannot be watched, e.g. not pollable);
+   * (closed here if the resamplefd cannot be watched, e.g. not pollable, or
+   * if an eventfd of it belongs to another PIRQ's pair: IrqfdError);
    * a previous pair is unwatched and closed first. If the level is already
    * high the new irqfd is asserted at once, so no pending interrupt is
    * lost across a (re)connection (QEMU's IOHUB would wait for the next edge).
    */
   setIrqfd(pirq: number, event: IrqLevelEvent): void {
     const p = this.#pirq(pirq);
+    const other = this.#sharing(p, event);
+    if (other >= 0) {
+      event.close();
+      // One PIRQ's irqfd as another's resamplefd would bounce an interrupt
+      // between the two for ever while both levels are high.
+      throw new IrqfdError(`an eventfd of the pair is PIRQ ${other}'s`);
+    }
     this.#release(p);
     try {
       this.#watcher.watch(event.resamplefd, pirq);
@@ -88,6 +96,16 @@ export class Iohub {
       p.counters.asserts++;
       event.trigger();
     }
+  }
+
+  /** A PIRQ other than `p` whose pair shares an eventfd with `event`, or -1. */
+  #sharing(p: Pirq, event: IrqLevelEvent): number {
+    const [a, b] = event.ids;
+    if (a < 0) return -1;
+    return this.#pirqs.findIndex((q) =>
+      q !== p && q.event !== null &&
+      (q.event.ids.includes(a) || q.event.ids.includes(b))
+    );
   }
 
   /** Counts an INTx source of `pirq` going high (true) or low (false). */

@@ -11,6 +11,7 @@ import {
   F_SEAL_SHRINK,
   memfd,
   MFD_ALLOW_SEALING,
+  pipe,
   pollReadable,
   SysError,
   truncateFd,
@@ -93,4 +94,96 @@ Deno.test("isolation: guest memory truncated under the remote fails the DMA, not
   const lines = stderr.split("\n").filter((l) => l.includes("DMA refused"));
   assertEquals(lines.length, 1, stderr);
   assertStringIncludes(lines[0], "bad: refused: BAR_WRITE: DMA refused");
+});
+
+Deno.test("isolation: a full blocking irqfd never blocks the remote", async () => {
+  await using r = spawnRemote(["bad", "good"]);
+  const [bad, good] = r.clients;
+  enable(bad);
+  enable(good);
+  using irq = new EventFd(eventfd(false));
+  using rs = new EventFd();
+  // The counter's maximum: a blocking write of 1 would wait for a reader.
+  writeFd(
+    irq.fd,
+    new Uint8Array(new BigUint64Array([0xfffffffffffffffen]).buffer),
+  );
+  bad.setIrqfd(irq.fd, rs.fd);
+  bad.barrier();
+  // Today's remote blocked in write() here, for every device.
+  assertEquals(bad.barWrite(reg(Reg.IRQ_RAISE), 1n), 0n);
+  assertEquals(good.barRead(BAR0), BigInt(TESTDEV_ID));
+  rs.signal();
+  bad.barrier();
+  assertEquals(good.barRead(BAR0), BigInt(TESTDEV_ID));
+  // Drained, the irqfd takes the next assertion.
+  assertEquals(irq.drain(), 0xfffffffffffffffen);
+  bad.barWrite(reg(Reg.IRQ_ACK), 1n);
+  bad.barWrite(reg(Reg.IRQ_RAISE), 1n);
+  assertEquals(irq.drain(), 1n);
+  const { code, stderr } = await r.finish();
+  assertEquals(code, 0, stderr);
+});
+
+Deno.test("isolation: broken resamplefds are refused at SET_IRQFD, the remote stays idle", async () => {
+  const ids = ["wpipe", "rpipe", "self", "sema", "cross", "good"];
+  await using r = spawnRemote(ids);
+  const [wpipe, rpipe, self, sema, cross, good] = r.clients;
+  for (const c of r.clients) enable(c);
+  using irq = new EventFd();
+  using irq2 = new EventFd();
+  using rs = new EventFd();
+  // The write end of a pipe whose reader is gone (EPOLLERR), the read end
+  // of one whose writer is gone (EPOLLHUP).
+  const [r1, w1] = pipe();
+  closeFd(r1);
+  wpipe.setIrqfd(irq.fd, w1);
+  closeFd(w1);
+  const [r2, w2] = pipe();
+  closeFd(w2);
+  rpipe.setIrqfd(irq.fd, r2);
+  closeFd(r2);
+  // The irqfd as its own resamplefd, with the level held high.
+  self.barWrite(reg(Reg.IRQ_RAISE), 1n);
+  self.setIrqfd(irq2.fd, irq2.fd);
+  // A semaphore eventfd with a huge count: each read takes just 1.
+  const semaphore = new EventFd(eventfd(true, true));
+  try {
+    writeFd(
+      semaphore.fd,
+      new Uint8Array(new BigUint64Array([0xfffffffffffffff0n]).buffer),
+    );
+    sema.setIrqfd(irq.fd, semaphore.fd);
+  } finally {
+    semaphore.close();
+  }
+  // Two devices, each one's irqfd the other's resamplefd, levels held.
+  good.setIrqfd(irq.fd, rs.fd);
+  good.barWrite(reg(Reg.IRQ_RAISE), 1n);
+  cross.barWrite(reg(Reg.IRQ_RAISE), 1n);
+  cross.setIrqfd(rs.fd, irq.fd);
+  for (const c of [wpipe, rpipe, self, sema, cross]) {
+    assert(await pollReadable(c.ch.fd, 5000), "the channel is closed");
+  }
+  assertEquals(good.barRead(BAR0), BigInt(TESTDEV_ID));
+  // Bounded liveness: a spinning loop burns ~100 ticks per second.
+  const ticks = await cpuOverOneSecond(r.child.pid);
+  assert(ticks < 20, `the remote burned ${ticks} ticks in 1 s`);
+  assertEquals(good.barRead(BAR0), BigInt(TESTDEV_ID));
+  assertEquals(irq.drain(), 1n, "good's interrupt was asserted");
+  const { code, stderr } = await r.finish();
+  assertEquals(code, 1, stderr);
+  const why = {
+    wpipe: "the resamplefd is not an eventfd",
+    rpipe: "the resamplefd is not an eventfd",
+    self: "the resamplefd is the irqfd itself",
+    sema: "the resamplefd is a semaphore eventfd",
+    cross: "an eventfd of the pair is PIRQ 40's",
+  };
+  for (const [id, text] of Object.entries(why)) {
+    const lines = stderr.split("\n").filter((l) => l.includes(`: ${id}: `));
+    assertEquals(lines.length, 1, stderr);
+    assertStringIncludes(lines[0], `${id}: closed: SET_IRQFD: ${text}`);
+  }
+  assertEquals(stderr.trim().split("\n").length, ids.length, stderr);
 });
