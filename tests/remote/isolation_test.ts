@@ -130,6 +130,7 @@ Deno.test("isolation: broken resamplefds are refused at SET_IRQFD, the remote st
   await using r = spawnRemote(ids);
   const [wpipe, rpipe, self, sema, cross, good] = r.clients;
   for (const c of r.clients) enable(c);
+  const baseline = openFds(r.child.pid).length;
   using irq = new EventFd();
   using irq2 = new EventFd();
   using rs = new EventFd();
@@ -171,6 +172,8 @@ Deno.test("isolation: broken resamplefds are refused at SET_IRQFD, the remote st
   assert(ticks < 20, `the remote burned ${ticks} ticks in 1 s`);
   assertEquals(good.barRead(BAR0), BigInt(TESTDEV_ID));
   assertEquals(irq.drain(), 1n, "good's interrupt was asserted");
+  // Five channels closed with every refused fd; good's pair is kept.
+  assertEquals(openFds(r.child.pid).length, baseline - 5 + 2);
   const { code, stderr } = await r.finish();
   assertEquals(code, 1, stderr);
   const why = {
