@@ -53,6 +53,58 @@ function address(buf: Uint8Array): number {
   return Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
 }
 
+const SO_TYPE = 3;
+const SO_DOMAIN = 39;
+
+/** getsockopt(2) of an int option at SOL_SOCKET level. */
+function sockoptInt(fd: number, name: number, call: string): number {
+  const val = new Int32Array(1);
+  const len = new Uint32Array([4]);
+  check(
+    libc.getsockopt(
+      fd,
+      SOL_SOCKET,
+      name,
+      new Uint8Array(val.buffer),
+      new Uint8Array(len.buffer),
+    ),
+    call,
+  );
+  return val[0];
+}
+
+/**
+ * Why `fd` is not a connected UNIX stream socket (e.g. "not a socket
+ * (ENOTSOCK)", "a datagram socket"), or null when it is one.
+ */
+export function notConnectedUnixStream(fd: number): string | null {
+  let domain: number;
+  let type: number;
+  try {
+    domain = sockoptInt(fd, SO_DOMAIN, "getsockopt(SO_DOMAIN)");
+    type = sockoptInt(fd, SO_TYPE, "getsockopt(SO_TYPE)");
+  } catch (e) {
+    const code = (e as SysError).code;
+    if (code === "ENOTSOCK") return "not a socket (ENOTSOCK)";
+    if (code === "EBADF") return "not an open fd (EBADF)";
+    throw e;
+  }
+  if (domain !== AF_UNIX) {
+    return `a socket of address family ${domain}, not AF_UNIX`;
+  }
+  if (type !== SOCK_STREAM) {
+    return `a UNIX socket of type ${type}, not SOCK_STREAM`;
+  }
+  const sa = new Uint8Array(110);
+  const len = new Uint32Array([sa.length]);
+  if (libc.getpeername(fd, sa, new Uint8Array(len.buffer)) === -1) {
+    return `a UNIX stream socket with no peer (getpeername: ${
+      new SysError("getpeername", errno()).code
+    })`;
+  }
+  return null;
+}
+
 /** Creates a connected AF_UNIX stream pair, close-on-exec; returns both fds. */
 export function socketpair(): [number, number] {
   const sv = new Int32Array(2);

@@ -3,7 +3,7 @@
 // built-in types or device modules loaded by path or URL.
 
 import { parseArgs } from "@std/cli/parse-args";
-import { isValidFd, SysError } from "../../ffi/mod.ts";
+import { notConnectedUnixStream, SysError } from "../../ffi/mod.ts";
 import {
   DeviceTypeError,
   isModuleType,
@@ -121,9 +121,12 @@ export function parseDeviceSpec(value: string, index: number): RemoteDeviceArg {
     );
   }
   if (fd !== null) {
-    if (fd < 3 || !isValidFd(fd)) {
+    // A file or a listening socket would only fail later, in epoll or at
+    // the first message, with an error that names neither.
+    const why = fd < 3 ? "stdin, stdout or stderr" : notConnectedUnixStream(fd);
+    if (why !== null) {
       throw new UsageError(
-        `--device ${value}: fd ${fd} is not an open, inherited fd`,
+        `--device ${value}: fd ${fd} is not a connected UNIX stream socket: it is ${why}`,
       );
     }
     return { type, id, endpoint: { kind: "fd", fd } };

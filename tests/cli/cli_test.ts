@@ -2,7 +2,7 @@
 // and `remote --device testdev,socket=PATH` serving the peer that connects.
 
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
-import { connectUnix } from "../../ffi/mod.ts";
+import { closeFd, connectUnix, listenUnix, setCloexec } from "../../ffi/mod.ts";
 import { iohub, MAIN } from "./cli_run.ts";
 import { Client } from "../remote/remote_process.ts";
 
@@ -31,7 +31,7 @@ Deno.test("cli: bad arguments get one clear line and exit 2", async (t) => {
     [["remote", "--device", "testdev,fd=x"], "bad option 'fd=x'"],
     [
       ["remote", "--device", "testdev,fd=999"],
-      "fd 999 is not an open, inherited fd",
+      "fd 999 is not a connected UNIX stream socket: it is not an open fd (EBADF)",
     ],
     [
       ["remote", "--device", "testdev,socket=/tmp/a,color=red"],
@@ -57,6 +57,51 @@ Deno.test("cli: bad arguments get one clear line and exit 2", async (t) => {
       assertStringIncludes(r.stderr, msg);
       assertEquals(r.stderr.trim().split("\n").length, 1, r.stderr);
     });
+  }
+});
+
+Deno.test("cli: an fd= that is no connected UNIX stream socket is a usage error", async (t) => {
+  const cases: [string, string][] = [
+    ["7</etc/hostname", "it is not a socket (ENOTSOCK)"],
+    ["7>&1", "it is not a socket (ENOTSOCK)"],
+  ];
+  for (const [redirect, msg] of cases) {
+    await t.step(redirect, async () => {
+      const out = await new Deno.Command("/bin/sh", {
+        args: [
+          "-c",
+          `exec "$0" run --allow-all "$1" remote --device testdev,fd=7 ${redirect}`,
+          Deno.execPath(),
+          MAIN,
+        ],
+        stdin: "null",
+        stdout: "null",
+        stderr: "piped",
+      }).output();
+      const stderr = new TextDecoder().decode(out.stderr);
+      assertEquals(out.code, 2, stderr);
+      assertEquals(
+        stderr.trim(),
+        `iohub: --device testdev,fd=7: fd 7 is not a connected UNIX stream socket: ${msg}`,
+      );
+    });
+  }
+});
+
+Deno.test("cli: a listening socket as fd= is a usage error", async () => {
+  const dir = Deno.makeTempDirSync();
+  const fd = listenUnix(`${dir}/listening.sock`);
+  try {
+    setCloexec(fd, false);
+    const r = await iohub("remote", "--device", `testdev,fd=${fd}`);
+    assertEquals(r.code, 2, r.stderr);
+    assertStringIncludes(
+      r.stderr,
+      `fd ${fd} is not a connected UNIX stream socket: it is a UNIX stream socket with no peer (getpeername: ENOTCONN)`,
+    );
+  } finally {
+    closeFd(fd);
+    Deno.removeSync(dir, { recursive: true });
   }
 });
 
