@@ -103,11 +103,14 @@ const symbols = {
     nonblocking: true,
   },
   /**
-   * long syscall(long nr, long a, long b, long c): for calls libc does not
-   * wrap (Landlock) and prctl; glibc's syscall is assembly that reads its
-   * arguments from registers, so a fixed signature is safe for integers.
+   * long syscall(long nr, long a1, ..., long a5): for calls libc does not
+   * wrap (Landlock); glibc's syscall is assembly that takes its integer
+   * arguments from registers, so a fixed signature is safe.
    */
-  syscall: { parameters: ["i64", "i64", "i64", "i64"], result: "i64" },
+  syscall: {
+    parameters: ["i64", "i64", "i64", "i64", "i64", "i64"],
+    result: "i64",
+  },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The opened libc with iohub's symbols. */

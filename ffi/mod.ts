@@ -8,3 +8,6 @@ export * from "./socket.ts";
 export * from "./epoll.ts";
 export * from "./mman.ts";
 export * from "./ioctl.ts";
+export * from "./landlock.ts";
+export * from "./seccomp.ts";
+export * from "./thread_park.ts";

@@ -15,6 +15,7 @@ import { DeviceModelError } from "../pci/validate.ts";
 import { type DeviceEndpoint, MAX_DEVICES, Remote } from "../remote/remote.ts";
 import { ControlSocket } from "../remote/control.ts";
 import { SocketInUseError } from "../remote/listen.ts";
+import { applySandbox, type SandboxOptions } from "../remote/sandbox.ts";
 import { Tracer } from "../remote/trace.ts";
 import { type LogSink, logSink, type Verbosity } from "../log.ts";
 import {
@@ -53,6 +54,10 @@ options:
                   state as JSON (read it with 'iohub stats PATH')
   --quiet         print errors only
   --verbose       also print per-connection details
+  --sandbox       once the devices are set up, confine the process (Landlock
+                  ABI 6+, seccomp, no_new_privs): no files, no exec, no TCP,
+                  no new sockets, no signals to other processes
+  --allow-path P  with --sandbox: P stays readable and writable (repeatable)
   --help          this text
 
 Stops on SIGINT/SIGTERM after closing every channel (counters logged) and
@@ -148,6 +153,8 @@ export interface RemoteArgs {
   control: string | null;
   /** How much to log (--quiet, --verbose). */
   verbosity: Verbosity;
+  /** --sandbox and its --allow-path list, or null without --sandbox. */
+  sandbox: SandboxOptions | null;
 }
 
 function micros(flag: string, raw: string): number {
@@ -162,9 +169,16 @@ function micros(flag: string, raw: string): number {
 /** Parses `iohub remote` arguments into device args and options. */
 export function parseRemoteArgs(args: string[]): RemoteArgs {
   const parsed = parseArgs(args, {
-    string: ["device", "poll-us", "poll-max-us", "trace", "control"],
-    boolean: VERBOSITY_OPTIONS,
-    collect: ["device"],
+    string: [
+      "device",
+      "poll-us",
+      "poll-max-us",
+      "trace",
+      "control",
+      "allow-path",
+    ],
+    boolean: [...VERBOSITY_OPTIONS, "sandbox"],
+    collect: ["device", "allow-path"],
     unknown: (arg: string) => {
       throw new UsageError(
         `remote: unknown argument '${arg}' (see 'iohub remote --help')`,
@@ -195,6 +209,10 @@ export function parseRemoteArgs(args: string[]): RemoteArgs {
       fds.add(d.endpoint.fd);
     }
   }
+  const allowPaths = (parsed["allow-path"] as string[] | undefined) ?? [];
+  if (allowPaths.length > 0 && !parsed.sandbox) {
+    throw new UsageError("remote: --allow-path needs --sandbox");
+  }
   const poll = parsed["poll-us"] as string | undefined;
   return {
     devices,
@@ -206,6 +224,7 @@ export function parseRemoteArgs(args: string[]): RemoteArgs {
     trace: pathOption(parsed.trace, "--trace"),
     control: pathOption(parsed.control, "--control"),
     verbosity: verbosityOf(parsed, "remote"),
+    sandbox: parsed.sandbox ? { allowPaths } : null,
   };
 }
 
@@ -224,8 +243,15 @@ export const remoteCommand: Command = {
   summary: "serve devices to QEMU's x-pci-proxy-dev over mpqemu",
   help: HELP,
   async run(args: string[]): Promise<number> {
-    const { devices, pollMicros, pollMaxMicros, trace, control, verbosity } =
-      parseRemoteArgs(args);
+    const {
+      devices,
+      pollMicros,
+      pollMaxMicros,
+      trace,
+      control,
+      verbosity,
+      sandbox,
+    } = parseRemoteArgs(args);
     const log = logSink("iohub remote: ", verbosity);
     const factories: DeviceFactory[] = [];
     for (const d of devices) {
@@ -259,6 +285,7 @@ export const remoteCommand: Command = {
     await using _control = control === null
       ? null
       : openControl(control, () => remote.state());
+    if (sandbox !== null) await applySandbox(sandbox);
     return await serve(remote, log);
   },
 };

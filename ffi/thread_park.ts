@@ -1,0 +1,137 @@
+// Parks Deno's blocking-pool threads for good: each one is given a poll(2)
+// that never returns, so code that would run on such a thread (async file
+// ops, non-blocking FFI calls) runs on a thread created later instead.
+
+import { checkSize } from "./errors.ts";
+import { closeFd, openPath, pipe, preadFd } from "./fd.ts";
+import { libc } from "./libc.ts";
+
+const SYS_POLL = 7;
+const text = new Uint8Array(256);
+const POLLIN = 1;
+
+/** A thread of this process, watched through /proc/self/task/TID/syscall. */
+interface Watched {
+  tid: number;
+  syscallFd: number;
+}
+
+// The pipe and the pollfd the parked threads wait on: never written, never
+// freed, for as long as the process lives.
+let parking: { pollfd: Uint8Array<ArrayBuffer>; fds: [number, number] } | null =
+  null;
+const parked: Promise<number>[] = [];
+
+const SYS_GETDENTS64 = 217n;
+const O_DIRECTORY = 0o200000;
+const dents = new Uint8Array(4096);
+
+/** The thread ids of this process, from /proc/self/task read by getdents64. */
+function taskIds(): number[] {
+  // Deno refuses its own /proc/PID/task to code without --allow-all.
+  const dir = openPath("/proc/self/task", O_DIRECTORY);
+  const tids: number[] = [];
+  try {
+    // SAFETY: `dents` is module-scoped; the kernel writes it during the call.
+    const addr = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(dents)));
+    for (;;) {
+      const n = checkSize(
+        libc.syscall(SYS_GETDENTS64, BigInt(dir), addr, 4096n, 0n, 0n),
+        "getdents64",
+      );
+      if (n === 0) return tids;
+      // struct linux_dirent64: u64 ino@0, s64 off@8, u16 reclen@16,
+      // u8 type@18, char name[]@19.
+      const v = new DataView(dents.buffer);
+      for (let off = 0; off < n; off += v.getUint16(off + 16, true)) {
+        const end = dents.indexOf(0, off + 19);
+        const name = new TextDecoder().decode(dents.subarray(off + 19, end));
+        if (/^\d+$/.test(name)) tids.push(Number(name));
+      }
+    }
+  } finally {
+    closeFd(dir);
+  }
+}
+
+/** The contents of a small /proc file, read through its open fd. */
+function procText(fd: number): string {
+  const n = preadFd(fd, text, 0);
+  return new TextDecoder().decode(text.subarray(0, n));
+}
+
+/**
+ * The threads of this process whose name is `name` (Deno's blocking pool:
+ * "tokio-runtime-w"), each with an open fd on its /proc syscall file. Call
+ * before anything that may deny opening /proc; release with unwatch().
+ */
+export function watchThreads(name: string): Watched[] {
+  const out: Watched[] = [];
+  try {
+    for (const tid of taskIds()) {
+      const comm = openPath(`/proc/self/task/${tid}/comm`, 0);
+      let same: boolean;
+      try {
+        same = procText(comm).trim() === name;
+      } finally {
+        closeFd(comm);
+      }
+      if (!same) continue;
+      out.push({
+        tid,
+        syscallFd: openPath(`/proc/self/task/${tid}/syscall`, 0),
+      });
+    }
+  } catch (e) {
+    unwatch(out);
+    throw e;
+  }
+  return out;
+}
+
+/** Closes the fds watchThreads() opened. */
+export function unwatch(threads: Watched[]): void {
+  for (const t of threads) closeFd(t.syscallFd);
+}
+
+/** Whether thread `t` sits in poll(2) on `pollfd` now. */
+function isParked(t: Watched, pollAddr: bigint): boolean {
+  const f = procText(t.syscallFd).split(" ");
+  return Number(f[0]) === SYS_POLL && BigInt(f[1]) === pollAddr;
+}
+
+/**
+ * Hands poll calls that never return to the blocking pool until every
+ * thread of `threads` is seen inside one (each call goes to an idle thread;
+ * one that lands on a thread created meanwhile parks that one). Returns
+ * false if some thread was still free after `attempts` calls.
+ */
+export async function parkThreads(
+  threads: Watched[],
+  attempts: number,
+): Promise<boolean> {
+  if (parking === null) {
+    const pollfd = new Uint8Array(8);
+    const fds = pipe();
+    // struct pollfd: int fd@0, short events@4, short revents@6.
+    new DataView(pollfd.buffer).setInt32(0, fds[0], true);
+    new DataView(pollfd.buffer).setInt16(4, POLLIN, true);
+    parking = { pollfd, fds };
+  }
+  // SAFETY: `parking.pollfd` is referenced from module scope for the life
+  // of the process, so the parked calls never see it freed.
+  const addr = BigInt(
+    Deno.UnsafePointer.value(Deno.UnsafePointer.of(parking.pollfd)),
+  );
+  const free = (): Watched[] => threads.filter((t) => !isParked(t, addr));
+  for (let i = 0; i < attempts && free().length > 0; i++) {
+    const before = free().length;
+    parked.push(libc.poll_async(parking.pollfd, 1n, -1));
+    // A pool thread takes the call within microseconds; wait a little for
+    // one of ours to show up in it before handing out the next.
+    for (let k = 0; k < 50 && free().length === before; k++) {
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  }
+  return free().length === 0;
+}
