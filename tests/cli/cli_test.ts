@@ -19,7 +19,10 @@ Deno.test("cli: bad arguments get one clear line and exit 2", async (t) => {
   const cases: [string[], string][] = [
     [["frobnicate"], "iohub: unknown command 'frobnicate'"],
     [["remote"], "iohub: remote: at least one --device is required"],
-    [["remote", "--device", "nic,fd=3"], "nic: unknown device type"],
+    [
+      ["remote", "--device", "nic,socket=/tmp/nic.sock"],
+      "nic: unknown device type",
+    ],
     [
       ["remote", "--device", "testdev"],
       "give exactly one of fd=N and socket=PATH",

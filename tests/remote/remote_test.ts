@@ -383,7 +383,7 @@ Deno.test("remote: fds nobody uses and an unwatchable resamplefd hurt only that 
   assertEquals(code, 1, stderr);
   assertStringIncludes(
     stderr,
-    "iohub remote: bad: closed: SET_IRQFD: the resamplefd is not an eventfd",
+    "iohub remote: bad: closed: SET_IRQFD: fds: the resamplefd is not an eventfd",
   );
   assert(!stderr.includes("cleanup failed"), stderr);
 });
