@@ -1,11 +1,14 @@
 // The remote's sandbox: a fixture that confines itself through
 // lib/remote/sandbox.ts and then tries what a hostile device model would,
-// and `iohub remote --sandbox` serving a peer with SYNC_SYSMEM and SET_IRQFD.
+// `iohub remote --sandbox` serving a peer with SYNC_SYSMEM and SET_IRQFD, and
+// a hostile device module loaded by path behind it.
 
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { closeFd, EventFd, memfd } from "../../ffi/mod.ts";
 import { Reg, TESTDEV_ID } from "../../lib/pci/devices/testdev.ts";
-import { spawnRemote } from "./remote_process.ts";
+import { spawnWithSockets } from "../../lib/qemu/socket_child.ts";
+import { MAIN } from "../cli/cli_run.ts";
+import { Client, spawnRemote } from "./remote_process.ts";
 
 const FIXTURE = new URL("./sandbox_fixture.ts", import.meta.url).pathname;
 const BAR0 = 0xfebf0000n;
@@ -96,4 +99,88 @@ Deno.test("sandbox: iohub remote --sandbox serves config, BARs, DMA and interrup
   assertEquals(code, 0, stderr);
   assertEquals(stderr.trim().split("\n").length, 1, stderr);
   assertStringIncludes(stderr, "dev: peer closed the connection");
+});
+
+// A hostile device module: a write to register 4*k starts attempt k, a read
+// of register 4*k says how it went (0 pending, 1 refused, 2 done). It runs
+// with every Deno permission: the sandbox alone must stop it.
+const hostile = (outside: string, allowed: string, port: number): string => `
+export default () => {
+  const result = new Array(8).fill(0);
+  const attempts = [
+    () => Deno.readTextFileSync("/etc/passwd"),
+    () => Deno.readTextFile("/etc/passwd"),
+    () => Deno.writeTextFileSync(${JSON.stringify(outside)}, "escaped"),
+    () => new Deno.Command("/bin/true").output(),
+    async () => (await Deno.connect({ hostname: "127.0.0.1", port: ${port} })).close(),
+    () => Deno.kill(${Deno.pid}, "SIGCONT"),
+    () => Deno.writeTextFile(${JSON.stringify(allowed)}, "allowed"),
+  ];
+  return {
+    identity: { vendorId: 0x1af4, deviceId: 0x10f1 },
+    bars: [{ size: 4096, space: "memory" }],
+    read(bar, off, data) { data[0] = result[off / 4] ?? 0xff; },
+    write(bar, off) {
+      const k = off / 4;
+      (async () => { await attempts[k](); })().then(
+        () => { result[k] = 2; },
+        () => { result[k] = 1; },
+      );
+    },
+  };
+};
+`;
+
+Deno.test("sandbox: a hostile device module behind iohub remote --sandbox is refused, serving goes on", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "iohub-hostile-" });
+  const allowedDir = `${dir}/allowed`;
+  Deno.mkdirSync(allowedDir);
+  const outside = `${dir}/escaped.txt`;
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const mod = `${dir}/hostile.ts`;
+  Deno.writeTextFileSync(
+    mod,
+    hostile(outside, `${allowedDir}/ok.txt`, listener.addr.port),
+  );
+  const sc = spawnWithSockets(Deno.execPath(), 2, (fds) => [
+    "run",
+    "--allow-all",
+    "--quiet",
+    MAIN,
+    "remote",
+    "--sandbox",
+    "--allow-path",
+    allowedDir,
+    "--device",
+    `${mod},fd=${fds[0]},id=hostile`,
+    "--device",
+    `testdev,fd=${fds[1]},id=control`,
+  ]);
+  const [bad, control] = sc.fds.map((fd) => new Client(fd));
+  try {
+    bad.cfgWrite(0x10, Number(BAR0));
+    bad.cfgWrite(0x04, 0x2, 2);
+    control.cfgWrite(0x10, Number(BAR0));
+    control.cfgWrite(0x04, 0x2, 2);
+    const names = ["read", "async read", "write", "exec", "connect", "kill"];
+    for (let k = 0; k <= names.length; k++) {
+      bad.barWrite(BAR0 + BigInt(4 * k), 1n, 1);
+      let r = 0n;
+      for (let i = 0; i < 200 && r === 0n; i++) {
+        await new Promise((done) => setTimeout(done, 5));
+        r = bad.barRead(BAR0 + BigInt(4 * k), 1);
+      }
+      // The last attempt writes inside --allow-path, which must work.
+      assertEquals(r, k < names.length ? 1n : 2n, names[k] ?? "allowed");
+      assertEquals(control.barRead(BAR0), BigInt(TESTDEV_ID));
+    }
+    assert(!(await exists(outside)), "nothing written outside");
+    assertEquals(Deno.readTextFileSync(`${allowedDir}/ok.txt`), "allowed");
+  } finally {
+    bad.close();
+    control.close();
+    const { code, stderr } = await sc.finish();
+    Deno.removeSync(dir, { recursive: true });
+    assertEquals(code, 0, stderr);
+  }
 });
