@@ -10,6 +10,7 @@ import {
   SysError,
 } from "../../ffi/mod.ts";
 import {
+  Cmd,
   cmdName,
   HEADER_SIZE,
   MAX_PAYLOAD,
@@ -51,8 +52,14 @@ export const SEND_QUEUE_LIMIT = 64 * 1024;
  * Reading: at a message boundary one recvmsg takes whatever is queued, up
  * to RX_CAPACITY bytes; inside a message it asks for exactly the missing
  * bytes. Linux ends a recvmsg on a stream socket after the first chunk that
- * carried fds, so fds always came with the last bytes read: they belong to
- * the message holding those bytes, just as when reading piece by piece.
+ * carried fds, so fds came with the last chunk read, which may hold several
+ * messages (one sendmsg can carry SET_IRQFD and the next request) and may
+ * have been read together with earlier chunks. QEMU reads a header at a
+ * time and gives the fds to the message whose header read brought them:
+ * the first message of their chunk. Where the chunk began is not visible
+ * here, so the fds go to the first message of the read that takes fds
+ * (SET_IRQFD, SYNC_SYSMEM), else to the message holding the last byte:
+ * every fd attribution QEMU accepts is accepted.
  */
 export class Channel extends OwnedFd {
   /** The last received message (at offset 0 of its buffer). */
@@ -274,7 +281,7 @@ export class Channel extends OwnedFd {
         }
       }
       io.numFds = 0;
-      this.#fdsAt = off + n - 1;
+      this.#fdsAt = this.#fdOwner(off, off + n);
     }
     if (io.truncated) {
       throw new ProtocolError(
@@ -284,6 +291,28 @@ export class Channel extends OwnedFd {
       );
     }
     return n;
+  }
+
+  /**
+   * The offset of the message that owns fds received with the bytes
+   * [from, to) of rx.bytes (whose offset 0 starts a message): see the
+   * class comment.
+   */
+  #fdOwner(from: number, to: number): number {
+    const v = this.rx.view;
+    for (let pos = 0;;) {
+      if (pos + HEADER_SIZE > to) return pos;
+      const size = payloadSizeAt(v, pos);
+      if (size < 0 || size > MAX_PAYLOAD) return pos;
+      const next = pos + HEADER_SIZE + size;
+      if (next > from) {
+        const cmd = v.getInt32(pos, true);
+        if (cmd === Cmd.SET_IRQFD || cmd === Cmd.SYNC_SYSMEM || next >= to) {
+          return pos;
+        }
+      }
+      pos = next;
+    }
   }
 
   #dropFds(): void {

@@ -1,6 +1,7 @@
 // A hostile peer against a real remote process: guest memory truncated under
 // DMA, irqfds that would block, resamplefds that would spin. The remote must
-// survive, stay idle, log little, and keep serving the other device.
+// survive, stay idle, log little, and keep serving the other device; fds
+// attributed as QEMU's remote attributes them.
 
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import {
@@ -11,6 +12,7 @@ import {
   F_SEAL_SHRINK,
   memfd,
   MFD_ALLOW_SEALING,
+  MsgIo,
   pipe,
   pollReadable,
   SysError,
@@ -18,6 +20,7 @@ import {
   writeFd,
 } from "../../ffi/mod.ts";
 import { Reg, TESTDEV_ID } from "../../lib/pci/devices/testdev.ts";
+import { Cmd, Message, Received } from "../../lib/mpqemu/mod.ts";
 import { type Client, spawnRemote } from "./remote_process.ts";
 import { openFds } from "../fd_check.ts";
 
@@ -189,4 +192,40 @@ Deno.test("isolation: broken resamplefds are refused at SET_IRQFD, the remote st
     assertStringIncludes(lines[0], `${id}: closed: SET_IRQFD: fds: ${text}`);
   }
   assertEquals(stderr.trim().split("\n").length, ids.length, stderr);
+});
+
+Deno.test("isolation: fds sent with SET_IRQFD and the next requests in one sendmsg go to SET_IRQFD, as in QEMU", async () => {
+  await using r = spawnRemote(["dev"]);
+  const c = r.clients[0];
+  enable(c);
+  using irq = new EventFd();
+  using rs = new EventFd();
+  const m = new Message();
+  const wire = new Uint8Array(256);
+  let len = 0;
+  const queue = (msg: Message): void => {
+    wire.set(msg.bytes.subarray(0, msg.wireLength), len);
+    len += msg.wireLength;
+  };
+  queue(m.encodeCfg(Cmd.PCI_CFGREAD, 0x00, 0, 4));
+  queue(m.encodeEmpty(Cmd.SET_IRQFD));
+  queue(m.encodeBar(Cmd.BAR_WRITE, reg(Reg.IRQ_RAISE), 1n, 4, true));
+  queue(m.encodeBar(Cmd.BAR_READ, BAR0, 0n, 4, true));
+  // Today's remote gave the fds to the last message read and closed the
+  // channel: "BAR_READ: num_fds: 2, expected 0".
+  const io = new MsgIo(2);
+  assertEquals(io.send(c.ch.fd, wire, len, null, 0, [irq.fd, rs.fd]), len);
+  const rets: bigint[] = [];
+  for (let i = 0; i < 3; i++) {
+    assert(
+      c.ch.hasBuffered || await pollReadable(c.ch.fd, 5000),
+      `reply ${i + 1} of 3`,
+    );
+    assertEquals(c.ch.receive(), Received.MESSAGE);
+    rets.push(c.ch.rx.retValue);
+  }
+  assertEquals(rets, [0x10b11234n, 0n, BigInt(TESTDEV_ID)]);
+  assertEquals(irq.drain(), 1n, "the irqfd was installed and asserted");
+  const { code, stderr } = await r.finish();
+  assertEquals(code, 0, stderr);
 });
