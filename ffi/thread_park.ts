@@ -20,7 +20,6 @@ interface Watched {
 // freed, for as long as the process lives.
 let parking: { pollfd: Uint8Array<ArrayBuffer>; fds: [number, number] } | null =
   null;
-const parked: Promise<number>[] = [];
 
 const SYS_GETDENTS64 = 217n;
 const O_DIRECTORY = 0o200000;
@@ -126,7 +125,8 @@ export async function parkThreads(
   const free = (): Watched[] => threads.filter((t) => !isParked(t, addr));
   for (let i = 0; i < attempts && free().length > 0; i++) {
     const before = free().length;
-    parked.push(libc.poll_async(parking.pollfd, 1n, -1));
+    // Never settles, never rejects: nothing to await or catch.
+    void libc.poll_async(parking.pollfd, 1n, -1);
     // A pool thread takes the call within microseconds; wait a little for
     // one of ours to show up in it before handing out the next.
     for (let k = 0; k < 50 && free().length === before; k++) {

@@ -2,8 +2,10 @@
 // where they are missing, except under CI=true, where that is a failure (one
 // exception for KVM: see haveKvm).
 
+import { landlockAbi } from "../ffi/mod.ts";
 import { kernelHasKvmDevice, kvmUnavailableReason } from "../lib/kvm/mod.ts";
 import { defaultQemu } from "../lib/qemu/probe.ts";
+import { MIN_LANDLOCK_ABI } from "../lib/remote/sandbox.ts";
 
 const inCi = Deno.env.get("CI") === "true";
 
@@ -71,4 +73,22 @@ export function haveGcc(): boolean {
   } catch (e) {
     return missing("gcc", (e as Error).message);
   }
+}
+
+/**
+ * True when the kernel offers Landlock ABI 6 or later (what --sandbox
+ * needs). Like a kernel without KVM, a kernel without it blocks those tests
+ * even under CI=true: no code can add Landlock to a kernel.
+ */
+export function haveLandlock(): boolean {
+  let why: string;
+  try {
+    const abi = landlockAbi();
+    if (abi >= MIN_LANDLOCK_ABI) return true;
+    why = `ABI ${abi} < ${MIN_LANDLOCK_ABI}`;
+  } catch (e) {
+    why = (e as Error).message;
+  }
+  console.log(`BLOCKED: Landlock unavailable on this kernel: ${why}`);
+  return false;
 }

@@ -19,7 +19,7 @@ import {
 } from "../../ffi/mod.ts";
 import { TESTDEV_ID } from "../../lib/pci/devices/testdev.ts";
 import { Cmd, Message, Received } from "../../lib/mpqemu/mod.ts";
-import { openFds } from "../fd_check.ts";
+import { assertNoFdLeak, openFds } from "../fd_check.ts";
 import { type Client, spawnRemote } from "./remote_process.ts";
 
 const BAR0 = 0xfebf0000n;
@@ -262,19 +262,21 @@ async function fuzzRound(
 }
 
 Deno.test("fuzz: random and mutated messages with random fds never hurt the process or the control device", async () => {
-  const seed = Date.now() >>> 0;
-  const f = new Fuzzer(prng(seed));
-  const end = performance.now() + FUZZ_MS;
-  const total = { messages: 0, channels: 0, controls: 0, rounds: 0 };
-  while (performance.now() < end) {
-    const s = await fuzzRound(f, end, seed);
-    total.messages += s.messages;
-    total.channels += s.channels;
-    total.controls += s.controls;
-    total.rounds++;
-  }
-  assert(total.controls > 10, `seed ${seed}: the control was driven`);
-  console.log(
-    `fuzz: seed ${seed}: ${total.messages} messages on ${total.channels} channels of ${total.rounds} remotes, ${total.controls} control requests answered`,
-  );
+  await assertNoFdLeak(async () => {
+    const seed = Date.now() >>> 0;
+    const f = new Fuzzer(prng(seed));
+    const end = performance.now() + FUZZ_MS;
+    const total = { messages: 0, channels: 0, controls: 0, rounds: 0 };
+    while (performance.now() < end) {
+      const s = await fuzzRound(f, end, seed);
+      total.messages += s.messages;
+      total.channels += s.channels;
+      total.controls += s.controls;
+      total.rounds++;
+    }
+    assert(total.controls > 10, `seed ${seed}: the control was driven`);
+    console.log(
+      `fuzz: seed ${seed}: ${total.messages} messages on ${total.channels} channels of ${total.rounds} remotes, ${total.controls} control requests answered`,
+    );
+  });
 });

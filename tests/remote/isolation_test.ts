@@ -22,7 +22,7 @@ import {
 import { Reg, TESTDEV_ID } from "../../lib/pci/devices/testdev.ts";
 import { Cmd, Message, Received } from "../../lib/mpqemu/mod.ts";
 import { type Client, spawnRemote } from "./remote_process.ts";
-import { openFds } from "../fd_check.ts";
+import { assertNoFdLeak, openFds } from "../fd_check.ts";
 
 const BAR0 = 0xfebf0000n;
 const reg = (o: number): bigint => BAR0 + BigInt(o);
@@ -57,175 +57,186 @@ async function cpuOverOneSecond(pid: number): Promise<number> {
 }
 
 Deno.test("isolation: guest memory truncated under the remote fails the DMA, not the process", async () => {
-  await using r = spawnRemote(["bad", "good"]);
-  const [bad, good] = r.clients;
-  enable(bad);
-  enable(good);
-  const fd = memfd("unsealed-ram", 0x10000);
-  const sealed = memfd("sealed-ram", 0x10000, MFD_ALLOW_SEALING);
-  try {
-    addSeals(sealed, F_SEAL_SHRINK);
-    bad.syncSysmem([{ gpa: 0n, size: 0x10000n, offset: 0n, fd }]);
-    good.syncSysmem([{ gpa: 0n, size: 0x10000n, offset: 0n, fd: sealed }]);
-    assertEquals(dma(bad, 1), 0n, "DMA works before the truncation");
-    assertEquals(dma(bad, 2), 0n);
-    truncateFd(fd, 0);
-    // Today's remote died here by SIGBUS.
-    assertEquals(dma(bad, 2), 1n, "guest -> device fails");
-    assertEquals(dma(bad, 1), 0n, "device -> guest grows the file back");
-    truncateFd(fd, 0);
-    assertEquals(dma(bad, 2), 1n);
-    assertEquals(bad.barRead(BAR0), BigInt(TESTDEV_ID), "bad still served");
-    // A file sealed against shrinking cannot be truncated: it is mapped.
-    let refused = "";
+  await assertNoFdLeak(async () => {
+    await using r = spawnRemote(["bad", "good"]);
+    const [bad, good] = r.clients;
+    enable(bad);
+    enable(good);
+    const fd = memfd("unsealed-ram", 0x10000);
+    const sealed = memfd("sealed-ram", 0x10000, MFD_ALLOW_SEALING);
     try {
-      truncateFd(sealed, 0);
-    } catch (e) {
-      refused = (e as SysError).code;
+      addSeals(sealed, F_SEAL_SHRINK);
+      bad.syncSysmem([{ gpa: 0n, size: 0x10000n, offset: 0n, fd }]);
+      good.syncSysmem([{ gpa: 0n, size: 0x10000n, offset: 0n, fd: sealed }]);
+      assertEquals(dma(bad, 1), 0n, "DMA works before the truncation");
+      assertEquals(dma(bad, 2), 0n);
+      truncateFd(fd, 0);
+      // Today's remote died here by SIGBUS.
+      assertEquals(dma(bad, 2), 1n, "guest -> device fails");
+      assertEquals(dma(bad, 1), 0n, "device -> guest grows the file back");
+      truncateFd(fd, 0);
+      assertEquals(dma(bad, 2), 1n);
+      assertEquals(bad.barRead(BAR0), BigInt(TESTDEV_ID), "bad still served");
+      // A file sealed against shrinking cannot be truncated: it is mapped.
+      let refused = "";
+      try {
+        truncateFd(sealed, 0);
+      } catch (e) {
+        refused = (e as SysError).code;
+      }
+      assertEquals(refused, "EPERM");
+      assertEquals(dma(good, 2), 0n);
+      const maps = Deno.readTextFileSync(`/proc/${r.child.pid}/maps`);
+      assertStringIncludes(maps, "memfd:sealed-ram");
+      assert(
+        !maps.includes("memfd:unsealed-ram"),
+        "unsealed RAM is not mapped",
+      );
+    } finally {
+      closeFd(fd);
+      closeFd(sealed);
     }
-    assertEquals(refused, "EPERM");
-    assertEquals(dma(good, 2), 0n);
-    const maps = Deno.readTextFileSync(`/proc/${r.child.pid}/maps`);
-    assertStringIncludes(maps, "memfd:sealed-ram");
-    assert(!maps.includes("memfd:unsealed-ram"), "unsealed RAM is not mapped");
-  } finally {
-    closeFd(fd);
-    closeFd(sealed);
-  }
-  const { code, stderr } = await r.finish();
-  assertEquals(code, 0, stderr);
-  const lines = stderr.split("\n").filter((l) => l.includes("DMA refused"));
-  assertEquals(lines.length, 1, stderr);
-  assertStringIncludes(lines[0], "bad: refused: BAR_WRITE: DMA refused");
+    const { code, stderr } = await r.finish();
+    assertEquals(code, 0, stderr);
+    const lines = stderr.split("\n").filter((l) => l.includes("DMA refused"));
+    assertEquals(lines.length, 1, stderr);
+    assertStringIncludes(lines[0], "bad: refused: BAR_WRITE: DMA refused");
+  });
 });
 
 Deno.test("isolation: a full blocking irqfd never blocks the remote", async () => {
-  await using r = spawnRemote(["bad", "good"]);
-  const [bad, good] = r.clients;
-  enable(bad);
-  enable(good);
-  using irq = new EventFd(eventfd(false));
-  using rs = new EventFd();
-  // The counter's maximum: a blocking write of 1 would wait for a reader.
-  writeFd(
-    irq.fd,
-    new Uint8Array(new BigUint64Array([0xfffffffffffffffen]).buffer),
-  );
-  bad.setIrqfd(irq.fd, rs.fd);
-  bad.barrier();
-  // Today's remote blocked in write() here, for every device.
-  assertEquals(bad.barWrite(reg(Reg.IRQ_RAISE), 1n), 0n);
-  assertEquals(good.barRead(BAR0), BigInt(TESTDEV_ID));
-  rs.signal();
-  bad.barrier();
-  assertEquals(good.barRead(BAR0), BigInt(TESTDEV_ID));
-  // Drained, the irqfd takes the next assertion.
-  assertEquals(irq.drain(), 0xfffffffffffffffen);
-  bad.barWrite(reg(Reg.IRQ_ACK), 1n);
-  bad.barWrite(reg(Reg.IRQ_RAISE), 1n);
-  assertEquals(irq.drain(), 1n);
-  const { code, stderr } = await r.finish();
-  assertEquals(code, 0, stderr);
+  await assertNoFdLeak(async () => {
+    await using r = spawnRemote(["bad", "good"]);
+    const [bad, good] = r.clients;
+    enable(bad);
+    enable(good);
+    using irq = new EventFd(eventfd(false));
+    using rs = new EventFd();
+    // The counter's maximum: a blocking write of 1 would wait for a reader.
+    writeFd(
+      irq.fd,
+      new Uint8Array(new BigUint64Array([0xfffffffffffffffen]).buffer),
+    );
+    bad.setIrqfd(irq.fd, rs.fd);
+    bad.barrier();
+    // Today's remote blocked in write() here, for every device.
+    assertEquals(bad.barWrite(reg(Reg.IRQ_RAISE), 1n), 0n);
+    assertEquals(good.barRead(BAR0), BigInt(TESTDEV_ID));
+    rs.signal();
+    bad.barrier();
+    assertEquals(good.barRead(BAR0), BigInt(TESTDEV_ID));
+    // Drained, the irqfd takes the next assertion.
+    assertEquals(irq.drain(), 0xfffffffffffffffen);
+    bad.barWrite(reg(Reg.IRQ_ACK), 1n);
+    bad.barWrite(reg(Reg.IRQ_RAISE), 1n);
+    assertEquals(irq.drain(), 1n);
+    const { code, stderr } = await r.finish();
+    assertEquals(code, 0, stderr);
+  });
 });
 
 Deno.test("isolation: broken resamplefds are refused at SET_IRQFD, the remote stays idle", async () => {
-  const ids = ["wpipe", "rpipe", "self", "sema", "cross", "good"];
-  await using r = spawnRemote(ids);
-  const [wpipe, rpipe, self, sema, cross, good] = r.clients;
-  for (const c of r.clients) enable(c);
-  const baseline = openFds(r.child.pid).length;
-  using irq = new EventFd();
-  using irq2 = new EventFd();
-  using rs = new EventFd();
-  // The write end of a pipe whose reader is gone (EPOLLERR), the read end
-  // of one whose writer is gone (EPOLLHUP).
-  const [r1, w1] = pipe();
-  closeFd(r1);
-  wpipe.setIrqfd(irq.fd, w1);
-  closeFd(w1);
-  const [r2, w2] = pipe();
-  closeFd(w2);
-  rpipe.setIrqfd(irq.fd, r2);
-  closeFd(r2);
-  // The irqfd as its own resamplefd, with the level held high.
-  self.barWrite(reg(Reg.IRQ_RAISE), 1n);
-  self.setIrqfd(irq2.fd, irq2.fd);
-  // A semaphore eventfd with a huge count: each read takes just 1.
-  const semaphore = new EventFd(eventfd(true, true));
-  try {
-    writeFd(
-      semaphore.fd,
-      new Uint8Array(new BigUint64Array([0xfffffffffffffff0n]).buffer),
-    );
-    sema.setIrqfd(irq.fd, semaphore.fd);
-  } finally {
-    semaphore.close();
-  }
-  // Two devices, each one's irqfd the other's resamplefd, levels held.
-  good.setIrqfd(irq.fd, rs.fd);
-  good.barWrite(reg(Reg.IRQ_RAISE), 1n);
-  cross.barWrite(reg(Reg.IRQ_RAISE), 1n);
-  cross.setIrqfd(rs.fd, irq.fd);
-  for (const c of [wpipe, rpipe, self, sema, cross]) {
-    assert(await pollReadable(c.ch.fd, 5000), "the channel is closed");
-  }
-  assertEquals(good.barRead(BAR0), BigInt(TESTDEV_ID));
-  // Bounded liveness: a spinning loop burns ~100 ticks per second.
-  const ticks = await cpuOverOneSecond(r.child.pid);
-  assert(ticks < 20, `the remote burned ${ticks} ticks in 1 s`);
-  assertEquals(good.barRead(BAR0), BigInt(TESTDEV_ID));
-  assertEquals(irq.drain(), 1n, "good's interrupt was asserted");
-  // Five channels closed with every refused fd; good's pair is kept.
-  assertEquals(openFds(r.child.pid).length, baseline - 5 + 2);
-  const { code, stderr } = await r.finish();
-  assertEquals(code, 1, stderr);
-  const why = {
-    wpipe: "the resamplefd is not an eventfd",
-    rpipe: "the resamplefd is not an eventfd",
-    self: "the resamplefd is the irqfd itself",
-    sema: "the resamplefd is a semaphore eventfd",
-    cross: "an eventfd of the pair is PIRQ 5's", // good's PIRQ
-  };
-  for (const [id, text] of Object.entries(why)) {
-    const lines = stderr.split("\n").filter((l) => l.includes(`: ${id}: `));
-    assertEquals(lines.length, 1, stderr);
-    assertStringIncludes(lines[0], `${id}: closed: SET_IRQFD: fds: ${text}`);
-  }
-  assertEquals(stderr.trim().split("\n").length, ids.length, stderr);
+  await assertNoFdLeak(async () => {
+    const ids = ["wpipe", "rpipe", "self", "sema", "cross", "good"];
+    await using r = spawnRemote(ids);
+    const [wpipe, rpipe, self, sema, cross, good] = r.clients;
+    for (const c of r.clients) enable(c);
+    const baseline = openFds(r.child.pid).length;
+    using irq = new EventFd();
+    using irq2 = new EventFd();
+    using rs = new EventFd();
+    // The write end of a pipe whose reader is gone (EPOLLERR), the read end
+    // of one whose writer is gone (EPOLLHUP).
+    const [r1, w1] = pipe();
+    closeFd(r1);
+    wpipe.setIrqfd(irq.fd, w1);
+    closeFd(w1);
+    const [r2, w2] = pipe();
+    closeFd(w2);
+    rpipe.setIrqfd(irq.fd, r2);
+    closeFd(r2);
+    // The irqfd as its own resamplefd, with the level held high.
+    self.barWrite(reg(Reg.IRQ_RAISE), 1n);
+    self.setIrqfd(irq2.fd, irq2.fd);
+    // A semaphore eventfd with a huge count: each read takes just 1.
+    const semaphore = new EventFd(eventfd(true, true));
+    try {
+      writeFd(
+        semaphore.fd,
+        new Uint8Array(new BigUint64Array([0xfffffffffffffff0n]).buffer),
+      );
+      sema.setIrqfd(irq.fd, semaphore.fd);
+    } finally {
+      semaphore.close();
+    }
+    // Two devices, each one's irqfd the other's resamplefd, levels held.
+    good.setIrqfd(irq.fd, rs.fd);
+    good.barWrite(reg(Reg.IRQ_RAISE), 1n);
+    cross.barWrite(reg(Reg.IRQ_RAISE), 1n);
+    cross.setIrqfd(rs.fd, irq.fd);
+    for (const c of [wpipe, rpipe, self, sema, cross]) {
+      assert(await pollReadable(c.ch.fd, 5000), "the channel is closed");
+    }
+    assertEquals(good.barRead(BAR0), BigInt(TESTDEV_ID));
+    // Bounded liveness: a spinning loop burns ~100 ticks per second.
+    const ticks = await cpuOverOneSecond(r.child.pid);
+    assert(ticks < 20, `the remote burned ${ticks} ticks in 1 s`);
+    assertEquals(good.barRead(BAR0), BigInt(TESTDEV_ID));
+    assertEquals(irq.drain(), 1n, "good's interrupt was asserted");
+    // Five channels closed with every refused fd; good's pair is kept.
+    assertEquals(openFds(r.child.pid).length, baseline - 5 + 2);
+    const { code, stderr } = await r.finish();
+    assertEquals(code, 1, stderr);
+    const why = {
+      wpipe: "the resamplefd is not an eventfd",
+      rpipe: "the resamplefd is not an eventfd",
+      self: "the resamplefd is the irqfd itself",
+      sema: "the resamplefd is a semaphore eventfd",
+      cross: "an eventfd of the pair is PIRQ 5's", // good's PIRQ
+    };
+    for (const [id, text] of Object.entries(why)) {
+      const lines = stderr.split("\n").filter((l) => l.includes(`: ${id}: `));
+      assertEquals(lines.length, 1, stderr);
+      assertStringIncludes(lines[0], `${id}: closed: SET_IRQFD: fds: ${text}`);
+    }
+    assertEquals(stderr.trim().split("\n").length, ids.length, stderr);
+  });
 });
 
 Deno.test("isolation: fds sent with SET_IRQFD and the next requests in one sendmsg go to SET_IRQFD, as in QEMU", async () => {
-  await using r = spawnRemote(["dev"]);
-  const c = r.clients[0];
-  enable(c);
-  using irq = new EventFd();
-  using rs = new EventFd();
-  const m = new Message();
-  const wire = new Uint8Array(256);
-  let len = 0;
-  const queue = (msg: Message): void => {
-    wire.set(msg.bytes.subarray(0, msg.wireLength), len);
-    len += msg.wireLength;
-  };
-  queue(m.encodeCfg(Cmd.PCI_CFGREAD, 0x00, 0, 4));
-  queue(m.encodeEmpty(Cmd.SET_IRQFD));
-  queue(m.encodeBar(Cmd.BAR_WRITE, reg(Reg.IRQ_RAISE), 1n, 4, true));
-  queue(m.encodeBar(Cmd.BAR_READ, BAR0, 0n, 4, true));
-  // Today's remote gave the fds to the last message read and closed the
-  // channel: "BAR_READ: num_fds: 2, expected 0".
-  const io = new MsgIo(2);
-  assertEquals(io.send(c.ch.fd, wire, len, null, 0, [irq.fd, rs.fd]), len);
-  const rets: bigint[] = [];
-  for (let i = 0; i < 3; i++) {
-    assert(
-      c.ch.hasBuffered || await pollReadable(c.ch.fd, 5000),
-      `reply ${i + 1} of 3`,
-    );
-    assertEquals(c.ch.receive(), Received.MESSAGE);
-    rets.push(c.ch.rx.retValue);
-  }
-  assertEquals(rets, [0x10b11234n, 0n, BigInt(TESTDEV_ID)]);
-  assertEquals(irq.drain(), 1n, "the irqfd was installed and asserted");
-  const { code, stderr } = await r.finish();
-  assertEquals(code, 0, stderr);
+  await assertNoFdLeak(async () => {
+    await using r = spawnRemote(["dev"]);
+    const c = r.clients[0];
+    enable(c);
+    using irq = new EventFd();
+    using rs = new EventFd();
+    const m = new Message();
+    const wire = new Uint8Array(256);
+    let len = 0;
+    const queue = (msg: Message): void => {
+      wire.set(msg.bytes.subarray(0, msg.wireLength), len);
+      len += msg.wireLength;
+    };
+    queue(m.encodeCfg(Cmd.PCI_CFGREAD, 0x00, 0, 4));
+    queue(m.encodeEmpty(Cmd.SET_IRQFD));
+    queue(m.encodeBar(Cmd.BAR_WRITE, reg(Reg.IRQ_RAISE), 1n, 4, true));
+    queue(m.encodeBar(Cmd.BAR_READ, BAR0, 0n, 4, true));
+    // Today's remote gave the fds to the last message read and closed the
+    // channel: "BAR_READ: num_fds: 2, expected 0".
+    const io = new MsgIo(2);
+    assertEquals(io.send(c.ch.fd, wire, len, null, 0, [irq.fd, rs.fd]), len);
+    const rets: bigint[] = [];
+    for (let i = 0; i < 3; i++) {
+      assert(
+        c.ch.hasBuffered || await pollReadable(c.ch.fd, 5000),
+        `reply ${i + 1} of 3`,
+      );
+      assertEquals(c.ch.receive(), Received.MESSAGE);
+      rets.push(c.ch.rx.retValue);
+    }
+    assertEquals(rets, [0x10b11234n, 0n, BigInt(TESTDEV_ID)]);
+    assertEquals(irq.drain(), 1n, "the irqfd was installed and asserted");
+    const { code, stderr } = await r.finish();
+    assertEquals(code, 0, stderr);
+  });
 });

@@ -8,8 +8,10 @@ import { closeFd, EventFd, memfd } from "../../ffi/mod.ts";
 import { Reg, TESTDEV_ID } from "../../lib/pci/devices/testdev.ts";
 import { spawnWithSockets } from "../../lib/qemu/socket_child.ts";
 import { MAIN } from "../cli/cli_run.ts";
+import { haveLandlock } from "../requirements.ts";
 import { Client, spawnRemote } from "./remote_process.ts";
 
+const landlock = haveLandlock();
 const FIXTURE = new URL("./sandbox_fixture.ts", import.meta.url).pathname;
 const BAR0 = 0xfebf0000n;
 
@@ -23,7 +25,10 @@ async function fixture(...args: string[]): Promise<string> {
   return new TextDecoder().decode(out.stdout);
 }
 
-Deno.test("sandbox: files, exec, TCP and signals are refused, from every thread", async () => {
+Deno.test({
+  name: "sandbox: files, exec, TCP and signals are refused, from every thread",
+  ignore: !landlock,
+}, async () => {
   const dir = Deno.makeTempDirSync({ prefix: "iohub-sandbox-" });
   const escape = `${Deno.makeTempDirSync()}/escape`;
   using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -71,7 +76,11 @@ Deno.test("sandbox: without Landlock, --sandbox fails with one clear line", asyn
   );
 });
 
-Deno.test("sandbox: iohub remote --sandbox serves config, BARs, DMA and interrupts", async () => {
+Deno.test({
+  name:
+    "sandbox: iohub remote --sandbox serves config, BARs, DMA and interrupts",
+  ignore: !landlock,
+}, async () => {
   await using r = spawnRemote(["dev"], ["--sandbox"]);
   const c = r.clients[0];
   c.cfgWrite(0x10, Number(BAR0));
@@ -131,7 +140,11 @@ export default () => {
 };
 `;
 
-Deno.test("sandbox: a hostile device module behind iohub remote --sandbox is refused, serving goes on", async () => {
+Deno.test({
+  name:
+    "sandbox: a hostile device module behind iohub remote --sandbox is refused, serving goes on",
+  ignore: !landlock,
+}, async () => {
   const dir = Deno.makeTempDirSync({ prefix: "iohub-hostile-" });
   const allowedDir = `${dir}/allowed`;
   Deno.mkdirSync(allowedDir);
