@@ -197,3 +197,15 @@ Deno.test({
     assertEquals(code, 0, stderr);
   }
 });
+
+Deno.test({
+  name: "sandbox: SIGTERM still stops a sandboxed remote cleanly",
+  ignore: !landlock,
+}, async () => {
+  await using r = spawnRemote(["dev"], ["--sandbox"]);
+  assertEquals(r.clients[0].cfgRead(0x00), 0x10b11234n);
+  r.child.kill("SIGTERM");
+  const { code, stderr } = await r.finish();
+  assertEquals(code, 143, stderr);
+  assertStringIncludes(stderr, "SIGTERM: closing every channel");
+});
