@@ -205,6 +205,8 @@ Deno.test({
   await using r = spawnRemote(["dev"], ["--sandbox"]);
   assertEquals(r.clients[0].cfgRead(0x00), 0x10b11234n);
   r.child.kill("SIGTERM");
+  // The peer stays connected: only the signal can end the remote.
+  await r.child.status;
   const { code, stderr } = await r.finish();
   assertEquals(code, 143, stderr);
   assertStringIncludes(stderr, "SIGTERM: closing every channel");
