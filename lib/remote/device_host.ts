@@ -234,7 +234,7 @@ export class DeviceHost implements Disposable {
     if (fault !== null) {
       // The access itself was answered; the device saw its DMA fail.
       this.lastRefusal = `${cmdName(rx.cmd)}: DMA refused: ${fault}`;
-      this.refusals++;
+      this.stats.refusals++;
       return Outcome.REFUSED;
     }
     return Outcome.OK;
