@@ -64,6 +64,9 @@ options:
   --trace FILE             passed to the remote: a JSON line per message
   --control PATH           passed to the remote: live state on a UNIX socket,
                            read with 'iohub stats PATH'
+  --sandbox                passed to the remote: confine it once its devices
+                           are set up (see 'iohub remote --help')
+  --allow-path P           with --sandbox, passed to the remote (repeatable)
   --print-command          print the QEMU and remote command lines a run
                            would use, start nothing, exit 0
   --quiet                  print errors only (QEMU's and the remote's too)
@@ -140,9 +143,10 @@ export function parseLaunchArgs(args: string[]): LaunchArgs {
       "poll-us",
       "trace",
       "control",
+      "allow-path",
     ],
-    boolean: ["print-command", ...VERBOSITY_OPTIONS],
-    collect: ["device"],
+    boolean: ["print-command", "sandbox", ...VERBOSITY_OPTIONS],
+    collect: ["device", "allow-path"],
     "--": true,
     unknown: (arg: string) => {
       throw new UsageError(
@@ -223,6 +227,11 @@ export function parseLaunchArgs(args: string[]): LaunchArgs {
   }
   options.trace = str("trace");
   options.control = str("control");
+  const allowPaths = (parsed["allow-path"] as string[] | undefined) ?? [];
+  if (allowPaths.length > 0 && !parsed.sandbox) {
+    throw new UsageError("launch: --allow-path needs --sandbox");
+  }
+  if (parsed.sandbox) options.sandbox = { allowPaths };
   options.qemuArgs = (parsed["--"] as string[] | undefined) ?? [];
   options.verbosity = verbosityOf(parsed, "launch");
   const reserved = reservedQemuOption(options.qemuArgs);

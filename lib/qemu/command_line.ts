@@ -36,6 +36,8 @@ export interface CommandLineOptions {
   control?: string;
   /** Passed to the remote as --quiet or --verbose (default normal). */
   verbosity?: Verbosity;
+  /** Passed to the remote as --sandbox, with these as --allow-path. */
+  sandbox?: { allowPaths: string[] };
   /** Appended to QEMU's command line (see reservedQemuOption). */
   qemuArgs?: string[];
 }
@@ -175,6 +177,10 @@ export function remoteArguments(
   }
   if (opts.trace !== undefined) args.push("--trace", opts.trace);
   if (opts.control !== undefined) args.push("--control", opts.control);
+  if (opts.sandbox !== undefined) {
+    args.push("--sandbox");
+    for (const p of opts.sandbox.allowPaths) args.push("--allow-path", p);
+  }
   args.push(...verbosityFlags(opts.verbosity ?? "normal"));
   return args;
 }

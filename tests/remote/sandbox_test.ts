@@ -3,11 +3,16 @@
 // `iohub remote --sandbox` serving a peer with SYNC_SYSMEM and SET_IRQFD, and
 // a hostile device module loaded by path behind it.
 
-import { assert, assertEquals, assertStringIncludes } from "@std/assert";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertStringIncludes,
+} from "@std/assert";
 import { closeFd, EventFd, memfd } from "../../ffi/mod.ts";
 import { Reg, TESTDEV_ID } from "../../lib/pci/devices/testdev.ts";
 import { spawnWithSockets } from "../../lib/qemu/socket_child.ts";
-import { MAIN } from "../cli/cli_run.ts";
+import { iohub, MAIN } from "../cli/cli_run.ts";
 import { haveLandlock } from "../requirements.ts";
 import { Client, spawnRemote } from "./remote_process.ts";
 
@@ -210,4 +215,22 @@ Deno.test({
   const { code, stderr } = await r.finish();
   assertEquals(code, 143, stderr);
   assertStringIncludes(stderr, "SIGTERM: closing every channel");
+});
+
+Deno.test("sandbox: launch --sandbox --allow-path passes both to the remote", async () => {
+  const r = await iohub(
+    "launch",
+    "--print-command",
+    "--sandbox",
+    "--allow-path",
+    "/tmp/dev-data",
+  );
+  assertEquals(r.code, 0, r.stderr);
+  assertMatch(
+    r.stdout.split("\n")[1],
+    /^remote: .* remote --device testdev,fd=\d+,id=\w+ --sandbox --allow-path \/tmp\/dev-data$/,
+  );
+  const bad = await iohub("launch", "--allow-path", "/tmp");
+  assertEquals(bad.code, 2);
+  assertEquals(bad.stderr, "iohub: launch: --allow-path needs --sandbox\n");
 });
