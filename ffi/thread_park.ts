@@ -11,8 +11,10 @@ const text = new Uint8Array(256);
 const POLLIN = 1;
 
 /** A thread of this process, watched through /proc/self/task/TID/syscall. */
-interface Watched {
+export interface Watched {
+  /** The thread id. */
   tid: number;
+  /** An open fd on its /proc syscall file (owned: see unwatch()). */
   syscallFd: number;
 }
 
