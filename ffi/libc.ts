@@ -23,6 +23,13 @@ const symbols = {
   fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
   /** int open(const char *path, int flags, mode_t mode) */
   open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  /** int open(const char *path, int flags, mode_t mode), off the JS thread */
+  open_async: {
+    name: "open",
+    parameters: ["buffer", "i32", "u32"],
+    result: "i32",
+    nonblocking: true,
+  },
   /** int pipe2(int fds[2], int flags) */
   pipe2: { parameters: ["buffer", "i32"], result: "i32" },
   /** int eventfd(unsigned int initval, int flags) */

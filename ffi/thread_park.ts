@@ -3,7 +3,7 @@
 // ops, non-blocking FFI calls) runs on a thread created later instead.
 
 import { checkSize } from "./errors.ts";
-import { closeFd, openPath, pipe, preadFd } from "./fd.ts";
+import { closeFd, cString, O_CLOEXEC, openPath, pipe, preadFd } from "./fd.ts";
 import { libc } from "./libc.ts";
 
 const SYS_POLL = 7;
@@ -136,4 +136,17 @@ export async function parkThreads(
     }
   }
   return free().length === 0;
+}
+
+/**
+ * Whether a thread of the blocking pool (where async file ops and
+ * non-blocking FFI calls run) can open the directory `path`: a check that
+ * parking left no unconfined thread to run them.
+ */
+export async function poolCanOpen(path: string): Promise<boolean> {
+  const name = cString(path);
+  const fd = await libc.open_async(name, O_DIRECTORY | O_CLOEXEC, 0);
+  if (fd < 0) return false;
+  closeFd(fd);
+  return true;
 }

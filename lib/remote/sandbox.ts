@@ -9,6 +9,7 @@ import {
   fsRightsOfAbi,
   landlockAbi,
   parkThreads,
+  poolCanOpen,
   Ruleset,
   Scope,
   Syscall,
@@ -112,6 +113,13 @@ export async function applySandbox(options: SandboxOptions): Promise<void> {
     if (!await parkThreads(pool, pool.length * 4 + 8)) {
       throw new SandboxError(
         `could not confine Deno's ${pool.length} ${POOL_THREAD} threads`,
+      );
+    }
+    // Should Deno ever name or run its pool differently, say so rather than
+    // leave an unconfined thread serving async ops.
+    if (await poolCanOpen("/")) {
+      throw new SandboxError(
+        "a thread of Deno's blocking pool is not confined",
       );
     }
   } finally {
