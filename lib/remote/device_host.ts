@@ -6,9 +6,8 @@
 import { closeFd } from "../../ffi/mod.ts";
 import type { DeviceContext, DeviceModel } from "../pci/device.ts";
 import { DeviceStats } from "./device_stats.ts";
-import { GuestMemory, type RegionSpec } from "./guest_memory.ts";
+import { GuestMemory } from "./guest_memory.ts";
 import type { Iohub } from "./iohub.ts";
-import { IrqLevelEvent } from "../mpqemu/mod.ts";
 import {
   BAR_UNMAPPED,
   CMD_INTX_DISABLE,
@@ -21,7 +20,9 @@ import {
   type Channel,
   Cmd,
   cmdName,
+  IrqLevelEvent,
   ProtocolError,
+  type SysmemRegion,
   UINT64_MAX,
 } from "../mpqemu/mod.ts";
 
@@ -268,7 +269,7 @@ export class DeviceHost implements Disposable {
   #syncSysmem(): void {
     const ch = this.channel;
     const rx = ch.rx;
-    const specs: RegionSpec[] = [];
+    const specs: SysmemRegion[] = [];
     for (let i = 0; i < ch.rxNumFds; i++) {
       specs.push({
         gpa: rx.sysmemGpa(i),

@@ -3,6 +3,7 @@
 // shrinking; any other file is reached with pread/pwrite, because a file the
 // peer truncates under a mapping would kill the whole remote with SIGBUS.
 
+import type { SysmemRegion } from "../mpqemu/mod.ts";
 import {
   dupCloexec,
   F_SEAL_SHRINK,
@@ -27,18 +28,6 @@ interface Region {
   offset: number;
   // A DMA into this region failed (the file shrank): reported once.
   faulted: boolean;
-}
-
-/** One region to map: `size` bytes of `fd` at `offset`, seen at `gpa`. */
-export interface RegionSpec {
-  /** Guest-physical address. */
-  gpa: bigint;
-  /** Length in bytes. */
-  size: bigint;
-  /** Offset into the fd. */
-  offset: bigint;
-  /** The backing fd (not taken over: the caller closes it). */
-  fd: number;
 }
 
 /** Why a SYNC_SYSMEM region was refused. */
@@ -70,7 +59,7 @@ export class GuestMemory implements Disposable {
    * invalid (beyond its file, overlapping, not page-aligned) nothing changes
    * and GuestMemoryError says which. Regions of size 0 are skipped.
    */
-  replace(specs: readonly RegionSpec[]): void {
+  replace(specs: readonly SysmemRegion[]): void {
     const next: Region[] = [];
     try {
       specs.forEach((s, i) => {

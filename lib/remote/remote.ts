@@ -16,10 +16,9 @@ import {
 } from "../../ffi/mod.ts";
 import { Channel, ProtocolError, Received } from "../mpqemu/mod.ts";
 import type { LogSink } from "../log.ts";
-import type { DeviceFactory } from "../pci/device.ts";
 import { validateModel } from "../pci/validate.ts";
+import type { DeviceSpec, RemoteOptions, RemoteState, Wakeups } from "./api.ts";
 import { formatCloseLine } from "./close_line.ts";
-import type { RequestStats } from "./device_stats.ts";
 import type { Tracer } from "./trace.ts";
 import { DeviceHost, Outcome } from "./device_host.ts";
 import { GuestMemoryError } from "./guest_memory.ts";
@@ -27,71 +26,14 @@ import { Iohub, mapIrq, NUM_PIRQS, type PirqCounters } from "./iohub.ts";
 import { listenReplacingStale } from "./listen.ts";
 import { PollWindow } from "./poll_window.ts";
 
-/** Where a device's connection comes from. */
-export type DeviceEndpoint =
-  | { kind: "fd"; fd: number }
-  | { kind: "socket"; path: string };
-
-/** One device the remote serves. */
-export interface DeviceSpec {
-  /** Name in logs. */
-  id: string;
-  /** Builds the model. */
-  factory: DeviceFactory;
-  /** Its connection. */
-  endpoint: DeviceEndpoint;
-  /** The type it was given as (a built-in name or a module), for stats. */
-  type?: string;
-}
-
-/** Options of a Remote. */
-export interface RemoteOptions {
-  /**
-   * Receives one line per event worth telling, with its severity: errors
-   * (a channel closed on an error), info (normal closes, refusals), details
-   * (connections).
-   */
-  log: LogSink;
-  /**
-   * Busy-poll this many microseconds after each message before sleeping;
-   * 0 never polls. Unset: adaptive, up to `pollMaxMicros`.
-   */
-  pollMicros?: number;
-  /** Upper bound of the adaptive polling window (default 32). */
-  pollMaxMicros?: number;
-  /** Records every message and INTx event (`--trace`); owned by the caller. */
-  tracer?: Tracer;
-  /** Times every request for the latency figures of state(). */
-  timeRequests?: boolean;
-}
-
-/** One device in Remote.state(). */
-export interface DeviceState extends RequestStats {
-  /** Its id. */
-  id: string;
-  /** Its type as given. */
-  type: string;
-  /** Its PIRQ in the IOHUB. */
-  pirq: number;
-  /** "listening", "connected" or "closed". */
-  channel: "listening" | "connected" | "closed";
-  /** INTx counters, and the level count now. */
-  intx: PirqCounters & { level: number };
-}
-
-/** The remote's live state, as the control socket answers it. */
-export interface RemoteState {
-  /** The remote's process id. */
-  pid: number;
-  /** Seconds since the remote was created. */
-  uptimeS: number;
-  /** Current busy-polling window in microseconds. */
-  pollUs: number;
-  /** How the loop's batches of events were found (see Remote.wakeups). */
-  wakeups: Remote["wakeups"];
-  /** Every device, in --device order. */
-  devices: DeviceState[];
-}
+export type {
+  DeviceEndpoint,
+  DeviceSpec,
+  DeviceState,
+  RemoteOptions,
+  RemoteState,
+  Wakeups,
+} from "./api.ts";
 
 /** Most devices one remote serves: one PIRQ each. */
 export const MAX_DEVICES = NUM_PIRQS;
@@ -134,12 +76,8 @@ interface Slot {
 export class Remote implements Disposable {
   /** The process's IOHUB (exposed for tests and diagnostics). */
   readonly iohub: Iohub;
-  /**
-   * How each batch of events was found: already pending, caught while
-   * polling, after a short sleep on this thread, or after sleeping in the
-   * event loop (for diagnostics and tuning of the polling window).
-   */
-  readonly wakeups = { direct: 0, polled: 0, synced: 0, slept: 0 };
+  /** How the loop found its events (diagnostics, tuning of the polling). */
+  readonly wakeups: Wakeups = { direct: 0, polled: 0, synced: 0, slept: 0 };
   readonly #epoll = new Epoll(64);
   readonly #wake = new EventFd();
   readonly #slots: Slot[] = [];
