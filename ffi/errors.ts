@@ -116,6 +116,27 @@ export function checkSize(ret: number | bigint, call: string): number {
 }
 
 /**
+ * Like retryEintr, but a call that would block (EAGAIN) returns WOULD_BLOCK
+ * instead of throwing: on a non-blocking fd that is the normal answer of a
+ * poll, and building an Error for it costs more than the system call.
+ */
+export function retryEintrOrAgain(
+  fn: () => number | bigint,
+  call: string,
+): number {
+  for (;;) {
+    const n = Number(fn());
+    if (n !== -1) return n;
+    const e = errno();
+    if (e === Errno.EAGAIN) return WOULD_BLOCK;
+    if (e !== Errno.EINTR) throw new SysError(call, e);
+  }
+}
+
+/** What a non-blocking call returns instead of throwing EAGAIN. */
+export const WOULD_BLOCK = -1;
+
+/**
  * Calls `fn` (a system call returning -1 on failure) again while a signal
  * interrupts it; returns its result, or throws SysError for `call`.
  */

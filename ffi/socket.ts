@@ -2,7 +2,14 @@
 // sendmsg/recvmsg carrying fds as SCM_RIGHTS. The struct layouts (msghdr,
 // iovec, cmsghdr, sockaddr_un) live here and nowhere else.
 
-import { check, Errno, errno, retryEintr, SysError } from "./errors.ts";
+import {
+  check,
+  Errno,
+  errno,
+  retryEintrOrAgain,
+  SysError,
+  WOULD_BLOCK,
+} from "./errors.ts";
 import { closeFd, cString } from "./fd.ts";
 import { libc } from "./libc.ts";
 
@@ -226,7 +233,8 @@ export class MsgIo {
 
   /**
    * One sendmsg of `a[0..aLen)` followed by `b[0..bLen)`, with `fds`
-   * attached; returns the bytes the kernel took (may be short).
+   * attached; returns the bytes the kernel took (may be short), or
+   * WOULD_BLOCK when a non-blocking socket is full.
    */
   send(
     sock: number,
@@ -264,7 +272,7 @@ export class MsgIo {
       setU64(h, 32, 0);
       setU64(h, 40, 0);
     }
-    return retryEintr(
+    return retryEintrOrAgain(
       () => libc.sendmsg(sock, this.#hdr, MSG_NOSIGNAL),
       "sendmsg",
     );
@@ -272,8 +280,9 @@ export class MsgIo {
 
   /**
    * One recvmsg into `buf[offset..offset + len)`, collecting fds into
-   * `this.fds`; returns the bytes read (0 at end of stream). Received fds
-   * are close-on-exec and owned by the caller, also when `truncated` is set.
+   * `this.fds`; returns the bytes read (0 at end of stream), or
+   * WOULD_BLOCK when a non-blocking socket has nothing. Received fds are
+   * close-on-exec and owned by the caller, also when `truncated` is set.
    */
   recv(
     sock: number,
@@ -297,10 +306,11 @@ export class MsgIo {
     h.setInt32(48, 0, true);
     this.numFds = 0;
     this.truncated = false;
-    const n = retryEintr(
+    const n = retryEintrOrAgain(
       () => libc.recvmsg(sock, this.#hdr, flags | MSG_CMSG_CLOEXEC),
       "recvmsg",
     );
+    if (n === WOULD_BLOCK) return n;
     this.truncated = (h.getInt32(48, true) & MSG_CTRUNC) !== 0;
     const ctlLen = getU64(h, 40);
     const c = this.#ctlView;

@@ -8,6 +8,7 @@ import {
   MsgIo,
   OwnedFd,
   SysError,
+  WOULD_BLOCK,
 } from "../../ffi/mod.ts";
 import {
   Cmd,
@@ -162,14 +163,9 @@ export class Channel extends OwnedFd {
     this.#outLen = need;
   }
 
-  /** One sendmsg; bytes sent, or -1 when a non-blocking socket is full. */
+  /** One sendmsg; bytes sent, or WOULD_BLOCK when a non-blocking socket is full. */
   #sendSome(buf: Uint8Array, len: number, fds: ArrayLike<number>): number {
-    try {
-      return this.#io.send(this.fd, buf, len, null, 0, fds);
-    } catch (e) {
-      if (e instanceof SysError && e.errno === Errno.EAGAIN) return -1;
-      throw e;
-    }
+    return this.#io.send(this.fd, buf, len, null, 0, fds);
   }
 
   /** Sends RET with `value` (or an empty RET for null). */
@@ -262,16 +258,14 @@ export class Channel extends OwnedFd {
     return Received.MESSAGE;
   }
 
-  /** Reads up to `len` bytes at `off`; -1 when a non-blocking read would block. */
+  /**
+   * Reads up to `len` bytes at `off`; WOULD_BLOCK when a non-blocking read
+   * would block.
+   */
   #recvSome(buf: Uint8Array, off: number, len: number, flags: number): number {
     const io = this.#io;
-    let n: number;
-    try {
-      n = io.recv(this.fd, buf, len, flags, off);
-    } catch (e) {
-      if (e instanceof SysError && e.errno === Errno.EAGAIN) return -1;
-      throw e;
-    }
+    const n = io.recv(this.fd, buf, len, flags, off);
+    if (n === WOULD_BLOCK) return n;
     if (io.numFds > 0) {
       for (let i = 0; i < io.numFds; i++) {
         if (this.#numFds < this.#fds.length) {

@@ -15,6 +15,7 @@ import {
   readFd,
   setNonblocking,
   SysError,
+  WOULD_BLOCK,
 } from "../../ffi/mod.ts";
 import { listenReplacingStale } from "./listen.ts";
 
@@ -75,8 +76,9 @@ export class ControlSocket implements AsyncDisposable {
       setNonblocking(conn, true);
       let off = 0;
       while (off < bytes.length) {
+        let n: number;
         try {
-          off += this.#io.send(
+          n = this.#io.send(
             conn,
             bytes.subarray(off),
             bytes.length - off,
@@ -84,11 +86,15 @@ export class ControlSocket implements AsyncDisposable {
             0,
             [],
           );
-        } catch (e) {
-          if (!(e instanceof SysError && e.errno === Errno.EAGAIN)) return;
-          const left = deadline - performance.now();
-          if (left <= 0 || !await pollWritable(conn, Math.ceil(left))) return;
+        } catch {
+          return; // the reader went away
         }
+        if (n !== WOULD_BLOCK) {
+          off += n;
+          continue;
+        }
+        const left = deadline - performance.now();
+        if (left <= 0 || !await pollWritable(conn, Math.ceil(left))) return;
       }
     } finally {
       closeFd(conn);

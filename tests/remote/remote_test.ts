@@ -14,7 +14,7 @@ import {
   PROT_READ,
   PROT_WRITE,
   setNonblocking,
-  SysError,
+  WOULD_BLOCK,
 } from "../../ffi/mod.ts";
 import {
   BUFFER_OFFSET,
@@ -552,20 +552,15 @@ class ConfigReadFlood {
     const before = this.sent;
     const len = this.#m.wireLength;
     while (this.sent < limit) {
-      let n: number;
-      try {
-        n = this.#io.send(
-          fd,
-          this.#m.bytes.subarray(this.#partial),
-          len - this.#partial,
-          null,
-          0,
-          [],
-        );
-      } catch (e) {
-        if (e instanceof SysError && e.code === "EAGAIN") break;
-        throw e;
-      }
+      const n = this.#io.send(
+        fd,
+        this.#m.bytes.subarray(this.#partial),
+        len - this.#partial,
+        null,
+        0,
+        [],
+      );
+      if (n === WOULD_BLOCK) break;
       this.#partial += n;
       if (this.#partial === len) {
         this.#partial = 0;
