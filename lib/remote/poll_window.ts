@@ -4,9 +4,15 @@
 
 /** Default upper bound of the polling window, in nanoseconds. */
 export const DEFAULT_POLL_MAX_NS = 32_000;
-// QEMU starts a growing window at 4 us and doubles it.
+// QEMU starts a growing window at 4 us and doubles it (poll-grow 2). A
+// miss halves it (QEMU's poll-shrink 2) rather than dropping it (poll-shrink
+// 0, QEMU's default): here a wake-up alone can cost more than the bound, so
+// one late peer must not undo the window a busy peer has earned.
 const INITIAL_NS = 4_000;
 const GROW = 2;
+const SHRINK = 2;
+// Below this a halved window is not worth a turn of polling.
+const MIN_NS = 1_000;
 
 /**
  * The busy-polling window. Adaptive by default; a fixed window (including
@@ -33,12 +39,13 @@ export class PollWindow {
    * Adapts the window to how long the loop waited for its last event,
    * counted from the start of polling: caught while polling, keep it;
    * would have been caught by a longer window, grow it; longer than the
-   * bound, stop polling until the peer is busy again.
+   * bound, halve it (to 0 once it is too small to matter), so a peer that
+   * went quiet soon costs no polling at all.
    */
   update(waitedNs: number): void {
     if (this.#fixed || waitedNs <= this.#ns) return;
     if (waitedNs > this.#maxNs) {
-      this.#ns = 0;
+      this.#ns = this.#ns / SHRINK < MIN_NS ? 0 : this.#ns / SHRINK;
     } else if (this.#ns < this.#maxNs) {
       this.#ns = Math.min(
         this.#maxNs,

@@ -1,7 +1,7 @@
 import { assertEquals } from "@std/assert";
 import { PollWindow } from "../../lib/remote/poll_window.ts";
 
-Deno.test("poll window: grows while polling would catch the peer, drops when it goes quiet", () => {
+Deno.test("poll window: grows while polling would catch the peer, shrinks to nothing when it goes quiet", () => {
   const w = new PollWindow({ maxNs: 32_000 });
   assertEquals(w.ns, 0, "an idle remote starts without polling");
   const seen: number[] = [];
@@ -13,7 +13,9 @@ Deno.test("poll window: grows while polling would catch the peer, drops when it 
   w.update(10_000);
   assertEquals(w.ns, 32_000, "caught while polling: kept");
   w.update(5_000_000);
-  assertEquals(w.ns, 0, "a pause longer than the bound stops polling");
+  assertEquals(w.ns, 16_000, "one pause longer than the bound halves it");
+  for (let i = 0; i < 5; i++) w.update(5_000_000);
+  assertEquals(w.ns, 0, "a peer that stays quiet stops the polling");
 });
 
 Deno.test("poll window: a fixed window never adapts; 0 never polls", () => {
