@@ -17,7 +17,12 @@ import { ControlSocket } from "../remote/control.ts";
 import { SocketInUseError } from "../remote/listen.ts";
 import { applySandbox, type SandboxOptions } from "../remote/sandbox.ts";
 import { Tracer } from "../remote/trace.ts";
-import { type LogSink, logSink, type Verbosity } from "../log.ts";
+import {
+  type LogSink,
+  logSink,
+  type Severity,
+  type Verbosity,
+} from "../log.ts";
 import {
   type Command,
   UsageError,
@@ -252,7 +257,15 @@ export const remoteCommand: Command = {
       verbosity,
       sandbox,
     } = parseRemoteArgs(args);
-    const log = logSink("iohub remote: ", verbosity);
+    const sink = logSink("iohub remote: ", verbosity);
+    // Until the remote serves, its lines wait: if setting up fails, the
+    // command's one error line is all the user sees, not the cleanup too.
+    const held: [string, Severity][] = [];
+    let serving = false;
+    const log: LogSink = (line, severity) => {
+      if (serving) sink(line, severity);
+      else held.push([line, severity]);
+    };
     const factories: DeviceFactory[] = [];
     for (const d of devices) {
       try {
@@ -286,6 +299,8 @@ export const remoteCommand: Command = {
       ? null
       : openControl(control, () => remote.state());
     if (sandbox !== null) await applySandbox(sandbox);
+    serving = true;
+    for (const [line, severity] of held) sink(line, severity);
     return await serve(remote, log);
   },
 };
@@ -313,10 +328,9 @@ function addDeviceError(type: string, e: unknown): Error {
     return new UsageError(`${type}: malformed device model: ${e.message}`);
   }
   if (e instanceof SocketInUseError) return new UsageError(e.message);
-  if (e instanceof Error && !(e instanceof SysError)) {
-    return new UsageError(`${type}: the device factory failed: ${e.message}`);
-  }
-  return e as Error;
+  if (e instanceof SysError) return e;
+  const why = e instanceof Error ? e.message : String(e);
+  return new UsageError(`${type}: the device factory failed: ${why}`);
 }
 
 /**

@@ -105,6 +105,9 @@ function checkBar(i: number, bar: BarSpec, next: BarSpec | null): void {
 
 function checkCapability(i: number, cap: CapabilitySpec, at: number): number {
   const field = `capabilities[${i}]`;
+  if (typeof cap !== "object" || cap === null) {
+    throw new DeviceModelError(field, "not a capability");
+  }
   checkInt(`${field}.id`, cap.id, 0xff);
   checkInt(`${field}.length`, cap.length, CONFIG_END - CAPABILITIES_START);
   if (cap.length < 2) {
@@ -161,8 +164,12 @@ export function checkLayout(
       );
     }
   }
+  const caps = extras.capabilities ?? [];
+  if (!Array.isArray(caps)) {
+    throw new DeviceModelError("capabilities", "expected an array");
+  }
   let at = CAPABILITIES_START;
-  (extras.capabilities ?? []).forEach((cap, i) => {
+  caps.forEach((cap, i) => {
     at = checkCapability(i, cap, at);
   });
 }
@@ -174,6 +181,12 @@ export function checkLayout(
 export function validateModel(model: DeviceModel): DeviceModel {
   if (typeof model !== "object" || model === null) {
     throw new DeviceModelError("model", "the factory returned no object");
+  }
+  if (typeof (model as { then?: unknown }).then === "function") {
+    throw new DeviceModelError(
+      "model",
+      "the factory returned a promise: it must return the model itself (await at the module's top level instead)",
+    );
   }
   for (const m of ["read", "write"] as const) {
     if (typeof model[m] !== "function") {

@@ -1,42 +1,65 @@
 // Listening on a socket path: a socket file left behind by a dead process
-// is replaced, one a live process listens on is an error. One rule for the
-// devices' sockets and the control socket.
+// is replaced; one a live process listens on, or any other kind of file,
+// is an error. One rule for the devices' sockets and the control socket.
 
-import {
-  closeFd,
-  connectUnix,
-  Errno,
-  listenUnix,
-  SysError,
-} from "../../ffi/mod.ts";
+import { listenUnix } from "../../ffi/mod.ts";
 
-/** A socket path that a live process is listening on. */
+/** A socket path that cannot be listened on: in use, or not a socket. */
 export class SocketInUseError extends Error {
-  /** Builds the error for `path`. */
-  constructor(path: string) {
-    super(`${path}: a live process is listening on this socket`);
+  /** Builds the error for `path`, saying why. */
+  constructor(path: string, why: string) {
+    super(`${path}: ${why}`);
     this.name = "SocketInUseError";
   }
 }
 
+// __SO_ACCEPTCON in the Flags column of /proc/net/unix: a listening socket.
+const ACCEPTCON = 0x10000;
+
 /**
- * Makes `path` free to listen on: nothing there is fine; a socket whose
- * listener is gone (connect refused) is removed; one that accepts a
- * connection is in use (SocketInUseError). Other files are left for
- * bind to refuse.
+ * Whether a socket listening on `path` exists, from /proc/net/unix (a
+ * connect would tell too, but the listener would take the probe for its
+ * peer).
+ */
+function someoneListens(path: string): boolean {
+  const names = new Set([path]);
+  try {
+    names.add(Deno.realPathSync(path));
+  } catch {
+    // Not resolvable: the name as given is all there is to compare.
+  }
+  if (!path.startsWith("/")) names.add(`${Deno.cwd()}/${path}`);
+  for (const line of Deno.readTextFileSync("/proc/net/unix").split("\n")) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 8 || !names.has(f.slice(7).join(" "))) continue;
+    if ((parseInt(f[3], 16) & ACCEPTCON) !== 0) return true;
+  }
+  return false;
+}
+
+/**
+ * Makes `path` free to listen on: nothing there is fine; a socket nobody
+ * listens on any more is removed; a socket a live process listens on, or
+ * a file that is not a socket, is a SocketInUseError (never removed).
  */
 export function clearStaleSocket(path: string): void {
-  let probe: number;
+  let info: Deno.FileInfo;
   try {
-    probe = connectUnix(path);
+    info = Deno.lstatSync(path);
   } catch (e) {
-    if (e instanceof SysError && e.errno === Errno.ECONNREFUSED) {
-      Deno.removeSync(path);
-    }
-    return;
+    if (e instanceof Deno.errors.NotFound) return;
+    throw e;
   }
-  closeFd(probe);
-  throw new SocketInUseError(path);
+  if (!info.isSocket) {
+    throw new SocketInUseError(path, "exists and is not a socket");
+  }
+  if (someoneListens(path)) {
+    throw new SocketInUseError(
+      path,
+      "a live process is listening on this socket",
+    );
+  }
+  Deno.removeSync(path);
 }
 
 /** Listens on `path` after clearStaleSocket(); returns the listening fd. */

@@ -24,6 +24,10 @@ Deno.test("cli: bad arguments get one clear line and exit 2", async (t) => {
       "nic: unknown device type",
     ],
     [
+      ["remote", "--device", "toString,socket=/tmp/nic.sock"],
+      "toString: unknown device type",
+    ],
+    [
       ["remote", "--device", "testdev"],
       "give exactly one of fd=N and socket=PATH",
     ],

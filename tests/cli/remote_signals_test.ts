@@ -103,3 +103,43 @@ Deno.test("remote: a socket a live process listens on is refused, exit 2", async
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test("remote: a regular file at the socket path is never removed, exit 2", async () => {
+  const dir = Deno.makeTempDirSync();
+  const path = `${dir}/precious`;
+  Deno.writeTextFileSync(path, "precious");
+  try {
+    const out = await startRemote("--device", `testdev,socket=${path}`)
+      .output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assertEquals(out.code, 2, stderr);
+    assertEquals(stderr.trim(), `iohub: ${path}: exists and is not a socket`);
+    assertEquals(Deno.readTextFileSync(path), "precious");
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("remote: a second remote on a live remote's path leaves the first one serving", async () => {
+  const dir = Deno.makeTempDirSync();
+  const path = `${dir}/live.sock`;
+  const first = startRemote("--device", `testdev,socket=${path}`);
+  try {
+    for (let i = 0; i < 300 && !exists(path); i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const second = await startRemote("--device", `testdev,socket=${path}`)
+      .output();
+    assertEquals(second.code, 2, new TextDecoder().decode(second.stderr));
+    const c = await connectWhenListening(path);
+    try {
+      assertEquals(c.cfgRead(0), 0x10b11234n, "the first remote still serves");
+    } finally {
+      c.close();
+    }
+    const out = await first.output();
+    assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});

@@ -192,6 +192,21 @@ Deno.test("device module: bad modules are one line naming the module, exit 2", a
       `export default () => { throw new Error("no hardware"); };`,
       "the device factory failed: no hardware",
     ],
+    [
+      "throwsstring.ts",
+      `export default () => { throw "not an Error"; };`,
+      "the device factory failed: not an Error",
+    ],
+    [
+      "async.ts",
+      `export default async () => ({ identity: { vendorId: 1, deviceId: 2 }, bars: [], read() {}, write() {} });`,
+      "malformed device model: model: the factory returned a promise",
+    ],
+    [
+      "caps.ts",
+      `export default () => ({ identity: { vendorId: 1, deviceId: 2 }, bars: [], capabilities: {}, read() {}, write() {} });`,
+      "malformed device model: capabilities: expected an array",
+    ],
   ];
   for (const [name, source, msg] of cases) {
     await t.step(name, async () => {

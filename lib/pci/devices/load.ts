@@ -42,7 +42,9 @@ export function moduleUrl(type: string): URL {
  */
 export async function resolveDeviceType(type: string): Promise<DeviceFactory> {
   if (!isModuleType(type)) {
-    const factory = BUILTIN_DEVICES[type];
+    const factory = Object.hasOwn(BUILTIN_DEVICES, type)
+      ? BUILTIN_DEVICES[type]
+      : undefined;
     if (factory === undefined) {
       throw new DeviceTypeError(
         type,

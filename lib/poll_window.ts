@@ -1,6 +1,7 @@
-// How long the remote busy-polls for the next message before it sleeps:
-// adaptive as QEMU's iothreads do it (poll-max-ns, grown while polling
-// would have caught the next event, dropped when the peer went quiet).
+// How long to busy-poll for the next message before sleeping, for the
+// remote (the next request) and the proxy (the reply): adaptive as QEMU's
+// iothreads do it (poll-max-ns, grown while polling would have caught the
+// next event, shrunk when the peer went quiet).
 
 /** Default upper bound of the polling window, in nanoseconds. */
 export const DEFAULT_POLL_MAX_NS = 32_000;
