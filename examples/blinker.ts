@@ -38,6 +38,9 @@ export default function blinker(ctx: DeviceContext): DeviceModel {
         ctx.setIrq(false);
       }
     },
+    close(): void {
+      clearInterval(timer);
+    },
     reset(): void {
       period = 100;
       count = 0;

@@ -55,6 +55,12 @@ export interface DeviceModel {
   write(bar: number, offset: number, data: Uint8Array): void;
   /** Restores every register to its reset value and lowers INTx. */
   reset?(): void;
+  /**
+   * The remote is done with the device (its channel closed, or the remote
+   * stops): cancel timers and release what the model holds. Calls to the
+   * context do nothing from now on.
+   */
+  close?(): void;
 }
 
 /** Builds a device model bound to the context the remote gives it. */

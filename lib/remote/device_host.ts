@@ -76,6 +76,7 @@ export class DeviceHost implements Disposable {
   #rxData: Uint8Array[] = [];
   #txData: Uint8Array[] = [];
   #level = false;
+  #closed = false;
   #line = false;
 
   /**
@@ -94,9 +95,11 @@ export class DeviceHost implements Disposable {
     this.pirq = pirq;
     this.#iohub = iohub;
     this.model = build({
-      setIrq: (level) => this.#setLevel(level),
-      dmaRead: (gpa, dst) => this.memory.read(gpa, dst),
-      dmaWrite: (gpa, src) => this.memory.write(gpa, src),
+      setIrq: (level) => {
+        if (!this.#closed) this.#setLevel(level);
+      },
+      dmaRead: (gpa, dst) => !this.#closed && this.memory.read(gpa, dst),
+      dmaWrite: (gpa, src) => !this.#closed && this.memory.write(gpa, src),
       log: (line) => log?.(`${id}: ${line}`),
     });
     this.config = new PciConfig(this.model.identity, this.model.bars, {
@@ -302,13 +305,15 @@ export class DeviceHost implements Disposable {
   }
 
   /**
-   * Resets the model, releases the PIRQ, unmaps guest memory and closes the
-   * channel. The reset comes first so that work the model left on a timer
-   * (edu's DMA) cannot fire into a host whose memory and PIRQ are gone.
+   * Tells the model it is done (close(), for its timers), releases the
+   * PIRQ, unmaps guest memory and closes the channel. From then on the
+   * model's calls to its context do nothing, so work it left on a timer
+   * cannot reach a host whose memory and PIRQ are gone.
    */
   close(): void {
+    this.#closed = true;
     try {
-      this.model.reset?.();
+      this.model.close?.();
     } finally {
       try {
         this.#iohub.clear(this.pirq);

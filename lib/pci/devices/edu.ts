@@ -170,6 +170,11 @@ export class Edu implements DeviceModel {
     }
   }
 
+  /** Cancels the pending completions: the remote is done with the device. */
+  close(): void {
+    this.reset();
+  }
+
   /**
    * See DeviceModel.reset: power-on state, pending work dropped, INTx low.
    * (QEMU's edu has no reset handler and keeps its registers across a
