@@ -24,6 +24,8 @@ const CAUSE = 0x2;
 const WAIT_MS = 5000;
 // A device below this share of the median rate counts as starved.
 const STARVED_SHARE = 0.25;
+// Time for QEMU remotes that answered once to finish starting (see qemuPeer).
+const QEMU_SETTLE_MS = 1000;
 
 /** A wrong command line: exit 2 with one line. */
 class UsageError extends Error {}
@@ -93,7 +95,14 @@ function iohubPeer(devices: number): Peer {
 // max_devs = 1: a second one logs "Reached maximum number of devices: 1"
 // and its socket is never served), so QEMU serves N devices as N remote
 // processes of one e1000 each.
-function qemuPeer(qemu: string, devices: number): Peer {
+//
+// QEMU starts serving a socket before its initial system reset (the
+// x-remote-object's coroutine is entered from a machine-init-done notifier
+// and runs until it first waits for a message), and that reset undoes
+// whatever was programmed so far: BAR sizing, BAR bases, IMS. So every
+// process first answers one config read, all then get time to finish
+// starting, and the programmed state is read back before measuring.
+async function qemuPeer(qemu: string, devices: number): Promise<Peer> {
   const children: SocketChild[] = [];
   const proxies: ProxyDevice[] = [];
   const sinks: UserIrqSink[] = [];
@@ -107,11 +116,19 @@ function qemuPeer(qemu: string, devices: number): Peer {
       children.push(child);
       const p = new ProxyDevice(child.fds[0], { name: `e1000-${i}` });
       proxies.push(p);
+      p.configRead(0, 4);
+    }
+    await new Promise((r) => setTimeout(r, QEMU_SETTLE_MS));
+    proxies.forEach((p, i) => {
       sinks.push(prepare(p, i));
       p.barWrite(0, E1000_IMS, BigInt(CAUSE), 4);
-    }
+      const ims = p.barRead(0, E1000_IMS, 4);
+      if (p.barBase(1) < 0 || ims !== BigInt(CAUSE)) {
+        throw new Error(`${p.name}: reset under the setup (IMS ${ims})`);
+      }
+    });
   } catch (e) {
-    void stop();
+    await stop();
     throw new Error(`QEMU remote: ${(e as Error).message}`);
   }
   return {
@@ -281,7 +298,7 @@ async function main(): Promise<number> {
   }
   const peers: Peer[] = [];
   try {
-    peers.push(qemuPeer(opt.qemu, opt.devices));
+    peers.push(await qemuPeer(opt.qemu, opt.devices));
     peers.push(iohubPeer(opt.devices));
     for (let r = 0; r < opt.rounds; r++) {
       // Alternate the order too, so no remote always runs first.
