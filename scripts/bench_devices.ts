@@ -48,9 +48,8 @@ interface Peer {
 
 // Distinct BAR bases per device, as firmware would assign them (a remote
 // with one address space for all its devices, like QEMU's, needs them).
-// 128 KiB covers an
-// e1000's BAR0 (testdev's is 4 KiB), 64 bytes its I/O BAR; 256 devices fit
-// below 64 KiB of ports.
+// 128 KiB covers an e1000's BAR0 (testdev's is 4 KiB), 64 bytes its I/O
+// BAR; 256 devices fit below 64 KiB of ports.
 function bases(i: number): number[] {
   return [0xe0000000 + i * 0x20000, 0xc000 + i * 0x40];
 }
