@@ -61,7 +61,7 @@ function prepare(p: ProxyDevice, i: number): UserIrqSink {
   return p.startUserSink();
 }
 
-function iohubPeer(devices: number): Peer {
+async function iohubPeer(devices: number): Promise<Peer> {
   const ids = Array.from({ length: devices }, (_, i) => `t${i}`);
   const child = spawnTestdevRemote(ids);
   const proxies = child.fds.map((fd, i) =>
@@ -72,7 +72,9 @@ function iohubPeer(devices: number): Peer {
     sinks = proxies.map(prepare);
   } catch (e) {
     for (const p of proxies) p.close();
-    void child.finish("SIGTERM");
+    // Awaited: the caller exits right after, which would leave the child's
+    // stderr file behind.
+    await child.finish("SIGTERM");
     throw new Error(`iohub remote: ${(e as Error).message}`);
   }
   return {
@@ -298,7 +300,7 @@ async function main(): Promise<number> {
   const peers: Peer[] = [];
   try {
     peers.push(await qemuPeer(opt.qemu, opt.devices));
-    peers.push(iohubPeer(opt.devices));
+    peers.push(await iohubPeer(opt.devices));
     for (let r = 0; r < opt.rounds; r++) {
       // Alternate the order too, so no remote always runs first.
       const order = r % 2 === 0 ? peers : [...peers].reverse();
