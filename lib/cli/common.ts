@@ -60,6 +60,19 @@ export function exitStatusOf(e: unknown): number {
   return e instanceof UsageError ? 2 : 1;
 }
 
+// Deno's own I/O errors say "No such file or directory (os error 2): open
+// '/x'"; iohub's syscall errors say "open /x: ENOENT (No such file or
+// directory)". One style for both.
+const DENO_IO_ERROR = /^(.*) \(os error \d+\)(?:: (\w+) '(.*)')?$/;
+
+function ioErrorText(e: Error): string | null {
+  const code = (e as { code?: unknown }).code;
+  const m = DENO_IO_ERROR.exec(e.message);
+  if (typeof code !== "string" || m === null) return null;
+  const where = m[2] === undefined ? "" : `${m[2]} ${m[3]}: `;
+  return `${where}${code} (${m[1]})`;
+}
+
 /**
  * One line describing `e` for the user, without a stack trace. A permission
  * Deno refused names the flag that grants it: that happens when main.ts is
@@ -68,7 +81,7 @@ export function exitStatusOf(e: unknown): number {
 export function describeError(e: unknown): string {
   if (!(e instanceof Error)) return String(e);
   const m = PERMISSION_REFUSED.exec(e.message);
-  if (m === null) return e.message;
+  if (m === null) return ioErrorText(e) ?? e.message;
   const fix = Deno.build.standalone
     ? "compiled without it: build with deno task compile"
     : "run through bin/iohub";

@@ -28,7 +28,8 @@ import {
 
 const HELP =
   `usage: iohub demo [--device testdev|edu] [--qemu PATH] [--accel kvm|tcg]
-                  [--timeout SECONDS] [--quiet | --verbose]
+                  [--timeout SECONDS] [--trace FILE] [--control PATH]
+                  [--quiet | --verbose]
 
 Builds the demo guest from guest/boot/*.S with binutils, then runs
 'iohub launch' with it: QEMU 7.2, its x-pci-proxy-dev talking to an iohub

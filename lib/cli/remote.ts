@@ -25,6 +25,7 @@ import {
 } from "../log.ts";
 import {
   type Command,
+  describeError,
   UsageError,
   VERBOSITY_OPTIONS,
   verbosityOf,
@@ -309,7 +310,7 @@ function openTracer(path: string): Tracer {
   try {
     return new Tracer(path);
   } catch (e) {
-    throw new UsageError(`remote: --trace ${path}: ${(e as Error).message}`);
+    throw new UsageError(`remote: --trace ${path}: ${describeError(e)}`);
   }
 }
 
@@ -317,7 +318,7 @@ function openControl(path: string, state: () => unknown): ControlSocket {
   try {
     return new ControlSocket(path, state);
   } catch (e) {
-    throw new UsageError(`remote: --control ${path}: ${(e as Error).message}`);
+    throw new UsageError(`remote: --control ${path}: ${describeError(e)}`);
   }
 }
 

@@ -31,7 +31,7 @@ export interface ResampleWatcher {
 export interface PirqCounters {
   /** Writes to the irqfd on a 0 -> 1 level change (or on SET_IRQFD). */
   asserts: number;
-  /** Decrements of the level count. */
+  /** Decrements of the level count while an irqfd pair is installed. */
   deasserts: number;
   /** Resamplefd events handled. */
   resamples: number;
@@ -124,8 +124,10 @@ export class Iohub {
       }
     } else if (p.level > 0) {
       // No write on deassert: KVM lowers the line at EOI and resamples.
+      // Counted like asserts, only with a pair installed, so the two pair
+      // up in every log line.
       p.level--;
-      p.counters.deasserts++;
+      if (p.event !== null) p.counters.deasserts++;
     }
   }
 

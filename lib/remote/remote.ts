@@ -10,6 +10,7 @@ import {
   Epoll,
   EPOLLIN,
   EPOLLOUT,
+  Errno,
   EventFd,
   setNonblocking,
   SysError,
@@ -360,7 +361,11 @@ export class Remote implements Disposable {
         state === Received.MESSAGE && ch.hasBuffered && ch.queued === 0
       );
     } catch (e) {
-      this.#closeSafely(slot, `closed: ${describeFailure(e)}`, true);
+      if (peerHungUp(e)) {
+        this.#closeSafely(slot, "peer closed the connection", false);
+      } else {
+        this.#closeSafely(slot, `closed: ${describeFailure(e)}`, true);
+      }
       return true;
     }
     if (state === Received.EOF) {
@@ -397,7 +402,14 @@ export class Remote implements Disposable {
       outcome = host.handle();
       const us = (performance.now() - t0) * 1000;
       host.stats.time(us);
-      this.#tracer?.message(host.id, host.channel.rx, host.channel.tx, t, us);
+      this.#tracer?.message(
+        host.id,
+        host.channel.rx,
+        host.channel.tx,
+        t,
+        us,
+        outcome === Outcome.REFUSED,
+      );
     } else {
       outcome = host.handle();
     }
@@ -488,7 +500,9 @@ export class Remote implements Disposable {
 
   #close(slot: Slot, why: string, failed: boolean): void {
     if (slot.done) return;
-    this.#tracer?.event(slot.spec.id, "close", { why, failed });
+    if (slot.host.attached) {
+      this.#tracer?.event(slot.spec.id, "close", { why, failed });
+    }
     slot.done = true;
     this.#open--;
     if (failed) this.#failed = true;
@@ -537,6 +551,12 @@ export class Remote implements Disposable {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+// A peer that closes with our replies unread makes recvmsg fail with
+// ECONNRESET: it hung up, as with a clean EOF.
+function peerHungUp(e: unknown): boolean {
+  return e instanceof SysError && e.errno === Errno.ECONNRESET;
 }
 
 // Protocol and system errors are the peer's doing and read well as one

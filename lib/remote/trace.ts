@@ -33,16 +33,26 @@ export class Tracer implements Disposable {
 
   /**
    * Records a served request: `rx` the request, `tx` the reply (for reads),
-   * `t` when it started and `us` how long it took.
+   * `t` when it started, `us` how long it took, and whether it was refused
+   * (answered with all ones). Addresses and values are hex strings.
    */
-  message(dev: string, rx: Message, tx: Message, t: number, us: number): void {
+  message(
+    dev: string,
+    rx: Message,
+    tx: Message,
+    t: number,
+    us: number,
+    refused: boolean,
+  ): void {
     const rec: Record<string, unknown> = { t, dev, cmd: cmdName(rx.cmd) };
     switch (rx.cmd) {
       case Cmd.PCI_CFGREAD:
       case Cmd.PCI_CFGWRITE:
-        rec.addr = rx.cfgAddr;
+        rec.addr = hex(rx.cfgAddr);
         rec.size = rx.cfgLen;
-        rec.value = rx.cmd === Cmd.PCI_CFGWRITE ? rx.cfgVal : retNumber(tx);
+        rec.value = rx.cmd === Cmd.PCI_CFGWRITE
+          ? hex(rx.cfgVal)
+          : hex(retNumber(tx));
         break;
       case Cmd.BAR_READ:
       case Cmd.BAR_WRITE:
@@ -55,6 +65,7 @@ export class Tracer implements Disposable {
         }`;
         break;
     }
+    if (refused) rec.refused = true;
     rec.us = Math.round(us * 100) / 100;
     this.record(rec);
   }
@@ -104,6 +115,10 @@ export class Tracer implements Disposable {
   }
 }
 
-function retNumber(tx: Message): number | null {
-  return tx.sizeNumber === 8 ? Number(tx.retValue & 0xffff_ffffn) : null;
+function retNumber(tx: Message): number {
+  return tx.sizeNumber === 8 ? Number(tx.retValue & 0xffff_ffffn) : 0;
+}
+
+function hex(v: number): string {
+  return `0x${v.toString(16)}`;
 }

@@ -76,10 +76,16 @@ Deno.test("remote: --trace records every message and INTx event, --control answe
   assertEquals(messages[0], {
     ...messages[0],
     cmd: "PCI_CFGWRITE",
-    addr: 0x10,
+    addr: "0x10",
     size: 4,
-    value: Number(BAR0),
+    value: "0xfebf0000",
   });
+  const refused = messages.filter((x) => x.refused === true);
+  assertEquals(
+    refused.map((x) => x.addr),
+    ["0xfec00000"],
+    "the refusal is marked",
+  );
   const read = messages.find((x) => x.cmd === "BAR_READ")!;
   assertEquals([read.addr, read.size, read.space, read.value], [
     "0xfebf0000",

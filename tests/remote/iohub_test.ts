@@ -156,3 +156,23 @@ Deno.test("iohub: an EOI still queued at a rising edge is taken, never re-assert
       iohub.finalize();
     }
   }));
+
+Deno.test("iohub: edges before SET_IRQFD count neither as asserts nor as deasserts", () =>
+  assertNoFdLeak(() => {
+    const { iohub } = hub();
+    iohub.setIrq(3, true);
+    iohub.setIrq(3, false);
+    iohub.setIrq(3, true);
+    assertEquals(iohub.counters(3), {
+      asserts: 0,
+      deasserts: 0,
+      resamples: 0,
+      reasserts: 0,
+    });
+    iohub.setIrqfd(3, IrqLevelEvent.create());
+    iohub.setIrq(3, false);
+    const c = iohub.counters(3);
+    assertEquals(c.asserts, 1, "the held level asserted at SET_IRQFD");
+    assertEquals(c.deasserts, 1);
+    iohub.finalize();
+  }));
