@@ -1,13 +1,13 @@
 // Builds every guest a compiled iohub runs (the demo's testdev and edu boot
 // sectors, the KVM interrupt guest) and prints, one per line and relative to the repository,
-// each source and its binary: scripts/compile.sh embeds exactly these.
+// each source (with the files it includes) and its binary: scripts/compile.sh embeds exactly these.
 
 import {
   BOOT_ORIGIN,
   BOOT_SOURCE,
   EDU_SOURCE,
 } from "../lib/guest/boot_image.ts";
-import { buildGuest } from "../lib/guest/build.ts";
+import { buildGuest, guestSources } from "../lib/guest/build.ts";
 import { IRQ_GUEST_SOURCE } from "../lib/kvm/irq_guest.ts";
 import { GUEST_LOAD_ADDRESS } from "../lib/kvm/machine.ts";
 
@@ -20,5 +20,7 @@ const guests: [string, number][] = [
 ];
 for (const [source, origin] of guests) {
   const bin = await buildGuest(source, { origin }, false);
-  for (const path of [source, bin]) console.log(path.slice(ROOT.length));
+  for (const path of [...await guestSources(source), bin]) {
+    console.log(path.slice(ROOT.length));
+  }
 }

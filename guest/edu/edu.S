@@ -19,15 +19,8 @@
  */
 	.code16
 
-	.set STACK_TOP, 0x7c00
-	.set SECTORS_PER_TRACK, 18
-	.set HEADS, 2
-	.set DISK_TRIES, 5
-
-	.set COM1, 0x3f8
-	.set DEBUG_EXIT, 0xf4
-
-	.set EDU_VENDOR_DEVICE, 0x11e81234
+	.set PCI_VENDOR_DEVICE, 0x11e81234	/* edu */
+	.set PCI_COMMAND_BITS, 0x0006	/* memory, bus master (edu DMAs) */
 	.set EDU_ID, 0x010000ed
 	.set REG_ID, 0x00
 	.set REG_LIVENESS, 0x04
@@ -67,108 +60,7 @@
 	.set BY_POLL, 1
 	.set BY_IRQ, 2
 
-	.set MASTER_VECTORS, 0x08	/* where SeaBIOS leaves them */
-	.set SLAVE_VECTORS, 0x70
-
-	.text
-	.globl _start
-_start:
-	/* Some BIOSes enter at 07c0:0000: make CS match the link origin. */
-	ljmp $0, $boot
-boot:
-	cli
-	xor %ax, %ax
-	mov %ax, %ds
-	mov %ax, %es
-	mov %ax, %ss
-	mov $STACK_TOP, %sp
-	mov %dl, boot_drive
-	/* SeaBIOS's floppy driver needs its timer and IRQ6. */
-	sti
-	mov $1, %si			/* LBA of the first sector after this one */
-	mov $0x07e0, %di		/* its destination segment */
-load_next:
-	cmp $STAGE2_SECTORS, %si
-	ja loaded
-	movb $DISK_TRIES, tries
-load_try:
-	/* LBA -> CHS: sector = lba % 18 + 1, head = lba / 18 % 2, cylinder =
-	 * lba / 36; one sector per call so no read crosses a track. */
-	mov %si, %ax
-	xor %dx, %dx
-	mov $SECTORS_PER_TRACK, %bx
-	div %bx
-	mov %dl, %cl
-	inc %cl
-	xor %dx, %dx
-	mov $HEADS, %bx
-	div %bx
-	mov %al, %ch
-	mov %dl, %dh
-	mov boot_drive, %dl
-	mov %di, %es
-	xor %bx, %bx
-	mov $0x0201, %ax
-	int $0x13
-	jnc load_ok
-	decb tries
-	jz disk_error
-	/* A failed read (motor spin-up, seek error) wants a controller reset. */
-	xor %ax, %ax
-	mov boot_drive, %dl
-	int $0x13
-	jmp load_try
-load_ok:
-	inc %si
-	add $512 / 16, %di
-	jmp load_next
-loaded:
-	xor %ax, %ax
-	mov %ax, %es
-	jmp stage2
-
-disk_error:
-	mov $msg_disk_error, %si
-	call print
-	mov $1, %al
-	jmp finish
-
-/* Writes the NUL-terminated string at %si to COM1. */
-print:
-	push %ax
-1:	lodsb
-	test %al, %al
-	jz 2f
-	call putc
-	jmp 1b
-2:	pop %ax
-	ret
-
-/* Writes %al to COM1 once the transmitter can take it. */
-putc:
-	push %dx
-	push %ax
-	mov $COM1 + 5, %dx
-1:	inb %dx, %al
-	test $0x20, %al
-	jz 1b
-	pop %ax
-	mov $COM1, %dx
-	outb %al, %dx
-	pop %dx
-	ret
-
-/* Ends the run: debug-exit value %al, then nothing more happens. */
-finish:
-	outb %al, $DEBUG_EXIT
-	cli
-1:	hlt
-	jmp 1b
-
-boot_drive:
-	.byte 0
-tries:
-	.byte 0
+	.include "common/boot_sector.inc"
 msg_disk_error:
 	.asciz "iohub-edu: disk read failed\r\n"
 
@@ -202,89 +94,6 @@ stage2:
 	jne 2f
 	mov $1, %al
 2:	jmp finish
-
-/*
- * "Unreal mode": a trip through protected mode leaves DS/ES/FS/GS with a
- * 4 GiB limit once back in real mode, so addr32 accesses through a 32-bit
- * register reach BAR0 above 1 MiB. Real-mode segment loads keep the limit.
- */
-unreal:
-	pushf
-	cli
-	lgdt gdt_descriptor
-	mov %cr0, %eax
-	or $1, %al
-	mov %eax, %cr0
-	jmp 1f				/* serialise the mode switch */
-1:	mov $GDT_FLAT_DATA, %bx
-	mov %bx, %ds
-	mov %bx, %es
-	mov %bx, %fs
-	mov %bx, %gs
-	and $0xfe, %al
-	mov %eax, %cr0
-	jmp 2f
-2:	xor %ax, %ax
-	mov %ax, %ds
-	mov %ax, %es
-	mov %ax, %fs
-	mov %ax, %gs
-	popf
-	ret
-
-/* eax = PCI config dword at bus 0, address %ecx (slot << 11 | offset). */
-pci_read:
-	mov %ecx, %eax
-	or $0x80000000, %eax
-	mov $0xcf8, %dx
-	outl %eax, %dx
-	mov $0xcfc, %dx
-	inl %dx, %eax
-	ret
-
-/*
- * Counts edu devices on bus 0 (function 0 of each slot) and takes the
- * first: its config address, BAR0 and the interrupt line SeaBIOS routed it
- * to. Enables memory decoding and bus mastering (edu DMAs), leaving
- * Interrupt Disable (bit 10) as it is.
- */
-pci_scan:
-	movw $0, dev_count
-	xor %ecx, %ecx
-1:	call pci_read
-	cmp $EDU_VENDOR_DEVICE, %eax
-	jne 2f
-	incw dev_count
-	cmpw $1, dev_count
-	jne 2f
-	mov %ecx, dev_address
-2:	add $1 << 11, %ecx
-	cmp $32 << 11, %ecx
-	jb 1b
-	cmpw $0, dev_count
-	je 3f
-	mov dev_address, %ecx
-	or $0x10, %cl
-	call pci_read
-	and $0xfffffff0, %eax
-	mov %eax, bar0
-	mov dev_address, %ecx
-	or $0x3c, %cl
-	call pci_read
-	mov %al, irq_line
-	mov dev_address, %ecx
-	or $0x04, %cl
-	call pci_read
-	or $0x0006, %ax
-	mov %ax, %bx
-	mov %ecx, %eax
-	or $0x80000000, %eax
-	mov $0xcf8, %dx
-	outl %eax, %dx
-	mov $0xcfc, %dx
-	mov %bx, %ax
-	outw %ax, %dx
-3:	ret
 
 /* eax = edu register %bx (a 4-byte MMIO read through BAR0). */
 dev_read:
@@ -332,61 +141,6 @@ check_liveness:
 	jne 1f
 	movb $1, live_ok
 1:	ret
-
-/*
- * The 8259 pair re-initialised with SeaBIOS's vector bases, only our line
- * (and the cascade) unmasked so no BIOS handler runs and reloads segment
- * registers behind unreal mode; the line level-triggered in the ELCR
- * because PCI INTx is a shared level.
- */
-setup_pic:
-	cli
-	movzbw irq_line, %cx
-	cmp $15, %cx
-	ja 9f
-	/* Every vector of the line goes to isr. */
-	mov %cx, %bx
-	add $MASTER_VECTORS, %bx
-	cmp $8, %cx
-	jb 1f
-	mov %cx, %bx
-	add $SLAVE_VECTORS - 8, %bx
-1:	shl $2, %bx
-	movw $isr, (%bx)
-	movw $0, 2(%bx)
-	mov $0x11, %al			/* ICW1: edge (ELCR decides), ICW4 follows */
-	outb %al, $0x20
-	outb %al, $0xa0
-	mov $MASTER_VECTORS, %al
-	outb %al, $0x21
-	mov $SLAVE_VECTORS, %al
-	outb %al, $0xa1
-	mov $0x04, %al			/* slave on IR2 */
-	outb %al, $0x21
-	mov $0x02, %al
-	outb %al, $0xa1
-	mov $0x01, %al			/* 8086 mode, normal EOI */
-	outb %al, $0x21
-	outb %al, $0xa1
-	mov $1, %bx
-	shl %cl, %bx
-	mov $0x4d0, %dx
-	inb %dx, %al
-	or %bl, %al
-	outb %al, %dx
-	inc %dx
-	inb %dx, %al
-	or %bh, %al
-	outb %al, %dx
-	mov %bx, %ax
-	not %ax
-	test $0xff00, %bx
-	jz 2f
-	and $0xfb, %al
-2:	outb %al, $0x21
-	mov %ah, %al
-	outb %al, $0xa1
-9:	ret
 
 /*
  * The interrupt handler: records and acknowledges every pending cause (so
@@ -655,53 +409,7 @@ print_by:
 1:	call print
 	ret
 
-/* eax in decimal. */
-print_dec:
-	pushal
-	mov $10, %ebx
-	xor %cx, %cx
-1:	xor %edx, %edx
-	div %ebx
-	push %dx
-	inc %cx
-	test %eax, %eax
-	jnz 1b
-2:	pop %ax
-	add $'0', %al
-	call putc
-	loop 2b
-	popal
-	ret
-
-/* eax as 0x%08x. */
-print_hex:
-	pushal
-	mov %eax, %ebx
-	mov $'0', %al
-	call putc
-	mov $'x', %al
-	call putc
-	mov $8, %cx
-1:	rol $4, %ebx
-	mov %bl, %al
-	and $0x0f, %al
-	add $'0', %al
-	cmp $'9', %al
-	jbe 2f
-	add $'a' - '9' - 1, %al
-2:	call putc
-	loop 1b
-	popal
-	ret
-
-	.set GDT_FLAT_DATA, 8
-	.p2align 3
-gdt:
-	.quad 0
-	.quad 0x00cf92000000ffff	/* base 0, limit 4 GiB, data RW */
-gdt_descriptor:
-	.word gdt_descriptor - gdt - 1
-	.long gdt
+	.include "common/real_mode.inc"
 
 	.p2align 2
 dev_count:	.word 0

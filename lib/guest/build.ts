@@ -1,7 +1,8 @@
 // Builds the tiny guests iohub runs (KVM harness guests, the QEMU boot
 // image) from GNU assembler sources with binutils, into flat binaries under
 // build/. Binaries are never committed: they are rebuilt when the source
-// changes, keyed by a hash of the source text and the link origin. A
+// changes, keyed by a hash of the source text (with the files it includes)
+// and the link origin. A
 // compiled binary carries them prebuilt (scripts/compile.sh) and never runs
 // binutils.
 
@@ -65,13 +66,43 @@ export async function digest(
     .map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+// Where `.include "common/x.inc"` looks: the parent of the source's folder
+// (guest/ for guest/boot/boot.S), so guests share guest/common.
+function includeDir(source: string): string {
+  const parts = source.split("/");
+  return parts.length > 2 ? parts.slice(0, -2).join("/") || "/" : ".";
+}
+
+/**
+ * `source` and the files it includes (`.include "…"`, transitively), in the
+ * order they are read: what its binary is built from, so what its cache key
+ * hashes and what a compiled iohub must carry to find the binary.
+ */
+export async function guestSources(source: string): Promise<string[]> {
+  const dir = includeDir(source);
+  const seen: string[] = [];
+  const visit = async (path: string) => {
+    if (seen.includes(path)) return;
+    seen.push(path);
+    const text = await Deno.readTextFile(path);
+    for (const m of text.matchAll(/^\s*\.include\s+"([^"]+)"/gm)) {
+      await visit(`${dir}/${m[1]}`);
+    }
+  };
+  await visit(source);
+  return seen;
+}
+
 /** The path buildGuest() gives the binary of `source` linked at `origin`. */
 export async function guestBinaryPath(
   source: string,
   opts: GuestBuildOptions,
   dir: string = BUILD_DIR,
 ): Promise<string> {
-  const text = await Deno.readTextFile(source);
+  const texts = await Promise.all(
+    (await guestSources(source)).map((path) => Deno.readTextFile(path)),
+  );
+  const text = texts.join("\n");
   const name = source.split("/").pop()!.replace(/\.[Ss]$/, "");
   const key = await digest(
     `${opts.origin}\n${defsymArgs(opts).join(" ")}\n${text}`,
@@ -116,7 +147,15 @@ export async function buildGuest(
   const obj = `${bin.slice(0, -".bin".length)}.${Deno.pid}.o`;
   const tmp = `${bin}.${Deno.pid}.tmp`;
   try {
-    await run("as", ["--32", ...defsyms, "-o", obj, source], source);
+    await run("as", [
+      "--32",
+      "-I",
+      includeDir(source),
+      ...defsyms,
+      "-o",
+      obj,
+      source,
+    ], source);
     await run("ld", [
       "-m",
       "elf_i386",
