@@ -67,26 +67,14 @@ msg_disk_error:
 
 /* ---- Everything below is loaded by the boot sector. ---- */
 stage2:
-	/* No BIOS service from here on: its handlers could reload segment
-	 * registers through protected mode and undo unreal mode. */
-	cli
-	mov $msg_stage2, %si
-	call print
-	call unreal
 	mov $CM_MARKER, %al
 	call cmos_read
 	cmp $BOOT_MARKER, %al
 	je after_reset
 
 	/* First boot. */
-	call pci_scan
-	cmpw $0, dev_count
-	jne 1f
-	mov $msg_no_device, %si
-	call print
-	mov $1, %al
-	jmp finish
-1:	call read_bar1
+	call find_device
+	call read_bar1
 	call report_device
 	call check_id
 	call setup_pic
@@ -302,13 +290,6 @@ irq_phase:
 	jmp 1b
 9:	cli
 	mov irq_got, %ax
-	ret
-
-/* Dword %cx of the DMA test pattern -> eax (no two dwords alike). */
-pattern:
-	movzwl %cx, %eax
-	imul $0x01000193, %eax, %eax
-	xor $0xa5c3f00f, %eax
 	ret
 
 /*
@@ -557,11 +538,13 @@ print_result:
 	call print_count
 	mov $msg_dma_to, %si
 	call print
-	mov $F_DMA_TO_OK, %al
+	mov flags, %al
+	and $F_DMA_TO_OK, %al
 	call print_flag
 	mov $msg_dma_from, %si
 	call print
-	mov $F_DMA_FROM_OK, %al
+	mov flags, %al
+	and $F_DMA_FROM_OK, %al
 	call print_flag
 	mov $msg_cycles, %si
 	call print
@@ -601,16 +584,6 @@ print_count:
 	call print
 	ret
 
-/* "ok" when flag %al is set, else "fail" (clearing all_ok). */
-print_flag:
-	mov $msg_ok, %si
-	test %al, flags
-	jnz 1f
-	movb $0, all_ok
-	mov $msg_fail, %si
-1:	call print
-	ret
-
 /* The ID read through BAR1 again, then the end of the line. */
 print_hex_saved:
 	mov $REG_ID, %bx
@@ -629,7 +602,7 @@ print_hex_byte:
 	pop %ax
 	jmp print_nibble
 
-	.include "common/real_mode.inc"
+	.include "common/stage2.inc"
 
 dev_count:	.word 0
 dev_address:	.long 0
@@ -669,10 +642,7 @@ msg_dma_from:	.asciz " dma_from_guest="
 msg_cycles:	.asciz " cycles_per_irq="
 msg_reset:	.asciz " reset="
 msg_status:	.asciz " status="
-msg_ok:		.asciz "ok"
-msg_fail:	.asciz "fail"
 msg_slash:	.asciz "/"
-msg_crlf:	.asciz "\r\n"
 
 stage2_end:
 	/* Sectors after the boot sector, for its loader. */

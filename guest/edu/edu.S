@@ -69,20 +69,8 @@ msg_disk_error:
 
 /* ---- Everything below is loaded by the boot sector. ---- */
 stage2:
-	/* No BIOS service from here on: its handlers could reload segment
-	 * registers through protected mode and undo unreal mode. */
-	cli
-	mov $msg_stage2, %si
-	call print
-	call unreal
-	call pci_scan
-	cmpw $0, dev_count
-	jne 1f
-	mov $msg_no_device, %si
-	call print
-	mov $1, %al
-	jmp finish
-1:	call report_device
+	call find_device
+	call report_device
 	call check_id
 	call check_liveness
 	call setup_pic
@@ -256,13 +244,6 @@ fact_test:
 	call print
 	ret
 
-/* Dword %cx of the DMA test pattern -> eax (no two dwords alike). */
-pattern:
-	movzwl %cx, %eax
-	imul $0x01000193, %eax, %eax
-	xor $0xa5c3f00f, %eax
-	ret
-
 /* DMA of DMA_SIZE bytes from %esi to %edi with command %eax (RUN and IRQ
  * included); al = how the completion was seen, as await_cause. */
 dma_run:
@@ -385,16 +366,6 @@ print_result:
 	call print
 	ret
 
-/* "ok" when %al is non-zero, else "fail" (clearing all_ok). */
-print_flag:
-	mov $msg_ok, %si
-	test %al, %al
-	jnz 1f
-	movb $0, all_ok
-	mov $msg_fail, %si
-1:	call print
-	ret
-
 /* How a completion was seen (%al, as await_cause): "irq", "polled" or
  * "none" (clearing all_ok). */
 print_by:
@@ -409,7 +380,7 @@ print_by:
 1:	call print
 	ret
 
-	.include "common/real_mode.inc"
+	.include "common/stage2.inc"
 
 	.p2align 2
 dev_count:	.word 0
@@ -444,12 +415,9 @@ msg_fact_irq:	.asciz " fact_irq="
 msg_dma:	.asciz " dma="
 msg_dma_irq:	.asciz " dma_irq="
 msg_status:	.asciz " status="
-msg_ok:		.asciz "ok"
-msg_fail:	.asciz "fail"
 msg_irq_word:	.asciz "irq"
 msg_polled:	.asciz "polled"
 msg_none:	.asciz "none"
-msg_crlf:	.asciz "\r\n"
 
 stage2_end:
 	/* Sectors after the boot sector, for its loader. */
