@@ -62,11 +62,26 @@ function forward(p: ProxyDevice): Pick<RunOptions, "onIo" | "onMmio"> {
   };
 }
 
-/** A run plus a promise for the guest's READY (rejects if the run does). */
+/** Runs the guest with `params` to its end, forwarding to `p`. */
+async function runGuest(
+  m: KvmMachine,
+  p: ProxyDevice,
+  params: IrqGuestParams,
+): Promise<RunResult> {
+  writeIrqGuestParams(m, params);
+  return await m.run({ ...forward(p), timeoutMs: TIMEOUT });
+}
+
+/**
+ * Starts the guest with `params`: its run, and a promise for its READY
+ * (rejects if the run does).
+ */
 function start(
   m: KvmMachine,
   p: ProxyDevice,
+  params: IrqGuestParams,
 ): { run: Promise<RunResult>; ready: Promise<void> } {
+  writeIrqGuestParams(m, params);
   const ready = Promise.withResolvers<void>();
   const run = m.run({
     ...forward(p),
@@ -120,8 +135,7 @@ async function expectNoDelivery(
   params: IrqGuestParams,
 ): Promise<void> {
   const before = readIrqGuestCounters(m).delivered;
-  writeIrqGuestParams(m, { ...params, count: params.count + 1 });
-  const r = start(m, p);
+  const r = start(m, p, { ...params, count: params.count + 1 });
   await r.ready;
   await sleep(50);
   m.stop();
@@ -129,227 +143,186 @@ async function expectNoDelivery(
   assertEquals(readIrqGuestCounters(m).delivered, before);
 }
 
-for (const via of ["MMIO", "PIO"] as const) {
+/**
+ * A test under KVM (ignored without it): the interrupt guest's machine and
+ * a remote whose one device is plugged in as `p`, none of whose fds leak.
+ */
+function kvmTest(
+  name: string,
+  body: (m: KvmMachine, p: ProxyDevice, r: Remote) => Promise<void>,
+): void {
   Deno.test({
-    name:
-      `kvm+remote: N level interrupts through ${via}, each delivered exactly once when the handler ACKs before EOI`,
+    name,
     ignore: !ok,
     async fn(): Promise<void> {
       await assertNoFdLeak(async () => {
         using m = await createIrqGuestMachine();
-        const r = spawn();
-        let closed = false;
-        try {
-          const p = r.clients[0];
-          plug(p, m);
-          const N = 300;
-          const params: IrqGuestParams = {
-            irq: GSI,
-            flags: IrqGuestFlag[via] | IrqGuestFlag.SELF_RAISE,
-            count: N,
-            ioBase: BAR1,
-            mmioBase: BAR0,
-          };
-          writeIrqGuestParams(m, params);
-          const done = await m.run({ ...forward(p), timeoutMs: TIMEOUT });
-          assertEquals(done.status, "done");
-          console.log(
-            `  ${N} guest-raised interrupts via ${via}: ${
-              (done.elapsedMs * 1000 / N).toFixed(1)
-            } us per raise -> INTx -> handler -> ACK -> EOI`,
-          );
-          assertEquals(readIrqGuestCounters(m), {
-            delivered: N,
-            completed: N,
-            spurious: 0,
-            held: 0,
-            raised: N,
-            kicks: 0,
-          });
-          assertEquals(reg(p, Reg.IRQ_COUNT), N);
-          assertEquals(reg(p, Reg.IRQ_STATUS), 0);
-          // ACKed: the level is low, nothing is re-injected.
-          await expectNoDelivery(m, p, { ...params, flags: IrqGuestFlag[via] });
-          const { code, stderr } = await r.finish();
-          closed = true;
-          assertEquals(code, 0);
-          const c = remoteCounters(stderr);
-          assertEquals(
-            [c.asserts, c.deasserts, c.resamples],
-            [N, N, N],
-            "one assert, deassert and resample per interrupt",
-          );
-          assertExtraReasserts(c.reasserts, 0, N);
-        } finally {
-          if (!closed) await r.finish();
-        }
+        await using r = spawn();
+        const p = r.clients[0];
+        plug(p, m);
+        await body(m, p, r);
       });
     },
   });
 }
 
-Deno.test({
-  name:
-    "kvm+remote: level held across EOI is re-injected via resample; guest, IRQ_COUNT and IOHUB counters agree",
-  ignore: !ok,
-  async fn(): Promise<void> {
-    await assertNoFdLeak(async () => {
-      using m = await createIrqGuestMachine();
-      const r = spawn();
-      let closed = false;
-      try {
-        const p = r.clients[0];
-        plug(p, m);
-        const N = 50;
-        const K = 3;
-        writeIrqGuestParams(m, {
-          irq: GSI,
-          flags: IrqGuestFlag.MMIO | IrqGuestFlag.SELF_RAISE,
-          count: N,
-          hold: K,
-          mmioBase: BAR0,
-        });
-        const done = await m.run({ ...forward(p), timeoutMs: TIMEOUT });
-        assertEquals(done.status, "done");
-        // Each raise: K EOIs with the level still high, then the ACK.
-        assertEquals(done.value, N * (K + 1));
-        const g = readIrqGuestCounters(m);
-        assertEquals(g.delivered, N * (K + 1));
-        assertEquals(g.completed, N);
-        assertEquals(g.spurious, 0);
-        // The device's output rose once per raise: the re-injections were
-        // the IOHUB's, not new edges.
-        assertEquals(reg(p, Reg.IRQ_COUNT), N);
-        const { code, stderr } = await r.finish();
-        closed = true;
-        assertEquals(code, 0);
-        const c = remoteCounters(stderr);
-        assertEquals(
-          [c.asserts, c.deasserts, c.resamples],
-          [N, N, N * (K + 1)],
-          "one resample per delivery",
-        );
-        assertExtraReasserts(c.reasserts, N * K, N);
-      } finally {
-        if (!closed) await r.finish();
-      }
-    });
-  },
-});
-
-Deno.test({
-  name:
-    "kvm+remote: Interrupt Disable masks delivery; clearing it delivers the pending interrupt",
-  ignore: !ok,
-  async fn(): Promise<void> {
-    await assertNoFdLeak(async () => {
-      using m = await createIrqGuestMachine();
-      await using r = spawn();
-      const p = r.clients[0];
-      plug(p, m);
-      const cmd = p.configRead(PCI_COMMAND, 2);
-      p.configWrite(PCI_COMMAND, cmd | CMD_INTX_DISABLE, 2);
-      writeIrqGuestParams(m, {
-        irq: GSI,
-        flags: IrqGuestFlag.MMIO,
-        count: 1,
-        mmioBase: BAR0,
-      });
-      const run = start(m, p);
-      await run.ready;
-      // The test raises the cause while the guest halts waiting for it.
-      p.barWrite(0, Reg.IRQ_RAISE, 1n, 4);
-      await sleep(50);
-      assertEquals(readIrqGuestCounters(m).delivered, 0);
-      assert(p.configRead(PCI_STATUS, 2) & STATUS_INTX, "status bit 3");
-      p.configWrite(PCI_COMMAND, cmd, 2);
-      const done = await run.run;
-      assertEquals(done.status, "done");
-      assertEquals(readIrqGuestCounters(m).delivered, 1);
-      assertEquals(readIrqGuestCounters(m).spurious, 0);
-      assertEquals(p.configRead(PCI_STATUS, 2) & STATUS_INTX, 0);
-    });
-  },
-});
-
-Deno.test({
-  name:
-    "kvm+remote: DEVICE_RESET lowers the line: one delivery already latched, then none",
-  ignore: !ok,
-  async fn(): Promise<void> {
-    await assertNoFdLeak(async () => {
-      using m = await createIrqGuestMachine();
-      await using r = spawn();
-      const p = r.clients[0];
-      plug(p, m);
+for (const via of ["MMIO", "PIO"] as const) {
+  kvmTest(
+    `kvm+remote: N level interrupts through ${via}, each delivered exactly once when the handler ACKs before EOI`,
+    async (m, p, r) => {
+      const N = 300;
       const params: IrqGuestParams = {
         irq: GSI,
-        flags: IrqGuestFlag.MMIO,
-        count: 0,
-        mmioBase: BAR0,
-      };
-      // Let the guest program the PIC and stop at DONE (count 0).
-      writeIrqGuestParams(m, params);
-      assertEquals(
-        (await m.run({ ...forward(p), timeoutMs: TIMEOUT })).status,
-        "done",
-      );
-      // Raised, then reset before the guest runs: KVM keeps the line it
-      // was given until the guest's EOI, like QEMU's IOHUB.
-      p.barWrite(0, Reg.IRQ_RAISE, 1n, 4);
-      p.reset();
-      p.mapBars([BAR0, BAR1]);
-      assertEquals(reg(p, Reg.IRQ_STATUS), 0);
-      assertEquals(reg(p, Reg.IRQ_COUNT), 0);
-      writeIrqGuestParams(m, { ...params, count: 1 });
-      assertEquals(
-        (await m.run({ ...forward(p), timeoutMs: TIMEOUT })).status,
-        "done",
-      );
-      const g = readIrqGuestCounters(m);
-      assertEquals(g.delivered, 1);
-      assertEquals(g.spurious, 1);
-      // At that EOI the IOHUB saw the level low: no re-assertion.
-      await expectNoDelivery(m, p, { ...params, count: 1 });
-    });
-  },
-});
-
-Deno.test({
-  name: "kvm+remote: moveRoute to another GSI keeps delivering",
-  ignore: !ok,
-  async fn(): Promise<void> {
-    await assertNoFdLeak(async () => {
-      using m = await createIrqGuestMachine();
-      await using r = spawn();
-      const p = r.clients[0];
-      plug(p, m);
-      const N = 20;
-      const params: IrqGuestParams = {
-        irq: GSI,
-        flags: IrqGuestFlag.PIO | IrqGuestFlag.SELF_RAISE,
+        flags: IrqGuestFlag[via] | IrqGuestFlag.SELF_RAISE,
         count: N,
         ioBase: BAR1,
+        mmioBase: BAR0,
       };
-      writeIrqGuestParams(m, params);
-      assertEquals(
-        (await m.run({ ...forward(p), timeoutMs: TIMEOUT })).value,
-        N,
+      const done = await runGuest(m, p, params);
+      assertEquals(done.status, "done");
+      console.log(
+        `  ${N} guest-raised interrupts via ${via}: ${
+          (done.elapsedMs * 1000 / N).toFixed(1)
+        } us per raise -> INTx -> handler -> ACK -> EOI`,
       );
-      // The route moves to IRQ 10 on the slave PIC, as when firmware
-      // reprograms a PIRQ router; the guest unmasks the new line.
-      p.moveRoute(10);
-      assertEquals(p.gsi, 10);
-      writeIrqGuestParams(m, { ...params, irq: 10, count: 2 * N });
+      assertEquals(readIrqGuestCounters(m), {
+        delivered: N,
+        completed: N,
+        spurious: 0,
+        held: 0,
+        raised: N,
+        kicks: 0,
+      });
+      assertEquals(reg(p, Reg.IRQ_COUNT), N);
+      assertEquals(reg(p, Reg.IRQ_STATUS), 0);
+      // ACKed: the level is low, nothing is re-injected.
+      await expectNoDelivery(m, p, { ...params, flags: IrqGuestFlag[via] });
+      const { code, stderr } = await r.finish();
+      assertEquals(code, 0);
+      const c = remoteCounters(stderr);
       assertEquals(
-        (await m.run({ ...forward(p), timeoutMs: TIMEOUT })).value,
-        2 * N,
+        [c.asserts, c.deasserts, c.resamples],
+        [N, N, N],
+        "one assert, deassert and resample per interrupt",
       );
-      assertEquals(readIrqGuestCounters(m).spurious, 0);
-      assertEquals(reg(p, Reg.IRQ_COUNT), 2 * N);
+      assertExtraReasserts(c.reasserts, 0, N);
+    },
+  );
+}
+
+kvmTest(
+  "kvm+remote: level held across EOI is re-injected via resample; guest, IRQ_COUNT and IOHUB counters agree",
+  async (m, p, r) => {
+    const N = 50;
+    const K = 3;
+    const done = await runGuest(m, p, {
+      irq: GSI,
+      flags: IrqGuestFlag.MMIO | IrqGuestFlag.SELF_RAISE,
+      count: N,
+      hold: K,
+      mmioBase: BAR0,
     });
+    assertEquals(done.status, "done");
+    // Each raise: K EOIs with the level still high, then the ACK.
+    assertEquals(done.value, N * (K + 1));
+    const g = readIrqGuestCounters(m);
+    assertEquals(g.delivered, N * (K + 1));
+    assertEquals(g.completed, N);
+    assertEquals(g.spurious, 0);
+    // The device's output rose once per raise: the re-injections were
+    // the IOHUB's, not new edges.
+    assertEquals(reg(p, Reg.IRQ_COUNT), N);
+    const { code, stderr } = await r.finish();
+    assertEquals(code, 0);
+    const c = remoteCounters(stderr);
+    assertEquals(
+      [c.asserts, c.deasserts, c.resamples],
+      [N, N, N * (K + 1)],
+      "one resample per delivery",
+    );
+    assertExtraReasserts(c.reasserts, N * K, N);
   },
-});
+);
+
+kvmTest(
+  "kvm+remote: Interrupt Disable masks delivery; clearing it delivers the pending interrupt",
+  async (m, p) => {
+    const cmd = p.configRead(PCI_COMMAND, 2);
+    p.configWrite(PCI_COMMAND, cmd | CMD_INTX_DISABLE, 2);
+    const run = start(m, p, {
+      irq: GSI,
+      flags: IrqGuestFlag.MMIO,
+      count: 1,
+      mmioBase: BAR0,
+    });
+    await run.ready;
+    // The test raises the cause while the guest halts waiting for it.
+    p.barWrite(0, Reg.IRQ_RAISE, 1n, 4);
+    await sleep(50);
+    assertEquals(readIrqGuestCounters(m).delivered, 0);
+    assert(p.configRead(PCI_STATUS, 2) & STATUS_INTX, "status bit 3");
+    p.configWrite(PCI_COMMAND, cmd, 2);
+    const done = await run.run;
+    assertEquals(done.status, "done");
+    assertEquals(readIrqGuestCounters(m).delivered, 1);
+    assertEquals(readIrqGuestCounters(m).spurious, 0);
+    assertEquals(p.configRead(PCI_STATUS, 2) & STATUS_INTX, 0);
+  },
+);
+
+kvmTest(
+  "kvm+remote: DEVICE_RESET lowers the line: one delivery already latched, then none",
+  async (m, p) => {
+    const params: IrqGuestParams = {
+      irq: GSI,
+      flags: IrqGuestFlag.MMIO,
+      count: 0,
+      mmioBase: BAR0,
+    };
+    // Let the guest program the PIC and stop at DONE (count 0).
+    assertEquals((await runGuest(m, p, params)).status, "done");
+    // Raised, then reset before the guest runs: KVM keeps the line it
+    // was given until the guest's EOI, like QEMU's IOHUB.
+    p.barWrite(0, Reg.IRQ_RAISE, 1n, 4);
+    p.reset();
+    p.mapBars([BAR0, BAR1]);
+    assertEquals(reg(p, Reg.IRQ_STATUS), 0);
+    assertEquals(reg(p, Reg.IRQ_COUNT), 0);
+    assertEquals(
+      (await runGuest(m, p, { ...params, count: 1 })).status,
+      "done",
+    );
+    const g = readIrqGuestCounters(m);
+    assertEquals(g.delivered, 1);
+    assertEquals(g.spurious, 1);
+    // At that EOI the IOHUB saw the level low: no re-assertion.
+    await expectNoDelivery(m, p, { ...params, count: 1 });
+  },
+);
+
+kvmTest(
+  "kvm+remote: moveRoute to another GSI keeps delivering",
+  async (m, p) => {
+    const N = 20;
+    const params: IrqGuestParams = {
+      irq: GSI,
+      flags: IrqGuestFlag.PIO | IrqGuestFlag.SELF_RAISE,
+      count: N,
+      ioBase: BAR1,
+    };
+    assertEquals((await runGuest(m, p, params)).value, N);
+    // The route moves to IRQ 10 on the slave PIC, as when firmware
+    // reprograms a PIRQ router; the guest unmasks the new line.
+    p.moveRoute(10);
+    assertEquals(p.gsi, 10);
+    assertEquals(
+      (await runGuest(m, p, { ...params, irq: 10, count: 2 * N })).value,
+      2 * N,
+    );
+    assertEquals(readIrqGuestCounters(m).spurious, 0);
+    assertEquals(reg(p, Reg.IRQ_COUNT), 2 * N);
+  },
+);
 
 Deno.test({
   name:
@@ -367,17 +340,14 @@ Deno.test({
       b.configRead(0, 4);
       const before = openFds(pid);
       plug(a, m);
-      writeIrqGuestParams(m, {
+      const done = await runGuest(m, a, {
         irq: GSI,
         flags: IrqGuestFlag.MMIO | IrqGuestFlag.SELF_RAISE,
         count: 5,
         hold: 1,
         mmioBase: BAR0,
       });
-      assertEquals(
-        (await m.run({ ...forward(a), timeoutMs: TIMEOUT })).value,
-        10,
-      );
+      assertEquals(done.value, 10);
       // The remote now holds a's memfd and irqfd pair as well.
       assertGreater(openFds(pid).length, before.length);
       a.close();
@@ -393,56 +363,48 @@ Deno.test({
   },
 });
 
-Deno.test({
-  name:
-    "kvm+remote: a level held without ACK re-injects until DEVICE_RESET, then stops",
-  ignore: !ok,
-  async fn(): Promise<void> {
-    await assertNoFdLeak(async () => {
-      using m = await createIrqGuestMachine();
-      await using r = spawn();
-      const p = r.clients[0];
-      plug(p, m);
-      // The handler never ACKs: every EOI is followed by a resample that
-      // finds the level high and re-asserts, an interrupt storm.
-      writeIrqGuestParams(m, {
-        irq: GSI,
-        flags: IrqGuestFlag.MMIO,
-        count: 1,
-        hold: 0xffff,
-        mmioBase: BAR0,
-      });
-      const ready = Promise.withResolvers<void>();
-      const run = m.run({
-        // After the reset the BAR no longer decodes: reads of an
-        // unclaimed address return all ones, as on a real bus.
-        onMmio: (addr, isWrite, data) => {
-          if (p.handleMmio(addr, isWrite, data)) return true;
-          if (!isWrite) data.fill(0xff);
-          return true;
-        },
-        onReady: () => ready.resolve(),
-        timeoutMs: TIMEOUT,
-      });
-      run.catch(() => {});
-      await Promise.race([ready.promise, run]);
-      p.barWrite(0, Reg.IRQ_RAISE, 1n, 4);
-      const until = performance.now() + 5000;
-      while (readIrqGuestCounters(m).delivered < 20) {
-        assert(performance.now() < until, "the held level was not re-injected");
-        await sleep(1);
-      }
-      p.reset();
-      const atReset = readIrqGuestCounters(m).delivered;
-      await sleep(50);
-      const settled = readIrqGuestCounters(m).delivered;
-      // At most the delivery already latched in KVM, then silence.
-      assert(settled - atReset <= 1, `${atReset} -> ${settled}`);
-      await sleep(50);
-      assertEquals(readIrqGuestCounters(m).delivered, settled);
-      assertEquals(readIrqGuestCounters(m).completed, 0);
-      m.stop();
-      assertEquals((await run).status, "stopped");
+kvmTest(
+  "kvm+remote: a level held without ACK re-injects until DEVICE_RESET, then stops",
+  async (m, p) => {
+    // The handler never ACKs: every EOI is followed by a resample that
+    // finds the level high and re-asserts, an interrupt storm.
+    writeIrqGuestParams(m, {
+      irq: GSI,
+      flags: IrqGuestFlag.MMIO,
+      count: 1,
+      hold: 0xffff,
+      mmioBase: BAR0,
     });
+    const ready = Promise.withResolvers<void>();
+    const run = m.run({
+      // After the reset the BAR no longer decodes: reads of an
+      // unclaimed address return all ones, as on a real bus.
+      onMmio: (addr, isWrite, data) => {
+        if (p.handleMmio(addr, isWrite, data)) return true;
+        if (!isWrite) data.fill(0xff);
+        return true;
+      },
+      onReady: () => ready.resolve(),
+      timeoutMs: TIMEOUT,
+    });
+    run.catch(() => {});
+    await Promise.race([ready.promise, run]);
+    p.barWrite(0, Reg.IRQ_RAISE, 1n, 4);
+    const until = performance.now() + 5000;
+    while (readIrqGuestCounters(m).delivered < 20) {
+      assert(performance.now() < until, "the held level was not re-injected");
+      await sleep(1);
+    }
+    p.reset();
+    const atReset = readIrqGuestCounters(m).delivered;
+    await sleep(50);
+    const settled = readIrqGuestCounters(m).delivered;
+    // At most the delivery already latched in KVM, then silence.
+    assert(settled - atReset <= 1, `${atReset} -> ${settled}`);
+    await sleep(50);
+    assertEquals(readIrqGuestCounters(m).delivered, settled);
+    assertEquals(readIrqGuestCounters(m).completed, 0);
+    m.stop();
+    assertEquals((await run).status, "stopped");
   },
-});
+);
