@@ -10,7 +10,7 @@ import {
   assertStringIncludes,
 } from "@std/assert";
 import { EventFd, pollReadable } from "../../ffi/mod.ts";
-import { type Client, spawnDevices } from "./remote_process.ts";
+import { assertExit, type Client, spawnDevices } from "./remote_process.ts";
 import { iohub } from "../cli/cli_run.ts";
 
 const BAR0 = 0xfebf0000n;
@@ -83,8 +83,7 @@ Deno.test("device module: timers run while idle and while a peer floods requests
   const t0 = performance.now();
   while (performance.now() - t0 < 300) c.cfgRead(0);
   assert(c.barRead(BAR0) > before, "the interval fired under load");
-  const { code, stderr } = await r.finish();
-  assertEquals(code, 0, stderr);
+  await assertExit(r, 0);
 });
 
 Deno.test("device module: an async chain with file I/O completes", async () => {
@@ -97,8 +96,7 @@ Deno.test("device module: an async chain with file I/O completes", async () => {
     () => c.barRead(BAR0 + 4n) === BigInt(TICKER.length),
     "chain done",
   );
-  const { code, stderr } = await r.finish();
-  assertEquals(code, 0, stderr);
+  await assertExit(r, 0);
 });
 
 Deno.test("device module: an interrupt raised from a timer arrives through the irqfd", async () => {
@@ -116,9 +114,7 @@ Deno.test("device module: an interrupt raised from a timer arrives through the i
   assertEquals(irq.drain(), 1n);
   assertEquals(c.barRead(BAR0 + 16n), 1n);
   c.barWrite(BAR0 + 16n, 1n);
-  const { code, stderr } = await r.finish();
-  assertEquals(code, 0, stderr);
-  assertStringIncludes(stderr, "asserts=1 deasserts=1");
+  await assertExit(r, 0, "asserts=1 deasserts=1");
 });
 
 Deno.test("device module: a device that throws closes only its channel, stack in the log", async () => {
@@ -135,10 +131,9 @@ Deno.test("device module: a device that throws closes only its channel, stack in
   }
   assert(threw, "the channel of the throwing device closed");
   assertEquals(good.barRead(BAR0 + 16n), 0n);
-  const { code, stderr } = await r.finish();
-  assertEquals(code, 1, stderr);
-  assertStringIncludes(
-    stderr,
+  const stderr = await assertExit(
+    r,
+    1,
     "bad: closed: device error: Error: register 20 is broken",
   );
   assertMatch(stderr, /at Object.read \(file:\/\/.*ticker\.ts:\d+:\d+\)/);
@@ -250,10 +245,5 @@ Deno.test("device module: loaded by file: URL, a signal listener inside the devi
     await pollReadable(irq.fd, 5000),
     "the device's signal handler raised INTx",
   );
-  const { code, stderr } = await r.finish();
-  assertEquals(code, 0, stderr);
-  assertStringIncludes(
-    stderr,
-    "sig: peer closed the connection; INTx asserts=1",
-  );
+  await assertExit(r, 0, "sig: peer closed the connection; INTx asserts=1");
 });

@@ -21,7 +21,7 @@ import {
 } from "../../ffi/mod.ts";
 import { Reg, TESTDEV_ID } from "../../lib/pci/devices/testdev.ts";
 import { Cmd, Message, Received } from "../../lib/mpqemu/mod.ts";
-import { type Client, spawnRemote } from "./remote_process.ts";
+import { assertExit, type Client, spawnRemote } from "./remote_process.ts";
 import { assertNoFdLeak, openFds } from "../fd_check.ts";
 
 const BAR0 = 0xfebf0000n;
@@ -96,8 +96,7 @@ Deno.test("isolation: guest memory truncated under the remote fails the DMA, not
       closeFd(fd);
       closeFd(sealed);
     }
-    const { code, stderr } = await r.finish();
-    assertEquals(code, 0, stderr);
+    const stderr = await assertExit(r, 0);
     const lines = stderr.split("\n").filter((l) => l.includes("DMA refused"));
     assertEquals(lines.length, 1, stderr);
     assertStringIncludes(lines[0], "bad: refused: BAR_WRITE: DMA refused");
@@ -130,8 +129,7 @@ Deno.test("isolation: a full blocking irqfd never blocks the remote", async () =
     bad.barWrite(reg(Reg.IRQ_ACK), 1n);
     bad.barWrite(reg(Reg.IRQ_RAISE), 1n);
     assertEquals(irq.drain(), 1n);
-    const { code, stderr } = await r.finish();
-    assertEquals(code, 0, stderr);
+    await assertExit(r, 0);
   });
 });
 
@@ -185,8 +183,7 @@ Deno.test("isolation: broken resamplefds are refused at SET_IRQFD, the remote st
     assertEquals(irq.drain(), 1n, "good's interrupt was asserted");
     // Five channels closed with every refused fd; good's pair is kept.
     assertEquals(openFds(r.child.pid).length, baseline - 5 + 2);
-    const { code, stderr } = await r.finish();
-    assertEquals(code, 1, stderr);
+    const stderr = await assertExit(r, 1);
     const why = {
       wpipe: "the resamplefd is not an eventfd",
       rpipe: "the resamplefd is not an eventfd",
@@ -236,7 +233,6 @@ Deno.test("isolation: fds sent with SET_IRQFD and the next requests in one sendm
     }
     assertEquals(rets, [0x10b11234n, 0n, BigInt(TESTDEV_ID)]);
     assertEquals(irq.drain(), 1n, "the irqfd was installed and asserted");
-    const { code, stderr } = await r.finish();
-    assertEquals(code, 0, stderr);
+    await assertExit(r, 0);
   });
 });

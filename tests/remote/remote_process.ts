@@ -1,6 +1,7 @@
 // Test helper: an `iohub remote` subprocess serving testdevs on socketpairs,
 // and a minimal synchronous mpqemu client to drive it from the test.
 
+import { assertEquals, assertStringIncludes } from "@std/assert";
 import {
   defaultRemoteCommand,
   spawnTestdevRemote,
@@ -162,4 +163,20 @@ function wrapRemote<T extends Endpoint>(
       await finish();
     },
   };
+}
+
+/**
+ * Finishes `r` and asserts its exit status (0: every channel closed
+ * cleanly, 1: one closed on an error) and that its log holds each of
+ * `lines`; returns the log.
+ */
+export async function assertExit(
+  r: RemoteProcess<Endpoint>,
+  code: number,
+  ...lines: string[]
+): Promise<string> {
+  const { code: actual, stderr } = await r.finish();
+  assertEquals(actual, code, stderr);
+  for (const line of lines) assertStringIncludes(stderr, line);
+  return stderr;
 }

@@ -23,7 +23,7 @@ import {
 } from "../../lib/pci/devices/testdev.ts";
 import { Cmd, Message, Received, UINT64_MAX } from "../../lib/mpqemu/mod.ts";
 import { assertNoFdLeak, openFds } from "../fd_check.ts";
-import { type Client, spawnRemote } from "./remote_process.ts";
+import { assertExit, type Client, spawnRemote } from "./remote_process.ts";
 
 const BAR0 = 0xfebf0000n;
 const BAR1 = 0xc040n;
@@ -70,10 +70,9 @@ Deno.test("remote: config space identity and QEMU's BAR sizing sequence", async 
   // Read-only registers ignore writes.
   c.cfgWrite(0x00, 0);
   assertEquals(c.cfgRead(0x00), 0x10b11234n);
-  const { code, stderr } = await r.finish();
-  assertEquals(code, 0);
-  assertStringIncludes(
-    stderr,
+  await assertExit(
+    r,
+    0,
     "dev: refused: PCI_CFGREAD: addr 0xfd len 1 outside config space",
   );
 });
@@ -110,7 +109,7 @@ Deno.test("remote: requests queued back to back are all answered, in order", asy
     rets.push(c.ch.rx.retValue);
   }
   assertEquals(rets, [0n, 0x1234n, 0x10b11234n, 0x10b10001n]);
-  assertEquals((await r.finish()).code, 0);
+  await assertExit(r, 0);
 });
 
 Deno.test("remote: registers through BAR0 (memory) and BAR1 (I/O)", async () => {
@@ -152,7 +151,7 @@ Deno.test("remote: registers through BAR0 (memory) and BAR1 (I/O)", async () => 
   c.cfgWrite(0x10, 0xfe000000);
   assertEquals(c.barRead(BAR0), UINT64_MAX);
   assertEquals(c.barRead(0xfe000000n), BigInt(TESTDEV_ID));
-  assertEquals((await r.finish()).code, 0);
+  await assertExit(r, 0);
 });
 
 Deno.test("remote: INTx through irqfd, resample re-asserts only while pending", async () => {
@@ -206,10 +205,9 @@ Deno.test("remote: INTx through irqfd, resample re-asserts only while pending", 
     c.barWrite(BAR0 + BigInt(Reg.IRQ_RAISE), 2n);
     assertEquals(irq2.drain(), 1n);
     assertEquals(irq.drain(), 0n, "the old irqfd is no longer used");
-    const { code, stderr } = await r.finish();
-    assertEquals(code, 0);
-    assertStringIncludes(
-      stderr,
+    await assertExit(
+      r,
+      0,
       "dev: peer closed the connection; INTx asserts=3 deasserts=2 resamples=5 reasserts=3; refused accesses=0",
     );
   });
@@ -279,7 +277,7 @@ Deno.test("remote: DMA both ways against a memfd sent with SYNC_SYSMEM", async (
     c.barWrite(reg(Reg.DMA_ADDR_LO), 0x2000n);
     c.barWrite(reg(Reg.DMA_CMD), 1n);
     assertEquals(c.barRead(reg(Reg.DMA_STATUS)), 0n);
-    assertEquals((await r.finish()).code, 0);
+    await assertExit(r, 0);
   });
 });
 
@@ -310,7 +308,7 @@ Deno.test("remote: DEVICE_RESET restores defaults and lowers INTx", async () => 
   assertEquals(c.barRead(BAR0 + BigInt(Reg.IRQ_STATUS)), 0n);
   assertEquals(c.barRead(BAR0 + BigInt(Reg.IRQ_COUNT)), 0n);
   assertEquals(c.barRead(BAR0 + BigInt(BUFFER_OFFSET), 1), 0n);
-  assertEquals((await r.finish()).code, 0);
+  await assertExit(r, 0);
 });
 
 Deno.test("remote: two devices in one process are independent", async () => {
@@ -342,7 +340,7 @@ Deno.test("remote: two devices in one process are independent", async () => {
   assert(await readable(irqA.fd, 5000));
   b.barrier();
   assertEquals(irqB.drain(), 0n);
-  assertEquals((await r.finish()).code, 0);
+  await assertExit(r, 0);
 });
 
 /** Raw bytes from hex. */
@@ -379,10 +377,9 @@ Deno.test("remote: fds nobody uses and an unwatchable resamplefd hurt only that 
   assertEquals(bad.ch.receive(), Received.EOF);
   assertEquals(good.barRead(BAR0), BigInt(TESTDEV_ID));
   assertEquals(openFds(r.child.pid).length, baseline.length - 1);
-  const { code, stderr } = await r.finish();
-  assertEquals(code, 1, stderr);
-  assertStringIncludes(
-    stderr,
+  const stderr = await assertExit(
+    r,
+    1,
     "iohub remote: bad: closed: SET_IRQFD: fds: the resamplefd is not an eventfd",
   );
   assert(!stderr.includes("cleanup failed"), stderr);
@@ -481,9 +478,7 @@ Deno.test("remote: each broken rule closes only that channel, no fd leaks", asyn
       const extra = after.filter((fd) => !baseline.includes(fd));
       assertEquals(extra, [], "no fd leaked in the remote");
       assertEquals(gone.length, 1, "exactly the bad channel's socket closed");
-      const { code, stderr } = await r.finish();
-      assertEquals(code, 1, "a channel closed on an error");
-      assertStringIncludes(stderr, `iohub remote: ${line}`);
+      await assertExit(r, 1, `iohub remote: ${line}`);
     });
   }
 });
@@ -533,7 +528,7 @@ Deno.test("remote: random well-formed requests never kill the remote", async () 
   good.cfgWrite(0x04, 2, 2);
   assertEquals(good.barRead(BAR0), BigInt(TESTDEV_ID));
   assertEquals(openFds(r.child.pid), baseline);
-  assertEquals((await r.finish()).code, 0);
+  await assertExit(r, 0);
 });
 
 /**
@@ -592,8 +587,7 @@ Deno.test("remote: a peer that reads replies only when its own sends block is se
     }
   }
   setNonblocking(c.ch.fd, false);
-  const { code, stderr } = await r.finish();
-  assertEquals(code, 0, stderr);
+  await assertExit(r, 0);
 });
 
 Deno.test("remote: a peer that never reads its replies is dropped, the others go on", async () => {
@@ -616,10 +610,9 @@ Deno.test("remote: a peer that never reads its replies is dropped, the others go
   assert(performance.now() - t0 < 1000, "the other device is not held up");
   await new Promise((done) => setTimeout(done, 2500));
   assertEquals(good.barRead(BAR0), BigInt(TESTDEV_ID));
-  const { code, stderr } = await r.finish();
-  assertEquals(code, 1, stderr);
-  assertStringIncludes(
-    stderr,
+  await assertExit(
+    r,
+    1,
     "iohub remote: deaf: closed: the peer left its replies unread for 2000 ms",
   );
 });
@@ -700,10 +693,9 @@ Deno.test("remote: messages cut anywhere, fds on any piece, are all understood",
     pair.forEach((e) => e.close());
     closeFd(ram);
   }
-  const { code, stderr } = await r.finish();
-  assertEquals(code, 0, stderr);
-  assertStringIncludes(
-    stderr,
+  await assertExit(
+    r,
+    0,
     "cut: peer closed the connection; INTx asserts=1 deasserts=0 resamples=0 reasserts=0; refused accesses=0",
   );
 });
