@@ -19,6 +19,7 @@ import {
 } from "../../ffi/mod.ts";
 import { TESTDEV_ID } from "../../lib/pci/devices/testdev.ts";
 import { Cmd, Message, Received } from "../../lib/mpqemu/mod.ts";
+import { prng } from "../prng.ts";
 import { assertNoFdLeak, openFds } from "../fd_check.ts";
 import { type Client, spawnRemote } from "./remote_process.ts";
 
@@ -27,17 +28,6 @@ const BAR1 = 0xc040n;
 const FUZZ_MS = 3000;
 // Most channels soon break a rule and are closed: enough for the run.
 const CHANNELS = 250;
-
-/** A seeded PRNG (mulberry32): failures can be replayed with the seed. */
-function prng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) >>> 0;
-    let t = seed;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 0x1_0000_0000;
-  };
-}
 
 /** One fuzz case generator over `rand`. */
 class Fuzzer {

@@ -22,6 +22,7 @@ import {
   TESTDEV_ID,
 } from "../../lib/pci/devices/testdev.ts";
 import { Cmd, Message, Received, UINT64_MAX } from "../../lib/mpqemu/mod.ts";
+import { prng } from "../prng.ts";
 import { assertNoFdLeak, openFds } from "../fd_check.ts";
 import { assertExit, type Client, spawnRemote } from "./remote_process.ts";
 
@@ -482,17 +483,6 @@ Deno.test("remote: each broken rule closes only that channel, no fd leaks", asyn
     });
   }
 });
-
-/** A small deterministic PRNG (mulberry32), so failures reproduce. */
-function prng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) >>> 0;
-    let t = seed;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 0x1_0000_0000;
-  };
-}
 
 Deno.test("remote: random well-formed requests never kill the remote", async () => {
   await using r = spawnRemote(["fuzz", "good"]);
