@@ -4,14 +4,6 @@
 
 import { assert, assertEquals, assertFalse, assertThrows } from "@std/assert";
 import {
-  closeFd,
-  MAP_SHARED,
-  memfd,
-  mmap,
-  PROT_READ,
-  PROT_WRITE,
-} from "../../ffi/mod.ts";
-import {
   BUFFER_OFFSET,
   Reg,
   TESTDEV_ID,
@@ -22,6 +14,7 @@ import {
   type UserIrqSink,
 } from "../../lib/proxy/proxy_device.ts";
 import { assertNoFdLeak, openFds } from "../fd_check.ts";
+import { guestRam } from "./guest_ram.ts";
 import { spawnDevices, spawnRemote } from "../remote/remote_process.ts";
 
 const BAR0 = 0xfebf0000;
@@ -197,10 +190,7 @@ Deno.test("proxy: a second setupIrqfd replaces the pair on both sides", async ()
 Deno.test("proxy: DMA against guest memory sent with syncSysmem", async () => {
   await using r = proxyRemote();
   const p = r.clients[0];
-  const fd = memfd("guest-ram", 0x10000);
-  using ram = mmap(0x10000, PROT_READ | PROT_WRITE, MAP_SHARED, fd);
-  p.syncSysmem([{ gpa: 0n, size: 0x10000n, offset: 0n, fd }]);
-  closeFd(fd);
+  using ram = guestRam(p, 0x10000);
   ready(p);
   for (let i = 0; i < 64; i++) ram.bytes[0x4000 + i] = i ^ 0x5a;
   setReg(p, Reg.DMA_ADDR_LO, 0x4000);

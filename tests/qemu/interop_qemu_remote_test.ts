@@ -2,17 +2,10 @@
 // (`-machine x-remote -device e1000`), byte for byte over mpqemu.
 
 import { assert, assertEquals, assertFalse } from "@std/assert";
-import {
-  closeFd,
-  MAP_SHARED,
-  memfd,
-  mmap,
-  PROT_READ,
-  PROT_WRITE,
-} from "../../ffi/mod.ts";
 import { ProxyDevice } from "../../lib/proxy/proxy_device.ts";
 import { spawnQemuRemote } from "../../lib/qemu/qemu_remote.ts";
 import { assertNoFdLeak } from "../fd_check.ts";
+import { guestRam } from "../proxy/guest_ram.ts";
 import { haveQemu, QEMU } from "../requirements.ts";
 
 // e1000 registers (Intel 8254x manual): device status, interrupt cause
@@ -33,10 +26,7 @@ Deno.test({
     await assertNoFdLeak(async () => {
       await using qemu = spawnQemuRemote(QEMU, [{ driver: "e1000" }]);
       using p = new ProxyDevice(qemu.fds[0], { name: "e1000" });
-      const ramFd = memfd("guest-ram", 1 << 20);
-      using _ram = mmap(1 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, ramFd);
-      p.syncSysmem([{ gpa: 0n, size: 1n << 20n, offset: 0n, fd: ramFd }]);
-      closeFd(ramFd);
+      using _ram = guestRam(p, 1 << 20);
       p.setupIrqfd();
       const info = p.probe();
       assertEquals(info.vendorId, 0x8086);

@@ -18,15 +18,8 @@ import {
 import { ProxyDevice } from "../../lib/proxy/proxy_device.ts";
 import { defaultRemoteCommand } from "../../lib/qemu/spawn_remote.ts";
 import { spawnWithSockets } from "../../lib/qemu/socket_child.ts";
-import {
-  closeFd,
-  MAP_SHARED,
-  memfd,
-  mmap,
-  PROT_READ,
-  PROT_WRITE,
-} from "../../ffi/mod.ts";
 import { assertNoFdLeak } from "../fd_check.ts";
+import { guestRam } from "../proxy/guest_ram.ts";
 
 const BAR0 = 0xfe000000;
 const SOON = 2000;
@@ -103,46 +96,39 @@ Deno.test("edu remote: raise and acknowledge reach the irqfd", async () => {
 
 Deno.test("edu remote: factorial and DMA complete on the remote's timers", async () => {
   await withEdu(async (p) => {
-    const fd = memfd("edu-ram", RAM_SIZE);
-    const ram = mmap(RAM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    try {
-      p.syncSysmem([{ fd, gpa: 0n, size: BigInt(RAM_SIZE), offset: 0n }]);
-      p.setupIrqfd();
-      p.probe();
-      p.mapBars([BAR0]);
-      const sink = p.startUserSink();
-      /** Waits for INTx with `cause` pending, acknowledges it, EOIs. */
-      const completion = async (cause: number): Promise<void> => {
-        assert(await sink.waitAsync(SOON), `INTx for 0x${cause.toString(16)}`);
-        assertEquals(p.barRead(0, EduReg.IRQ_STATUS, 4), BigInt(cause));
-        p.barWrite(0, EduReg.IRQ_ACK, BigInt(cause), 4);
-        sink.eoi();
-      };
-      p.barWrite(0, EduReg.STATUS, BigInt(STATUS_IRQFACT), 4);
-      p.barWrite(0, EduReg.FACTORIAL, 10n, 4);
-      await completion(IRQ_FACT);
-      assertEquals(p.barRead(0, EduReg.FACTORIAL, 4), 3628800n);
-      assertEquals(p.barRead(0, EduReg.STATUS, 4), BigInt(STATUS_IRQFACT));
+    using ram = guestRam(p, RAM_SIZE);
+    p.setupIrqfd();
+    p.probe();
+    p.mapBars([BAR0]);
+    const sink = p.startUserSink();
+    /** Waits for INTx with `cause` pending, acknowledges it, EOIs. */
+    const completion = async (cause: number): Promise<void> => {
+      assert(await sink.waitAsync(SOON), `INTx for 0x${cause.toString(16)}`);
+      assertEquals(p.barRead(0, EduReg.IRQ_STATUS, 4), BigInt(cause));
+      p.barWrite(0, EduReg.IRQ_ACK, BigInt(cause), 4);
+      sink.eoi();
+    };
+    p.barWrite(0, EduReg.STATUS, BigInt(STATUS_IRQFACT), 4);
+    p.barWrite(0, EduReg.FACTORIAL, 10n, 4);
+    await completion(IRQ_FACT);
+    assertEquals(p.barRead(0, EduReg.FACTORIAL, 4), 3628800n);
+    assertEquals(p.barRead(0, EduReg.STATUS, 4), BigInt(STATUS_IRQFACT));
 
-      const pattern = Uint8Array.from({ length: 256 }, (_, i) => 255 - i);
-      ram.bytes.set(pattern, 0x1000);
-      p.barWrite(0, EduReg.DMA_SRC, 0x1000n, 8);
-      p.barWrite(0, EduReg.DMA_DST, BigInt(DMA_BUFFER), 8);
-      p.barWrite(0, EduReg.DMA_COUNT, 256n, 8);
-      p.barWrite(0, EduReg.DMA_CMD, BigInt(DMA_RUN | DMA_IRQ), 8);
-      await completion(IRQ_DMA);
-      p.barWrite(0, EduReg.DMA_SRC, BigInt(DMA_BUFFER), 4);
-      p.barWrite(0, EduReg.DMA_DST, 0x3000n, 4);
-      p.barWrite(0, EduReg.DMA_CMD, BigInt(DMA_RUN | DMA_TO_RAM | DMA_IRQ), 4);
-      await completion(IRQ_DMA);
-      assertEquals(ram.bytes.slice(0x3000, 0x3100), pattern);
-      assertEquals(
-        p.barRead(0, EduReg.DMA_CMD, 8),
-        BigInt(DMA_TO_RAM | DMA_IRQ),
-      );
-    } finally {
-      ram.unmap();
-      closeFd(fd);
-    }
+    const pattern = Uint8Array.from({ length: 256 }, (_, i) => 255 - i);
+    ram.bytes.set(pattern, 0x1000);
+    p.barWrite(0, EduReg.DMA_SRC, 0x1000n, 8);
+    p.barWrite(0, EduReg.DMA_DST, BigInt(DMA_BUFFER), 8);
+    p.barWrite(0, EduReg.DMA_COUNT, 256n, 8);
+    p.barWrite(0, EduReg.DMA_CMD, BigInt(DMA_RUN | DMA_IRQ), 8);
+    await completion(IRQ_DMA);
+    p.barWrite(0, EduReg.DMA_SRC, BigInt(DMA_BUFFER), 4);
+    p.barWrite(0, EduReg.DMA_DST, 0x3000n, 4);
+    p.barWrite(0, EduReg.DMA_CMD, BigInt(DMA_RUN | DMA_TO_RAM | DMA_IRQ), 4);
+    await completion(IRQ_DMA);
+    assertEquals(ram.bytes.slice(0x3000, 0x3100), pattern);
+    assertEquals(
+      p.barRead(0, EduReg.DMA_CMD, 8),
+      BigInt(DMA_TO_RAM | DMA_IRQ),
+    );
   });
 });
