@@ -74,14 +74,33 @@ function iohubLine(c: ClosedDevice): string {
   return `  remote IOHUB, ${c.id}: asserts=${n.asserts} deasserts=${n.deasserts} resamples=${n.resamples} reasserts=${n.reasserts}`;
 }
 
-function summary(
+/**
+ * Prints the summary after a run: `title`, the guest's `rows`, the
+ * remote's counters per device, then the guest's status and how long it
+ * took.
+ */
+function printSummary(
+  title: string,
+  rows: string[],
   r: GuestResult,
   counters: ClosedDevice[],
   seconds: number,
-): string[] {
+): void {
   const lines = [
     "",
-    "iohub demo result:",
+    title,
+    ...rows,
+    ...counters.map(iohubLine),
+    `  guest status                   ${r.status ?? "?"} (${
+      seconds.toFixed(1)
+    } s)`,
+  ];
+  for (const line of lines) console.log(line);
+}
+
+/** The testdev guest's result fields, one summary row each. */
+function testdevRows(r: GuestResult): string[] {
+  return [
     `  devices found on the PCI bus   ${r.devices ?? "?"}`,
     `  interrupts via BAR0 (MMIO)     ${r.irq_mmio ?? "?"} delivered`,
     `  interrupts via BAR1 (port I/O) ${r.irq_pio ?? "?"} delivered`,
@@ -90,13 +109,6 @@ function summary(
     `  DMA guest RAM -> device        ${r.dma_from_guest ?? "?"}`,
     `  system reset -> DEVICE_RESET   ${r.reset ?? "?"}`,
   ];
-  lines.push(...counters.map(iohubLine));
-  lines.push(
-    `  guest status                   ${r.status ?? "?"} (${
-      seconds.toFixed(1)
-    } s)`,
-  );
-  return lines;
 }
 
 /** Whether the guest's interrupt phases all got what they wanted. */
@@ -113,14 +125,9 @@ function nonInterruptChecksPassed(r: GuestResult): boolean {
     RESULT_CHECKS.every((k) => r[k] === "ok");
 }
 
-function eduSummary(
-  r: GuestResult,
-  counters: ClosedDevice[],
-  seconds: number,
-): string[] {
-  const lines = [
-    "",
-    "iohub demo result (edu):",
+/** The edu guest's result fields, one summary row each. */
+function eduRows(r: GuestResult): string[] {
+  return [
     `  edu devices on the PCI bus     ${r.devices ?? "?"}`,
     `  ID register 0x010000ed         ${r.id ?? "?"}`,
     `  liveness (inverts)             ${r.liveness ?? "?"}`,
@@ -129,13 +136,6 @@ function eduSummary(
     `  DMA 4 KiB RAM -> edu -> RAM    ${r.dma ?? "?"}`,
     `  DMA completions                ${r.dma_irq ?? "?"}`,
   ];
-  lines.push(...counters.map(iohubLine));
-  lines.push(
-    `  guest status                   ${r.status ?? "?"} (${
-      seconds.toFixed(1)
-    } s)`,
-  );
-  return lines;
 }
 
 /** The edu guest's verdict: all checks, completions as `accel` allows. */
@@ -312,7 +312,13 @@ export const demoCommand: Command = {
       return out.status === EXIT_OK ? 1 : out.status;
     }
     if (device === "edu") {
-      for (const l of eduSummary(result, counters, seconds)) console.log(l);
+      printSummary(
+        "iohub demo result (edu):",
+        eduRows(result),
+        result,
+        counters,
+        seconds,
+      );
       if (!eduPassed(result, accel)) {
         throw new Error(
           `demo failed: the edu guest expected ${
@@ -329,7 +335,7 @@ export const demoCommand: Command = {
       return EXIT_OK;
     }
     const r = result;
-    for (const l of summary(r, counters, seconds)) console.log(l);
+    printSummary("iohub demo result:", testdevRows(r), r, counters, seconds);
     if (accel === "kvm") {
       if (out.status !== EXIT_OK || r.status !== "ok") {
         throw new Error(`demo failed: ${out.message}`);
