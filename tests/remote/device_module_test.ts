@@ -9,7 +9,7 @@ import {
   assertMatch,
   assertStringIncludes,
 } from "@std/assert";
-import { EventFd, pollReadable } from "../../ffi/mod.ts";
+import { pollReadable } from "../../ffi/mod.ts";
 import { assertExit, type Client, spawnDevices } from "./remote_process.ts";
 import { iohub } from "../cli/cli_run.ts";
 
@@ -103,10 +103,9 @@ Deno.test("device module: an interrupt raised from a timer arrives through the i
   const mod = writeModule("ticker.ts", TICKER);
   await using r = spawnDevices([`${mod},id=tick`]);
   const c = r.clients[0];
-  using irq = new EventFd();
-  using rs = new EventFd();
   enable(c);
-  c.setIrqfd(irq.fd, rs.fd);
+  using intx = c.intx();
+  const { irq } = intx;
   c.barrier();
   assertEquals(irq.drain(), 0n, "nothing before the write");
   c.barWrite(BAR0 + 12n, 1n);
@@ -236,9 +235,8 @@ Deno.test("device module: loaded by file: URL, a signal listener inside the devi
   );
   await using r = spawnDevices([`${new URL(`file://${mod}`).href},id=sig`]);
   const c = r.clients[0];
-  using irq = new EventFd();
-  using rs = new EventFd();
-  c.setIrqfd(irq.fd, rs.fd);
+  using intx = c.intx();
+  const { irq } = intx;
   c.barrier();
   Deno.kill(r.child.pid, "SIGUSR1");
   assert(

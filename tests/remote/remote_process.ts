@@ -7,6 +7,7 @@ import {
   spawnTestdevRemote,
 } from "../../lib/qemu/spawn_remote.ts";
 import { spawnWithSockets } from "../../lib/qemu/socket_child.ts";
+import { EventFd } from "../../ffi/mod.ts";
 import {
   Channel,
   Cmd,
@@ -74,6 +75,20 @@ export class Client {
     this.ch.send(this.ch.tx.encodeEmpty(Cmd.SET_IRQFD), [irqfd, resamplefd]);
   }
 
+  /**
+   * SET_IRQFD with a fresh eventfd pair, returned for the test to watch
+   * (`irq`) and signal (`rs`); disposing it closes both.
+   */
+  intx(): IntxPair {
+    // Closes what was made if a later step throws; moved out on success.
+    using made = new DisposableStack();
+    const irq = made.use(new EventFd());
+    const rs = made.use(new EventFd());
+    this.setIrqfd(irq.fd, rs.fd);
+    const owned = made.move();
+    return { irq, rs, [Symbol.dispose]: () => owned.dispose() };
+  }
+
   /** SYNC_SYSMEM (no reply). */
   syncSysmem(regions: SysmemRegion[]): void {
     this.ch.send(
@@ -95,6 +110,14 @@ export class Client {
   close(): void {
     if (!this.ch.closed) this.ch.close();
   }
+}
+
+/** A device's INTx eventfds, as Client.intx() gave them to it. */
+export interface IntxPair extends Disposable {
+  /** The irqfd: the device asserting INTx makes it readable. */
+  irq: EventFd;
+  /** The resamplefd: signalled as an EOI would be. */
+  rs: EventFd;
 }
 
 /** What a test drives a device's connection with. */

@@ -159,10 +159,9 @@ Deno.test("remote: INTx through irqfd, resample re-asserts only while pending", 
   await assertNoFdLeak(async () => {
     await using r = spawnRemote(["dev"]);
     const c = r.clients[0];
-    using irq = new EventFd();
-    using rs = new EventFd();
     enable(c);
-    c.setIrqfd(irq.fd, rs.fd);
+    using intx = c.intx();
+    const { irq, rs } = intx;
     c.barrier();
     assertEquals(irq.drain(), 0n);
     c.barWrite(BAR0 + BigInt(Reg.IRQ_RAISE), 1n);
@@ -200,11 +199,9 @@ Deno.test("remote: INTx through irqfd, resample re-asserts only while pending", 
     assertEquals(irq.drain(), 0n);
     assertEquals(c.barRead(BAR0 + BigInt(Reg.IRQ_STATUS)), 1n);
     // A new SET_IRQFD replaces the pair; the level is still low.
-    using irq2 = new EventFd();
-    using rs2 = new EventFd();
-    c.setIrqfd(irq2.fd, rs2.fd);
+    using replaced = c.intx();
     c.barWrite(BAR0 + BigInt(Reg.IRQ_RAISE), 2n);
-    assertEquals(irq2.drain(), 1n);
+    assertEquals(replaced.irq.drain(), 1n);
     assertEquals(irq.drain(), 0n, "the old irqfd is no longer used");
     await assertExit(
       r,
@@ -285,10 +282,9 @@ Deno.test("remote: DMA both ways against a memfd sent with SYNC_SYSMEM", async (
 Deno.test("remote: DEVICE_RESET restores defaults and lowers INTx", async () => {
   await using r = spawnRemote(["dev"]);
   const c = r.clients[0];
-  using irq = new EventFd();
-  using rs = new EventFd();
   enable(c);
-  c.setIrqfd(irq.fd, rs.fd);
+  using intx = c.intx();
+  const { irq, rs } = intx;
   c.barWrite(BAR0 + BigInt(Reg.SCRATCH), 77n);
   c.barWrite(BAR0 + BigInt(Reg.IRQ_MASK), 1n);
   c.barWrite(BAR0 + BigInt(Reg.IRQ_RAISE), 1n);
