@@ -122,12 +122,7 @@ export function launchCommands(
     qemu: [...guard, ...qemuCommandLine(opts, devices, qemuFds)],
     remote: [
       ...guard,
-      ...(opts.remoteCommand ??
-        defaultRemoteCommand(
-          [opts.trace, opts.control].filter((p): p is string =>
-            p !== undefined
-          ),
-        )),
+      ...(opts.remoteCommand ?? defaultRemoteCommand()),
       ...remoteArguments(opts, devices, remoteFds),
     ],
   };

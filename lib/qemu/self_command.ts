@@ -4,6 +4,24 @@
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const CONFIG = new URL("../../deno.json", import.meta.url).pathname;
 
+/**
+ * The Deno permissions a remote runs with from source; scripts/permissions.sh
+ * (bin/iohub, the compiled binary) grants at least these (a test checks).
+ * FFI for its system calls, read for dlopen and device modules, import for
+ * device modules at URLs; write, net and env are for device code, which may
+ * do file and network I/O like any program (a device backed by a file or a
+ * TCP service). FFI can reach past all of Deno's flags anyway, so they do
+ * not confine a device: --sandbox is the real boundary.
+ */
+export const REMOTE_PERMISSIONS: readonly string[] = [
+  "--allow-ffi",
+  "--allow-read",
+  "--allow-write",
+  "--allow-net",
+  "--allow-env",
+  "--allow-import",
+];
+
 /** How this process runs: compiled or not, and its executable. */
 export interface SelfRuntime {
   /** Whether this is a `deno compile` binary. */
@@ -21,14 +39,11 @@ export function currentRuntime(): SelfRuntime {
  * The command line running `iohub ...args` as this process runs: a compiled
  * binary is itself the program (its permissions were fixed when it was
  * compiled); from source, Deno on main.ts under the project's config (for
- * the import map) with what a remote needs: FFI for its system calls, read
- * for dlopen and device modules, import for device modules at URLs, plus
- * `permissions` (Deno flags) for what this run needs beyond them.
+ * the import map) with REMOTE_PERMISSIONS.
  */
 export function selfCommand(
   args: string[],
   runtime: SelfRuntime = currentRuntime(),
-  permissions: string[] = [],
 ): string[] {
   if (runtime.standalone) return [runtime.execPath, ...args];
   return [
@@ -36,10 +51,7 @@ export function selfCommand(
     "run",
     "--quiet",
     "--no-prompt",
-    "--allow-ffi",
-    "--allow-read",
-    "--allow-import",
-    ...permissions,
+    ...REMOTE_PERMISSIONS,
     "--config",
     CONFIG,
     MAIN,

@@ -7,15 +7,11 @@ import { currentRuntime, selfCommand } from "./self_command.ts";
 import { type SocketChild, spawnWithSockets } from "./socket_child.ts";
 
 /**
- * The default command for `iohub remote`: this program run as itself, also
- * allowed to write the `writable` paths (a trace file, a control socket).
+ * The default command for `iohub remote`: this program run as itself (its
+ * permissions already cover a trace file and a control socket).
  */
-export function defaultRemoteCommand(writable: string[] = []): string[] {
-  return selfCommand(
-    ["remote"],
-    currentRuntime(),
-    writable.length > 0 ? [`--allow-write=${writable.join(",")}`] : [],
-  );
+export function defaultRemoteCommand(): string[] {
+  return selfCommand(["remote"], currentRuntime());
 }
 
 /**

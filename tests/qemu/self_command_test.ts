@@ -2,7 +2,11 @@
 // main.ts from source, the binary alone when compiled.
 
 import { assert, assertEquals } from "@std/assert";
-import { currentRuntime, selfCommand } from "../../lib/qemu/self_command.ts";
+import {
+  currentRuntime,
+  REMOTE_PERMISSIONS,
+  selfCommand,
+} from "../../lib/qemu/self_command.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const CONFIG = new URL("../../deno.json", import.meta.url).pathname;
@@ -30,6 +34,9 @@ Deno.test("selfCommand: from source, Deno runs main.ts under the project config"
       "--no-prompt",
       "--allow-ffi",
       "--allow-read",
+      "--allow-write",
+      "--allow-net",
+      "--allow-env",
       "--allow-import",
       "--config",
       CONFIG,
@@ -47,4 +54,23 @@ Deno.test("selfCommand: these tests run from source, under this Deno", async () 
   const out = await new Deno.Command(cmd, { args, stdin: "null" }).output();
   assert(out.success);
   assert(new TextDecoder().decode(out.stdout).startsWith("iohub "));
+});
+
+Deno.test("selfCommand: bin/iohub grants at least the launched remote's permissions, net, write and env among them", async () => {
+  const root = new URL("../../", import.meta.url).pathname;
+  const out = await new Deno.Command("bash", {
+    args: [
+      "-c",
+      'source scripts/permissions.sh; printf "%s\\n" "${IOHUB_PERMISSIONS[@]}"',
+    ],
+    cwd: root,
+  }).output();
+  assert(out.success);
+  const granted = new TextDecoder().decode(out.stdout).trim().split("\n");
+  for (const flag of ["--allow-net", "--allow-write", "--allow-env"]) {
+    assert(REMOTE_PERMISSIONS.includes(flag), flag);
+  }
+  for (const flag of REMOTE_PERMISSIONS) {
+    assert(granted.includes(flag), `permissions.sh lacks ${flag}`);
+  }
 });

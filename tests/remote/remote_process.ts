@@ -152,15 +152,14 @@ export function spawnRemote<T extends Endpoint = Client>(
 /**
  * Spawns `iohub remote` serving `devices` (TYPE[,id=NAME] each: a built-in
  * or a module path) on socketpairs; `wrap` turns our end of each into the
- * test's endpoint (a Client by default); the remote may write `writable`.
+ * test's endpoint (a Client by default).
  */
 export function spawnDevices<T extends Endpoint = Client>(
   devices: string[],
   extra: string[] = [],
   wrap: (fd: number) => T = (fd) => new Client(fd) as unknown as T,
-  writable: string[] = [],
 ): RemoteProcess<T> {
-  const [program, ...args] = defaultRemoteCommand(writable);
+  const [program, ...args] = defaultRemoteCommand();
   const sc = spawnWithSockets(program, devices.length, (fds) => [
     ...args,
     ...extra,
