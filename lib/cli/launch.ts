@@ -3,7 +3,7 @@
 // the run ended (see lib/qemu/launch.ts).
 
 import { parseArgs } from "@std/cli/parse-args";
-import { closeFd, socketpair } from "../../ffi/mod.ts";
+import { closeFd, pipe, socketpair } from "../../ffi/mod.ts";
 import { type LaunchDevice, reservedQemuOption } from "../qemu/command_line.ts";
 import {
   launch,
@@ -31,12 +31,7 @@ import {
   verbosityOf,
 } from "./common.ts";
 import { BUILTIN_DEVICES, builtinNames } from "../pci/devices/mod.ts";
-import {
-  DeviceTypeError,
-  isModuleType,
-  moduleUrl,
-  resolveDeviceType,
-} from "../pci/devices/load.ts";
+import { isModuleType, moduleUrl } from "../pci/devices/load.ts";
 import { defaultDeviceId } from "./remote.ts";
 
 const HELP = `usage: iohub launch [options] [-- QEMU-ARGS...]
@@ -251,17 +246,20 @@ function shellQuote(arg: string): string {
 }
 
 /**
- * The command lines of a run as two shell lines, with the socket fds this
- * process would hand each side (made and closed again: nothing starts).
+ * The command lines of a run as two shell lines, with the socket fds and
+ * the ready pipe this process would hand each side (made and closed again:
+ * nothing starts).
  */
 export function printedCommands(options: LaunchOptions): string {
   const n = options.devices?.length ?? 1;
   const pairs = Array.from({ length: n }, () => socketpair());
-  pairs.flat().forEach(closeFd);
+  const ready = pipe();
+  [...pairs.flat(), ...ready].forEach(closeFd);
   const c = launchCommands(
     options,
     pairs.map((p) => p[0]),
     pairs.map((p) => p[1]),
+    ready[1],
   );
   return `qemu: ${c.qemu.map(shellQuote).join(" ")}\n` +
     `remote: ${c.remote.map(shellQuote).join(" ")}\n`;
@@ -282,17 +280,15 @@ export const launchCommand: Command = {
   help: HELP,
   async run(args: string[]): Promise<number> {
     const { options, serial, printCommand } = parseLaunchArgs(args);
+    // The remote alone imports device modules (a module's top level runs
+    // once, and one that never finishes importing is covered by --timeout);
+    // whatever directory it runs in, it loads the module named here.
+    const given = new Map<string, string>();
     for (const d of options.devices ?? []) {
       if (!isModuleType(d.type)) continue;
-      // The remote would fail the same way, later and as "remote failed".
-      try {
-        await resolveDeviceType(d.type);
-      } catch (e) {
-        if (e instanceof DeviceTypeError) throw new UsageError(e.message);
-        throw e;
-      }
-      // Whatever directory the remote runs in, it loads the same module.
-      d.type = moduleUrl(d.type).href;
+      const href = moduleUrl(d.type).href;
+      given.set(href, d.type);
+      d.type = href;
     }
     if (printCommand) {
       writeAll(Deno.stdout, new TextEncoder().encode(printedCommands(options)));
@@ -314,7 +310,6 @@ export const launchCommand: Command = {
     }
     const log = logSink("iohub: ", options.verbosity ?? "normal");
     const qemuLog = logSink("", options.verbosity ?? "normal");
-    if (options.accel === "tcg") log(`warning: ${TCG_WARNING}`, "info");
     const stop = new AbortController();
     const onInt = (): void => stop.abort("SIGINT");
     const onTerm = (): void => stop.abort("SIGTERM");
@@ -339,13 +334,23 @@ export const launchCommand: Command = {
         onRemoteLine: (line) => console.error(line),
         onQemuLine: (line) =>
           qemuLog(line, QEMU_WARNING.test(line) ? "info" : "error"),
-        onStarted: (s) =>
+        onStarted: (s) => {
+          // Only a run that starts QEMU gets the warning: a device the
+          // remote refuses is then the only line.
+          if (options.accel === "tcg") log(`warning: ${TCG_WARNING}`, "info");
           log(
             `started QEMU (pid ${s.qemuPid}) and the remote (pid ${s.remotePid})`,
             "info",
-          ),
+          );
+        },
       });
-      log(result.message, result.status === EXIT_OK ? "info" : "error");
+      // The remote names a module by the URL it was handed; the user
+      // knows it by what they typed.
+      let message = result.message;
+      for (const [href, type] of given) {
+        message = message.replaceAll(href, type);
+      }
+      log(message, result.status === EXIT_OK ? "info" : "error");
       return result.status;
     } finally {
       Deno.removeSignalListener("SIGINT", onInt);

@@ -23,6 +23,7 @@ import {
   type Severity,
   type Verbosity,
 } from "../log.ts";
+import { ReadySignal } from "../remote/ready.ts";
 import {
   type Command,
   describeError,
@@ -64,6 +65,11 @@ options:
                   ABI 6+, seccomp, no_new_privs): no files, no exec, no TCP,
                   no new sockets, no signals to other processes
   --allow-path P  with --sandbox: P stays readable and writable (repeatable)
+  --ready-fd N    for launchers: once every device is loaded and validated,
+                  its socket set up and the sandbox applied, write one byte
+                  to the inherited fd N and close it; a remote that fails
+                  before then closes it unwritten (iohub launch starts QEMU
+                  only after that byte)
   --help          this text
 
 Stops on SIGINT/SIGTERM after closing every channel (counters logged) and
@@ -161,6 +167,8 @@ export interface RemoteArgs {
   verbosity: Verbosity;
   /** --sandbox and its --allow-path list, or null without --sandbox. */
   sandbox: SandboxOptions | null;
+  /** --ready-fd N, or null. */
+  readyFd: number | null;
 }
 
 function micros(flag: string, raw: string): number {
@@ -182,6 +190,7 @@ export function parseRemoteArgs(args: string[]): RemoteArgs {
       "trace",
       "control",
       "allow-path",
+      "ready-fd",
     ],
     boolean: [...VERBOSITY_OPTIONS, "sandbox"],
     collect: ["device", "allow-path"],
@@ -220,6 +229,10 @@ export function parseRemoteArgs(args: string[]): RemoteArgs {
     throw new UsageError("remote: --allow-path needs --sandbox");
   }
   const poll = parsed["poll-us"] as string | undefined;
+  const ready = parsed["ready-fd"] as string | undefined;
+  if (ready !== undefined && !/^\d+$/.test(ready)) {
+    throw new UsageError(`remote: --ready-fd ${ready}: not an fd number`);
+  }
   return {
     devices,
     pollMicros: poll === undefined ? undefined : micros("--poll-us", poll),
@@ -231,6 +244,7 @@ export function parseRemoteArgs(args: string[]): RemoteArgs {
     control: pathOption(parsed.control, "--control"),
     verbosity: verbosityOf(parsed, "remote"),
     sandbox: parsed.sandbox ? { allowPaths } : null,
+    readyFd: ready === undefined ? null : Number(ready),
   };
 }
 
@@ -257,7 +271,9 @@ export const remoteCommand: Command = {
       control,
       verbosity,
       sandbox,
+      readyFd,
     } = parseRemoteArgs(args);
+    using ready = readyFd === null ? null : openReady(readyFd);
     const sink = logSink("iohub remote: ", verbosity);
     // Until the remote serves, its lines wait: if setting up fails, the
     // command's one error line is all the user sees, not the cleanup too.
@@ -302,9 +318,20 @@ export const remoteCommand: Command = {
     if (sandbox !== null) await applySandbox(sandbox);
     serving = true;
     for (const [line, severity] of held) sink(line, severity);
+    // Everything that can fail at start has run: the launcher may start
+    // QEMU now, and a failure before this left the pipe unwritten.
+    ready?.signal();
     return await serve(remote, log);
   },
 };
+
+function openReady(fd: number): ReadySignal {
+  try {
+    return new ReadySignal(fd);
+  } catch (e) {
+    throw new UsageError(`remote: --ready-fd ${fd}: ${(e as Error).message}`);
+  }
+}
 
 function openTracer(path: string): Tracer {
   try {

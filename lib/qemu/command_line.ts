@@ -162,11 +162,15 @@ export function qemuCommandLine(
   return args;
 }
 
-/** The remote's arguments after the command (fds: its socket end per device). */
+/**
+ * The remote's arguments after the command (fds: its socket end per
+ * device; readyFd: the write end of the pipe it says it is ready on).
+ */
 export function remoteArguments(
   opts: CommandLineOptions,
   devices: LaunchDevice[],
   fds: number[],
+  readyFd: number,
 ): string[] {
   const args: string[] = [];
   devices.forEach((d, i) =>
@@ -182,5 +186,6 @@ export function remoteArguments(
     for (const p of opts.sandbox.allowPaths) args.push("--allow-path", p);
   }
   args.push(...verbosityFlags(opts.verbosity ?? "normal"));
+  args.push("--ready-fd", String(readyFd));
   return args;
 }

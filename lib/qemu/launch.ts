@@ -1,9 +1,18 @@
 // Runs one guest: an `iohub remote` serving the devices and QEMU with one
-// x-pci-proxy-dev per device, each pair wired by its own socketpair. Watches
-// both processes, stops the other when one ends, and turns how the run ended
-// into one exit status and one line saying why (lib/qemu/outcome.ts).
+// x-pci-proxy-dev per device, each pair wired by its own socketpair. QEMU
+// starts only once the remote said it is ready (devices loaded and
+// validated): a device that cannot be served is the remote's one line and
+// exit 2, not a QEMU failing every config read. Watches both processes,
+// stops the other when one ends, and turns how the run ended into one exit
+// status and one line saying why (lib/qemu/outcome.ts).
 
-import { closeFd, setCloexec, socketpair } from "../../ffi/mod.ts";
+import {
+  closeFd,
+  pipe,
+  setCloexec,
+  setNonblocking,
+  socketpair,
+} from "../../ffi/mod.ts";
 import { kvmUnavailableReason } from "../kvm/mod.ts";
 import {
   type CommandLineOptions,
@@ -29,6 +38,13 @@ import {
 } from "./outcome.ts";
 import { defaultQemu, probeQemu, QemuUnusableError } from "./probe.ts";
 import { defaultRemoteCommand } from "./spawn_remote.ts";
+import {
+  awaitReady,
+  beforeReady,
+  pumpRemote,
+  type ReadyWait,
+  type RemoteOut,
+} from "./await_ready.ts";
 import {
   pumpLines,
   signalChild,
@@ -83,7 +99,7 @@ export interface LaunchOptions extends CommandLineOptions {
   onRemoteLine?(line: string): void;
   /** Each line QEMU writes to stderr. */
   onQemuLine?(line: string): void;
-  /** Called once both processes run. */
+  /** Called once both processes run (never when QEMU was not started). */
   onStarted?(started: LaunchStarted): void;
 }
 
@@ -99,7 +115,10 @@ const KILL_MARGIN_MS = 250;
 // on), so an end inside the window means QEMU went first.
 const SETTLE_MS = 300;
 
-/** The two command lines of a run (fds: each side's socket per device). */
+/**
+ * The two command lines of a run (fds: each side's socket per device, and
+ * the write end of the remote's readiness pipe).
+ */
 export interface LaunchCommands {
   /** QEMU's full command line, argv[0] first. */
   qemu: string[];
@@ -115,6 +134,7 @@ export function launchCommands(
   opts: LaunchOptions,
   remoteFds: number[],
   qemuFds: number[],
+  readyFd: number,
 ): LaunchCommands {
   const devices = launchDevices(opts);
   const guard = parentDeathPrefix();
@@ -123,7 +143,7 @@ export function launchCommands(
     remote: [
       ...guard,
       ...(opts.remoteCommand ?? defaultRemoteCommand()),
-      ...remoteArguments(opts, devices, remoteFds),
+      ...remoteArguments(opts, devices, remoteFds, readyFd),
     ],
   };
 }
@@ -218,18 +238,14 @@ interface Run {
   pumps: Promise<void>[];
 }
 
-/** Starts reading the remote's stderr, QEMU's stderr and its serial console. */
+/** Starts reading QEMU's stderr and its serial console. */
 function pump(
   qemu: Deno.ChildProcess,
   remote: Deno.ChildProcess,
+  remoteOut: RemoteOut,
   opts: LaunchOptions,
 ): Run {
-  const remoteLines: string[] = [];
   const qemuErrors: string[] = [];
-  const remoteOut = pumpLines(remote.stderr, (line) => {
-    remoteLines.push(line);
-    opts.onRemoteLine?.(line);
-  });
   const qemuErr = pumpLines(qemu.stderr, (line) => {
     if (isQemuError(line)) qemuErrors.push(line);
     opts.onQemuLine?.(line);
@@ -239,11 +255,18 @@ function pump(
     (line) => opts.onSerialLine?.(line),
     opts.onSerial,
   );
-  const pumps = [remoteOut, qemuErr, serial];
+  const pumps = [remoteOut.done, qemuErr, serial];
   // Their errors are awaited later; until then they must not count as
   // unhandled rejections, which would end the whole process.
   for (const p of pumps) p.catch(() => {});
-  return { qemu, remote, remoteLines, qemuErrors, remoteOut, pumps };
+  return {
+    qemu,
+    remote,
+    remoteLines: remoteOut.lines,
+    qemuErrors,
+    remoteOut: remoteOut.done,
+    pumps,
+  };
 }
 
 /** Waits for the first end: either process, the deadline or an abort. */
@@ -340,9 +363,11 @@ async function afterStop(
 /**
  * Runs QEMU and the remote until the guest ends the run, either side dies,
  * the timeout elapses or `opts.signal` aborts; always leaves both processes
- * reaped and every fd it opened closed. QEMU that cannot be used is an
- * outcome (EXIT_QEMU), not an exception; bad devices, or QEMU options in
- * `qemuArgs` that launch sets itself, throw RangeError.
+ * reaped and every fd it opened closed. QEMU starts only once the remote
+ * is ready: a remote refusing a device is an EXIT_USAGE outcome with its
+ * line. QEMU that cannot be used is an outcome (EXIT_QEMU), not an
+ * exception; bad devices, or QEMU options in `qemuArgs` that launch sets
+ * itself, throw RangeError.
  *
  * @example
  * ```ts
@@ -363,38 +388,75 @@ export async function launch(opts: LaunchOptions = {}): Promise<LaunchOutcome> {
   }
 
   const fds = devicePairs(devices.length);
-  const commands = launchCommands(opts, fds.remote, fds.qemu);
-  let remote: Deno.ChildProcess;
+  let ready: [number, number];
   try {
-    remote = spawnWith(commands.remote, fds.remote, "null");
+    ready = pipe();
+    setNonblocking(ready[0], true);
   } catch (e) {
-    fds.qemu.forEach(closeFd);
+    [...fds.remote, ...fds.qemu].forEach(closeFd);
     throw e;
   }
-  let qemu: Deno.ChildProcess;
+  const commands = launchCommands(opts, fds.remote, fds.qemu, ready[1]);
+  let remote: Deno.ChildProcess;
   try {
-    qemu = spawnWith(commands.qemu, fds.qemu, "piped");
+    remote = spawnWith(commands.remote, [...fds.remote, ready[1]], "null");
   } catch (e) {
-    const r = await stopChild(remote, performance.now() + graceMs, true);
-    await remote.stderr.cancel().catch(() => {});
-    return outcome(
-      EXIT_QEMU,
-      "qemu-failed",
-      `${opts.qemu ?? defaultQemu()} could not be started: ${
-        (e as Error).message
-      }`,
-      { remote: r.status },
-    );
+    fds.qemu.forEach(closeFd);
+    closeFd(ready[0]);
+    throw e;
   }
-
-  const run = pump(qemu, remote, opts);
+  const remoteOut = pumpRemote(remote, opts.onRemoteLine);
+  // The timeout covers loading the devices too: a module that never
+  // finishes importing must not hang the launch.
   const deadline = opts.timeoutMs === undefined ? null : timer(opts.timeoutMs);
   let onAbort = (): void => {};
   const aborted = new Promise<void>((resolve) => {
     onAbort = resolve;
   });
   opts.signal?.addEventListener("abort", onAbort, { once: true });
+  let qemu: Deno.ChildProcess | null = null;
+  let run: Run | null = null;
+  let wait: ReadyWait | null = null;
   try {
+    wait = await awaitReady(remote, ready[0], deadline?.done ?? null, aborted);
+    const readiness = wait.readiness;
+    if (readiness !== "ready") {
+      fds.qemu.forEach(closeFd);
+      const why = readiness === "timeout"
+        ? `timed out after ${opts.timeoutMs! / 1000} s`
+        : readiness === "abort"
+        ? `interrupted by ${
+          abortStatus() === EXIT_SIGTERM ? "SIGTERM" : "SIGINT"
+        }`
+        : null;
+      return await beforeReady(
+        remote,
+        remoteOut,
+        wait,
+        why === null ? null : {
+          status: readiness === "timeout" ? EXIT_TIMEOUT : abortStatus(),
+          why,
+        },
+        performance.now() + graceMs - KILL_MARGIN_MS,
+      );
+    }
+    try {
+      qemu = spawnWith(commands.qemu, fds.qemu, "piped");
+    } catch (e) {
+      const r = await stopChild(remote, performance.now() + graceMs, true);
+      await remoteOut.done.catch(() => {});
+      remoteOut.release(false);
+      return outcome(
+        EXIT_QEMU,
+        "qemu-failed",
+        `${opts.qemu ?? defaultQemu()} could not be started: ${
+          (e as Error).message
+        }`,
+        { remote: r.status },
+      );
+    }
+    run = pump(qemu, remote, remoteOut, opts);
+    remoteOut.release(false);
     opts.onStarted?.({
       qemuPid: qemu.pid,
       remotePid: remote.pid,
@@ -430,9 +492,17 @@ export async function launch(opts: LaunchOptions = {}): Promise<LaunchOutcome> {
   } catch (e) {
     // Only a throwing callback or a broken invariant gets here: leave no
     // process behind either way.
-    signalChild(qemu, "SIGKILL");
+    if (qemu !== null) signalChild(qemu, "SIGKILL");
     signalChild(remote, "SIGKILL");
-    await Promise.allSettled([qemu.status, remote.status, ...run.pumps]);
+    await Promise.allSettled([
+      qemu?.status,
+      remote.status,
+      remoteOut.done,
+      ...(run?.pumps ?? []),
+    ]);
+    // awaitReady owns the read end from its start; before that, it is ours.
+    if (wait === null) closeFd(ready[0]);
+    else await wait.closed;
     throw e;
   } finally {
     deadline?.cancel();

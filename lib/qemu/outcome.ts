@@ -26,6 +26,7 @@ export type LaunchEnd =
   | "qemu-failed"
   | "qemu-unusable"
   | "remote-failed"
+  | "remote-refused"
   | "timeout"
   | "aborted";
 

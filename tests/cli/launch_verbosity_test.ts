@@ -17,10 +17,12 @@ Deno.test("launch: --quiet and --verbose reach the remote's command line", () =>
   ];
   for (const [flags, passed] of cases) {
     const { options } = parseLaunchArgs(flags);
-    assertEquals(remoteArguments(options, options.devices!, [7]), [
+    assertEquals(remoteArguments(options, options.devices!, [7], 9), [
       "--device",
       "testdev,fd=7,id=testdev0",
       ...passed,
+      "--ready-fd",
+      "9",
     ]);
   }
 });

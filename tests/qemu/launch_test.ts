@@ -340,7 +340,7 @@ Deno.test("launch: --print-command prints both command lines, starts nothing", a
   );
   assertMatch(
     remote,
-    /^remote: .* remote --device testdev,fd=\d+,id=a --device testdev,fd=\d+,id=b$/,
+    /^remote: .* remote --device testdev,fd=\d+,id=a --device testdev,fd=\d+,id=b --ready-fd \d+$/,
   );
   const bad = await cli(["--print-command", "--", "-m", "1G"]);
   assertEquals(bad.code, EXIT_USAGE);
@@ -396,9 +396,10 @@ Deno.test({
 });
 
 Deno.test({
-  name: "launch: a remote failing at start is blamed, exit 4",
+  name: "launch: a remote failing at start is blamed, exit 4, QEMU not started",
   ignore: !qemuOk,
   async fn(): Promise<void> {
+    let started = false;
     const out = await run({
       // Stands in for a remote that cannot serve: says why and exits 1.
       remoteCommand: [
@@ -407,12 +408,15 @@ Deno.test({
         "echo 'testdev0: cannot serve' >&2; exit 1",
       ],
       timeoutMs: 10_000,
+      onStarted: () => started = true,
     });
     assertEquals(out.status, EXIT_REMOTE, out.message);
     assertEquals(
       out.message,
-      "remote exited with status 1 (testdev0: cannot serve) while QEMU ran; stopped QEMU",
+      "remote exited with status 1 (testdev0: cannot serve) before it was ready; QEMU was not started",
     );
+    assert(!started);
+    assertEquals(out.qemu, null);
   },
 });
 
