@@ -756,3 +756,172 @@ Deno.test({
     assert(pids.every(gone), `still running: ${pids.filter((p) => !gone(p))}`);
   },
 });
+
+/** Writes device module `name` with `source` into `dir`; returns its path. */
+async function deviceModule(
+  dir: string,
+  name: string,
+  source: string,
+): Promise<string> {
+  const path = `${dir}/${name}`;
+  await Deno.writeTextFile(path, source);
+  return path;
+}
+
+const MODEL = (bar: number, vendor: number): string =>
+  `export default () => ({
+  identity: { vendorId: ${vendor}, deviceId: 0x10f1 },
+  bars: [{ size: ${bar}, space: "memory" }],
+  read(_bar, _off, data) { data.fill(0); },
+  write() {},
+});
+`;
+
+/** Command lines of processes still running whose command line has `s`. */
+function processesWith(s: string): string[] {
+  const found: string[] = [];
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name) || gone(Number(e.name))) continue;
+    try {
+      const cmd = Deno.readTextFileSync(`/proc/${e.name}/cmdline`);
+      if (cmd.includes(s)) found.push(cmd.replaceAll("\0", " "));
+    } catch {
+      // Exited meanwhile.
+    }
+  }
+  return found;
+}
+
+Deno.test({
+  name:
+    "launch: a device the remote refuses is its one line and exit 2; QEMU never starts",
+  ignore: !qemuOk,
+  async fn(t): Promise<void> {
+    const dir = await Deno.makeTempDir({ prefix: "iohub-launch-" });
+    try {
+      const cases: [string, string, string][] = [
+        [
+          "throws.ts",
+          `export default () => { throw new Error("no backing store"); };\n`,
+          "the device factory failed: no backing store",
+        ],
+        [
+          "bad_bar.ts",
+          MODEL(3000, 0x1af4),
+          "malformed device model: bars[0].size: 3000 is not a power of two",
+        ],
+        [
+          "bad_vendor.ts",
+          MODEL(4096, 0xffff),
+          "malformed device model: ",
+        ],
+      ];
+      for (const [name, source, problem] of cases) {
+        await t.step(name, async () => {
+          const mod = await deviceModule(dir, name, source);
+          const r = await cli([
+            "--accel",
+            "tcg",
+            "--device",
+            mod,
+            "--timeout",
+            "30",
+          ]);
+          assertEquals(r.code, EXIT_USAGE, r.stderr);
+          // One line, naming the module and the problem: no QEMU lines, no
+          // "started", no TCG warning.
+          assertEquals(r.stderr.split("\n").length, 2, r.stderr);
+          assertStringIncludes(r.stderr, `iohub: ${mod}: ${problem}`);
+          // The same line `iohub remote` prints for it.
+          const remote = await new Deno.Command(Deno.execPath(), {
+            args: [
+              "run",
+              "-A",
+              MAIN,
+              "remote",
+              "--device",
+              `${mod},socket=${dir}/${name}.sock`,
+            ],
+            stdin: "null",
+          }).output();
+          assertEquals(remote.code, EXIT_USAGE);
+          assertEquals(new TextDecoder().decode(remote.stderr), r.stderr);
+
+          let started = false;
+          const out = await run({
+            devices: [{ type: mod, id: "bad" }],
+            timeoutMs: 30_000,
+            onStarted: () => started = true,
+          });
+          assertEquals(out.status, EXIT_USAGE, out.message);
+          assertEquals(out.end, "remote-refused");
+          assertStringIncludes(out.message, `${mod}: ${problem}`);
+          assert(!started, "QEMU was never started");
+          assertEquals(out.qemu, null);
+        });
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "launch: a module that never finishes importing is --timeout, exit 6, nothing left running",
+  ignore: !qemuOk,
+  async fn(): Promise<void> {
+    const dir = await Deno.makeTempDir({ prefix: "iohub-launch-" });
+    try {
+      const mod = await deviceModule(
+        dir,
+        "spin.ts",
+        `while (true) { /* never done importing */ }\nexport default () => ({});\n`,
+      );
+      const r = await cli([
+        "--accel",
+        "tcg",
+        "--device",
+        mod,
+        "--timeout",
+        "2",
+      ]);
+      assertEquals(r.code, EXIT_TIMEOUT, r.stderr);
+      assertEquals(
+        r.stderr,
+        "iohub: timed out after 2 s before the remote was ready (loading its devices); stopped the remote, QEMU was not started\n",
+      );
+      assertEquals(processesWith(mod), []);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "launch: a module's top level runs once (in the remote alone)",
+  ignore: !qemuOk,
+  async fn(): Promise<void> {
+    const dir = await Deno.makeTempDir({ prefix: "iohub-launch-" });
+    try {
+      const mod = await deviceModule(
+        dir,
+        "noisy.ts",
+        `console.error("noisy: module loaded");\n${MODEL(4096, 0x1af4)}`,
+      );
+      const r = await cli([
+        "--accel",
+        "tcg",
+        "--device",
+        `${mod},id=noisy`,
+        "--timeout",
+        "2",
+      ]);
+      assertEquals(r.code, EXIT_TIMEOUT, r.stderr);
+      assertEquals(r.stderr.split("noisy: module loaded").length, 2, r.stderr);
+      assertStringIncludes(r.stderr, "noisy: peer closed the connection");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
