@@ -18,8 +18,6 @@ Deno.test("remote: --trace records every message and INTx event, --control answe
   await using r = spawnDevices(
     ["testdev,id=watched", "testdev,id=other"],
     ["--trace", trace, "--control", control],
-    undefined,
-    [trace, control],
   );
   const [c] = r.clients;
   using irq = new EventFd();
