@@ -502,8 +502,11 @@ Deno.test({
     const out = await running;
     assertEquals(out.status, EXIT_TIMEOUT, out.message);
     // A stopped process only acts on SIGTERM once continued; left stopped,
-    // it would sit out the grace period and then need SIGKILL.
-    assertEquals(out.remote?.signal, "SIGTERM");
+    // it would sit out the grace period and then need SIGKILL. Started
+    // means ready, so the remote handles SIGTERM (143) or, continued, first
+    // sees QEMU's sockets close (0): either way it exits by itself.
+    assertEquals(out.remote?.signal, null, out.message);
+    assert([0, 143].includes(out.remote!.code), `${out.remote!.code}`);
   },
 });
 
