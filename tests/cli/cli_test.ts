@@ -13,6 +13,7 @@ Deno.test("cli: --help on the program and on remote", async () => {
   const r = await iohub("remote", "--help");
   assertEquals(r.code, 0);
   assertStringIncludes(r.stdout, "--device SPEC");
+  assertStringIncludes(r.stdout, "--ready-fd N    for launchers");
 });
 
 Deno.test("cli: bad arguments get one clear line and exit 2", async (t) => {
@@ -55,6 +56,14 @@ Deno.test("cli: bad arguments get one clear line and exit 2", async (t) => {
     [
       ["remote", "--device", "testdev,socket=/tmp/a", "--poll-us", "fast"],
       "--poll-us fast",
+    ],
+    [
+      ["remote", "--device", "testdev,socket=/tmp/a", "--ready-fd", "x"],
+      "remote: --ready-fd x: not an fd number",
+    ],
+    [
+      ["remote", "--device", "testdev,socket=/tmp/a", "--ready-fd", "999"],
+      "remote: --ready-fd 999: fd 999 is not an open descriptor above stderr",
     ],
   ];
   for (const [args, msg] of cases) {
