@@ -228,7 +228,7 @@ Deno.test("sandbox: launch --sandbox --allow-path passes both to the remote", as
   assertEquals(r.code, 0, r.stderr);
   assertMatch(
     r.stdout.split("\n")[1],
-    /^remote: .* remote --device testdev,fd=\d+,id=\w+ --sandbox --allow-path \/tmp\/dev-data$/,
+    /^remote: .* remote --device testdev,fd=\d+,id=\w+ --sandbox --allow-path \/tmp\/dev-data --ready-fd \d+$/,
   );
   const bad = await iohub("launch", "--allow-path", "/tmp");
   assertEquals(bad.code, 2);
