@@ -1,5 +1,4 @@
-// A device in 50 lines: "blinker", a PCI device that pulses its INTx line
-// from a timer. Loaded by path, no build step:
+// A device in 50 lines: "blinker" pulses its INTx line from a timer.
 //   bin/iohub launch --device ./examples/blinker.ts,id=blink
 // BAR0 (4 KiB memory) registers, 32-bit:
 //   0x00 PERIOD  blink period in ms (default 100, 0 stops; at least 10)

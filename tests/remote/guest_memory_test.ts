@@ -1,0 +1,94 @@
+// Guest memory in the remote's own process: regions from real memfds,
+// mapped when sealed against shrinking and reached with pread/pwrite
+// otherwise, bounds on every access, all-or-nothing replacement, and no fd
+// held once closed.
+
+import { assert, assertEquals, assertFalse, assertThrows } from "@std/assert";
+import {
+  addSeals,
+  closeFd,
+  F_SEAL_SHRINK,
+  memfd,
+  MFD_ALLOW_SEALING,
+} from "../../ffi/mod.ts";
+import {
+  GuestMemory,
+  GuestMemoryError,
+} from "../../lib/remote/guest_memory.ts";
+import { assertNoFdLeak } from "../fd_check.ts";
+
+const PAGE = 4096;
+
+Deno.test("guest memory: sealed files are mapped, others reached with pread/pwrite, both alike", () =>
+  assertNoFdLeak(() => {
+    const sealed = memfd("sealed", 4 * PAGE, MFD_ALLOW_SEALING);
+    addSeals(sealed, F_SEAL_SHRINK);
+    const plain = memfd("plain", 2 * PAGE);
+    using mem = new GuestMemory();
+    try {
+      mem.replace([
+        { gpa: 0n, size: BigInt(4 * PAGE), offset: 0n, fd: sealed },
+        { gpa: 0x10000n, size: BigInt(PAGE), offset: BigInt(PAGE), fd: plain },
+      ]);
+    } finally {
+      // The memory keeps what it needs: the caller's fds are its own.
+      closeFd(sealed);
+      closeFd(plain);
+    }
+    assertEquals(mem.regionCount, 2);
+    assertEquals(mem.unmappedCount, 1, "only the unsealed file is not mapped");
+    for (const gpa of [0x100, 0x10000 + 0x80]) {
+      const out = Uint8Array.from(
+        { length: 64 },
+        (_, i) => (i * 7 + gpa) & 0xff,
+      );
+      assert(mem.write(gpa, out));
+      const back = new Uint8Array(64);
+      assert(mem.read(gpa, back));
+      assertEquals(back, out);
+    }
+  }));
+
+Deno.test("guest memory: an access outside every region, or across its end, is refused", () =>
+  assertNoFdLeak(() => {
+    const fd = memfd("ram", PAGE);
+    using mem = new GuestMemory();
+    mem.replace([{ gpa: 0x2000n, size: BigInt(PAGE), offset: 0n, fd }]);
+    closeFd(fd);
+    const buf = new Uint8Array(16);
+    assertFalse(mem.read(0x1000, buf), "below the region");
+    assertFalse(mem.write(0x2000 + PAGE - 8, buf), "across its end");
+    assertFalse(mem.read(0x2000 + PAGE, buf), "just after it");
+    assert(mem.read(0x2000 + PAGE - 16, buf), "its last 16 bytes");
+  }));
+
+Deno.test("guest memory: a bad region leaves the previous map as it was", () =>
+  assertNoFdLeak(() => {
+    const fd = memfd("ram", 2 * PAGE);
+    using mem = new GuestMemory();
+    try {
+      mem.replace([{ gpa: 0n, size: BigInt(PAGE), offset: 0n, fd }]);
+      const cases: [string, bigint, bigint, bigint][] = [
+        ["beyond the file", 0x10000n, BigInt(4 * PAGE), 0n],
+        ["not page-aligned", 0x10000n, BigInt(PAGE), 100n],
+        ["overlaps", 0x800n, BigInt(PAGE), 0n],
+      ];
+      for (const [what, gpa, size, offset] of cases) {
+        const e = assertThrows(
+          () =>
+            mem.replace([
+              { gpa: 0n, size: BigInt(PAGE), offset: 0n, fd },
+              { gpa, size, offset, fd },
+            ]),
+          GuestMemoryError,
+        );
+        assert(
+          e.message.startsWith("SYNC_SYSMEM: region 1:"),
+          `${what}: ${e.message}`,
+        );
+        assertEquals(mem.regionCount, 1, what);
+      }
+    } finally {
+      closeFd(fd);
+    }
+  }));
