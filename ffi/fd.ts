@@ -75,10 +75,19 @@ export function truncateFd(fd: number, size: number): void {
   check(libc.ftruncate(fd, BigInt(size)), "ftruncate");
 }
 
-/** The size of the file behind `fd` (lseek to its end). */
+/** The size of the file behind `fd`. */
 export function fileSize(fd: number): number {
-  return checkSize(libc.lseek(fd, 0n, 2 /* SEEK_END */), "lseek");
+  // fstat, not lseek: the offset belongs to a file description the peer
+  // that sent the fd shares with us.
+  check(libc.fstat(fd, statBuf), "fstat");
+  return Number(statView.getBigInt64(ST_SIZE, true));
 }
+
+// struct stat on x86_64: 144 bytes, st_size (off_t) at 48.
+const STAT_SIZE = 144;
+const ST_SIZE = 48;
+const statBuf = new Uint8Array(STAT_SIZE);
+const statView = new DataView(statBuf.buffer);
 
 /** Whether `fd` is an open descriptor (fcntl F_GETFL succeeds). */
 export function isValidFd(fd: number): boolean {

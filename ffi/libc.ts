@@ -17,8 +17,8 @@ const symbols = {
   pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   /** ssize_t pwrite(int fd, const void *buf, size_t n, off_t off) */
   pwrite: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
-  /** off_t lseek(int fd, off_t off, int whence) */
-  lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
+  /** int fstat(int fd, struct stat *st) */
+  fstat: { parameters: ["i32", "buffer"], result: "i32" },
   /** int fcntl(int fd, int cmd, int arg) */
   fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
   /** int open(const char *path, int flags, mode_t mode) */

@@ -55,8 +55,10 @@ options:
   --qemu PATH        QEMU binary (default: ${DEFAULT_QEMU} on PATH)
   --accel kvm|tcg    accelerator (default: kvm when /dev/kvm opens, else tcg)
   --timeout SECONDS  give up after this long (default 60)
-  --trace FILE       the remote writes a JSON line per message to FILE
-  --control PATH     the remote answers 'iohub stats PATH' while it runs
+  --trace FILE       the remote behind QEMU writes a JSON line per message
+                     to FILE (the later phase through our own proxy is not
+                     traced)
+  --control PATH     that remote answers 'iohub stats PATH' while it runs
   --quiet            print the result and errors only, not the guest's console
   --verbose          also print the remote's per-connection details
   --help             this text

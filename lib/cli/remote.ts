@@ -263,6 +263,9 @@ export const remoteCommand: Command = {
   summary: "serve devices to QEMU's x-pci-proxy-dev over mpqemu",
   help: HELP,
   async run(args: string[]): Promise<number> {
+    // Device code's console output joins the remote's own lines on stderr:
+    // the remote has no stdout of its own, and launch does not keep it.
+    console.log = console.info = console.debug = console.error;
     const {
       devices,
       pollMicros,

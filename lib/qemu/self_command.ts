@@ -8,9 +8,9 @@ const CONFIG = new URL("../../deno.json", import.meta.url).pathname;
  * The Deno permissions a remote runs with from source; scripts/permissions.sh
  * (bin/iohub, the compiled binary) grants at least these (a test checks).
  * FFI for its system calls, read for dlopen and device modules, import for
- * device modules at URLs; write, net and env are for device code, which may
- * do file and network I/O like any program (a device backed by a file or a
- * TCP service). FFI can reach past all of Deno's flags anyway, so they do
+ * device modules at URLs; write, net, env and run are for device code,
+ * which may do file and network I/O or start a helper like any program (a
+ * device backed by a file or a TCP service), as under bin/iohub. FFI can reach past all of Deno's flags anyway, so they do
  * not confine a device: --sandbox is the real boundary.
  */
 export const REMOTE_PERMISSIONS: readonly string[] = [
@@ -19,6 +19,7 @@ export const REMOTE_PERMISSIONS: readonly string[] = [
   "--allow-write",
   "--allow-net",
   "--allow-env",
+  "--allow-run",
   "--allow-import",
 ];
 

@@ -153,7 +153,13 @@ export class GuestMemory implements Disposable {
       r.map.bytes.set(src, off);
       return true;
     }
-    return this.#io(r, () => pwriteFd(r.file!.fd, src, r.offset + off), src);
+    // A pwrite past the end of a file the peer shrank would grow it again:
+    // refuse instead, as a read there fails.
+    const fd = r.file!.fd;
+    if (fileSize(fd) < r.offset + off + src.length) {
+      return this.#io(r, () => -1, src);
+    }
+    return this.#io(r, () => pwriteFd(fd, src, r.offset + off), src);
   }
 
   /** Runs one pread/pwrite; a short or failed one marks the region. */
@@ -165,8 +171,6 @@ export class GuestMemory implements Disposable {
       n = -1;
     }
     if (n === buf.length) return true;
-    // Only reads come back short: a pwrite beyond the end of a shrunk file
-    // grows it again, within the region's size, which harms no one.
     if (!r.faulted) {
       r.faulted = true;
       this.#fault = `guest memory at 0x${

@@ -5,7 +5,7 @@
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { closeFd, connectUnix, listenUnix } from "../../ffi/mod.ts";
 import { Client } from "../remote/remote_process.ts";
-import { MAIN } from "./cli_run.ts";
+const BIN = new URL("../../bin/iohub", import.meta.url).pathname;
 
 function exists(path: string): boolean {
   try {
@@ -16,9 +16,11 @@ function exists(path: string): boolean {
   }
 }
 
+// Through bin/iohub, with the permissions a user's remote has (a test run
+// with --allow-all would hide what those permissions refuse).
 function startRemote(...args: string[]): Deno.ChildProcess {
-  return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, "remote", ...args],
+  return new Deno.Command(BIN, {
+    args: ["remote", ...args],
     stdin: "null",
     stdout: "null",
     stderr: "piped",

@@ -37,6 +37,7 @@ Deno.test("selfCommand: from source, Deno runs main.ts under the project config"
       "--allow-write",
       "--allow-net",
       "--allow-env",
+      "--allow-run",
       "--allow-import",
       "--config",
       CONFIG,

@@ -245,3 +245,24 @@ Deno.test("device module: loaded by file: URL, a signal listener inside the devi
   );
   await assertExit(r, 0, "sig: peer closed the connection; INTx asserts=1");
 });
+
+Deno.test("device module: console.log from device code reaches the remote's stderr", async () => {
+  const mod = writeModule(
+    "chatty.ts",
+    `console.log("chatty: loaded");
+    export default () => ({
+      identity: { vendorId: 1, deviceId: 2 },
+      bars: [{ size: 16, space: "memory" }],
+      read(_bar, off, data) { console.log("chatty: read", off); data.fill(0); },
+      write() {},
+    });`,
+  );
+  await using r = spawnDevices([`${mod},id=chatty`]);
+  const c = r.clients[0];
+  enable(c);
+  c.barRead(BAR0 + 4n);
+  const { code, stderr } = await r.finish();
+  assertEquals(code, 0, stderr);
+  assertStringIncludes(stderr, "chatty: loaded");
+  assertStringIncludes(stderr, "chatty: read 4");
+});

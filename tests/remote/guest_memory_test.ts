@@ -8,9 +8,11 @@ import {
   addSeals,
   closeFd,
   F_SEAL_SHRINK,
+  fileSize,
   memfd,
   MFD_ALLOW_SEALING,
 } from "../../ffi/mod.ts";
+import { libc } from "../../ffi/libc.ts";
 import {
   GuestMemory,
   GuestMemoryError,
@@ -88,6 +90,23 @@ Deno.test("guest memory: a bad region leaves the previous map as it was", () =>
         );
         assertEquals(mem.regionCount, 1, what);
       }
+    } finally {
+      closeFd(fd);
+    }
+  }));
+
+Deno.test("guest memory: a file the peer shrank fails reads and writes, and is not grown back", () =>
+  assertNoFdLeak(() => {
+    const fd = memfd("ram", 2 * PAGE);
+    using mem = new GuestMemory();
+    try {
+      mem.replace([{ gpa: 0n, size: BigInt(2 * PAGE), offset: 0n, fd }]);
+      assertEquals(libc.ftruncate(fd, 0n), 0);
+      const buf = new Uint8Array(16);
+      assertFalse(mem.write(0x1000, buf), "device -> guest");
+      assertFalse(mem.read(0x1000, buf), "guest -> device");
+      assertEquals(fileSize(fd), 0, "the write did not grow the file");
+      assert(mem.takeFault()?.includes("no longer holds"));
     } finally {
       closeFd(fd);
     }
