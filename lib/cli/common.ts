@@ -87,3 +87,21 @@ export function describeError(e: unknown): string {
     : "run through bin/iohub";
   return `needs ${m[2]} for ${m[1]} (${fix})`;
 }
+
+/**
+ * The error for an argument `command`'s parser did not expect. A negative
+ * number is one: the parser reads "-1" as a flag, not as the value of the
+ * option before it, so it gets a line of its own.
+ */
+export function unexpectedArgument(command: string, arg: string): UsageError {
+  if (/^-\d/.test(arg)) {
+    return new UsageError(
+      `${command}: ${arg}: option values are never negative (see 'iohub ${command} --help')`,
+    );
+  }
+  return new UsageError(
+    arg.startsWith("-")
+      ? `${command}: unknown argument '${arg}' (see 'iohub ${command} --help')`
+      : `${command}: unexpected argument '${arg}'`,
+  );
+}

@@ -26,6 +26,7 @@ import { DEFAULT_QEMU } from "../qemu/probe.ts";
 import { logSink } from "../log.ts";
 import {
   type Command,
+  unexpectedArgument,
   UsageError,
   VERBOSITY_OPTIONS,
   verbosityOf,
@@ -144,11 +145,12 @@ export function parseLaunchArgs(args: string[]): LaunchArgs {
     collect: ["device", "allow-path"],
     "--": true,
     unknown: (arg: string) => {
-      throw new UsageError(
-        arg.startsWith("-")
-          ? `launch: unknown argument '${arg}' (see 'iohub launch --help')`
-          : `launch: unexpected argument '${arg}' (QEMU arguments go after --)`,
-      );
+      if (!arg.startsWith("-")) {
+        throw new UsageError(
+          `launch: unexpected argument '${arg}' (QEMU arguments go after --)`,
+        );
+      }
+      throw unexpectedArgument("launch", arg);
     },
   });
   const given = (parsed.device as string[] | undefined) ?? [];

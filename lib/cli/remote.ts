@@ -27,6 +27,7 @@ import { ReadySignal } from "../remote/ready.ts";
 import {
   type Command,
   describeError,
+  unexpectedArgument,
   UsageError,
   VERBOSITY_OPTIONS,
   verbosityOf,
@@ -195,9 +196,7 @@ export function parseRemoteArgs(args: string[]): RemoteArgs {
     boolean: [...VERBOSITY_OPTIONS, "sandbox"],
     collect: ["device", "allow-path"],
     unknown: (arg: string) => {
-      throw new UsageError(
-        `remote: unknown argument '${arg}' (see 'iohub remote --help')`,
-      );
+      throw unexpectedArgument("remote", arg);
     },
   });
   const values = (parsed.device as string[] | undefined) ?? [];

@@ -29,6 +29,14 @@ Deno.test("cli: bad arguments get one clear line and exit 2", async (t) => {
       "toString: unknown device type",
     ],
     [
+      ["remote", "--device", "testdev,socket=/tmp/a", "--poll-us", "-1"],
+      "remote: -1: option values are never negative",
+    ],
+    [
+      ["launch", "--timeout", "-3"],
+      "launch: -3: option values are never negative",
+    ],
+    [
       ["remote", "--device", "testdev"],
       "give exactly one of fd=N and socket=PATH",
     ],
