@@ -129,8 +129,9 @@ export async function readControl(
   const fd = connectUnix(path);
   try {
     setNonblocking(fd, true);
-    const chunks: Uint8Array[] = [];
+    const decoder = new TextDecoder();
     const buf = new Uint8Array(64 * 1024);
+    let text = "";
     const deadline = performance.now() + timeoutMs;
     for (;;) {
       let n: number;
@@ -145,12 +146,9 @@ export async function readControl(
         continue;
       }
       if (n === 0) break;
-      chunks.push(buf.slice(0, n));
+      text += decoder.decode(buf.subarray(0, n), { stream: true });
     }
-    const text = new TextDecoder().decode(
-      Uint8Array.from(chunks.flatMap((c) => [...c])),
-    );
-    return JSON.parse(text);
+    return JSON.parse(text + decoder.decode());
   } finally {
     closeFd(fd);
   }

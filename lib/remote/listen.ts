@@ -48,14 +48,13 @@ function someoneListens(path: string): boolean {
 function readProcFile(path: string): string {
   const fd = openPath(path, O_CLOEXEC);
   try {
-    const chunks: Uint8Array[] = [];
+    const decoder = new TextDecoder();
     const buf = new Uint8Array(64 * 1024);
+    let text = "";
     for (let n = readFd(fd, buf); n > 0; n = readFd(fd, buf)) {
-      chunks.push(buf.slice(0, n));
+      text += decoder.decode(buf.subarray(0, n), { stream: true });
     }
-    return new TextDecoder().decode(
-      new Uint8Array(chunks.flatMap((c) => [...c])),
-    );
+    return text + decoder.decode();
   } finally {
     closeFd(fd);
   }

@@ -59,6 +59,8 @@ const TOKEN_LISTENER = NUM_PIRQS * 2;
 const TOKEN_WAKE = NUM_PIRQS * 3;
 
 interface Slot {
+  /** Its place in #slots, which its epoll tokens carry. */
+  index: number;
   spec: DeviceSpec;
   host: DeviceHost;
   listenFd: number;
@@ -136,6 +138,7 @@ export class Remote implements Disposable {
       (line) => this.#log(line, "info"),
     );
     const slot: Slot = {
+      index,
       spec,
       host,
       listenFd: -1,
@@ -425,9 +428,8 @@ export class Remote implements Disposable {
   // it has, and drop it if it does not within STALL_MS.
   #stall(slot: Slot): void {
     const fd = slot.host.channel.fd;
-    const index = this.#slots.indexOf(slot);
     slot.stalled = true;
-    this.#epoll.modify(fd, EPOLLOUT, TOKEN_CHANNEL + index);
+    this.#epoll.modify(fd, EPOLLOUT, TOKEN_CHANNEL + slot.index);
     slot.stallTimer = setTimeout(() => {
       slot.stallTimer = undefined;
       this.#closeSafely(
@@ -445,8 +447,7 @@ export class Remote implements Disposable {
       clearTimeout(slot.stallTimer);
       slot.stallTimer = undefined;
       slot.stalled = false;
-      const index = this.#slots.indexOf(slot);
-      this.#epoll.modify(ch.fd, EPOLLIN, TOKEN_CHANNEL + index);
+      this.#epoll.modify(ch.fd, EPOLLIN, TOKEN_CHANNEL + slot.index);
     } catch (e) {
       this.#closeSafely(slot, `closed: ${describeFailure(e)}`, true);
       return;
@@ -509,7 +510,8 @@ export class Remote implements Disposable {
     clearTimeout(slot.stallTimer);
     slot.stallTimer = undefined;
     const host = slot.host;
-    slot.closedIntx = this.iohub.counters(host.pirq);
+    const counters = this.iohub.counters(host.pirq);
+    slot.closedIntx = counters;
     const severity = failed ? "error" : "info";
     if (!host.attached) {
       this.#log(`${slot.spec.id}: ${why}`, severity);
@@ -519,7 +521,7 @@ export class Remote implements Disposable {
     this.#log(
       formatCloseLine({
         id: slot.spec.id,
-        counters: this.iohub.counters(host.pirq),
+        counters,
         refusals: host.refusals,
       }, why),
       severity,
