@@ -5,11 +5,10 @@
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { closeFd, readFd, waitReadable, writeFd } from "../../ffi/mod.ts";
 import { spawnWithSockets } from "../../lib/qemu/socket_child.ts";
-import { MAIN } from "./cli_run.ts";
+import { BIN, MAIN, serveModuleThroughBin } from "./cli_run.ts";
 import { Client } from "../remote/remote_process.ts";
 import { assertNoFdLeak } from "../fd_check.ts";
 
-const BIN = new URL("../../bin/iohub", import.meta.url).pathname;
 const CONFIG = new URL("../../deno.json", import.meta.url).pathname;
 
 /** Runs bin/iohub with `args`; returns status and output. */
@@ -224,19 +223,7 @@ Deno.test("bin/iohub remote serves a device module from a path outside the proje
 });
 `,
     );
-    await using remote = spawnWithSockets(BIN, 1, (fds) => [
-      "remote",
-      "--device",
-      `${mod},fd=${fds[0]},id=tiny`,
-    ]);
-    const c = new Client(remote.fds[0]);
-    try {
-      assertEquals(c.cfgRead(0), 0x10f11af4n);
-    } finally {
-      c.close();
-    }
-    const { code, stderr } = await remote.finish();
-    assertEquals(code, 0, stderr);
+    await serveModuleThroughBin(mod, "tiny");
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }

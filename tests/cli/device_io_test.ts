@@ -3,12 +3,9 @@
 // file loads and serves behind bin/iohub remote and behind iohub launch.
 
 import { assert, assertEquals } from "@std/assert";
-import { spawnWithSockets } from "../../lib/qemu/socket_child.ts";
 import { EXIT_TIMEOUT } from "../../lib/qemu/outcome.ts";
-import { Client } from "../remote/remote_process.ts";
 import { haveQemu } from "../requirements.ts";
-
-const BIN = new URL("../../bin/iohub", import.meta.url).pathname;
+import { BIN, serveModuleThroughBin } from "./cli_run.ts";
 
 /**
  * A temporary directory holding a device module that, at import, connects
@@ -57,20 +54,8 @@ export default () => ({
 
 Deno.test("device code: network and file I/O work behind bin/iohub remote", async () => {
   const hellos = await withNetModule(async (mod, marker) => {
-    await using remote = spawnWithSockets(BIN, 1, (fds) => [
-      "remote",
-      "--device",
-      `${mod},fd=${fds[0]},id=net`,
-    ]);
-    const c = new Client(remote.fds[0]);
-    try {
-      // Answering means the module loaded, so its I/O has run.
-      assertEquals(c.cfgRead(0), 0x10f11af4n);
-    } finally {
-      c.close();
-    }
-    const { code, stderr } = await remote.finish();
-    assertEquals(code, 0, stderr);
+    // Answering means the module loaded, so its I/O has run.
+    await serveModuleThroughBin(mod, "net");
     assertEquals(await Deno.readTextFile(marker), "connected");
   });
   assertEquals(hellos, 1);

@@ -5,7 +5,7 @@
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { closeFd, connectUnix, listenUnix } from "../../ffi/mod.ts";
 import { Client } from "../remote/remote_process.ts";
-const BIN = new URL("../../bin/iohub", import.meta.url).pathname;
+import { BIN } from "./cli_run.ts";
 
 function exists(path: string): boolean {
   try {
