@@ -37,6 +37,7 @@ import {
   outcome,
 } from "./outcome.ts";
 import { defaultQemu, probeQemu, QemuUnusableError } from "./probe.ts";
+import { CHILD_ENV } from "./self_command.ts";
 import { defaultRemoteCommand } from "./spawn_remote.ts";
 import {
   awaitReady,
@@ -216,6 +217,7 @@ function spawnWith(
       stdin: "null",
       stdout,
       stderr: "piped",
+      env: CHILD_ENV,
       detached: true,
     }).spawn();
   } finally {

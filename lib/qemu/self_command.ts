@@ -23,6 +23,16 @@ export const REMOTE_PERMISSIONS: readonly string[] = [
   "--allow-import",
 ];
 
+/**
+ * The environment added for every process iohub starts: no Deno update
+ * check, which reaches for the network (refused under --sandbox) and opens
+ * files and sockets of its own half a second after start (bin/iohub sets
+ * the same for itself).
+ */
+export const CHILD_ENV: Readonly<Record<string, string>> = {
+  DENO_NO_UPDATE_CHECK: "1",
+};
+
 /** How this process runs: compiled or not, and its executable. */
 export interface SelfRuntime {
   /** Whether this is a `deno compile` binary. */

@@ -3,6 +3,7 @@
 // synchronous proxy holds the event loop, and the child would block.
 
 import { closeFd, setCloexec, socketpair } from "../../ffi/mod.ts";
+import { CHILD_ENV } from "./self_command.ts";
 
 /** A running child with our end of each socketpair. */
 export interface SocketChild extends AsyncDisposable {
@@ -50,6 +51,7 @@ export function spawnWithSockets(
       args: ["-c", `exec "$0" "$@" 2>"${logPath}"`, program, ...argv],
       stdin: "null",
       stdout: "null",
+      env: CHILD_ENV,
     }).spawn();
   } catch (e) {
     ours.forEach(closeFd);
