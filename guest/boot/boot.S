@@ -155,41 +155,29 @@ read_bar1:
 	mov %ax, bar1
 	ret
 
+/*
+ * The body of dev_read and dev_write: testdev register %bx through BAR0
+ * (via_mmio), where \mmio does the access, or through BAR1, where \pio
+ * does it on the register's port in %dx (kept for the caller).
+ */
+	.macro dev_access mmio, pio:vararg
+	cmpb $0, via_mmio
+	jne \mmio
+	push %dx
+	mov bar1, %dx
+	add %bx, %dx
+	\pio
+	pop %dx
+	ret
+	.endm
+
 /* eax = testdev register %bx, through BAR0 (via_mmio) or BAR1. */
 dev_read:
-	push %dx
-	cmpb $0, via_mmio
-	je 1f
-	push %esi
-	mov bar0, %esi
-	movzwl %bx, %edx
-	mov (%esi,%edx), %eax
-	pop %esi
-	pop %dx
-	ret
-1:	mov bar1, %dx
-	add %bx, %dx
-	inl %dx, %eax
-	pop %dx
-	ret
+	dev_access mmio_read, inl %dx, %eax
 
 /* testdev register %bx = eax, through BAR0 (via_mmio) or BAR1. */
 dev_write:
-	push %dx
-	cmpb $0, via_mmio
-	je 1f
-	push %esi
-	mov bar0, %esi
-	movzwl %bx, %edx
-	mov %eax, (%esi,%edx)
-	pop %esi
-	pop %dx
-	ret
-1:	mov bar1, %dx
-	add %bx, %dx
-	outl %eax, %dx
-	pop %dx
-	ret
+	dev_access mmio_write, outl %eax, %dx
 
 /* ID through both BARs proves config decoding and unreal mode work. */
 check_id:

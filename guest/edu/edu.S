@@ -83,31 +83,9 @@ stage2:
 	mov $1, %al
 2:	jmp finish
 
-/* eax = edu register %bx (a 4-byte MMIO read through BAR0). */
-dev_read:
-	push %esi
-	push %edx
-	mov bar0, %esi
-	movzwl %bx, %edx
-	mov (%esi,%edx), %eax
-	pop %edx
-	pop %esi
-	ret
-
-/* edu register %bx = eax (a 4-byte MMIO write through BAR0). */
-dev_write:
-	push %esi
-	push %edx
-	mov bar0, %esi
-	movzwl %bx, %edx
-	mov %eax, (%esi,%edx)
-	pop %edx
-	pop %esi
-	ret
-
 check_id:
 	mov $REG_ID, %bx
-	call dev_read
+	call mmio_read
 	mov %eax, id_value
 	cmp $EDU_ID, %eax
 	jne 1f
@@ -118,13 +96,13 @@ check_id:
 check_liveness:
 	mov $REG_LIVENESS, %bx
 	mov $LIVE_VALUE, %eax
-	call dev_write
-	call dev_read
+	call mmio_write
+	call mmio_read
 	cmp $LIVE_INVERSE, %eax
 	jne 1f
 	mov $LIVE_INVERSE, %eax
-	call dev_write
-	call dev_read
+	call mmio_write
+	call mmio_read
 	cmp $LIVE_VALUE, %eax
 	jne 1f
 	movb $1, live_ok
@@ -141,12 +119,12 @@ isr:
 	xor %ax, %ax
 	mov %ax, %ds
 	mov $REG_IRQ_STATUS, %bx
-	call dev_read
+	call mmio_read
 	test %eax, %eax
 	jz 1f
 	or %eax, irq_seen
 	mov $REG_IRQ_ACK, %bx
-	call dev_write
+	call mmio_write
 1:	mov $0x20, %al
 	cmpb $8, irq_line
 	jb 2f
@@ -196,7 +174,7 @@ await_cause:
 	cmpl $DONE_UNITS, limit
 	jne 1b				/* in the grace period: only wait */
 	mov $REG_IRQ_STATUS, %bx
-	call dev_read
+	call mmio_read
 	test cause, %eax
 	jz 1b
 	movl $GRACE_UNITS, limit
@@ -210,7 +188,7 @@ await_cause:
 	cmpl $GRACE_UNITS, limit
 	jne 5f
 	mov $REG_IRQ_ACK, %bx
-	call dev_write
+	call mmio_write
 	mov $BY_POLL, %al
 	ret
 4:	cli
@@ -223,19 +201,19 @@ await_cause:
 fact_test:
 	mov $REG_STATUS, %bx
 	mov $STATUS_IRQFACT, %eax
-	call dev_write
+	call mmio_write
 	mov $REG_FACTORIAL, %bx
 	mov $FACT_N, %eax
-	call dev_write
+	call mmio_write
 	mov $IRQ_FACT, %ecx
 	call await_cause
 	mov %al, fact_by
 	mov $REG_FACTORIAL, %bx
-	call dev_read
+	call mmio_read
 	mov %eax, fact_value
 	mov $REG_STATUS, %bx
 	xor %eax, %eax
-	call dev_write
+	call mmio_write
 	mov $msg_fact, %si
 	call print
 	mov fact_value, %eax
@@ -250,16 +228,16 @@ dma_run:
 	push %eax
 	mov $REG_DMA_SRC, %bx
 	mov %esi, %eax
-	call dev_write
+	call mmio_write
 	mov $REG_DMA_DST, %bx
 	mov %edi, %eax
-	call dev_write
+	call mmio_write
 	mov $REG_DMA_COUNT, %bx
 	mov $DMA_SIZE, %eax
-	call dev_write
+	call mmio_write
 	pop %eax
 	mov $REG_DMA_CMD, %bx
-	call dev_write
+	call mmio_write
 	mov $IRQ_DMA, %ecx
 	call await_cause
 	ret
@@ -289,7 +267,7 @@ dma_test:
 	call dma_run
 	mov %al, dma_out_by
 	mov $REG_DMA_CMD, %bx
-	call dev_read
+	call mmio_read
 	cmp $DMA_TO_RAM | DMA_IRQ, %eax
 	jne 3f
 	mov $RAM_DST, %edi
