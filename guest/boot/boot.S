@@ -126,12 +126,7 @@ after_reset:
 	testb $F_ARMED_OK, flags
 	jnz 2f
 	movb $0, reset_ok
-2:	call print_result
-	xor %al, %al
-	cmpb $0, all_ok
-	jne 3f
-	mov $1, %al
-3:	jmp finish
+2:	jmp print_result
 
 /* CMOS byte %al -> %al. */
 cmos_read:
@@ -193,27 +188,19 @@ check_id:
 	jne 1f
 	orb $F_ID_OK, flags
 	ret
-1:	mov $msg_bad_id, %si
-	call print
-	mov %ecx, %eax
-	call print_hex
-	mov $msg_slash, %si
-	call print
-	call print_hex_saved
-	ret
+1:	mov %eax, %edx
+	print_field msg_bad_id, print_hex, %ecx
+	print_field msg_slash, print_hex, %edx
+	jmp print_crlf
 
 /*
- * The interrupt handler: acknowledges whatever the device has pending (so
- * the level drops before the EOI makes the remote resample), counts
- * software interrupts (cause bit 0) and, while timing, their latency.
- * An entry with nothing pending is a level left over from an earlier ACK
- * made with interrupts off: it only needs the EOI.
+ * The interrupt handler (under isr): acknowledges whatever the device has
+ * pending (so the level drops before the EOI makes the remote resample),
+ * counts software interrupts (cause bit 0) and, while timing, their
+ * latency. An entry with nothing pending is a level left over from an
+ * earlier ACK made with interrupts off: it only needs the EOI.
  */
-isr:
-	pushal
-	push %ds
-	xor %ax, %ax
-	mov %ax, %ds
+irq_handler:
 	rdtsc
 	mov %eax, %esi
 	mov $REG_IRQ_STATUS, %bx
@@ -232,14 +219,7 @@ isr:
 	add %esi, cycles_lo
 	adcl $0, cycles_hi
 	incw timed
-2:	mov $0x20, %al
-	cmpb $8, irq_line
-	jb 3f
-	outb %al, $0xa0
-3:	outb %al, $0x20
-	pop %ds
-	popal
-	iret
+2:	ret
 
 /*
  * Raises IRQS_PER_PHASE interrupts one at a time through the current BAR,
@@ -343,14 +323,10 @@ dma_tests:
 6:	mov $REG_IRQ_MASK, %bx
 	mov $0xffffffff, %eax
 	call dev_write
-	mov $msg_dma, %si
-	call print
 	mov flags, %al
 	and $(F_DMA_TO_OK | F_DMA_FROM_OK), %al
-	call print_hex_byte
-	mov $msg_crlf, %si
-	call print
-	ret
+	print_field msg_dma, print_hex_byte
+	jmp print_crlf
 
 /* DMA_CMD %eax over DMA_RAM, full buffer; CF set unless DMA_STATUS = 0
  * and the done cause (bit 1) was raised, which is then ACKed. */
@@ -473,93 +449,41 @@ cycles_per_irq:
 1:	ret
 
 report_device:
-	mov $msg_found, %si
-	call print
-	mov bar0, %eax
-	call print_hex
-	mov $msg_bar1, %si
-	call print
-	movzwl bar1, %eax
-	call print_hex
-	mov $msg_irq, %si
-	call print
-	movzbl irq_line, %eax
-	call print_dec
-	mov $msg_crlf, %si
-	call print
-	ret
+	print_field msg_found, print_hex, bar0
+	print_field msg_bar1, print_hex, bar1, movzwl
+	print_field msg_irq, print_dec, irq_line, movzbl
+	jmp print_crlf
 
 report_irqs:
-	mov $msg_irqs, %si
-	call print
-	movzwl irq_mmio, %eax
-	call print_dec
-	mov $msg_slash, %si
-	call print
-	movzwl irq_pio, %eax
-	call print_dec
-	mov $msg_crlf, %si
-	call print
-	ret
+	print_field msg_irqs, print_dec, irq_mmio, movzwl
+	print_field msg_slash, print_dec, irq_pio, movzwl
+	jmp print_crlf
 
-/* The one machine-readable line; sets all_ok when every check passed. */
+/* The one machine-readable line, all_ok cleared by any failed check; the
+ * run ends on it. */
 print_result:
-	movb $1, all_ok
-	mov $msg_result, %si
-	call print
-	movzwl dev_count, %eax
-	call print_dec
+	call begin_result
 	cmpw $0, dev_count
 	jne 1f
 	movb $0, all_ok
-	jmp 9f
+	jmp end_result
 1:	testb $F_ID_OK, flags
 	jnz 2f
 	movb $0, all_ok
-2:	mov $msg_irq_mmio, %si
-	call print
-	mov irq_mmio, %ax
-	call print_count
-	mov $msg_irq_pio, %si
-	call print
-	mov irq_pio, %ax
-	call print_count
-	mov $msg_dma_to, %si
-	call print
+2:	print_field msg_irq_mmio, print_count, irq_mmio, movzwl
+	print_field msg_irq_pio, print_count, irq_pio, movzwl
 	mov flags, %al
 	and $F_DMA_TO_OK, %al
-	call print_flag
-	mov $msg_dma_from, %si
-	call print
+	print_field msg_dma_to, print_flag
 	mov flags, %al
 	and $F_DMA_FROM_OK, %al
-	call print_flag
-	mov $msg_cycles, %si
-	call print
-	mov saved_cycles, %eax
-	call print_dec
+	print_field msg_dma_from, print_flag
+	print_field msg_cycles, print_dec, saved_cycles
 	cmpl $0, saved_cycles
 	jne 3f
 	movb $0, all_ok
-3:	mov $msg_reset, %si
-	call print
-	cmpb $0, reset_ok
-	jne 4f
-	movb $0, all_ok
-	mov $msg_fail, %si
-	jmp 5f
-4:	mov $msg_ok, %si
-5:	call print
-9:	mov $msg_status, %si
-	call print
-	mov $msg_ok, %si
-	cmpb $0, all_ok
-	jne 6f
-	mov $msg_fail, %si
-6:	call print
-	mov $msg_crlf, %si
-	call print
-	ret
+3:	print_field msg_reset, print_flag, reset_ok, movzbl
+	jmp end_result
 
 /* "%ax/16", clearing all_ok unless every interrupt came. */
 print_count:
@@ -569,16 +493,6 @@ print_count:
 1:	movzwl %ax, %eax
 	call print_dec
 	mov $msg_of, %si
-	call print
-	ret
-
-/* The ID read through BAR1 again, then the end of the line. */
-print_hex_saved:
-	mov $REG_ID, %bx
-	movb $0, via_mmio
-	call dev_read
-	call print_hex
-	mov $msg_crlf, %si
 	call print
 	ret
 
@@ -629,7 +543,6 @@ msg_dma_to:	.asciz " dma_to_guest="
 msg_dma_from:	.asciz " dma_from_guest="
 msg_cycles:	.asciz " cycles_per_irq="
 msg_reset:	.asciz " reset="
-msg_status:	.asciz " status="
 msg_slash:	.asciz "/"
 
 stage2_end:

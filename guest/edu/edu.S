@@ -76,12 +76,7 @@ stage2:
 	call setup_pic
 	call fact_test
 	call dma_test
-	call print_result
-	xor %al, %al
-	cmpb $0, all_ok
-	jne 2f
-	mov $1, %al
-2:	jmp finish
+	jmp print_result
 
 check_id:
 	mov $REG_ID, %bx
@@ -109,15 +104,12 @@ check_liveness:
 1:	ret
 
 /*
- * The interrupt handler: records and acknowledges every pending cause (so
- * the level drops before the EOI makes the remote resample). An entry with
- * nothing pending is a level the main loop acknowledged meanwhile.
+ * The interrupt handler (under isr): records and acknowledges every
+ * pending cause (so the level drops before the EOI makes the remote
+ * resample). An entry with nothing pending is a level the main loop
+ * acknowledged meanwhile.
  */
-isr:
-	pushal
-	push %ds
-	xor %ax, %ax
-	mov %ax, %ds
+irq_handler:
 	mov $REG_IRQ_STATUS, %bx
 	call mmio_read
 	test %eax, %eax
@@ -125,14 +117,7 @@ isr:
 	or %eax, irq_seen
 	mov $REG_IRQ_ACK, %bx
 	call mmio_write
-1:	mov $0x20, %al
-	cmpb $8, irq_line
-	jb 2f
-	outb %al, $0xa0
-2:	outb %al, $0x20
-	pop %ds
-	popal
-	iret
+1:	ret
 
 /* Starts the deadline clock. */
 tsc_start:
@@ -214,13 +199,8 @@ fact_test:
 	mov $REG_STATUS, %bx
 	xor %eax, %eax
 	call mmio_write
-	mov $msg_fact, %si
-	call print
-	mov fact_value, %eax
-	call print_dec
-	mov $msg_crlf, %si
-	call print
-	ret
+	print_field msg_fact, print_dec, fact_value
+	jmp print_crlf
 
 /* DMA of DMA_SIZE bytes from %esi to %edi with command %eax (RUN and IRQ
  * included); al = how the completion was seen, as await_cause. */
@@ -283,66 +263,29 @@ dma_test:
 3:	ret
 
 report_device:
-	mov $msg_found, %si
-	call print
-	mov bar0, %eax
-	call print_hex
-	mov $msg_irq, %si
-	call print
-	movzbl irq_line, %eax
-	call print_dec
-	mov $msg_crlf, %si
-	call print
-	ret
+	print_field msg_found, print_hex, bar0
+	print_field msg_irq, print_dec, irq_line, movzbl
+	jmp print_crlf
 
-/* The one machine-readable line; sets all_ok when every check passed. */
+/* The one machine-readable line, all_ok cleared by any failed check; the
+ * run ends on it. */
 print_result:
-	movb $1, all_ok
-	mov $msg_result, %si
-	call print
-	movzwl dev_count, %eax
-	call print_dec
-	mov $msg_id, %si
-	call print
-	mov id_ok, %al
-	call print_flag
-	mov $msg_live, %si
-	call print
-	mov live_ok, %al
-	call print_flag
-	mov $msg_fact_field, %si
-	call print
-	mov fact_value, %eax
-	call print_dec
+	call begin_result
+	print_field msg_id, print_flag, id_ok, movzbl
+	print_field msg_live, print_flag, live_ok, movzbl
+	print_field msg_fact_field, print_dec, fact_value
 	cmpl $FACT_RESULT, fact_value
 	je 1f
 	movb $0, all_ok
-1:	mov $msg_fact_irq, %si
-	call print
-	mov fact_by, %al
-	call print_by
-	mov $msg_dma, %si
-	call print
-	mov dma_ok, %al
-	call print_flag
-	mov $msg_dma_irq, %si
-	call print
+1:	print_field msg_fact_irq, print_by, fact_by, movzbl
+	print_field msg_dma, print_flag, dma_ok, movzbl
 	/* The weaker of the two transfers' completions. */
 	mov dma_in_by, %al
 	cmp dma_out_by, %al
 	jbe 2f
 	mov dma_out_by, %al
-2:	call print_by
-	mov $msg_status, %si
-	call print
-	mov $msg_ok, %si
-	cmpb $0, all_ok
-	jne 3f
-	mov $msg_fail, %si
-3:	call print
-	mov $msg_crlf, %si
-	call print
-	ret
+2:	print_field msg_dma_irq, print_by
+	jmp end_result
 
 /* How a completion was seen (%al, as await_cause): "irq", "polled" or
  * "none" (clearing all_ok). */
@@ -392,7 +335,6 @@ msg_fact_field:	.asciz " factorial="
 msg_fact_irq:	.asciz " fact_irq="
 msg_dma:	.asciz " dma="
 msg_dma_irq:	.asciz " dma_irq="
-msg_status:	.asciz " status="
 msg_irq_word:	.asciz "irq"
 msg_polled:	.asciz "polled"
 msg_none:	.asciz "none"
