@@ -48,6 +48,7 @@
 	.set REG_DMA_STATUS, 0x30
 	.set BUFFER, 0x800
 	.set BUFFER_SIZE, 2048
+	.set DMA_SIZE, BUFFER_SIZE	/* each DMA moves the whole buffer */
 
 	.set DMA_RAM, 0x20000
 	.set SCRATCH_VALUE, 0x5a5a1234
@@ -269,58 +270,35 @@ dma_tests:
 	mov $REG_IRQ_MASK, %bx
 	mov $1, %eax
 	call dev_write
-	/* Pattern into the device buffer, stale bytes out of guest RAM. */
-	mov bar0, %esi
-	add $BUFFER, %esi
+	/* The pattern into the device buffer, its inverse over stale bytes in
+	 * guest RAM. */
+	mov bar0, %edi
+	add $BUFFER, %edi
+	xor %edx, %edx
+	call pattern_fill
 	mov $DMA_RAM, %edi
-	xor %cx, %cx
-1:	call pattern
-	mov %eax, (%esi)
-	movl $0, (%edi)
-	add $4, %esi
-	add $4, %edi
-	inc %cx
-	cmp $BUFFER_SIZE / 4, %cx
-	jb 1b
+	not %edx
+	call pattern_fill
 	mov $1, %eax
 	call dma_run
-	jc 3f
-	mov $DMA_RAM, %edi
-	xor %cx, %cx
-2:	call pattern
-	cmp %eax, (%edi)
-	jne 3f
-	add $4, %edi
-	inc %cx
-	cmp $BUFFER_SIZE / 4, %cx
-	jb 2b
+	jc 1f
+	xor %edx, %edx
+	call pattern_check
+	jne 1f
 	orb $F_DMA_TO_OK, flags
-3:	/* The inverse pattern into guest RAM, back into the buffer. */
+1:	/* The inverse pattern into guest RAM, back into the buffer. */
 	mov $DMA_RAM, %edi
-	xor %cx, %cx
-4:	call pattern
-	not %eax
-	mov %eax, (%edi)
-	add $4, %edi
-	inc %cx
-	cmp $BUFFER_SIZE / 4, %cx
-	jb 4b
+	mov $0xffffffff, %edx
+	call pattern_fill
 	mov $2, %eax
 	call dma_run
-	jc 6f
-	mov bar0, %esi
-	add $BUFFER, %esi
-	xor %cx, %cx
-5:	call pattern
-	not %eax
-	cmp %eax, (%esi)
-	jne 6f
-	add $4, %esi
-	inc %cx
-	cmp $BUFFER_SIZE / 4, %cx
-	jb 5b
+	jc 2f
+	mov bar0, %edi
+	add $BUFFER, %edi
+	call pattern_check
+	jne 2f
 	orb $F_DMA_FROM_OK, flags
-6:	mov $REG_IRQ_MASK, %bx
+2:	mov $REG_IRQ_MASK, %bx
 	mov $0xffffffff, %eax
 	call dev_write
 	mov flags, %al
@@ -339,7 +317,7 @@ dma_run:
 	xor %eax, %eax
 	call dev_write
 	mov $REG_DMA_LEN, %bx
-	mov $BUFFER_SIZE, %eax
+	mov $DMA_SIZE, %eax
 	call dev_write
 	pop %eax
 	mov $REG_DMA_CMD, %bx

@@ -224,18 +224,16 @@ dma_run:
 
 /*
  * The pattern from RAM_SRC into the device buffer, then from the buffer to
- * RAM_DST (zeroed first), compared there; the run bit must have cleared.
+ * RAM_DST (its inverse there first, so a transfer that never came fails),
+ * compared there; the run bit must have cleared.
  */
 dma_test:
 	mov $RAM_SRC, %edi
-	xor %cx, %cx
-1:	call pattern
-	mov %eax, (%edi)
-	movl $0, RAM_DST - RAM_SRC(%edi)
-	add $4, %edi
-	inc %cx
-	cmp $DMA_SIZE / 4, %cx
-	jb 1b
+	xor %edx, %edx
+	call pattern_fill
+	mov $RAM_DST, %edi
+	not %edx
+	call pattern_fill
 	mov $RAM_SRC, %esi
 	mov $DMA_BUFFER, %edi
 	mov $DMA_RUN | DMA_IRQ, %eax
@@ -251,14 +249,9 @@ dma_test:
 	cmp $DMA_TO_RAM | DMA_IRQ, %eax
 	jne 3f
 	mov $RAM_DST, %edi
-	xor %cx, %cx
-2:	call pattern
-	cmp %eax, (%edi)
+	xor %edx, %edx
+	call pattern_check
 	jne 3f
-	add $4, %edi
-	inc %cx
-	cmp $DMA_SIZE / 4, %cx
-	jb 2b
 	movb $1, dma_ok
 3:	ret
 
