@@ -19,6 +19,7 @@ import {
 import { spawnTestdevRemote } from "../qemu/spawn_remote.ts";
 import { ProxyDevice } from "../proxy/proxy_device.ts";
 import { DEFAULT_QEMU, probeQemu } from "../qemu/probe.ts";
+import { runTool } from "../run_tool.ts";
 import {
   type Command,
   describeError,
@@ -107,13 +108,7 @@ function kvmChecks(): Check[] {
 async function qemuCheck(qemu: string): Promise<Check> {
   try {
     const info = await probeQemu(qemu);
-    const out = await new Deno.Command(qemu, {
-      args: ["-machine", "help"],
-      stdin: "null",
-      stdout: "piped",
-      stderr: "null",
-    }).output();
-    const machines = new TextDecoder().decode(out.stdout);
+    const machines = (await runTool(qemu, ["-machine", "help"])).stdout;
     if (!/^x-remote\s/m.test(machines)) {
       return {
         name: "QEMU",
@@ -144,12 +139,7 @@ async function binutilsCheck(): Promise<Check> {
   const found: string[] = [];
   for (const tool of ["as", "ld"]) {
     try {
-      const out = await new Deno.Command(tool, {
-        args: ["--version"],
-        stdout: "piped",
-        stderr: "null",
-      }).output();
-      const first = new TextDecoder().decode(out.stdout).split("\n")[0];
+      const first = (await runTool(tool, ["--version"])).stdout.split("\n")[0];
       found.push(`${tool}: ${first}`);
     } catch (e) {
       return {
