@@ -4,8 +4,8 @@
 
 /** What a program that ran to its end printed, decoded as text. */
 export interface ToolOutput {
-  /** Whether it exited with status 0. */
-  success: boolean;
+  /** Its exit status (128 + the signal's number when a signal ended it). */
+  code: number;
   /** Its standard output. */
   stdout: string;
   /** Its standard error. */
@@ -30,7 +30,7 @@ export async function runTool(
   }).output();
   const dec = new TextDecoder();
   return {
-    success: out.success,
+    code: out.code,
     stdout: dec.decode(out.stdout),
     stderr: dec.decode(out.stderr),
   };

@@ -41,7 +41,7 @@ async function run(
       `${(e as Error).message} (install binutils)`,
     );
   }
-  if (!out.success) {
+  if (out.code !== 0) {
     throw new GuestBuildError(tool, source, out.stderr + out.stdout);
   }
 }
