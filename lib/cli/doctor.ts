@@ -4,7 +4,6 @@
 // iohub-testdev served by a real `iohub remote`, through our proxy and the
 // in-kernel PIC. One line per check; exit 0 only if every check passed.
 
-import { parseArgs } from "@std/cli/parse-args";
 import { Kvm, KVM_API_VERSION, KvmCap } from "../kvm/mod.ts";
 import {
   createIrqGuestMachine,
@@ -24,6 +23,7 @@ import {
   type Command,
   describeError,
   EXIT_STATUS_HELP,
+  parseCommandArgs,
   UsageError,
 } from "./common.ts";
 
@@ -240,13 +240,8 @@ export const doctorCommand: Command = {
   summary: "check KVM, QEMU and binutils, and time a real interrupt path",
   help: HELP,
   async run(args: string[]): Promise<number> {
-    const parsed = parseArgs(args, {
+    const parsed = parseCommandArgs("doctor", args, {
       string: ["qemu", "interrupts"],
-      unknown: (arg: string) => {
-        throw new UsageError(
-          `doctor: unknown argument '${arg}' (see 'iohub doctor --help')`,
-        );
-      },
     });
     const raw = (parsed.interrupts as string | undefined) ?? "1000";
     if (!/^\d+$/.test(raw) || Number(raw) < 1 || Number(raw) > 65535) {
