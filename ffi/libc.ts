@@ -1,8 +1,8 @@
 // The whole libc FFI surface of iohub in one symbol table. Every other ffi/
 // module calls through `libc` and turns failures into SysError with check().
 
-/** The libc symbols iohub uses, each with its C signature. */
-const symbols = {
+/** The libc symbols iohub calls on the JS thread, each with its C signature. */
+const blocking = {
   /** int *__errno_location(void) */
   __errno_location: { parameters: [], result: "pointer" },
   /** char *strerror(int errnum) */
@@ -23,13 +23,6 @@ const symbols = {
   fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
   /** int open(const char *path, int flags, mode_t mode) */
   open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
-  /** int open(const char *path, int flags, mode_t mode), off the JS thread */
-  open_async: {
-    name: "open",
-    parameters: ["buffer", "i32", "u32"],
-    result: "i32",
-    nonblocking: true,
-  },
   /** int pipe2(int fds[2], int flags) */
   pipe2: { parameters: ["buffer", "i32"], result: "i32" },
   /** int eventfd(unsigned int initval, int flags) */
@@ -63,22 +56,8 @@ const symbols = {
   epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
   /** int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout) */
   epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32" },
-  /** epoll_wait off the JS thread, so Deno's event loop runs meanwhile */
-  epoll_wait_async: {
-    name: "epoll_wait",
-    parameters: ["i32", "buffer", "i32", "i32"],
-    result: "i32",
-    nonblocking: true,
-  },
   /** int poll(struct pollfd *fds, nfds_t n, int timeout) */
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
-  /** int poll(struct pollfd *fds, nfds_t n, int timeout), off the JS thread */
-  poll_async: {
-    name: "poll",
-    parameters: ["buffer", "u64", "i32"],
-    result: "i32",
-    nonblocking: true,
-  },
   /** void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off) */
   mmap: {
     parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"],
@@ -102,13 +81,6 @@ const symbols = {
     parameters: ["i32", "u64", "buffer"],
     result: "i32",
   },
-  /** int ioctl(int fd, unsigned long req, void *arg), off the JS thread */
-  ioctl_async: {
-    name: "ioctl",
-    parameters: ["i32", "u64", "u64"],
-    result: "i32",
-    nonblocking: true,
-  },
   /**
    * long syscall(long nr, long a1, ..., long a5): for calls libc does not
    * wrap (Landlock); glibc's syscall is assembly that takes its integer
@@ -118,6 +90,27 @@ const symbols = {
     parameters: ["i64", "i64", "i64", "i64", "i64", "i64"],
     result: "i64",
   },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/**
+ * libc's `name` with the signature of `fn`, run by Deno on a thread of its
+ * own and answered with a promise: the JS thread, and with it Deno's event
+ * loop, goes on while the call waits.
+ */
+function offThread<const F extends Deno.ForeignFunction>(
+  name: string,
+  fn: F,
+): F & { readonly name: string; readonly nonblocking: true } {
+  return { ...fn, name, nonblocking: true };
+}
+
+/** All libc symbols iohub uses: the blocking ones and those off the JS thread. */
+const symbols = {
+  ...blocking,
+  open_async: offThread("open", blocking.open),
+  epoll_wait_async: offThread("epoll_wait", blocking.epoll_wait),
+  poll_async: offThread("poll", blocking.poll),
+  ioctl_async: offThread("ioctl", blocking.ioctl_val),
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The opened libc with iohub's symbols. */

@@ -53,26 +53,25 @@ export function haveQemu(): boolean {
   }
 }
 
-/** True when the GNU assembler is installed; see module comment. */
-export function haveBinutils(): boolean {
+// Whether `tool` can be started (`tool --version`), else why `what` is missing.
+function haveTool(what: string, tool: string): boolean {
   try {
-    new Deno.Command("as", { args: ["--version"], stdout: "null" })
+    new Deno.Command(tool, { args: ["--version"], stdout: "null" })
       .outputSync();
     return true;
   } catch (e) {
-    return missing("binutils", (e as Error).message);
+    return missing(what, (e as Error).message);
   }
+}
+
+/** True when the GNU assembler is installed; see module comment. */
+export function haveBinutils(): boolean {
+  return haveTool("binutils", "as");
 }
 
 /** True when gcc is installed (layout checks against kernel headers). */
 export function haveGcc(): boolean {
-  try {
-    new Deno.Command("gcc", { args: ["--version"], stdout: "null" })
-      .outputSync();
-    return true;
-  } catch (e) {
-    return missing("gcc", (e as Error).message);
-  }
+  return haveTool("gcc", "gcc");
 }
 
 /**

@@ -2,6 +2,7 @@
 // --quiet/--verbose options and the one-line error printer. It imports no
 // FFI, so main.ts can report a failure to load libc itself.
 
+import { parseArgs } from "@std/cli/parse-args";
 import type { Verbosity } from "../log.ts";
 
 /** A bad command line: printed as one line, exit status 2. */
@@ -88,6 +89,12 @@ export function describeError(e: unknown): string {
   return `needs ${m[2]} for ${m[1]} (${fix})`;
 }
 
+function unknownArgument(command: string, arg: string): UsageError {
+  return new UsageError(
+    `${command}: unknown argument '${arg}' (see 'iohub ${command} --help')`,
+  );
+}
+
 /**
  * The error for an argument `command`'s parser did not expect. A negative
  * number is one: the parser reads "-1" as a flag, not as the value of the
@@ -99,9 +106,37 @@ export function unexpectedArgument(command: string, arg: string): UsageError {
       `${command}: ${arg}: option values are never negative (see 'iohub ${command} --help')`,
     );
   }
-  return new UsageError(
-    arg.startsWith("-")
-      ? `${command}: unknown argument '${arg}' (see 'iohub ${command} --help')`
-      : `${command}: unexpected argument '${arg}'`,
-  );
+  return arg.startsWith("-")
+    ? unknownArgument(command, arg)
+    : new UsageError(`${command}: unexpected argument '${arg}'`);
+}
+
+/** The options a subcommand declares to parseCommandArgs. */
+export interface CommandOptions {
+  /** Options that take a value. */
+  string?: string[];
+  /** Options that are flags. */
+  boolean?: string[];
+  /** Whether arguments that are not options are taken (into `_`). */
+  positionals?: boolean;
+}
+
+/**
+ * `args` parsed as `command`'s command line: any argument it does not
+ * declare, an option or (unless it takes them) a positional one, is a
+ * UsageError that points at its --help.
+ */
+export function parseCommandArgs(
+  command: string,
+  args: string[],
+  options: CommandOptions,
+): ReturnType<typeof parseArgs> {
+  return parseArgs(args, {
+    string: options.string,
+    boolean: options.boolean,
+    unknown: (arg: string) => {
+      if (options.positionals === true && !arg.startsWith("-")) return true;
+      throw unknownArgument(command, arg);
+    },
+  });
 }

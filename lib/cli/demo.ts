@@ -5,7 +5,6 @@
 // its irqfd with KVM only), so the demo also drives our device's interrupt
 // path through our own proxy and a user-space sink.
 
-import { parseArgs } from "@std/cli/parse-args";
 import { buildBootImage, buildEduImage } from "../guest/boot_image.ts";
 import { type GuestResult, parseGuestResult } from "../guest/result.ts";
 import { kvmUnavailableReason } from "../kvm/mod.ts";
@@ -21,6 +20,7 @@ import { type ClosedDevice, parseCloseLine } from "../remote/close_line.ts";
 import {
   type Command,
   EXIT_STATUS_HELP,
+  parseCommandArgs,
   UsageError,
   VERBOSITY_OPTIONS,
   verbosityOf,
@@ -249,14 +249,9 @@ export const demoCommand: Command = {
   summary: "boot QEMU with a guest driving our TypeScript device",
   help: HELP,
   async run(args: string[]): Promise<number> {
-    const parsed = parseArgs(args, {
+    const parsed = parseCommandArgs("demo", args, {
       string: ["qemu", "timeout", "accel", "device", "trace", "control"],
       boolean: VERBOSITY_OPTIONS,
-      unknown: (arg: string) => {
-        throw new UsageError(
-          `demo: unknown argument '${arg}' (see 'iohub demo --help')`,
-        );
-      },
     });
     const timeoutRaw = (parsed.timeout as string | undefined) ?? "60";
     if (!/^\d+$/.test(timeoutRaw) || Number(timeoutRaw) === 0) {

@@ -4,7 +4,6 @@
 // iohub-testdev served by a real `iohub remote`, through our proxy and the
 // in-kernel PIC. One line per check; exit 0 only if every check passed.
 
-import { parseArgs } from "@std/cli/parse-args";
 import { Kvm, KVM_API_VERSION, KvmCap } from "../kvm/mod.ts";
 import {
   createIrqGuestMachine,
@@ -19,10 +18,12 @@ import {
 import { spawnTestdevRemote } from "../qemu/spawn_remote.ts";
 import { ProxyDevice } from "../proxy/proxy_device.ts";
 import { DEFAULT_QEMU, probeQemu } from "../qemu/probe.ts";
+import { runTool } from "../run_tool.ts";
 import {
   type Command,
   describeError,
   EXIT_STATUS_HELP,
+  parseCommandArgs,
   UsageError,
 } from "./common.ts";
 
@@ -107,13 +108,7 @@ function kvmChecks(): Check[] {
 async function qemuCheck(qemu: string): Promise<Check> {
   try {
     const info = await probeQemu(qemu);
-    const out = await new Deno.Command(qemu, {
-      args: ["-machine", "help"],
-      stdin: "null",
-      stdout: "piped",
-      stderr: "null",
-    }).output();
-    const machines = new TextDecoder().decode(out.stdout);
+    const machines = (await runTool(qemu, ["-machine", "help"])).stdout;
     if (!/^x-remote\s/m.test(machines)) {
       return {
         name: "QEMU",
@@ -144,12 +139,7 @@ async function binutilsCheck(): Promise<Check> {
   const found: string[] = [];
   for (const tool of ["as", "ld"]) {
     try {
-      const out = await new Deno.Command(tool, {
-        args: ["--version"],
-        stdout: "piped",
-        stderr: "null",
-      }).output();
-      const first = new TextDecoder().decode(out.stdout).split("\n")[0];
+      const first = (await runTool(tool, ["--version"])).stdout.split("\n")[0];
       found.push(`${tool}: ${first}`);
     } catch (e) {
       return {
@@ -250,13 +240,8 @@ export const doctorCommand: Command = {
   summary: "check KVM, QEMU and binutils, and time a real interrupt path",
   help: HELP,
   async run(args: string[]): Promise<number> {
-    const parsed = parseArgs(args, {
+    const parsed = parseCommandArgs("doctor", args, {
       string: ["qemu", "interrupts"],
-      unknown: (arg: string) => {
-        throw new UsageError(
-          `doctor: unknown argument '${arg}' (see 'iohub doctor --help')`,
-        );
-      },
     });
     const raw = (parsed.interrupts as string | undefined) ?? "1000";
     if (!/^\d+$/.test(raw) || Number(raw) < 1 || Number(raw) > 65535) {

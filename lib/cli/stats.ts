@@ -1,10 +1,9 @@
 // `iohub stats PATH`: reads a remote's control socket (`--control PATH`)
 // and prints its live state as a table, as JSON, or refreshed every second.
 
-import { parseArgs } from "@std/cli/parse-args";
 import { readControl } from "../remote/control.ts";
 import type { RemoteState } from "../remote/remote.ts";
-import { type Command, UsageError } from "./common.ts";
+import { type Command, parseCommandArgs, UsageError } from "./common.ts";
 
 const HELP = `usage: iohub stats PATH [--json] [--watch]
 
@@ -84,16 +83,9 @@ export const statsCommand: Command = {
   summary: "show a running remote's live counters (its --control socket)",
   help: HELP,
   async run(args: string[]): Promise<number> {
-    const parsed = parseArgs(args, {
+    const parsed = parseCommandArgs("stats", args, {
       boolean: ["json", "watch"],
-      unknown: (arg: string) => {
-        if (arg.startsWith("-")) {
-          throw new UsageError(
-            `stats: unknown argument '${arg}' (see 'iohub stats --help')`,
-          );
-        }
-        return true;
-      },
+      positionals: true,
     });
     const paths = parsed._.map(String);
     if (paths.length !== 1) {

@@ -6,6 +6,7 @@
 // compiled binary carries them prebuilt (scripts/compile.sh) and never runs
 // binutils.
 
+import { runTool, type ToolOutput } from "../run_tool.ts";
 import { BUILD_DIR } from "./dirs.ts";
 
 /** How a guest source is linked. */
@@ -30,13 +31,9 @@ async function run(
   args: string[],
   source: string,
 ): Promise<void> {
-  let out: Deno.CommandOutput;
+  let out: ToolOutput;
   try {
-    out = await new Deno.Command(tool, {
-      args,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
+    out = await runTool(tool, args);
   } catch (e) {
     throw new GuestBuildError(
       tool,
@@ -44,13 +41,8 @@ async function run(
       `${(e as Error).message} (install binutils)`,
     );
   }
-  if (!out.success) {
-    const dec = new TextDecoder();
-    throw new GuestBuildError(
-      tool,
-      source,
-      dec.decode(out.stderr) + dec.decode(out.stdout),
-    );
+  if (out.code !== 0) {
+    throw new GuestBuildError(tool, source, out.stderr + out.stdout);
   }
 }
 

@@ -2,6 +2,8 @@
 // spawned, that it is a QEMU recent enough to have the multi-process devices
 // (x-pci-proxy-dev) our remote speaks mpqemu with.
 
+import { runTool } from "../run_tool.ts";
+
 /** The binary looked up on PATH when neither --qemu nor IOHUB_QEMU is given. */
 export const DEFAULT_QEMU = "qemu-system-x86_64";
 
@@ -52,14 +54,9 @@ export function parseQemuVersion(
 }
 
 async function run(path: string, args: string[]): Promise<string> {
-  let out: Deno.CommandOutput;
   try {
-    out = await new Deno.Command(path, {
-      args,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
+    const out = await runTool(path, args);
+    return out.stdout + out.stderr;
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {
       throw new QemuUnusableError(
@@ -73,8 +70,6 @@ async function run(path: string, args: string[]): Promise<string> {
       `${path} could not be run: ${(e as Error).message}`,
     );
   }
-  const dec = new TextDecoder();
-  return dec.decode(out.stdout) + dec.decode(out.stderr);
 }
 
 /**

@@ -3,6 +3,7 @@
 
 import { assertEquals } from "@std/assert";
 import { spawnWithSockets } from "../../lib/qemu/socket_child.ts";
+import { runTool, type ToolOutput } from "../../lib/run_tool.ts";
 import { Client } from "../remote/remote_process.ts";
 
 /** main.ts, for tests that spawn the CLI themselves. */
@@ -11,26 +12,17 @@ export const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 /** Runs main.ts with `args` (all permissions); returns status and output. */
 export async function iohub(
   ...args: string[]
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-ffi",
-      "--allow-read",
-      "--allow-write",
-      "--allow-run",
-      "--allow-env",
-      MAIN,
-      ...args,
-    ],
-    stdin: "null",
-  }).output();
-  const dec = new TextDecoder();
-  return {
-    code: out.code,
-    stdout: dec.decode(out.stdout),
-    stderr: dec.decode(out.stderr),
-  };
+): Promise<ToolOutput> {
+  return await runTool(Deno.execPath(), [
+    "run",
+    "--allow-ffi",
+    "--allow-read",
+    "--allow-write",
+    "--allow-run",
+    "--allow-env",
+    MAIN,
+    ...args,
+  ]);
 }
 
 /** bin/iohub, for tests that run iohub as a user does. */

@@ -70,10 +70,23 @@ export const EDU_IDENTITY: PciIdentity = {
 
 // Registers below this offset take only 4-byte accesses, from it 4 or 8.
 const WIDE_FROM = 0x80;
+// How many DMA registers there are: 8 bytes apart, DMA_SRC to DMA_CMD.
+const DMA_REGS = (EduReg.DMA_CMD - EduReg.DMA_SRC) / 8 + 1;
 const U64 = (1n << 64n) - 1n;
 // 34! holds 2^32 as a factor: every factorial from there is 0 mod 2^32, so
 // a guest's 0xffffffff costs no four billion multiplications.
 const FACT_ZERO_FROM = 34;
+
+// Where DMA register `offset` is kept in Edu's #dma; -1 where none is.
+function dmaIndex(offset: number): number {
+  const i = (offset - EduReg.DMA_SRC) / 8;
+  return Number.isInteger(i) && i >= 0 && i < DMA_REGS ? i : -1;
+}
+
+const SRC = dmaIndex(EduReg.DMA_SRC);
+const DST = dmaIndex(EduReg.DMA_DST);
+const COUNT = dmaIndex(EduReg.DMA_COUNT);
+const CMD = dmaIndex(EduReg.DMA_CMD);
 
 /** n! modulo 2^32, as the 32-bit arithmetic of QEMU's edu computes it. */
 export function factorial32(n: number): number {
@@ -99,10 +112,8 @@ export class Edu implements DeviceModel {
   #fact = 0;
   #status = 0;
   #irqStatus = 0;
-  #src = 0n;
-  #dst = 0n;
-  #count = 0n;
-  #cmd = 0n;
+  // The DMA registers, read and written by dmaIndex(offset).
+  readonly #dma = new BigUint64Array(DMA_REGS);
   #level = false;
   #factTimer: ReturnType<typeof setTimeout> | undefined;
   #dmaTimer: ReturnType<typeof setTimeout> | undefined;
@@ -121,8 +132,9 @@ export class Edu implements DeviceModel {
     if (!this.#validWidth(offset, data.length)) return;
     const view = new DataView(data.buffer, data.byteOffset, data.length);
     if (offset >= WIDE_FROM) {
-      const v = this.#dmaReg(offset);
-      if (v === null) return;
+      const i = dmaIndex(offset);
+      if (i < 0) return;
+      const v = this.#dma[i];
       if (data.length === 8) view.setBigUint64(0, v, true);
       else view.setUint32(0, Number(v & 0xffffffffn), true);
       return;
@@ -185,11 +197,7 @@ export class Edu implements DeviceModel {
     clearTimeout(this.#dmaTimer);
     this.#factTimer = this.#dmaTimer = undefined;
     this.#liveness = this.#fact = this.#status = 0;
-    this.#src =
-      this.#dst =
-      this.#count =
-      this.#cmd =
-        0n;
+    this.#dma.fill(0n);
     this.#buffer.fill(0);
     this.#logged.clear();
     this.#setIrqStatus(0);
@@ -217,40 +225,16 @@ export class Edu implements DeviceModel {
     }
   }
 
-  #dmaReg(offset: number): bigint | null {
-    switch (offset) {
-      case EduReg.DMA_SRC:
-        return this.#src;
-      case EduReg.DMA_DST:
-        return this.#dst;
-      case EduReg.DMA_COUNT:
-        return this.#count;
-      case EduReg.DMA_CMD:
-        return this.#cmd;
-      default:
-        return null;
-    }
-  }
-
   #writeDma(offset: number, v: bigint): void {
     // A transfer in flight freezes its parameters, the command included.
-    if (this.#cmd & BigInt(DMA_RUN)) return;
-    switch (offset) {
-      case EduReg.DMA_SRC:
-        this.#src = v;
-        break;
-      case EduReg.DMA_DST:
-        this.#dst = v;
-        break;
-      case EduReg.DMA_COUNT:
-        this.#count = v;
-        break;
-      case EduReg.DMA_CMD:
-        if ((v & BigInt(DMA_RUN)) === 0n) break;
-        this.#cmd = v;
-        this.#dmaTimer = setTimeout(() => this.#dmaDone(), DMA_DELAY_MS);
-        break;
+    if (this.#dma[CMD] & BigInt(DMA_RUN)) return;
+    const i = dmaIndex(offset);
+    if (i < 0) return;
+    if (i === CMD) {
+      if ((v & BigInt(DMA_RUN)) === 0n) return;
+      this.#dmaTimer = setTimeout(() => this.#dmaDone(), DMA_DELAY_MS);
     }
+    this.#dma[i] = v;
   }
 
   #factDone(): void {
@@ -264,10 +248,11 @@ export class Edu implements DeviceModel {
 
   #dmaDone(): void {
     this.#dmaTimer = undefined;
-    const toRam = (this.#cmd & BigInt(DMA_TO_RAM)) !== 0n;
-    const bufferSide = toRam ? this.#src : this.#dst;
-    const ramSide = toRam ? this.#dst : this.#src;
-    const count = this.#count;
+    const dma = this.#dma;
+    const toRam = (dma[CMD] & BigInt(DMA_TO_RAM)) !== 0n;
+    const bufferSide = toRam ? dma[SRC] : dma[DST];
+    const ramSide = toRam ? dma[DST] : dma[SRC];
+    const count = dma[COUNT];
     const end = bufferSide + count;
     if (
       end > U64 || bufferSide < BigInt(DMA_BUFFER) ||
@@ -286,8 +271,8 @@ export class Edu implements DeviceModel {
     } else {
       this.#transfer(toRam, Number(bufferSide) - DMA_BUFFER, ramSide, count);
     }
-    this.#cmd &= ~BigInt(DMA_RUN);
-    if (this.#cmd & BigInt(DMA_IRQ)) {
+    dma[CMD] &= ~BigInt(DMA_RUN);
+    if (dma[CMD] & BigInt(DMA_IRQ)) {
       this.#setIrqStatus(this.#irqStatus | IRQ_DMA);
     }
   }

@@ -49,31 +49,39 @@ export const TESTDEV_IDENTITY: PciIdentity = {
   interruptPin: 1,
 };
 
+// Bytes of the register file: all of BAR1, the start of BAR0.
+const REGS_SIZE = 64;
+// Registers a guest write just stores; the others act on a write (IRQ_RAISE,
+// IRQ_ACK, DMA_CMD) or only the device changes them.
+const STORED: ReadonlySet<number> = new Set([
+  Reg.SCRATCH,
+  Reg.IRQ_MASK,
+  Reg.DMA_ADDR_LO,
+  Reg.DMA_ADDR_HI,
+  Reg.DMA_LEN,
+]);
+
 /** The testdev register file, buffer and INTx output. */
 export class TestDev implements DeviceModel {
   /** See docs/testdev.md: identity registers. */
   readonly identity: PciIdentity = TESTDEV_IDENTITY;
-  /** BAR0: 4 KiB memory; BAR1: 64 bytes of I/O. */
+  /** BAR0: 4 KiB memory; BAR1: the register file, 64 bytes of I/O. */
   readonly bars = [
     { size: 4096, space: "memory" },
-    { size: 64, space: "io" },
+    { size: REGS_SIZE, space: "io" },
   ] as const;
 
   readonly #ctx: DeviceContext;
   readonly #buffer = new Uint8Array(BUFFER_SIZE);
-  #scratch = 0;
-  #status = 0;
-  #mask = 0xffffffff;
-  #count = 0;
-  #dmaLo = 0;
-  #dmaHi = 0;
-  #dmaLen = 0;
-  #dmaStatus = 0;
+  // One u32 per register, at offset / 4: a read returns what is here, so
+  // write-only registers and holes, which nothing stores to, read 0.
+  readonly #regs = new Uint32Array(REGS_SIZE / 4);
   #level = false;
 
   /** A testdev in its reset state, raising INTx through `ctx`. */
   constructor(ctx: DeviceContext) {
     this.#ctx = ctx;
+    this.#resetRegs();
   }
 
   /** See DeviceModel.read. */
@@ -87,7 +95,8 @@ export class TestDev implements DeviceModel {
       data.fill(0xff);
       return;
     }
-    setLe(data, this.#readReg(offset));
+    // Past the register file (BAR0 below the buffer) reads 0 as well.
+    setLe(data, offset < REGS_SIZE ? this.#reg(offset) : 0);
   }
 
   /** See DeviceModel.write. */
@@ -102,82 +111,50 @@ export class TestDev implements DeviceModel {
 
   /** See DeviceModel.reset. */
   reset(): void {
-    this.#scratch = 0;
-    this.#status = 0;
-    this.#mask = 0xffffffff;
-    this.#count = 0;
-    this.#dmaLo = 0;
-    this.#dmaHi = 0;
-    this.#dmaLen = 0;
-    this.#dmaStatus = 0;
+    this.#resetRegs();
     this.#buffer.fill(0);
     this.#update();
   }
 
-  #readReg(offset: number): number {
-    switch (offset) {
-      case Reg.ID:
-        return TESTDEV_ID;
-      case Reg.SCRATCH:
-        return this.#scratch;
-      case Reg.IRQ_STATUS:
-        return this.#status;
-      case Reg.IRQ_MASK:
-        return this.#mask;
-      case Reg.IRQ_COUNT:
-        return this.#count;
-      case Reg.DMA_ADDR_LO:
-        return this.#dmaLo;
-      case Reg.DMA_ADDR_HI:
-        return this.#dmaHi;
-      case Reg.DMA_LEN:
-        return this.#dmaLen;
-      case Reg.DMA_STATUS:
-        return this.#dmaStatus;
-      default:
-        // Write-only and unassigned registers read as 0.
-        return 0;
-    }
+  #resetRegs(): void {
+    this.#regs.fill(0);
+    this.#setReg(Reg.ID, TESTDEV_ID);
+    this.#setReg(Reg.IRQ_MASK, 0xffffffff);
+  }
+
+  #reg(offset: number): number {
+    return this.#regs[offset >> 2];
+  }
+
+  #setReg(offset: number, v: number): void {
+    this.#regs[offset >> 2] = v;
   }
 
   #writeReg(offset: number, v: number): void {
     switch (offset) {
-      case Reg.SCRATCH:
-        this.#scratch = v;
-        break;
       case Reg.IRQ_RAISE:
-        this.#status = (this.#status | v) >>> 0;
+        this.#setReg(Reg.IRQ_STATUS, this.#reg(Reg.IRQ_STATUS) | v);
         break;
       case Reg.IRQ_ACK:
-        this.#status = (this.#status & ~v) >>> 0;
-        break;
-      case Reg.IRQ_MASK:
-        this.#mask = v;
-        break;
-      case Reg.DMA_ADDR_LO:
-        this.#dmaLo = v;
-        break;
-      case Reg.DMA_ADDR_HI:
-        this.#dmaHi = v;
-        break;
-      case Reg.DMA_LEN:
-        this.#dmaLen = v;
+        this.#setReg(Reg.IRQ_STATUS, this.#reg(Reg.IRQ_STATUS) & ~v);
         break;
       case Reg.DMA_CMD:
-        this.#dmaStatus = this.#dma(v) ? 0 : 1;
-        this.#status = (this.#status | CAUSE_DMA) >>> 0;
+        this.#setReg(Reg.DMA_STATUS, this.#dma(v) ? 0 : 1);
+        this.#setReg(Reg.IRQ_STATUS, this.#reg(Reg.IRQ_STATUS) | CAUSE_DMA);
         break;
       default:
-        return;
+        if (!STORED.has(offset)) return;
+        this.#setReg(offset, v);
     }
     this.#update();
   }
 
   /** Runs DMA command `cmd`; false on a bad command, length or address. */
   #dma(cmd: number): boolean {
-    const len = this.#dmaLen;
+    const len = this.#reg(Reg.DMA_LEN);
     if (len < 1 || len > BUFFER_SIZE) return false;
-    const gpa = this.#dmaHi * 0x1_0000_0000 + this.#dmaLo;
+    const gpa = this.#reg(Reg.DMA_ADDR_HI) * 0x1_0000_0000 +
+      this.#reg(Reg.DMA_ADDR_LO);
     const buf = this.#buffer.subarray(0, len);
     if (cmd === DMA_TO_GUEST) return this.#ctx.dmaWrite(gpa, buf);
     if (cmd === DMA_FROM_GUEST) return this.#ctx.dmaRead(gpa, buf);
@@ -186,10 +163,10 @@ export class TestDev implements DeviceModel {
 
   /** Drives INTx from (IRQ_STATUS & IRQ_MASK), counting rising edges. */
   #update(): void {
-    const level = (this.#status & this.#mask) !== 0;
+    const level = (this.#reg(Reg.IRQ_STATUS) & this.#reg(Reg.IRQ_MASK)) !== 0;
     if (level === this.#level) return;
     this.#level = level;
-    if (level) this.#count = (this.#count + 1) >>> 0;
+    if (level) this.#setReg(Reg.IRQ_COUNT, this.#reg(Reg.IRQ_COUNT) + 1);
     this.#ctx.setIrq(level);
   }
 }
