@@ -2,7 +2,7 @@
 // remote, the summary, and (without KVM) our own proxy's interrupt path.
 
 import { assert, assertEquals, assertMatch } from "@std/assert";
-import { EXIT_QEMU } from "../../lib/qemu/outcome.ts";
+import { EXIT } from "../../lib/qemu/outcome.ts";
 import { iohub } from "./cli_run.ts";
 import { kvmUnavailableReason } from "../../lib/kvm/mod.ts";
 import { haveBinutils, haveKvm, haveQemu } from "../requirements.ts";
@@ -113,7 +113,7 @@ Deno.test("demo: a missing QEMU is one line and launch's exit 3", async () => {
     "--accel",
     "tcg",
   );
-  assertEquals(r.code, EXIT_QEMU);
+  assertEquals(r.code, EXIT.QEMU);
   assertEquals(
     r.stderr,
     "iohub: demo: /nonexistent/qemu not found (apt-get install qemu-system-x86)\n",

@@ -20,17 +20,7 @@ import {
   type LaunchOptions,
   type LaunchStarted,
 } from "../../lib/qemu/launch.ts";
-import {
-  EXIT_GUEST,
-  EXIT_OK,
-  EXIT_QEMU,
-  EXIT_REMOTE,
-  EXIT_SIGINT,
-  EXIT_SIGTERM,
-  EXIT_TIMEOUT,
-  EXIT_USAGE,
-  type LaunchOutcome,
-} from "../../lib/qemu/outcome.ts";
+import { EXIT, type LaunchOutcome } from "../../lib/qemu/outcome.ts";
 import { MIN_QEMU_VERSION, parseQemuVersion } from "../../lib/qemu/probe.ts";
 import { assertNoFdLeak } from "../fd_check.ts";
 import { haveBinutils, haveKvm, haveQemu, QEMU } from "../requirements.ts";
@@ -161,7 +151,7 @@ printf '%s' '${devices}'
 Deno.test("launch: a missing QEMU is exit 3 with one line", async (t) => {
   await t.step("library", async () => {
     const out = await run({ qemu: "/nonexistent/qemu" });
-    assertEquals(out.status, EXIT_QEMU);
+    assertEquals(out.status, EXIT.QEMU);
     assertEquals(out.end, "qemu-unusable");
     assertEquals(
       out.message,
@@ -170,7 +160,7 @@ Deno.test("launch: a missing QEMU is exit 3 with one line", async (t) => {
   });
   await t.step("CLI, default name not on PATH", async () => {
     const r = await cli([], { PATH: "/nonexistent" });
-    assertEquals(r.code, EXIT_QEMU);
+    assertEquals(r.code, EXIT.QEMU);
     assertEquals(
       r.stderr,
       "iohub: qemu-system-x86_64 not found (apt-get install qemu-system-x86)\n",
@@ -183,7 +173,7 @@ Deno.test("launch: binaries that are not a usable QEMU are exit 3", async (t) =>
   try {
     await t.step("not QEMU at all", async () => {
       const out = await run({ qemu: await fakeQemu(dir, "", "") });
-      assertEquals(out.status, EXIT_QEMU);
+      assertEquals(out.status, EXIT.QEMU);
       assertStringIncludes(
         out.message,
         "is not QEMU: '--version' printed nothing",
@@ -196,7 +186,7 @@ Deno.test("launch: binaries that are not a usable QEMU are exit 3", async (t) =>
         'name "e1000", bus PCI\nname "isa-debug-exit", bus ISA\n',
       );
       const r = await cli(["--qemu", qemu]);
-      assertEquals(r.code, EXIT_QEMU);
+      assertEquals(r.code, EXIT.QEMU);
       assertMatch(
         r.stderr,
         /^iohub: \S+ \(QEMU 7\.2\.0\) lacks the multi-process devices: '-device help' has no x-pci-proxy-dev/,
@@ -210,7 +200,7 @@ Deno.test("launch: binaries that are not a usable QEMU are exit 3", async (t) =>
         'name "x-pci-proxy-dev", bus PCI\n',
       );
       const out = await run({ qemu });
-      assertEquals(out.status, EXIT_QEMU);
+      assertEquals(out.status, EXIT.QEMU);
       assertStringIncludes(out.message, "is QEMU 5.2.0, too old");
     });
   } finally {
@@ -300,7 +290,7 @@ Deno.test("launch: argument parsing", () => {
 
 Deno.test("launch: a bad command line is exit 2 with one line", async () => {
   const r = await cli(["--accel", "xen"]);
-  assertEquals(r.code, EXIT_USAGE);
+  assertEquals(r.code, EXIT.USAGE);
   assertEquals(r.stderr, "iohub: launch: --accel xen: expected kvm or tcg\n");
   const h = await cli(["--help"]);
   assertEquals(h.code, 0);
@@ -326,7 +316,7 @@ Deno.test("launch: --print-command prints both command lines, starts nothing", a
     // A QEMU that does not exist: nothing may try to run it.
     { IOHUB_QEMU: "/nonexistent/qemu" },
   );
-  assertEquals(r.code, EXIT_OK, r.stderr);
+  assertEquals(r.code, EXIT.OK, r.stderr);
   assertEquals(r.stderr, "");
   const [qemu, remote, rest] = r.stdout.split("\n");
   assertEquals(rest, "");
@@ -343,7 +333,7 @@ Deno.test("launch: --print-command prints both command lines, starts nothing", a
     /^remote: .* remote --device testdev,fd=\d+,id=a --device testdev,fd=\d+,id=b --ready-fd \d+$/,
   );
   const bad = await cli(["--print-command", "--", "-m", "1G"]);
-  assertEquals(bad.code, EXIT_USAGE);
+  assertEquals(bad.code, EXIT.USAGE);
   assertEquals(
     bad.stderr,
     "iohub: launch: -m: set by iohub launch; use --memory\n",
@@ -360,7 +350,7 @@ Deno.test({
       timeoutMs: 1500,
       onRemoteLine: (l) => remoteLines.push(l),
     });
-    assertEquals(out.status, EXIT_TIMEOUT, out.message);
+    assertEquals(out.status, EXIT.TIMEOUT, out.message);
     assertEquals(out.end, "timeout");
     assertEquals(
       out.message,
@@ -386,7 +376,7 @@ Deno.test({
   ignore: !qemuOk,
   async fn(): Promise<void> {
     const out = await killMidRun("remotePid");
-    assertEquals(out.status, EXIT_REMOTE, out.message);
+    assertEquals(out.status, EXIT.REMOTE, out.message);
     assertEquals(
       out.message,
       "remote was killed by SIGKILL while QEMU ran; stopped QEMU",
@@ -410,7 +400,7 @@ Deno.test({
       timeoutMs: 10_000,
       onStarted: () => started = true,
     });
-    assertEquals(out.status, EXIT_REMOTE, out.message);
+    assertEquals(out.status, EXIT.REMOTE, out.message);
     assertEquals(
       out.message,
       "remote exited with status 1 (testdev0: cannot serve) before it was ready; QEMU was not started",
@@ -453,7 +443,7 @@ Deno.test({
   ignore: !qemuOk,
   async fn(): Promise<void> {
     const out = await killMidRun("qemuPid");
-    assertEquals(out.status, EXIT_QEMU, out.message);
+    assertEquals(out.status, EXIT.QEMU, out.message);
     // The remote exits by itself: cleanly on EOF, or with the error of a
     // request QEMU's death cut short (ECONNRESET, EPIPE).
     assertMatch(
@@ -478,7 +468,7 @@ Deno.test({
       );
       await Deno.chmod(fake, 0o755);
       const out = await run({ qemu: fake, timeoutMs: 30_000 });
-      assertEquals(out.status, EXIT_QEMU, out.message);
+      assertEquals(out.status, EXIT.QEMU, out.message);
       assertEquals(out.end, "qemu-failed");
       assertMatch(
         out.message,
@@ -500,7 +490,7 @@ Deno.test({
     const s = await w.started;
     Deno.kill(s.remotePid, "SIGSTOP");
     const out = await running;
-    assertEquals(out.status, EXIT_TIMEOUT, out.message);
+    assertEquals(out.status, EXIT.TIMEOUT, out.message);
     // A stopped process only acts on SIGTERM once continued; left stopped,
     // it would sit out the grace period and then need SIGKILL. Started
     // means ready, so the remote handles SIGTERM (143) or, continued, first
@@ -516,7 +506,7 @@ Deno.test({
   async fn(): Promise<void> {
     let started = false;
     const out = await run({ accel: "kvm", onStarted: () => started = true });
-    assertEquals(out.status, EXIT_QEMU, out.message);
+    assertEquals(out.status, EXIT.QEMU, out.message);
     assertEquals(out.end, "qemu-unusable");
     assertMatch(
       out.message,
@@ -524,7 +514,7 @@ Deno.test({
     );
     assert(!started, "neither process was started");
     const r = await cli(["--timeout", "5"]);
-    assertEquals(r.code, EXIT_QEMU);
+    assertEquals(r.code, EXIT.QEMU);
     assertEquals(r.stderr, `iohub: ${out.message}\n`);
   },
 });
@@ -534,7 +524,7 @@ Deno.test({
   ignore: !qemuOk,
   async fn(): Promise<void> {
     const out = await run({ accel: "tcg", qemuArgs: ["-bogus-option"] });
-    assertEquals(out.status, EXIT_QEMU, out.message);
+    assertEquals(out.status, EXIT.QEMU, out.message);
     assertEquals(out.end, "qemu-failed");
     assertStringIncludes(out.message, "QEMU exited with status 1 (");
     assertStringIncludes(out.message, "-bogus-option");
@@ -559,7 +549,7 @@ Deno.test({
             timeoutMs: 20_000,
             onSerialLine: (l) => lines.push(l),
           });
-          assertEquals(out.status, EXIT_OK, out.message);
+          assertEquals(out.status, EXIT.OK, out.message);
           assertEquals(out.end, "guest-passed");
           assertEquals(out.guestCode, 0);
           assertEquals(lines, ["launch fixture: exit 0"]);
@@ -569,7 +559,7 @@ Deno.test({
       // TCG boots in a tenth of KVM's time here and needs no interrupts.
       await t.step("v = 3 (tcg): guest failure, exit 5", async () => {
         const out = await run({ guest: fail, accel: "tcg", timeoutMs: 20_000 });
-        assertEquals(out.status, EXIT_GUEST, out.message);
+        assertEquals(out.status, EXIT.GUEST, out.message);
         assertEquals(out.message, "guest reported failure code 3");
         assertEquals(out.guestCode, 3);
       });
@@ -591,7 +581,7 @@ Deno.test({
           });
           assertEquals(outs.length, 2);
           for (const out of outs) {
-            assertEquals(out.status, EXIT_OK, out.message);
+            assertEquals(out.status, EXIT.OK, out.message);
             assertEquals(out.end, "guest-passed");
           }
         },
@@ -604,7 +594,7 @@ Deno.test({
             accel: "tcg",
             timeoutMs: 20_000,
           });
-          assertEquals(out.status, EXIT_OK, out.message);
+          assertEquals(out.status, EXIT.OK, out.message);
           assertEquals(out.end, "qemu-exited");
           assertEquals(out.message, "QEMU exited normally");
           assertEquals(out.guestCode, null);
@@ -618,7 +608,7 @@ Deno.test({
           timeoutMs: 20_000,
           onSerialLine: (l) => lines.push(l),
         });
-        assertEquals(out.status, EXIT_OK, out.message);
+        assertEquals(out.status, EXIT.OK, out.message);
         assertEquals(out.end, "guest-passed");
         assertEquals(lines, [
           "launch fixture: first boot, resetting",
@@ -634,7 +624,7 @@ Deno.test({
           "--timeout",
           "20",
         ]);
-        assertEquals(r.code, EXIT_GUEST, r.stderr);
+        assertEquals(r.code, EXIT.GUEST, r.stderr);
         assertEquals(r.stdout, "launch fixture: exit 3\r\n");
         assertStringIncludes(
           r.stderr,
@@ -655,7 +645,7 @@ Deno.test({
             "--timeout",
             "20",
           ]);
-          assertEquals(r.code, EXIT_OK, r.stderr);
+          assertEquals(r.code, EXIT.OK, r.stderr);
           assertEquals(r.stdout, "");
           assertEquals(
             await Deno.readTextFile(log),
@@ -703,7 +693,7 @@ Deno.test({
   async fn(t): Promise<void> {
     await t.step("SIGINT", async () => {
       const r = await interrupt("SIGINT");
-      assertEquals(r.code, EXIT_SIGINT, r.stderr);
+      assertEquals(r.code, EXIT.SIGINT, r.stderr);
       assertStringIncludes(
         r.stderr,
         "iohub: interrupted by SIGINT; stopped QEMU and the remote\n",
@@ -712,7 +702,7 @@ Deno.test({
     });
     await t.step("SIGTERM", async () => {
       const r = await interrupt("SIGTERM");
-      assertEquals(r.code, EXIT_SIGTERM, r.stderr);
+      assertEquals(r.code, EXIT.SIGTERM, r.stderr);
       assertStringIncludes(r.stderr, "interrupted by SIGTERM");
     });
   },
@@ -830,7 +820,7 @@ Deno.test({
             "--timeout",
             "30",
           ]);
-          assertEquals(r.code, EXIT_USAGE, r.stderr);
+          assertEquals(r.code, EXIT.USAGE, r.stderr);
           // One line, naming the module and the problem: no QEMU lines, no
           // "started", no TCG warning.
           assertEquals(r.stderr.split("\n").length, 2, r.stderr);
@@ -847,7 +837,7 @@ Deno.test({
             ],
             stdin: "null",
           }).output();
-          assertEquals(remote.code, EXIT_USAGE);
+          assertEquals(remote.code, EXIT.USAGE);
           assertEquals(new TextDecoder().decode(remote.stderr), r.stderr);
 
           let started = false;
@@ -856,7 +846,7 @@ Deno.test({
             timeoutMs: 30_000,
             onStarted: () => started = true,
           });
-          assertEquals(out.status, EXIT_USAGE, out.message);
+          assertEquals(out.status, EXIT.USAGE, out.message);
           assertEquals(out.end, "remote-refused");
           assertStringIncludes(out.message, `${mod}: ${problem}`);
           assert(!started, "QEMU was never started");
@@ -889,7 +879,7 @@ Deno.test({
         "--timeout",
         "2",
       ]);
-      assertEquals(r.code, EXIT_TIMEOUT, r.stderr);
+      assertEquals(r.code, EXIT.TIMEOUT, r.stderr);
       assertEquals(
         r.stderr,
         "iohub: timed out after 2 s before the remote was ready (loading its devices); stopped the remote, QEMU was not started\n",
@@ -920,7 +910,7 @@ Deno.test({
         "--timeout",
         "2",
       ]);
-      assertEquals(r.code, EXIT_TIMEOUT, r.stderr);
+      assertEquals(r.code, EXIT.TIMEOUT, r.stderr);
       assertEquals(r.stderr.split("noisy: module loaded").length, 2, r.stderr);
       assertStringIncludes(r.stderr, "noisy: peer closed the connection");
     } finally {
