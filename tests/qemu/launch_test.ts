@@ -24,6 +24,7 @@ import { EXIT, type LaunchOutcome } from "../../lib/qemu/outcome.ts";
 import { MIN_QEMU_VERSION, parseQemuVersion } from "../../lib/qemu/probe.ts";
 import { assertNoFdLeak } from "../fd_check.ts";
 import { haveBinutils, haveKvm, haveQemu, QEMU } from "../requirements.ts";
+import { withTempDir } from "../temp_dir.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
@@ -169,8 +170,7 @@ Deno.test("launch: a missing QEMU is exit 3 with one line", async (t) => {
 });
 
 Deno.test("launch: binaries that are not a usable QEMU are exit 3", async (t) => {
-  const dir = await Deno.makeTempDir({ prefix: "iohub-launch-" });
-  try {
+  await withTempDir("iohub-launch-", async (dir) => {
     await t.step("not QEMU at all", async () => {
       const out = await run({ qemu: await fakeQemu(dir, "", "") });
       assertEquals(out.status, EXIT.QEMU);
@@ -203,9 +203,7 @@ Deno.test("launch: binaries that are not a usable QEMU are exit 3", async (t) =>
       assertEquals(out.status, EXIT.QEMU);
       assertStringIncludes(out.message, "is QEMU 5.2.0, too old");
     });
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("launch: version banners parse", () => {
@@ -459,8 +457,7 @@ Deno.test({
     "launch: QEMU seen ending just after the remote it broke is blamed, exit 3",
   ignore: !qemuOk,
   async fn(): Promise<void> {
-    const dir = await Deno.makeTempDir({ prefix: "iohub-launch-" });
-    try {
+    await withTempDir("iohub-launch-", async (dir) => {
       const fake = `${dir}/qemu`;
       await Deno.writeTextFile(
         fake,
@@ -474,9 +471,7 @@ Deno.test({
         out.message,
         /^QEMU was killed by SIGKILL; remote exited with status 1 \(/,
       );
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    });
   },
 });
 
@@ -535,8 +530,7 @@ Deno.test({
   name: "launch: how the guest ends the run decides the status",
   ignore: !guestsOk,
   async fn(t): Promise<void> {
-    const dir = await Deno.makeTempDir({ prefix: "iohub-launch-" });
-    try {
+    await withTempDir("iohub-launch-", async (dir) => {
       const pass = await floppy("launch_exit", dir, { EXIT_CODE: 0 });
       const fail = await floppy("launch_exit", dir, { EXIT_CODE: 3 });
       await t.step({
@@ -657,9 +651,7 @@ Deno.test({
           );
         },
       );
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    });
   },
 });
 
@@ -790,8 +782,7 @@ Deno.test({
     "launch: a device the remote refuses is its one line and exit 2; QEMU never starts",
   ignore: !qemuOk,
   async fn(t): Promise<void> {
-    const dir = await Deno.makeTempDir({ prefix: "iohub-launch-" });
-    try {
+    await withTempDir("iohub-launch-", async (dir) => {
       const cases: [string, string, string][] = [
         [
           "throws.ts",
@@ -853,9 +844,7 @@ Deno.test({
           assertEquals(out.qemu, null);
         });
       }
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    });
   },
 });
 
@@ -864,8 +853,7 @@ Deno.test({
     "launch: a module that never finishes importing is --timeout, exit 6, nothing left running",
   ignore: !qemuOk,
   async fn(): Promise<void> {
-    const dir = await Deno.makeTempDir({ prefix: "iohub-launch-" });
-    try {
+    await withTempDir("iohub-launch-", async (dir) => {
       const mod = await deviceModule(
         dir,
         "spin.ts",
@@ -885,9 +873,7 @@ Deno.test({
         "iohub: timed out after 2 s before the remote was ready (loading its devices); stopped the remote, QEMU was not started\n",
       );
       assertEquals(processesWith(mod), []);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    });
   },
 });
 
@@ -895,8 +881,7 @@ Deno.test({
   name: "launch: a module's top level runs once (in the remote alone)",
   ignore: !qemuOk,
   async fn(): Promise<void> {
-    const dir = await Deno.makeTempDir({ prefix: "iohub-launch-" });
-    try {
+    await withTempDir("iohub-launch-", async (dir) => {
       const mod = await deviceModule(
         dir,
         "noisy.ts",
@@ -913,8 +898,6 @@ Deno.test({
       assertEquals(r.code, EXIT.TIMEOUT, r.stderr);
       assertEquals(r.stderr.split("noisy: module loaded").length, 2, r.stderr);
       assertStringIncludes(r.stderr, "noisy: peer closed the connection");
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    });
   },
 });
