@@ -39,6 +39,14 @@ const guestsOk = qemuOk && haveBinutils();
 const ACCEL = kvmOk ? "kvm" : "tcg";
 const ACCEL_ARGS = kvmOk ? [] : ["--accel", "tcg"];
 
+/** A test that needs QEMU, skipped where there is none (see requirements.ts). */
+function qemuTest(
+  name: string,
+  fn: (t: Deno.TestContext) => Promise<void>,
+): void {
+  Deno.test({ name, ignore: !qemuOk, fn });
+}
+
 /** Runs `iohub launch ARGS` as the user would, through the task's permissions. */
 function spawnLaunch(
   args: string[],
@@ -338,10 +346,9 @@ Deno.test("launch: --print-command prints both command lines, starts nothing", a
   );
 });
 
-Deno.test({
-  name: "launch: QEMU's proxies connect to our remote; --timeout is exit 6",
-  ignore: !qemuOk,
-  async fn(): Promise<void> {
+qemuTest(
+  "launch: QEMU's proxies connect to our remote; --timeout is exit 6",
+  async () => {
     const remoteLines: string[] = [];
     const out = await run({
       devices: [{ type: "testdev", id: "a" }, { type: "testdev", id: "b" }],
@@ -367,26 +374,21 @@ Deno.test({
     assertEquals(out.remoteLines, remoteLines);
     assertEquals(out.remote?.code, 0);
   },
+);
+
+qemuTest("launch: the remote dying stops QEMU, exit 4", async () => {
+  const out = await killMidRun("remotePid");
+  assertEquals(out.status, EXIT.REMOTE, out.message);
+  assertEquals(
+    out.message,
+    "remote was killed by SIGKILL while QEMU ran; stopped QEMU",
+  );
+  assert(out.qemu !== null);
 });
 
-Deno.test({
-  name: "launch: the remote dying stops QEMU, exit 4",
-  ignore: !qemuOk,
-  async fn(): Promise<void> {
-    const out = await killMidRun("remotePid");
-    assertEquals(out.status, EXIT.REMOTE, out.message);
-    assertEquals(
-      out.message,
-      "remote was killed by SIGKILL while QEMU ran; stopped QEMU",
-    );
-    assert(out.qemu !== null);
-  },
-});
-
-Deno.test({
-  name: "launch: a remote failing at start is blamed, exit 4, QEMU not started",
-  ignore: !qemuOk,
-  async fn(): Promise<void> {
+qemuTest(
+  "launch: a remote failing at start is blamed, exit 4, QEMU not started",
+  async () => {
     let started = false;
     const out = await run({
       // Stands in for a remote that cannot serve: says why and exits 1.
@@ -406,12 +408,11 @@ Deno.test({
     assert(!started);
     assertEquals(out.qemu, null);
   },
-});
+);
 
-Deno.test({
-  name: "launch: a throwing callback rejects, leaving no process behind",
-  ignore: !qemuOk,
-  async fn(): Promise<void> {
+qemuTest(
+  "launch: a throwing callback rejects, leaving no process behind",
+  async () => {
     let pids: LaunchStarted | null = null;
     await assertNoFdLeak(async () => {
       await assertRejects(
@@ -434,29 +435,23 @@ Deno.test({
       assertThrows(() => Deno.kill(pid, "SIGCONT"), Deno.errors.NotFound);
     }
   },
+);
+
+qemuTest("launch: QEMU dying stops the remote, exit 3", async () => {
+  const out = await killMidRun("qemuPid");
+  assertEquals(out.status, EXIT.QEMU, out.message);
+  // The remote exits by itself: cleanly on EOF, or with the error of a
+  // request QEMU's death cut short (ECONNRESET, EPIPE).
+  assertMatch(
+    out.message,
+    /^QEMU was killed by SIGKILL(; remote exited with status 1 \(.*(ECONNRESET|EPIPE).*\))?$/,
+  );
+  assertEquals(out.remote?.signal, null);
 });
 
-Deno.test({
-  name: "launch: QEMU dying stops the remote, exit 3",
-  ignore: !qemuOk,
-  async fn(): Promise<void> {
-    const out = await killMidRun("qemuPid");
-    assertEquals(out.status, EXIT.QEMU, out.message);
-    // The remote exits by itself: cleanly on EOF, or with the error of a
-    // request QEMU's death cut short (ECONNRESET, EPIPE).
-    assertMatch(
-      out.message,
-      /^QEMU was killed by SIGKILL(; remote exited with status 1 \(.*(ECONNRESET|EPIPE).*\))?$/,
-    );
-    assertEquals(out.remote?.signal, null);
-  },
-});
-
-Deno.test({
-  name:
-    "launch: QEMU seen ending just after the remote it broke is blamed, exit 3",
-  ignore: !qemuOk,
-  async fn(): Promise<void> {
+qemuTest(
+  "launch: QEMU seen ending just after the remote it broke is blamed, exit 3",
+  async () => {
     await withTempDir("iohub-launch-", async (dir) => {
       const fake = `${dir}/qemu`;
       await Deno.writeTextFile(
@@ -473,13 +468,11 @@ Deno.test({
       );
     });
   },
-});
+);
 
-Deno.test({
-  name:
-    "launch: after --timeout a stopped remote is continued with its SIGTERM, not left for SIGKILL",
-  ignore: !qemuOk,
-  async fn(): Promise<void> {
+qemuTest(
+  "launch: after --timeout a stopped remote is continued with its SIGTERM, not left for SIGKILL",
+  async () => {
     const w = watched({ timeoutMs: 1000 });
     const running = run(w.opts);
     const s = await w.started;
@@ -493,7 +486,7 @@ Deno.test({
     assertEquals(out.remote?.signal, null, out.message);
     assert([0, 143].includes(out.remote!.code), `${out.remote!.code}`);
   },
-});
+);
 
 Deno.test({
   name: "launch: --accel kvm without KVM is exit 3 saying why, before starting",
@@ -514,16 +507,12 @@ Deno.test({
   },
 });
 
-Deno.test({
-  name: "launch: QEMU failing to start is exit 3 with its error",
-  ignore: !qemuOk,
-  async fn(): Promise<void> {
-    const out = await run({ accel: "tcg", qemuArgs: ["-bogus-option"] });
-    assertEquals(out.status, EXIT.QEMU, out.message);
-    assertEquals(out.end, "qemu-failed");
-    assertStringIncludes(out.message, "QEMU exited with status 1 (");
-    assertStringIncludes(out.message, "-bogus-option");
-  },
+qemuTest("launch: QEMU failing to start is exit 3 with its error", async () => {
+  const out = await run({ accel: "tcg", qemuArgs: ["-bogus-option"] });
+  assertEquals(out.status, EXIT.QEMU, out.message);
+  assertEquals(out.end, "qemu-failed");
+  assertStringIncludes(out.message, "QEMU exited with status 1 (");
+  assertStringIncludes(out.message, "-bogus-option");
 });
 
 Deno.test({
@@ -679,10 +668,9 @@ async function interrupt(
   return { code: (await child.status).code, stderr };
 }
 
-Deno.test({
-  name: "launch: SIGINT and SIGTERM stop both, exit 130 and 143",
-  ignore: !qemuOk,
-  async fn(t): Promise<void> {
+qemuTest(
+  "launch: SIGINT and SIGTERM stop both, exit 130 and 143",
+  async (t) => {
     await t.step("SIGINT", async () => {
       const r = await interrupt("SIGINT");
       assertEquals(r.code, EXIT.SIGINT, r.stderr);
@@ -698,7 +686,7 @@ Deno.test({
       assertStringIncludes(r.stderr, "interrupted by SIGTERM");
     });
   },
-});
+);
 
 /** Whether `pid` is gone (or a zombie nobody reaped yet). */
 function gone(pid: number): boolean {
@@ -709,10 +697,9 @@ function gone(pid: number): boolean {
   }
 }
 
-Deno.test({
-  name: "launch: a launcher killed by SIGKILL leaves no QEMU or remote",
-  ignore: !qemuOk,
-  async fn(): Promise<void> {
+qemuTest(
+  "launch: a launcher killed by SIGKILL leaves no QEMU or remote",
+  async () => {
     if (parentDeathPrefix().length === 0) {
       console.log("SKIP: setpriv (util-linux) not installed");
       return;
@@ -740,7 +727,7 @@ Deno.test({
     while (!pids.every(gone) && Date.now() < until) await sleep(50);
     assert(pids.every(gone), `still running: ${pids.filter((p) => !gone(p))}`);
   },
-});
+);
 
 /** Writes device module `name` with `source` into `dir`; returns its path. */
 async function deviceModule(
@@ -751,6 +738,30 @@ async function deviceModule(
   const path = `${dir}/${name}`;
   await Deno.writeTextFile(path, source);
   return path;
+}
+
+/** `iohub launch --accel tcg --device DEVICE --timeout SECONDS`. */
+function launchTcg(device: string, seconds: number): ReturnType<typeof cli> {
+  return cli(["--accel", "tcg", "--device", device, "--timeout", `${seconds}`]);
+}
+
+/**
+ * Serves device module `name` (`source`, in a temporary directory) as
+ * `--device PATH<options>` under launchTcg for 2 s with no guest to end the
+ * run: checks that --timeout ended it (exit 6) and returns the module's path
+ * and what launch wrote to stderr.
+ */
+async function timedOutServing(
+  name: string,
+  source: string,
+  options = "",
+): Promise<{ mod: string; stderr: string }> {
+  return await withTempDir("iohub-launch-", async (dir) => {
+    const mod = await deviceModule(dir, name, source);
+    const r = await launchTcg(`${mod}${options}`, 2);
+    assertEquals(r.code, EXIT.TIMEOUT, r.stderr);
+    return { mod, stderr: r.stderr };
+  });
 }
 
 const MODEL = (bar: number, vendor: number): string =>
@@ -777,11 +788,9 @@ function processesWith(s: string): string[] {
   return found;
 }
 
-Deno.test({
-  name:
-    "launch: a device the remote refuses is its one line and exit 2; QEMU never starts",
-  ignore: !qemuOk,
-  async fn(t): Promise<void> {
+qemuTest(
+  "launch: a device the remote refuses is its one line and exit 2; QEMU never starts",
+  async (t) => {
     await withTempDir("iohub-launch-", async (dir) => {
       const cases: [string, string, string][] = [
         [
@@ -803,14 +812,7 @@ Deno.test({
       for (const [name, source, problem] of cases) {
         await t.step(name, async () => {
           const mod = await deviceModule(dir, name, source);
-          const r = await cli([
-            "--accel",
-            "tcg",
-            "--device",
-            mod,
-            "--timeout",
-            "30",
-          ]);
+          const r = await launchTcg(mod, 30);
           assertEquals(r.code, EXIT.USAGE, r.stderr);
           // One line, naming the module and the problem: no QEMU lines, no
           // "started", no TCG warning.
@@ -846,58 +848,32 @@ Deno.test({
       }
     });
   },
-});
+);
 
-Deno.test({
-  name:
-    "launch: a module that never finishes importing is --timeout, exit 6, nothing left running",
-  ignore: !qemuOk,
-  async fn(): Promise<void> {
-    await withTempDir("iohub-launch-", async (dir) => {
-      const mod = await deviceModule(
-        dir,
-        "spin.ts",
-        `while (true) { /* never done importing */ }\nexport default () => ({});\n`,
-      );
-      const r = await cli([
-        "--accel",
-        "tcg",
-        "--device",
-        mod,
-        "--timeout",
-        "2",
-      ]);
-      assertEquals(r.code, EXIT.TIMEOUT, r.stderr);
-      assertEquals(
-        r.stderr,
-        "iohub: timed out after 2 s before the remote was ready (loading its devices); stopped the remote, QEMU was not started\n",
-      );
-      assertEquals(processesWith(mod), []);
-    });
+qemuTest(
+  "launch: a module that never finishes importing is --timeout, exit 6, nothing left running",
+  async () => {
+    const { mod, stderr } = await timedOutServing(
+      "spin.ts",
+      `while (true) { /* never done importing */ }\nexport default () => ({});\n`,
+    );
+    assertEquals(
+      stderr,
+      "iohub: timed out after 2 s before the remote was ready (loading its devices); stopped the remote, QEMU was not started\n",
+    );
+    assertEquals(processesWith(mod), []);
   },
-});
+);
 
-Deno.test({
-  name: "launch: a module's top level runs once (in the remote alone)",
-  ignore: !qemuOk,
-  async fn(): Promise<void> {
-    await withTempDir("iohub-launch-", async (dir) => {
-      const mod = await deviceModule(
-        dir,
-        "noisy.ts",
-        `console.error("noisy: module loaded");\n${MODEL(4096, 0x1af4)}`,
-      );
-      const r = await cli([
-        "--accel",
-        "tcg",
-        "--device",
-        `${mod},id=noisy`,
-        "--timeout",
-        "2",
-      ]);
-      assertEquals(r.code, EXIT.TIMEOUT, r.stderr);
-      assertEquals(r.stderr.split("noisy: module loaded").length, 2, r.stderr);
-      assertStringIncludes(r.stderr, "noisy: peer closed the connection");
-    });
+qemuTest(
+  "launch: a module's top level runs once (in the remote alone)",
+  async () => {
+    const { stderr } = await timedOutServing(
+      "noisy.ts",
+      `console.error("noisy: module loaded");\n${MODEL(4096, 0x1af4)}`,
+      ",id=noisy",
+    );
+    assertEquals(stderr.split("noisy: module loaded").length, 2, stderr);
+    assertStringIncludes(stderr, "noisy: peer closed the connection");
   },
-});
+);
