@@ -9,8 +9,16 @@ import { Client } from "../remote/remote_process.ts";
 export const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
 /** Runs main.ts with `args` (all permissions); returns status and output. */
-export async function iohub(
+export function iohub(
   ...args: string[]
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return iohubWithEnv({}, args);
+}
+
+/** iohub() with `env` added to the environment it runs in. */
+async function iohubWithEnv(
+  env: Record<string, string>,
+  args: string[],
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: [
@@ -23,6 +31,7 @@ export async function iohub(
       MAIN,
       ...args,
     ],
+    env,
     stdin: "null",
   }).output();
   const dec = new TextDecoder();
@@ -31,6 +40,33 @@ export async function iohub(
     stdout: dec.decode(out.stdout),
     stderr: dec.decode(out.stderr),
   };
+}
+
+/** A QEMU that does not exist, for tests that must not or cannot run one. */
+export const NO_QEMU = "/nonexistent/qemu";
+
+/** What launch (and demo, after `iohub: demo: `) says of --qemu NO_QEMU. */
+export const NO_QEMU_MESSAGE =
+  `${NO_QEMU} not found (apt-get install qemu-system-x86)`;
+
+/**
+ * Runs `iohub launch --print-command ARGS` with IOHUB_QEMU=NO_QEMU, so that
+ * nothing may try to run QEMU; checks that it exits 0 with nothing on
+ * stderr, and returns the two lines it printed.
+ */
+export async function printedLaunch(
+  ...args: string[]
+): Promise<{ qemu: string; remote: string }> {
+  const r = await iohubWithEnv({ IOHUB_QEMU: NO_QEMU }, [
+    "launch",
+    "--print-command",
+    ...args,
+  ]);
+  assertEquals(r.code, 0, r.stderr);
+  assertEquals(r.stderr, "");
+  const [qemu, remote, rest] = r.stdout.split("\n");
+  assertEquals(rest, "", "two lines");
+  return { qemu, remote };
 }
 
 /** bin/iohub, for tests that run iohub as a user does. */

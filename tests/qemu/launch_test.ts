@@ -22,11 +22,16 @@ import {
 } from "../../lib/qemu/launch.ts";
 import { EXIT, type LaunchOutcome } from "../../lib/qemu/outcome.ts";
 import { MIN_QEMU_VERSION, parseQemuVersion } from "../../lib/qemu/probe.ts";
+import {
+  MAIN,
+  NO_QEMU,
+  NO_QEMU_MESSAGE,
+  printedLaunch,
+} from "../cli/cli_run.ts";
 import { assertNoFdLeak } from "../fd_check.ts";
 import { haveBinutils, haveKvm, haveQemu, QEMU } from "../requirements.ts";
 import { withTempDir } from "../temp_dir.ts";
 
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
 const FLOPPY_SIZE = 1474560;
 
@@ -159,13 +164,10 @@ printf '%s' '${devices}'
 
 Deno.test("launch: a missing QEMU is exit 3 with one line", async (t) => {
   await t.step("library", async () => {
-    const out = await run({ qemu: "/nonexistent/qemu" });
+    const out = await run({ qemu: NO_QEMU });
     assertEquals(out.status, EXIT.QEMU);
     assertEquals(out.end, "qemu-unusable");
-    assertEquals(
-      out.message,
-      "/nonexistent/qemu not found (apt-get install qemu-system-x86)",
-    );
+    assertEquals(out.message, NO_QEMU_MESSAGE);
   });
   await t.step("CLI, default name not on PATH", async () => {
     const r = await cli([], { PATH: "/nonexistent" });
@@ -304,28 +306,19 @@ Deno.test("launch: a bad command line is exit 2 with one line", async () => {
 });
 
 Deno.test("launch: --print-command prints both command lines, starts nothing", async () => {
-  const r = await cli(
-    [
-      "--print-command",
-      "--accel",
-      "tcg",
-      "--memory",
-      "96M",
-      "--device",
-      "testdev,id=a",
-      "--device",
-      "testdev,id=b",
-      "--",
-      "-smp",
-      "2",
-    ],
-    // A QEMU that does not exist: nothing may try to run it.
-    { IOHUB_QEMU: "/nonexistent/qemu" },
+  const { qemu, remote } = await printedLaunch(
+    "--accel",
+    "tcg",
+    "--memory",
+    "96M",
+    "--device",
+    "testdev,id=a",
+    "--device",
+    "testdev,id=b",
+    "--",
+    "-smp",
+    "2",
   );
-  assertEquals(r.code, EXIT.OK, r.stderr);
-  assertEquals(r.stderr, "");
-  const [qemu, remote, rest] = r.stdout.split("\n");
-  assertEquals(rest, "");
   assertMatch(
     qemu,
     /^qemu: (\S*setpriv --pdeathsig TERM -- )?\/nonexistent\/qemu -accel tcg -m 96M -object memory-backend-memfd,id=mem,size=96M /,
