@@ -16,14 +16,17 @@ export interface ToolOutput {
  * Runs `tool` with `args` and waits for it to end. Its standard input is
  * closed: none of these tools asks for input, and one that did must not wait
  * on iohub's terminal. Throws what Deno throws when `tool` cannot be started
- * (Deno.errors.NotFound when it is not installed).
+ * (Deno.errors.NotFound when it is not installed). `env` is added to the
+ * environment it inherits.
  */
 export async function runTool(
   tool: string,
   args: string[],
+  env: Record<string, string> = {},
 ): Promise<ToolOutput> {
   const out = await new Deno.Command(tool, {
     args,
+    env,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",

@@ -13,7 +13,7 @@ import {
   userSinkOk,
 } from "../proxy/irq_roundtrip.ts";
 import { launch } from "../qemu/launch.ts";
-import { EXIT_OK, type LaunchOutcome, QEMU_WARNING } from "../qemu/outcome.ts";
+import { EXIT, type LaunchOutcome, QEMU_WARNING } from "../qemu/outcome.ts";
 import { type LogSink, logSink, type Verbosity } from "../log.ts";
 import { DEFAULT_QEMU } from "../qemu/probe.ts";
 import { type ClosedDevice, parseCloseLine } from "../remote/close_line.ts";
@@ -306,7 +306,7 @@ export const demoCommand: Command = {
       // QEMU or the remote could not run, or the guest never got that far:
       // launch's one line says which side, its status says it to scripts.
       console.error(`iohub: demo: ${out.message}`);
-      return out.status === EXIT_OK ? 1 : out.status;
+      return out.status === EXIT.OK ? 1 : out.status;
     }
     if (device === "edu") {
       printSummary(
@@ -329,15 +329,15 @@ export const demoCommand: Command = {
             "the guest polled edu's completions; under KVM it takes them",
         );
       }
-      return EXIT_OK;
+      return EXIT.OK;
     }
     const r = result;
     printSummary("iohub demo result:", testdevRows(r), r, counters, seconds);
     if (accel === "kvm") {
-      if (out.status !== EXIT_OK || r.status !== "ok") {
+      if (out.status !== EXIT.OK || r.status !== "ok") {
         throw new Error(`demo failed: ${out.message}`);
       }
-      return EXIT_OK;
+      return EXIT.OK;
     }
     if (!nonInterruptChecksPassed(r) || interruptsDelivered(r)) {
       throw new Error(
@@ -354,6 +354,6 @@ export const demoCommand: Command = {
     if (!await userSinkInterrupts(say)) {
       throw new Error("demo failed: the user-space interrupt path misbehaved");
     }
-    return EXIT_OK;
+    return EXIT.OK;
   },
 };

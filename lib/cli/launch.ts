@@ -11,17 +11,7 @@ import {
   type LaunchOptions,
   TCG_WARNING,
 } from "../qemu/launch.ts";
-import {
-  EXIT_GUEST,
-  EXIT_OK,
-  EXIT_QEMU,
-  EXIT_REMOTE,
-  EXIT_SIGINT,
-  EXIT_SIGTERM,
-  EXIT_TIMEOUT,
-  EXIT_USAGE,
-  QEMU_WARNING,
-} from "../qemu/outcome.ts";
+import { EXIT, QEMU_WARNING } from "../qemu/outcome.ts";
 import { DEFAULT_QEMU } from "../qemu/probe.ts";
 import { logSink } from "../log.ts";
 import {
@@ -81,16 +71,16 @@ The guest ends a run by writing a byte v to I/O port 0xf4 (isa-debug-exit);
 v = 0 means it passed.
 
 exit status:
-  ${EXIT_OK}    the guest passed (debug-exit 0), or QEMU exited 0 by itself
+  ${EXIT.OK}    the guest passed (debug-exit 0), or QEMU exited 0 by itself
   1    iohub itself failed (one line on stderr says what)
-  ${EXIT_USAGE}    bad command line
-  ${EXIT_QEMU}    QEMU failed: not found, too old, no multi-process devices,
+  ${EXIT.USAGE}    bad command line
+  ${EXIT.QEMU}    QEMU failed: not found, too old, no multi-process devices,
        no KVM for --accel kvm, exited with an error or was killed
-  ${EXIT_REMOTE}    the remote failed: exited non-zero, or died while QEMU ran
-  ${EXIT_GUEST}    the guest reported failure (debug-exit v != 0)
-  ${EXIT_TIMEOUT}    --timeout elapsed
-  ${EXIT_SIGINT}  stopped by SIGINT (Ctrl-C)
-  ${EXIT_SIGTERM}  stopped by SIGTERM`;
+  ${EXIT.REMOTE}    the remote failed: exited non-zero, or died while QEMU ran
+  ${EXIT.GUEST}    the guest reported failure (debug-exit v != 0)
+  ${EXIT.TIMEOUT}    --timeout elapsed
+  ${EXIT.SIGINT}  stopped by SIGINT (Ctrl-C)
+  ${EXIT.SIGTERM}  stopped by SIGTERM`;
 
 /** Parses one `--device TYPE[,id=NAME]` value (index names the default id). */
 export function parseLaunchDevice(value: string, index: number): LaunchDevice {
@@ -294,7 +284,7 @@ export const launchCommand: Command = {
     }
     if (printCommand) {
       writeAll(Deno.stdout, new TextEncoder().encode(printedCommands(options)));
-      return EXIT_OK;
+      return EXIT.OK;
     }
     let out: { writeSync(p: Uint8Array): number; close?(): void } = Deno.stdout;
     if (serial !== null) {
@@ -352,7 +342,7 @@ export const launchCommand: Command = {
       for (const [href, type] of given) {
         message = message.replaceAll(href, type);
       }
-      log(message, result.status === EXIT_OK ? "info" : "error");
+      log(message, result.status === EXIT.OK ? "info" : "error");
       return result.status;
     } finally {
       Deno.removeSignalListener("SIGINT", onInt);

@@ -12,9 +12,7 @@ import {
 } from "../../ffi/mod.ts";
 import {
   describeStatus,
-  EXIT_REMOTE,
-  EXIT_TIMEOUT,
-  EXIT_USAGE,
+  EXIT,
   lastRemoteLine,
   type LaunchOutcome,
   outcome,
@@ -136,21 +134,21 @@ export async function beforeReady(
     out.release(false);
     return outcome(
       stop.status,
-      stop.status === EXIT_TIMEOUT ? "timeout" : "aborted",
+      stop.status === EXIT.TIMEOUT ? "timeout" : "aborted",
       `${stop.why} before the remote was ready (loading its devices); stopped the remote, QEMU was not started`,
       { remote: r.status },
     );
   }
-  if (!r.signalled && r.status.code === EXIT_USAGE && why !== undefined) {
+  if (!r.signalled && r.status.code === EXIT.USAGE && why !== undefined) {
     out.release(true);
-    return outcome(EXIT_USAGE, "remote-refused", why, { remote: r.status });
+    return outcome(EXIT.USAGE, "remote-refused", why, { remote: r.status });
   }
   out.release(false);
   const ended = r.signalled
     ? "closed its ready pipe without being ready; stopped it"
     : describeStatus(r.status);
   return outcome(
-    EXIT_REMOTE,
+    EXIT.REMOTE,
     "remote-failed",
     `remote ${ended}${
       why === undefined ? "" : ` (${why})`

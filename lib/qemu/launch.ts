@@ -25,12 +25,7 @@ import {
 import {
   classifyQemu,
   describeStatus,
-  EXIT_OK,
-  EXIT_QEMU,
-  EXIT_REMOTE,
-  EXIT_SIGINT,
-  EXIT_SIGTERM,
-  EXIT_TIMEOUT,
+  EXIT,
   isQemuError,
   lastRemoteLine,
   type LaunchOutcome,
@@ -75,11 +70,11 @@ export interface LaunchStarted {
 export interface LaunchOptions extends CommandLineOptions {
   /** Devices to serve (default: one testdev with id testdev0). */
   devices?: LaunchDevice[];
-  /** Stop both and end with EXIT_TIMEOUT after this many milliseconds. */
+  /** Stop both and end with EXIT.TIMEOUT after this many milliseconds. */
   timeoutMs?: number;
   /**
-   * Aborting stops both processes; the outcome is EXIT_SIGTERM when the
-   * abort reason is "SIGTERM", otherwise EXIT_SIGINT.
+   * Aborting stops both processes; the outcome is EXIT.SIGTERM when the
+   * abort reason is "SIGTERM", otherwise EXIT.SIGINT.
    */
   signal?: AbortSignal;
   /**
@@ -164,13 +159,13 @@ function launchDevices(opts: LaunchOptions): LaunchDevice[] {
   return devices;
 }
 
-/** Why QEMU cannot run this launch (an EXIT_QEMU outcome), or null. */
+/** Why QEMU cannot run this launch (an EXIT.QEMU outcome), or null. */
 async function preflight(opts: LaunchOptions): Promise<LaunchOutcome | null> {
   try {
     await probeQemu(opts.qemu ?? defaultQemu());
   } catch (e) {
     if (e instanceof QemuUnusableError) {
-      return outcome(EXIT_QEMU, "qemu-unusable", e.message);
+      return outcome(EXIT.QEMU, "qemu-unusable", e.message);
     }
     throw e;
   }
@@ -179,7 +174,7 @@ async function preflight(opts: LaunchOptions): Promise<LaunchOutcome | null> {
   const why = kvmUnavailableReason();
   if (why === null) return null;
   return outcome(
-    EXIT_QEMU,
+    EXIT.QEMU,
     "qemu-unusable",
     `-accel kvm: ${why}; --accel tcg runs without KVM, but then QEMU's proxy delivers no device interrupts`,
   );
@@ -303,8 +298,8 @@ async function afterQemu(run: Run, stopBy: number): Promise<LaunchOutcome> {
   await run.remoteOut;
   let { status, end, message } = c;
   const remoteFailed = r.signalled || !r.status.success;
-  if (remoteFailed && status === EXIT_OK) {
-    status = EXIT_REMOTE;
+  if (remoteFailed && status === EXIT.OK) {
+    status = EXIT.REMOTE;
     end = "remote-failed";
   }
   if (r.signalled) {
@@ -330,7 +325,7 @@ async function afterRemote(run: Run, stopBy: number): Promise<LaunchOutcome> {
   const q = await stopChild(run.qemu, stopBy, true);
   const why = lastRemoteLine(run.remoteLines);
   return outcome(
-    EXIT_REMOTE,
+    EXIT.REMOTE,
     "remote-failed",
     `remote ${describeStatus(rs)}${
       why === undefined ? "" : ` (${why})`
@@ -356,7 +351,7 @@ async function afterStop(
   await run.remoteOut;
   return outcome(
     status,
-    status === EXIT_TIMEOUT ? "timeout" : "aborted",
+    status === EXIT.TIMEOUT ? "timeout" : "aborted",
     `${why}; stopped QEMU and the remote`,
     { qemu: q.status, remote: r.status },
   );
@@ -366,8 +361,8 @@ async function afterStop(
  * Runs QEMU and the remote until the guest ends the run, either side dies,
  * the timeout elapses or `opts.signal` aborts; always leaves both processes
  * reaped and every fd it opened closed. QEMU starts only once the remote
- * is ready: a remote refusing a device is an EXIT_USAGE outcome with its
- * line. QEMU that cannot be used is an outcome (EXIT_QEMU), not an
+ * is ready: a remote refusing a device is an EXIT.USAGE outcome with its
+ * line. QEMU that cannot be used is an outcome (EXIT.QEMU), not an
  * exception; bad devices, or QEMU options in `qemuArgs` that launch sets
  * itself, throw RangeError.
  *
@@ -375,7 +370,7 @@ async function afterStop(
  * ```ts
  * const out = await launch({ guest: "build/guest.img", timeoutMs: 30_000,
  *   onSerialLine: (l) => console.log(l) });
- * if (out.status !== EXIT_OK) console.error(out.message);
+ * if (out.status !== EXIT.OK) console.error(out.message);
  * ```
  */
 export async function launch(opts: LaunchOptions = {}): Promise<LaunchOutcome> {
@@ -384,7 +379,7 @@ export async function launch(opts: LaunchOptions = {}): Promise<LaunchOutcome> {
   const unusable = await preflight(opts);
   if (unusable !== null) return unusable;
   const abortStatus = (): number =>
-    opts.signal?.reason === "SIGTERM" ? EXIT_SIGTERM : EXIT_SIGINT;
+    opts.signal?.reason === "SIGTERM" ? EXIT.SIGTERM : EXIT.SIGINT;
   if (opts.signal?.aborted) {
     return outcome(abortStatus(), "aborted", "interrupted before start");
   }
@@ -428,7 +423,7 @@ export async function launch(opts: LaunchOptions = {}): Promise<LaunchOutcome> {
         ? `timed out after ${opts.timeoutMs! / 1000} s`
         : readiness === "abort"
         ? `interrupted by ${
-          abortStatus() === EXIT_SIGTERM ? "SIGTERM" : "SIGINT"
+          abortStatus() === EXIT.SIGTERM ? "SIGTERM" : "SIGINT"
         }`
         : null;
       return await beforeReady(
@@ -436,7 +431,7 @@ export async function launch(opts: LaunchOptions = {}): Promise<LaunchOutcome> {
         remoteOut,
         wait,
         why === null ? null : {
-          status: readiness === "timeout" ? EXIT_TIMEOUT : abortStatus(),
+          status: readiness === "timeout" ? EXIT.TIMEOUT : abortStatus(),
           why,
         },
         performance.now() + graceMs - KILL_MARGIN_MS,
@@ -449,7 +444,7 @@ export async function launch(opts: LaunchOptions = {}): Promise<LaunchOutcome> {
       await remoteOut.done.catch(() => {});
       remoteOut.release(false);
       return outcome(
-        EXIT_QEMU,
+        EXIT.QEMU,
         "qemu-failed",
         `${opts.qemu ?? defaultQemu()} could not be started: ${
           (e as Error).message
@@ -476,7 +471,7 @@ export async function launch(opts: LaunchOptions = {}): Promise<LaunchOutcome> {
       result = await afterStop(
         run,
         stopBy,
-        EXIT_TIMEOUT,
+        EXIT.TIMEOUT,
         `timed out after ${opts.timeoutMs! / 1000} s`,
       );
     } else {
@@ -485,7 +480,7 @@ export async function launch(opts: LaunchOptions = {}): Promise<LaunchOutcome> {
         run,
         stopBy,
         status,
-        `interrupted by ${status === EXIT_SIGTERM ? "SIGTERM" : "SIGINT"}`,
+        `interrupted by ${status === EXIT.SIGTERM ? "SIGTERM" : "SIGINT"}`,
       );
     }
     await Promise.all(run.pumps);

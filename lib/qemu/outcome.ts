@@ -1,22 +1,28 @@
 // How a launch ended: the exit statuses, the outcome record, and reading
 // QEMU's own end (signal, debug-exit code, error line) into one of them.
 
-/** Exit status: the guest passed (debug-exit 0) or QEMU exited 0 normally. */
-export const EXIT_OK = 0;
-/** Exit status: bad command line. */
-export const EXIT_USAGE = 2;
-/** Exit status: QEMU missing, unusable, failed or killed. */
-export const EXIT_QEMU = 3;
-/** Exit status: the remote failed (exited non-zero, or died while QEMU ran). */
-export const EXIT_REMOTE = 4;
-/** Exit status: the guest reported failure (debug-exit with v != 0). */
-export const EXIT_GUEST = 5;
-/** Exit status: --timeout elapsed. */
-export const EXIT_TIMEOUT = 6;
-/** Exit status: stopped by SIGINT (128 + 2). */
-export const EXIT_SIGINT = 130;
-/** Exit status: stopped by SIGTERM (128 + 15). */
-export const EXIT_SIGTERM = 143;
+/**
+ * The exit statuses of `iohub launch` (and `iohub demo`), one for each way a
+ * run can end.
+ */
+export const EXIT = {
+  /** The guest passed (debug-exit 0) or QEMU exited 0 normally. */
+  OK: 0,
+  /** Bad command line. */
+  USAGE: 2,
+  /** QEMU missing, unusable, failed or killed. */
+  QEMU: 3,
+  /** The remote failed (exited non-zero, or died while QEMU ran). */
+  REMOTE: 4,
+  /** The guest reported failure (debug-exit with v != 0). */
+  GUEST: 5,
+  /** --timeout elapsed. */
+  TIMEOUT: 6,
+  /** Stopped by SIGINT (128 + 2). */
+  SIGINT: 130,
+  /** Stopped by SIGTERM (128 + 15). */
+  SIGTERM: 143,
+} as const;
 
 /** How a run ended. */
 export type LaunchEnd =
@@ -32,7 +38,7 @@ export type LaunchEnd =
 
 /** The result of launch(). */
 export interface LaunchOutcome {
-  /** The process exit status for this outcome (EXIT_*). */
+  /** The process exit status for this outcome (one of EXIT). */
   status: number;
   /** How the run ended. */
   end: LaunchEnd;
@@ -74,7 +80,7 @@ export function classifyQemu(
 ): { status: number; end: LaunchEnd; message: string; guest: number | null } {
   if (s.signal !== null) {
     return {
-      status: EXIT_QEMU,
+      status: EXIT.QEMU,
       end: "qemu-failed",
       message: `QEMU ${describeStatus(s)}`,
       guest: null,
@@ -84,7 +90,7 @@ export function classifyQemu(
   if (signalled !== undefined) {
     // QEMU exits 0 on SIGTERM/SIGINT/SIGHUP; we did not send it.
     return {
-      status: EXIT_QEMU,
+      status: EXIT.QEMU,
       end: "qemu-failed",
       message: `QEMU stopped: ${signalled}`,
       guest: null,
@@ -92,7 +98,7 @@ export function classifyQemu(
   }
   if (s.code === 0) {
     return {
-      status: EXIT_OK,
+      status: EXIT.OK,
       end: "qemu-exited",
       message: "QEMU exited normally",
       guest: null,
@@ -103,7 +109,7 @@ export function classifyQemu(
   // but print a message first.
   if (s.code === 1 && lastError === undefined) {
     return {
-      status: EXIT_OK,
+      status: EXIT.OK,
       end: "guest-passed",
       message: "guest passed (debug-exit 0)",
       guest: 0,
@@ -112,14 +118,14 @@ export function classifyQemu(
   if (s.code % 2 === 1 && s.code > 1) {
     const v = s.code >> 1;
     return {
-      status: EXIT_GUEST,
+      status: EXIT.GUEST,
       end: "guest-failed",
       message: `guest reported failure code ${v}`,
       guest: v,
     };
   }
   return {
-    status: EXIT_QEMU,
+    status: EXIT.QEMU,
     end: "qemu-failed",
     message: `QEMU exited with status ${s.code}${
       lastError === undefined ? "" : ` (${lastError})`

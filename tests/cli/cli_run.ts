@@ -10,10 +10,18 @@ import { Client } from "../remote/remote_process.ts";
 export const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
 /** Runs main.ts with `args` (all permissions); returns status and output. */
-export async function iohub(
+export function iohub(
   ...args: string[]
 ): Promise<ToolOutput> {
-  return await runTool(Deno.execPath(), [
+  return iohubWithEnv({}, args);
+}
+
+/** iohub() with `env` added to the environment it runs in. */
+function iohubWithEnv(
+  env: Record<string, string>,
+  args: string[],
+): Promise<ToolOutput> {
+  return runTool(Deno.execPath(), [
     "run",
     "--allow-ffi",
     "--allow-read",
@@ -22,7 +30,34 @@ export async function iohub(
     "--allow-env",
     MAIN,
     ...args,
+  ], env);
+}
+
+/** A QEMU that does not exist, for tests that must not or cannot run one. */
+export const NO_QEMU = "/nonexistent/qemu";
+
+/** What launch (and demo, after `iohub: demo: `) says of --qemu NO_QEMU. */
+export const NO_QEMU_MESSAGE =
+  `${NO_QEMU} not found (apt-get install qemu-system-x86)`;
+
+/**
+ * Runs `iohub launch --print-command ARGS` with IOHUB_QEMU=NO_QEMU, so that
+ * nothing may try to run QEMU; checks that it exits 0 with nothing on
+ * stderr, and returns the two lines it printed.
+ */
+export async function printedLaunch(
+  ...args: string[]
+): Promise<{ qemu: string; remote: string }> {
+  const r = await iohubWithEnv({ IOHUB_QEMU: NO_QEMU }, [
+    "launch",
+    "--print-command",
+    ...args,
   ]);
+  assertEquals(r.code, 0, r.stderr);
+  assertEquals(r.stderr, "");
+  const [qemu, remote, rest] = r.stdout.split("\n");
+  assertEquals(rest, "", "two lines");
+  return { qemu, remote };
 }
 
 /** bin/iohub, for tests that run iohub as a user does. */

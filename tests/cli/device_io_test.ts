@@ -3,7 +3,7 @@
 // file loads and serves behind bin/iohub remote and behind iohub launch.
 
 import { assert, assertEquals } from "@std/assert";
-import { EXIT_TIMEOUT } from "../../lib/qemu/outcome.ts";
+import { EXIT } from "../../lib/qemu/outcome.ts";
 import { haveQemu } from "../requirements.ts";
 import { BIN, serveModuleThroughBin } from "./cli_run.ts";
 
@@ -80,7 +80,7 @@ Deno.test({
       }).output();
       const stderr = new TextDecoder().decode(out.stderr);
       // No guest ends the run: it runs to --timeout with the device served.
-      assertEquals(out.code, EXIT_TIMEOUT, stderr);
+      assertEquals(out.code, EXIT.TIMEOUT, stderr);
       assert(stderr.includes("net: peer closed the connection"), stderr);
       assertEquals(await Deno.readTextFile(marker), "connected");
     });

@@ -4,10 +4,9 @@
 // counters are what shows the pulses.
 
 import { assert, assertEquals, assertMatch } from "@std/assert";
+import { EXIT } from "../../lib/qemu/outcome.ts";
 import { iohub } from "../cli/cli_run.ts";
 import { haveQemu } from "../requirements.ts";
-
-const EXIT_TIMEOUT = 6;
 
 Deno.test({
   name:
@@ -23,7 +22,7 @@ Deno.test({
       "--timeout",
       "2",
     );
-    assertEquals(r.code, EXIT_TIMEOUT, r.stderr);
+    assertEquals(r.code, EXIT.TIMEOUT, r.stderr);
     const m = /blink: .*INTx asserts=(\d+) deasserts=(\d+)/.exec(r.stderr);
     assert(m !== null, r.stderr);
     // 100 ms pulses over about 2 s, minus QEMU's start-up.

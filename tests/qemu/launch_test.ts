@@ -20,22 +20,18 @@ import {
   type LaunchOptions,
   type LaunchStarted,
 } from "../../lib/qemu/launch.ts";
-import {
-  EXIT_GUEST,
-  EXIT_OK,
-  EXIT_QEMU,
-  EXIT_REMOTE,
-  EXIT_SIGINT,
-  EXIT_SIGTERM,
-  EXIT_TIMEOUT,
-  EXIT_USAGE,
-  type LaunchOutcome,
-} from "../../lib/qemu/outcome.ts";
+import { EXIT, type LaunchOutcome } from "../../lib/qemu/outcome.ts";
 import { MIN_QEMU_VERSION, parseQemuVersion } from "../../lib/qemu/probe.ts";
+import {
+  MAIN,
+  NO_QEMU,
+  NO_QEMU_MESSAGE,
+  printedLaunch,
+} from "../cli/cli_run.ts";
 import { assertNoFdLeak } from "../fd_check.ts";
 import { haveBinutils, haveKvm, haveQemu, QEMU } from "../requirements.ts";
+import { withTempDir } from "../temp_dir.ts";
 
-const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
 const FLOPPY_SIZE = 1474560;
 
@@ -47,6 +43,14 @@ const guestsOk = qemuOk && haveBinutils();
 // is missing, and under the default (kvm) where it is present.
 const ACCEL = kvmOk ? "kvm" : "tcg";
 const ACCEL_ARGS = kvmOk ? [] : ["--accel", "tcg"];
+
+/** A test that needs QEMU, skipped where there is none (see requirements.ts). */
+function qemuTest(
+  name: string,
+  fn: (t: Deno.TestContext) => Promise<void>,
+): void {
+  Deno.test({ name, ignore: !qemuOk, fn });
+}
 
 /** Runs `iohub launch ARGS` as the user would, through the task's permissions. */
 function spawnLaunch(
@@ -160,17 +164,14 @@ printf '%s' '${devices}'
 
 Deno.test("launch: a missing QEMU is exit 3 with one line", async (t) => {
   await t.step("library", async () => {
-    const out = await run({ qemu: "/nonexistent/qemu" });
-    assertEquals(out.status, EXIT_QEMU);
+    const out = await run({ qemu: NO_QEMU });
+    assertEquals(out.status, EXIT.QEMU);
     assertEquals(out.end, "qemu-unusable");
-    assertEquals(
-      out.message,
-      "/nonexistent/qemu not found (apt-get install qemu-system-x86)",
-    );
+    assertEquals(out.message, NO_QEMU_MESSAGE);
   });
   await t.step("CLI, default name not on PATH", async () => {
     const r = await cli([], { PATH: "/nonexistent" });
-    assertEquals(r.code, EXIT_QEMU);
+    assertEquals(r.code, EXIT.QEMU);
     assertEquals(
       r.stderr,
       "iohub: qemu-system-x86_64 not found (apt-get install qemu-system-x86)\n",
@@ -179,11 +180,10 @@ Deno.test("launch: a missing QEMU is exit 3 with one line", async (t) => {
 });
 
 Deno.test("launch: binaries that are not a usable QEMU are exit 3", async (t) => {
-  const dir = await Deno.makeTempDir({ prefix: "iohub-launch-" });
-  try {
+  await withTempDir("iohub-launch-", async (dir) => {
     await t.step("not QEMU at all", async () => {
       const out = await run({ qemu: await fakeQemu(dir, "", "") });
-      assertEquals(out.status, EXIT_QEMU);
+      assertEquals(out.status, EXIT.QEMU);
       assertStringIncludes(
         out.message,
         "is not QEMU: '--version' printed nothing",
@@ -196,7 +196,7 @@ Deno.test("launch: binaries that are not a usable QEMU are exit 3", async (t) =>
         'name "e1000", bus PCI\nname "isa-debug-exit", bus ISA\n',
       );
       const r = await cli(["--qemu", qemu]);
-      assertEquals(r.code, EXIT_QEMU);
+      assertEquals(r.code, EXIT.QEMU);
       assertMatch(
         r.stderr,
         /^iohub: \S+ \(QEMU 7\.2\.0\) lacks the multi-process devices: '-device help' has no x-pci-proxy-dev/,
@@ -210,12 +210,10 @@ Deno.test("launch: binaries that are not a usable QEMU are exit 3", async (t) =>
         'name "x-pci-proxy-dev", bus PCI\n',
       );
       const out = await run({ qemu });
-      assertEquals(out.status, EXIT_QEMU);
+      assertEquals(out.status, EXIT.QEMU);
       assertStringIncludes(out.message, "is QEMU 5.2.0, too old");
     });
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("launch: version banners parse", () => {
@@ -300,7 +298,7 @@ Deno.test("launch: argument parsing", () => {
 
 Deno.test("launch: a bad command line is exit 2 with one line", async () => {
   const r = await cli(["--accel", "xen"]);
-  assertEquals(r.code, EXIT_USAGE);
+  assertEquals(r.code, EXIT.USAGE);
   assertEquals(r.stderr, "iohub: launch: --accel xen: expected kvm or tcg\n");
   const h = await cli(["--help"]);
   assertEquals(h.code, 0);
@@ -308,28 +306,19 @@ Deno.test("launch: a bad command line is exit 2 with one line", async () => {
 });
 
 Deno.test("launch: --print-command prints both command lines, starts nothing", async () => {
-  const r = await cli(
-    [
-      "--print-command",
-      "--accel",
-      "tcg",
-      "--memory",
-      "96M",
-      "--device",
-      "testdev,id=a",
-      "--device",
-      "testdev,id=b",
-      "--",
-      "-smp",
-      "2",
-    ],
-    // A QEMU that does not exist: nothing may try to run it.
-    { IOHUB_QEMU: "/nonexistent/qemu" },
+  const { qemu, remote } = await printedLaunch(
+    "--accel",
+    "tcg",
+    "--memory",
+    "96M",
+    "--device",
+    "testdev,id=a",
+    "--device",
+    "testdev,id=b",
+    "--",
+    "-smp",
+    "2",
   );
-  assertEquals(r.code, EXIT_OK, r.stderr);
-  assertEquals(r.stderr, "");
-  const [qemu, remote, rest] = r.stdout.split("\n");
-  assertEquals(rest, "");
   assertMatch(
     qemu,
     /^qemu: (\S*setpriv --pdeathsig TERM -- )?\/nonexistent\/qemu -accel tcg -m 96M -object memory-backend-memfd,id=mem,size=96M /,
@@ -343,24 +332,23 @@ Deno.test("launch: --print-command prints both command lines, starts nothing", a
     /^remote: .* remote --device testdev,fd=\d+,id=a --device testdev,fd=\d+,id=b --ready-fd \d+$/,
   );
   const bad = await cli(["--print-command", "--", "-m", "1G"]);
-  assertEquals(bad.code, EXIT_USAGE);
+  assertEquals(bad.code, EXIT.USAGE);
   assertEquals(
     bad.stderr,
     "iohub: launch: -m: set by iohub launch; use --memory\n",
   );
 });
 
-Deno.test({
-  name: "launch: QEMU's proxies connect to our remote; --timeout is exit 6",
-  ignore: !qemuOk,
-  async fn(): Promise<void> {
+qemuTest(
+  "launch: QEMU's proxies connect to our remote; --timeout is exit 6",
+  async () => {
     const remoteLines: string[] = [];
     const out = await run({
       devices: [{ type: "testdev", id: "a" }, { type: "testdev", id: "b" }],
       timeoutMs: 1500,
       onRemoteLine: (l) => remoteLines.push(l),
     });
-    assertEquals(out.status, EXIT_TIMEOUT, out.message);
+    assertEquals(out.status, EXIT.TIMEOUT, out.message);
     assertEquals(out.end, "timeout");
     assertEquals(
       out.message,
@@ -379,26 +367,21 @@ Deno.test({
     assertEquals(out.remoteLines, remoteLines);
     assertEquals(out.remote?.code, 0);
   },
+);
+
+qemuTest("launch: the remote dying stops QEMU, exit 4", async () => {
+  const out = await killMidRun("remotePid");
+  assertEquals(out.status, EXIT.REMOTE, out.message);
+  assertEquals(
+    out.message,
+    "remote was killed by SIGKILL while QEMU ran; stopped QEMU",
+  );
+  assert(out.qemu !== null);
 });
 
-Deno.test({
-  name: "launch: the remote dying stops QEMU, exit 4",
-  ignore: !qemuOk,
-  async fn(): Promise<void> {
-    const out = await killMidRun("remotePid");
-    assertEquals(out.status, EXIT_REMOTE, out.message);
-    assertEquals(
-      out.message,
-      "remote was killed by SIGKILL while QEMU ran; stopped QEMU",
-    );
-    assert(out.qemu !== null);
-  },
-});
-
-Deno.test({
-  name: "launch: a remote failing at start is blamed, exit 4, QEMU not started",
-  ignore: !qemuOk,
-  async fn(): Promise<void> {
+qemuTest(
+  "launch: a remote failing at start is blamed, exit 4, QEMU not started",
+  async () => {
     let started = false;
     const out = await run({
       // Stands in for a remote that cannot serve: says why and exits 1.
@@ -410,7 +393,7 @@ Deno.test({
       timeoutMs: 10_000,
       onStarted: () => started = true,
     });
-    assertEquals(out.status, EXIT_REMOTE, out.message);
+    assertEquals(out.status, EXIT.REMOTE, out.message);
     assertEquals(
       out.message,
       "remote exited with status 1 (testdev0: cannot serve) before it was ready; QEMU was not started",
@@ -418,12 +401,11 @@ Deno.test({
     assert(!started);
     assertEquals(out.qemu, null);
   },
-});
+);
 
-Deno.test({
-  name: "launch: a throwing callback rejects, leaving no process behind",
-  ignore: !qemuOk,
-  async fn(): Promise<void> {
+qemuTest(
+  "launch: a throwing callback rejects, leaving no process behind",
+  async () => {
     let pids: LaunchStarted | null = null;
     await assertNoFdLeak(async () => {
       await assertRejects(
@@ -446,31 +428,24 @@ Deno.test({
       assertThrows(() => Deno.kill(pid, "SIGCONT"), Deno.errors.NotFound);
     }
   },
+);
+
+qemuTest("launch: QEMU dying stops the remote, exit 3", async () => {
+  const out = await killMidRun("qemuPid");
+  assertEquals(out.status, EXIT.QEMU, out.message);
+  // The remote exits by itself: cleanly on EOF, or with the error of a
+  // request QEMU's death cut short (ECONNRESET, EPIPE).
+  assertMatch(
+    out.message,
+    /^QEMU was killed by SIGKILL(; remote exited with status 1 \(.*(ECONNRESET|EPIPE).*\))?$/,
+  );
+  assertEquals(out.remote?.signal, null);
 });
 
-Deno.test({
-  name: "launch: QEMU dying stops the remote, exit 3",
-  ignore: !qemuOk,
-  async fn(): Promise<void> {
-    const out = await killMidRun("qemuPid");
-    assertEquals(out.status, EXIT_QEMU, out.message);
-    // The remote exits by itself: cleanly on EOF, or with the error of a
-    // request QEMU's death cut short (ECONNRESET, EPIPE).
-    assertMatch(
-      out.message,
-      /^QEMU was killed by SIGKILL(; remote exited with status 1 \(.*(ECONNRESET|EPIPE).*\))?$/,
-    );
-    assertEquals(out.remote?.signal, null);
-  },
-});
-
-Deno.test({
-  name:
-    "launch: QEMU seen ending just after the remote it broke is blamed, exit 3",
-  ignore: !qemuOk,
-  async fn(): Promise<void> {
-    const dir = await Deno.makeTempDir({ prefix: "iohub-launch-" });
-    try {
+qemuTest(
+  "launch: QEMU seen ending just after the remote it broke is blamed, exit 3",
+  async () => {
+    await withTempDir("iohub-launch-", async (dir) => {
       const fake = `${dir}/qemu`;
       await Deno.writeTextFile(
         fake,
@@ -478,29 +453,25 @@ Deno.test({
       );
       await Deno.chmod(fake, 0o755);
       const out = await run({ qemu: fake, timeoutMs: 30_000 });
-      assertEquals(out.status, EXIT_QEMU, out.message);
+      assertEquals(out.status, EXIT.QEMU, out.message);
       assertEquals(out.end, "qemu-failed");
       assertMatch(
         out.message,
         /^QEMU was killed by SIGKILL; remote exited with status 1 \(/,
       );
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    });
   },
-});
+);
 
-Deno.test({
-  name:
-    "launch: after --timeout a stopped remote is continued with its SIGTERM, not left for SIGKILL",
-  ignore: !qemuOk,
-  async fn(): Promise<void> {
+qemuTest(
+  "launch: after --timeout a stopped remote is continued with its SIGTERM, not left for SIGKILL",
+  async () => {
     const w = watched({ timeoutMs: 1000 });
     const running = run(w.opts);
     const s = await w.started;
     Deno.kill(s.remotePid, "SIGSTOP");
     const out = await running;
-    assertEquals(out.status, EXIT_TIMEOUT, out.message);
+    assertEquals(out.status, EXIT.TIMEOUT, out.message);
     // A stopped process only acts on SIGTERM once continued; left stopped,
     // it would sit out the grace period and then need SIGKILL. Started
     // means ready, so the remote handles SIGTERM (143) or, continued, first
@@ -508,7 +479,7 @@ Deno.test({
     assertEquals(out.remote?.signal, null, out.message);
     assert([0, 143].includes(out.remote!.code), `${out.remote!.code}`);
   },
-});
+);
 
 Deno.test({
   name: "launch: --accel kvm without KVM is exit 3 saying why, before starting",
@@ -516,7 +487,7 @@ Deno.test({
   async fn(): Promise<void> {
     let started = false;
     const out = await run({ accel: "kvm", onStarted: () => started = true });
-    assertEquals(out.status, EXIT_QEMU, out.message);
+    assertEquals(out.status, EXIT.QEMU, out.message);
     assertEquals(out.end, "qemu-unusable");
     assertMatch(
       out.message,
@@ -524,29 +495,24 @@ Deno.test({
     );
     assert(!started, "neither process was started");
     const r = await cli(["--timeout", "5"]);
-    assertEquals(r.code, EXIT_QEMU);
+    assertEquals(r.code, EXIT.QEMU);
     assertEquals(r.stderr, `iohub: ${out.message}\n`);
   },
 });
 
-Deno.test({
-  name: "launch: QEMU failing to start is exit 3 with its error",
-  ignore: !qemuOk,
-  async fn(): Promise<void> {
-    const out = await run({ accel: "tcg", qemuArgs: ["-bogus-option"] });
-    assertEquals(out.status, EXIT_QEMU, out.message);
-    assertEquals(out.end, "qemu-failed");
-    assertStringIncludes(out.message, "QEMU exited with status 1 (");
-    assertStringIncludes(out.message, "-bogus-option");
-  },
+qemuTest("launch: QEMU failing to start is exit 3 with its error", async () => {
+  const out = await run({ accel: "tcg", qemuArgs: ["-bogus-option"] });
+  assertEquals(out.status, EXIT.QEMU, out.message);
+  assertEquals(out.end, "qemu-failed");
+  assertStringIncludes(out.message, "QEMU exited with status 1 (");
+  assertStringIncludes(out.message, "-bogus-option");
 });
 
 Deno.test({
   name: "launch: how the guest ends the run decides the status",
   ignore: !guestsOk,
   async fn(t): Promise<void> {
-    const dir = await Deno.makeTempDir({ prefix: "iohub-launch-" });
-    try {
+    await withTempDir("iohub-launch-", async (dir) => {
       const pass = await floppy("launch_exit", dir, { EXIT_CODE: 0 });
       const fail = await floppy("launch_exit", dir, { EXIT_CODE: 3 });
       await t.step({
@@ -559,7 +525,7 @@ Deno.test({
             timeoutMs: 20_000,
             onSerialLine: (l) => lines.push(l),
           });
-          assertEquals(out.status, EXIT_OK, out.message);
+          assertEquals(out.status, EXIT.OK, out.message);
           assertEquals(out.end, "guest-passed");
           assertEquals(out.guestCode, 0);
           assertEquals(lines, ["launch fixture: exit 0"]);
@@ -569,7 +535,7 @@ Deno.test({
       // TCG boots in a tenth of KVM's time here and needs no interrupts.
       await t.step("v = 3 (tcg): guest failure, exit 5", async () => {
         const out = await run({ guest: fail, accel: "tcg", timeoutMs: 20_000 });
-        assertEquals(out.status, EXIT_GUEST, out.message);
+        assertEquals(out.status, EXIT.GUEST, out.message);
         assertEquals(out.message, "guest reported failure code 3");
         assertEquals(out.guestCode, 3);
       });
@@ -591,7 +557,7 @@ Deno.test({
           });
           assertEquals(outs.length, 2);
           for (const out of outs) {
-            assertEquals(out.status, EXIT_OK, out.message);
+            assertEquals(out.status, EXIT.OK, out.message);
             assertEquals(out.end, "guest-passed");
           }
         },
@@ -604,7 +570,7 @@ Deno.test({
             accel: "tcg",
             timeoutMs: 20_000,
           });
-          assertEquals(out.status, EXIT_OK, out.message);
+          assertEquals(out.status, EXIT.OK, out.message);
           assertEquals(out.end, "qemu-exited");
           assertEquals(out.message, "QEMU exited normally");
           assertEquals(out.guestCode, null);
@@ -618,7 +584,7 @@ Deno.test({
           timeoutMs: 20_000,
           onSerialLine: (l) => lines.push(l),
         });
-        assertEquals(out.status, EXIT_OK, out.message);
+        assertEquals(out.status, EXIT.OK, out.message);
         assertEquals(out.end, "guest-passed");
         assertEquals(lines, [
           "launch fixture: first boot, resetting",
@@ -634,7 +600,7 @@ Deno.test({
           "--timeout",
           "20",
         ]);
-        assertEquals(r.code, EXIT_GUEST, r.stderr);
+        assertEquals(r.code, EXIT.GUEST, r.stderr);
         assertEquals(r.stdout, "launch fixture: exit 3\r\n");
         assertStringIncludes(
           r.stderr,
@@ -655,7 +621,7 @@ Deno.test({
             "--timeout",
             "20",
           ]);
-          assertEquals(r.code, EXIT_OK, r.stderr);
+          assertEquals(r.code, EXIT.OK, r.stderr);
           assertEquals(r.stdout, "");
           assertEquals(
             await Deno.readTextFile(log),
@@ -667,9 +633,7 @@ Deno.test({
           );
         },
       );
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    });
   },
 });
 
@@ -697,13 +661,12 @@ async function interrupt(
   return { code: (await child.status).code, stderr };
 }
 
-Deno.test({
-  name: "launch: SIGINT and SIGTERM stop both, exit 130 and 143",
-  ignore: !qemuOk,
-  async fn(t): Promise<void> {
+qemuTest(
+  "launch: SIGINT and SIGTERM stop both, exit 130 and 143",
+  async (t) => {
     await t.step("SIGINT", async () => {
       const r = await interrupt("SIGINT");
-      assertEquals(r.code, EXIT_SIGINT, r.stderr);
+      assertEquals(r.code, EXIT.SIGINT, r.stderr);
       assertStringIncludes(
         r.stderr,
         "iohub: interrupted by SIGINT; stopped QEMU and the remote\n",
@@ -712,11 +675,11 @@ Deno.test({
     });
     await t.step("SIGTERM", async () => {
       const r = await interrupt("SIGTERM");
-      assertEquals(r.code, EXIT_SIGTERM, r.stderr);
+      assertEquals(r.code, EXIT.SIGTERM, r.stderr);
       assertStringIncludes(r.stderr, "interrupted by SIGTERM");
     });
   },
-});
+);
 
 /** Whether `pid` is gone (or a zombie nobody reaped yet). */
 function gone(pid: number): boolean {
@@ -727,10 +690,9 @@ function gone(pid: number): boolean {
   }
 }
 
-Deno.test({
-  name: "launch: a launcher killed by SIGKILL leaves no QEMU or remote",
-  ignore: !qemuOk,
-  async fn(): Promise<void> {
+qemuTest(
+  "launch: a launcher killed by SIGKILL leaves no QEMU or remote",
+  async () => {
     if (parentDeathPrefix().length === 0) {
       console.log("SKIP: setpriv (util-linux) not installed");
       return;
@@ -758,7 +720,7 @@ Deno.test({
     while (!pids.every(gone) && Date.now() < until) await sleep(50);
     assert(pids.every(gone), `still running: ${pids.filter((p) => !gone(p))}`);
   },
-});
+);
 
 /** Writes device module `name` with `source` into `dir`; returns its path. */
 async function deviceModule(
@@ -769,6 +731,30 @@ async function deviceModule(
   const path = `${dir}/${name}`;
   await Deno.writeTextFile(path, source);
   return path;
+}
+
+/** `iohub launch --accel tcg --device DEVICE --timeout SECONDS`. */
+function launchTcg(device: string, seconds: number): ReturnType<typeof cli> {
+  return cli(["--accel", "tcg", "--device", device, "--timeout", `${seconds}`]);
+}
+
+/**
+ * Serves device module `name` (`source`, in a temporary directory) as
+ * `--device PATH<options>` under launchTcg for 2 s with no guest to end the
+ * run: checks that --timeout ended it (exit 6) and returns the module's path
+ * and what launch wrote to stderr.
+ */
+async function timedOutServing(
+  name: string,
+  source: string,
+  options = "",
+): Promise<{ mod: string; stderr: string }> {
+  return await withTempDir("iohub-launch-", async (dir) => {
+    const mod = await deviceModule(dir, name, source);
+    const r = await launchTcg(`${mod}${options}`, 2);
+    assertEquals(r.code, EXIT.TIMEOUT, r.stderr);
+    return { mod, stderr: r.stderr };
+  });
 }
 
 const MODEL = (bar: number, vendor: number): string =>
@@ -795,13 +781,10 @@ function processesWith(s: string): string[] {
   return found;
 }
 
-Deno.test({
-  name:
-    "launch: a device the remote refuses is its one line and exit 2; QEMU never starts",
-  ignore: !qemuOk,
-  async fn(t): Promise<void> {
-    const dir = await Deno.makeTempDir({ prefix: "iohub-launch-" });
-    try {
+qemuTest(
+  "launch: a device the remote refuses is its one line and exit 2; QEMU never starts",
+  async (t) => {
+    await withTempDir("iohub-launch-", async (dir) => {
       const cases: [string, string, string][] = [
         [
           "throws.ts",
@@ -822,15 +805,8 @@ Deno.test({
       for (const [name, source, problem] of cases) {
         await t.step(name, async () => {
           const mod = await deviceModule(dir, name, source);
-          const r = await cli([
-            "--accel",
-            "tcg",
-            "--device",
-            mod,
-            "--timeout",
-            "30",
-          ]);
-          assertEquals(r.code, EXIT_USAGE, r.stderr);
+          const r = await launchTcg(mod, 30);
+          assertEquals(r.code, EXIT.USAGE, r.stderr);
           // One line, naming the module and the problem: no QEMU lines, no
           // "started", no TCG warning.
           assertEquals(r.stderr.split("\n").length, 2, r.stderr);
@@ -847,7 +823,7 @@ Deno.test({
             ],
             stdin: "null",
           }).output();
-          assertEquals(remote.code, EXIT_USAGE);
+          assertEquals(remote.code, EXIT.USAGE);
           assertEquals(new TextDecoder().decode(remote.stderr), r.stderr);
 
           let started = false;
@@ -856,75 +832,41 @@ Deno.test({
             timeoutMs: 30_000,
             onStarted: () => started = true,
           });
-          assertEquals(out.status, EXIT_USAGE, out.message);
+          assertEquals(out.status, EXIT.USAGE, out.message);
           assertEquals(out.end, "remote-refused");
           assertStringIncludes(out.message, `${mod}: ${problem}`);
           assert(!started, "QEMU was never started");
           assertEquals(out.qemu, null);
         });
       }
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    });
   },
-});
+);
 
-Deno.test({
-  name:
-    "launch: a module that never finishes importing is --timeout, exit 6, nothing left running",
-  ignore: !qemuOk,
-  async fn(): Promise<void> {
-    const dir = await Deno.makeTempDir({ prefix: "iohub-launch-" });
-    try {
-      const mod = await deviceModule(
-        dir,
-        "spin.ts",
-        `while (true) { /* never done importing */ }\nexport default () => ({});\n`,
-      );
-      const r = await cli([
-        "--accel",
-        "tcg",
-        "--device",
-        mod,
-        "--timeout",
-        "2",
-      ]);
-      assertEquals(r.code, EXIT_TIMEOUT, r.stderr);
-      assertEquals(
-        r.stderr,
-        "iohub: timed out after 2 s before the remote was ready (loading its devices); stopped the remote, QEMU was not started\n",
-      );
-      assertEquals(processesWith(mod), []);
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+qemuTest(
+  "launch: a module that never finishes importing is --timeout, exit 6, nothing left running",
+  async () => {
+    const { mod, stderr } = await timedOutServing(
+      "spin.ts",
+      `while (true) { /* never done importing */ }\nexport default () => ({});\n`,
+    );
+    assertEquals(
+      stderr,
+      "iohub: timed out after 2 s before the remote was ready (loading its devices); stopped the remote, QEMU was not started\n",
+    );
+    assertEquals(processesWith(mod), []);
   },
-});
+);
 
-Deno.test({
-  name: "launch: a module's top level runs once (in the remote alone)",
-  ignore: !qemuOk,
-  async fn(): Promise<void> {
-    const dir = await Deno.makeTempDir({ prefix: "iohub-launch-" });
-    try {
-      const mod = await deviceModule(
-        dir,
-        "noisy.ts",
-        `console.error("noisy: module loaded");\n${MODEL(4096, 0x1af4)}`,
-      );
-      const r = await cli([
-        "--accel",
-        "tcg",
-        "--device",
-        `${mod},id=noisy`,
-        "--timeout",
-        "2",
-      ]);
-      assertEquals(r.code, EXIT_TIMEOUT, r.stderr);
-      assertEquals(r.stderr.split("noisy: module loaded").length, 2, r.stderr);
-      assertStringIncludes(r.stderr, "noisy: peer closed the connection");
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+qemuTest(
+  "launch: a module's top level runs once (in the remote alone)",
+  async () => {
+    const { stderr } = await timedOutServing(
+      "noisy.ts",
+      `console.error("noisy: module loaded");\n${MODEL(4096, 0x1af4)}`,
+      ",id=noisy",
+    );
+    assertEquals(stderr.split("noisy: module loaded").length, 2, stderr);
+    assertStringIncludes(stderr, "noisy: peer closed the connection");
   },
-});
+);

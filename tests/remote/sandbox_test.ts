@@ -12,7 +12,7 @@ import {
 import { closeFd, EventFd, memfd } from "../../ffi/mod.ts";
 import { Reg, TESTDEV_ID } from "../../lib/pci/devices/testdev.ts";
 import { spawnWithSockets } from "../../lib/qemu/socket_child.ts";
-import { iohub, MAIN } from "../cli/cli_run.ts";
+import { iohub, MAIN, printedLaunch } from "../cli/cli_run.ts";
 import { haveLandlock } from "../requirements.ts";
 import { Client, spawnRemote } from "./remote_process.ts";
 
@@ -218,16 +218,13 @@ Deno.test({
 });
 
 Deno.test("sandbox: launch --sandbox --allow-path passes both to the remote", async () => {
-  const r = await iohub(
-    "launch",
-    "--print-command",
+  const { remote } = await printedLaunch(
     "--sandbox",
     "--allow-path",
     "/tmp/dev-data",
   );
-  assertEquals(r.code, 0, r.stderr);
   assertMatch(
-    r.stdout.split("\n")[1],
+    remote,
     /^remote: .* remote --device testdev,fd=\d+,id=\w+ --sandbox --allow-path \/tmp\/dev-data --ready-fd \d+$/,
   );
   const bad = await iohub("launch", "--allow-path", "/tmp");
