@@ -7,13 +7,16 @@ import {
   spawnTestdevRemote,
 } from "../../lib/qemu/spawn_remote.ts";
 import { spawnWithSockets } from "../../lib/qemu/socket_child.ts";
-import { EventFd } from "../../ffi/mod.ts";
+import { EventFd, MsgIo } from "../../ffi/mod.ts";
 import {
   Channel,
   Cmd,
   Received,
   type SysmemRegion,
 } from "../../lib/mpqemu/mod.ts";
+
+// Raw sends are synchronous: one MsgIo serves every client.
+const RAW_IO = new MsgIo(16);
 
 /** A synchronous client on one device's channel. */
 export class Client {
@@ -95,6 +98,14 @@ export class Client {
       this.ch.tx.encodeSyncSysmem(regions),
       regions.map((r) => r.fd),
     );
+  }
+
+  /**
+   * Writes raw `bytes` with `fds` (at most 16) in one sendmsg, as a peer
+   * that breaks the protocol would; returns the bytes the kernel took.
+   */
+  sendRaw(bytes: Uint8Array, fds: number[] = []): number {
+    return RAW_IO.send(this.ch.fd, bytes, bytes.length, null, 0, fds);
   }
 
   /**

@@ -9,7 +9,6 @@ import {
   MAP_SHARED,
   memfd,
   mmap,
-  MsgIo,
   pollReadable,
   PROT_READ,
   PROT_WRITE,
@@ -22,6 +21,11 @@ import {
   TESTDEV_ID,
 } from "../../lib/pci/devices/testdev.ts";
 import { Cmd, Message, Received, UINT64_MAX } from "../../lib/mpqemu/mod.ts";
+import {
+  BAD_MESSAGES,
+  type BadMessage,
+  rawMessage,
+} from "../mpqemu/bad_messages.ts";
 import { prng } from "../prng.ts";
 import { assertNoFdLeak, openFds } from "../fd_check.ts";
 import { assertExit, type Client, spawnRemote } from "./remote_process.ts";
@@ -96,8 +100,7 @@ Deno.test("remote: requests queued back to back are all answered, in order", asy
   queue(m.encodeBar(Cmd.BAR_READ, BAR0 + 0x04n, 0n, 4, true));
   queue(m.encodeCfg(Cmd.PCI_CFGREAD, 0x00, 0, 4));
   queue(m.encodeBar(Cmd.BAR_READ, BAR1 + 0x00n, 0n, 4, false));
-  const io = new MsgIo(0);
-  assertEquals(io.send(c.ch.fd, wire, len, null, 0, []), len);
+  assertEquals(c.sendRaw(wire.subarray(0, len)), len);
   const rets: bigint[] = [];
   for (let i = 0; i < 4; i++) {
     // Bounded: a remote that left a request unanswered fails, not hangs.
@@ -340,14 +343,6 @@ Deno.test("remote: two devices in one process are independent", async () => {
   await assertExit(r, 0);
 });
 
-/** Raw bytes from hex. */
-function hex(s: string): Uint8Array {
-  return new Uint8Array(s.match(/../g)!.map((h) => parseInt(h, 16)));
-}
-
-const hdr = (cmd: string, size: string): string =>
-  cmd + "00000000" + size.padEnd(16, "0");
-
 Deno.test("remote: fds nobody uses and an unwatchable resamplefd hurt only that channel", async () => {
   await using r = spawnRemote(["bad", "good"]);
   const [bad, good] = r.clients;
@@ -383,65 +378,24 @@ Deno.test("remote: fds nobody uses and an unwatchable resamplefd hurt only that 
 });
 
 Deno.test("remote: each broken rule closes only that channel, no fd leaks", async (t) => {
-  const cases: [string, string, number, string, boolean?][] = [
-    [
-      "bad cmd",
-      hdr("09000000", ""),
-      0,
-      "bad: closed: cmd 9: cmd: unknown command 9",
-    ],
+  // Every message a Channel rejects, and two it takes that the remote must
+  // refuse: the remote closes that channel logging what was broken.
+  const cases: BadMessage[] = [
+    ...BAD_MESSAGES,
     [
       "RET as a request",
-      hdr("01000000", "08") + "00".repeat(8),
+      rawMessage(1, 8),
       0,
-      "bad: closed: RET: cmd: not a request",
-    ],
-    [
-      "bad size",
-      hdr("05000000", "10") + "00".repeat(16),
-      0,
-      "bad: closed: BAR_READ: size: 16, expected 24",
-    ],
-    [
-      "oversized",
-      hdr("02000000", "ff"),
-      0,
-      "bad: closed: PCI_CFGWRITE: size: invalid size for message: 255 > 192",
-    ],
-    [
-      "fd count",
-      hdr("06000000", ""),
-      3,
-      "bad: closed: SET_IRQFD: num_fds: 3, expected 2",
-    ],
-    [
-      "too many fds",
-      hdr("07000000", ""),
-      9,
-      "bad: closed: DEVICE_RESET: num_fds: more than 8 fds",
+      "RET: cmd: not a request",
     ],
     [
       "sysmem past end of file",
-      "",
+      new Uint8Array(),
       1,
-      "bad: closed: SYNC_SYSMEM: region 0: 8192 bytes at offset 0 exceed the file's 4096",
-    ],
-    [
-      "truncated header",
-      "0300000000000000",
-      0,
-      "bad: closed: header: size: peer hung up mid-header",
-      true,
-    ],
-    [
-      "hang-up mid-message",
-      hdr("03000000", "0c") + "00000000",
-      0,
-      "bad: closed: PCI_CFGREAD: payload: peer hung up after 4 of 12 bytes",
-      true,
+      "SYNC_SYSMEM: region 0: 8192 bytes at offset 0 exceed the file's 4096",
     ],
   ];
-  for (const [name, wire, nfds, line, hangUp] of cases) {
+  for (const [name, wire, nfds, error, hangUp] of cases) {
     await t.step(name, async () => {
       await using r = spawnRemote(["bad", "good"]);
       const [bad, good] = r.clients;
@@ -454,15 +408,7 @@ Deno.test("remote: each broken rule closes only that channel, no fd leaks", asyn
         bad.syncSysmem([{ gpa: 0n, size: 8192n, offset: 0n, fd }]);
         closeFd(fd);
       } else {
-        const bytes = hex(wire);
-        new MsgIo(16).send(
-          bad.ch.fd,
-          bytes,
-          bytes.length,
-          null,
-          0,
-          fds.map((e) => e.fd),
-        );
+        bad.sendRaw(wire, fds.map((e) => e.fd));
       }
       fds.forEach((e) => e.close());
       if (hangUp) bad.close();
@@ -475,7 +421,7 @@ Deno.test("remote: each broken rule closes only that channel, no fd leaks", asyn
       const extra = after.filter((fd) => !baseline.includes(fd));
       assertEquals(extra, [], "no fd leaked in the remote");
       assertEquals(gone.length, 1, "exactly the bad channel's socket closed");
-      await assertExit(r, 1, `iohub remote: ${line}`);
+      await assertExit(r, 1, `iohub remote: bad: closed: ${error}`);
     });
   }
 });
@@ -524,23 +470,15 @@ Deno.test("remote: random well-formed requests never kill the remote", async () 
 class ConfigReadFlood {
   /** Whole requests written so far. */
   sent = 0;
-  readonly #io = new MsgIo(0);
   readonly #m = new Message().encodeCfg(Cmd.PCI_CFGREAD, 0, 0, 4);
   #partial = 0;
 
   /** Writes until the socket is full or `limit` are sent; returns how many completed. */
-  fill(fd: number, limit = Infinity): number {
+  fill(c: Client, limit = Infinity): number {
     const before = this.sent;
     const len = this.#m.wireLength;
     while (this.sent < limit) {
-      const n = this.#io.send(
-        fd,
-        this.#m.bytes.subarray(this.#partial),
-        len - this.#partial,
-        null,
-        0,
-        [],
-      );
+      const n = c.sendRaw(this.#m.bytes.subarray(this.#partial, len));
       if (n === WOULD_BLOCK) break;
       this.#partial += n;
       if (this.#partial === len) {
@@ -562,7 +500,7 @@ Deno.test("remote: a peer that reads replies only when its own sends block is se
   const flood = new ConfigReadFlood();
   let replies = 0;
   while (replies < total) {
-    flood.fill(c.ch.fd, total);
+    flood.fill(c, total);
     assert(
       c.ch.hasBuffered || await pollReadable(c.ch.fd, 5000),
       `stuck after ${flood.sent} sent, ${replies} replies`,
@@ -585,7 +523,7 @@ Deno.test("remote: a peer that never reads its replies is dropped, the others go
   // Send until the remote stops taking requests: its replies to us have
   // filled the other direction and it waits for room.
   const flood = new ConfigReadFlood();
-  while (flood.fill(deaf.ch.fd) > 0) {
+  while (flood.fill(deaf) > 0) {
     await new Promise((done) => setTimeout(done, 200));
   }
   // The remote queues the replies and stops reading the deaf peer: the
@@ -608,7 +546,6 @@ Deno.test("remote: messages cut anywhere, fds on any piece, are all understood",
   const c = r.clients[0];
   const rand = prng(4242);
   enable(c);
-  const io = new MsgIo(2);
   const ram = memfd("guest-ram", 0x1000);
   let pair = [new EventFd(), new EventFd()];
   try {
@@ -651,14 +588,7 @@ Deno.test("remote: messages cut anywhere, fds on any piece, are all understood",
         const withFds = Math.floor(rand() * (cuts.length - 1));
         for (let k = 0; k + 1 < cuts.length; k++) {
           const piece = m.bytes.subarray(cuts[k], cuts[k + 1]);
-          io.send(
-            c.ch.fd,
-            piece,
-            piece.length,
-            null,
-            0,
-            k === withFds ? fds : [],
-          );
+          c.sendRaw(piece, k === withFds ? fds : []);
         }
       }
       for (const [i, want] of expected.entries()) {
@@ -698,7 +628,7 @@ Deno.test("remote: random garbage closes the channel, never the process", async 
     bytes.fill(0, 1, 4);
     const nfds = Math.floor(rand() * 4);
     const fds = Array.from({ length: nfds }, () => new EventFd());
-    new MsgIo(16).send(junk.ch.fd, bytes, len, null, 0, fds.map((e) => e.fd));
+    junk.sendRaw(bytes, fds.map((e) => e.fd));
     fds.forEach((e) => e.close());
     junk.close();
     good.cfgWrite(0x10, Number(BAR0));
