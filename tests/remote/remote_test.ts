@@ -6,12 +6,8 @@ import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import {
   closeFd,
   EventFd,
-  MAP_SHARED,
   memfd,
-  mmap,
   pollReadable,
-  PROT_READ,
-  PROT_WRITE,
   setNonblocking,
   WOULD_BLOCK,
 } from "../../ffi/mod.ts";
@@ -26,6 +22,7 @@ import {
   type BadMessage,
   rawMessage,
 } from "../mpqemu/bad_messages.ts";
+import { guestRam } from "../proxy/guest_ram.ts";
 import { prng } from "../prng.ts";
 import { assertNoFdLeak, openFds } from "../fd_check.ts";
 import { assertExit, type Client, spawnRemote } from "./remote_process.ts";
@@ -218,14 +215,11 @@ Deno.test("remote: DMA both ways against a memfd sent with SYNC_SYSMEM", async (
   await assertNoFdLeak(async () => {
     await using r = spawnRemote(["dev"]);
     const c = r.clients[0];
-    const fd = memfd("guest-ram", 0x20000);
-    using ram = mmap(0x20000, PROT_READ | PROT_WRITE, MAP_SHARED, fd);
     // Two regions of one fd: 64 KiB at GPA 0, 64 KiB at GPA 1 MiB.
-    c.syncSysmem([
-      { gpa: 0n, size: 0x10000n, offset: 0n, fd },
-      { gpa: 0x100000n, size: 0x10000n, offset: 0x10000n, fd },
+    using ram = guestRam(c, 0x20000, [
+      { gpa: 0n, size: 0x10000n, offset: 0n },
+      { gpa: 0x100000n, size: 0x10000n, offset: 0x10000n },
     ]);
-    closeFd(fd);
     enable(c);
     const reg = (o: number): bigint => BAR0 + BigInt(o);
     const buf = BAR0 + BigInt(BUFFER_OFFSET);
