@@ -25,7 +25,12 @@ import {
 import { guestRam } from "../proxy/guest_ram.ts";
 import { prng } from "../prng.ts";
 import { assertNoFdLeak, openFds } from "../fd_check.ts";
-import { assertExit, type Client, spawnRemote } from "./remote_process.ts";
+import {
+  assertExit,
+  type Client,
+  type RemoteProcess,
+  spawnRemote,
+} from "./remote_process.ts";
 
 const BAR0 = 0xfebf0000n;
 const BAR1 = 0xc040n;
@@ -35,6 +40,19 @@ function enable(c: Client): void {
   c.cfgWrite(0x10, Number(BAR0));
   c.cfgWrite(0x14, Number(BAR1));
   c.cfgWrite(0x04, 0x3, 2);
+}
+
+/**
+ * A remote serving `id`, the device a test misbehaves on, and "good", a
+ * bystander with its BARs enabled; the remote has served both channels.
+ */
+async function spawnWithBystander(id: string): Promise<RemoteProcess> {
+  await using made = new AsyncDisposableStack();
+  const r = made.use(spawnRemote([id, "good"]));
+  enable(r.clients[1]);
+  r.clients[0].barrier();
+  made.move();
+  return r;
 }
 
 /** True if `fd` becomes readable within `ms`. */
@@ -338,10 +356,8 @@ Deno.test("remote: two devices in one process are independent", async () => {
 });
 
 Deno.test("remote: fds nobody uses and an unwatchable resamplefd hurt only that channel", async () => {
-  await using r = spawnRemote(["bad", "good"]);
+  await using r = await spawnWithBystander("bad");
   const [bad, good] = r.clients;
-  enable(good);
-  good.barrier();
   const baseline = openFds(r.child.pid);
   // QEMU's rules let a config read or a reset carry fds: they must be closed.
   using ev = new EventFd();
@@ -391,10 +407,8 @@ Deno.test("remote: each broken rule closes only that channel, no fd leaks", asyn
   ];
   for (const [name, wire, nfds, error, hangUp] of cases) {
     await t.step(name, async () => {
-      await using r = spawnRemote(["bad", "good"]);
+      await using r = await spawnWithBystander("bad");
       const [bad, good] = r.clients;
-      enable(good);
-      bad.barrier();
       const baseline = openFds(r.child.pid);
       const fds = Array.from({ length: nfds }, () => new EventFd());
       if (name.startsWith("sysmem")) {
@@ -509,10 +523,8 @@ Deno.test("remote: a peer that reads replies only when its own sends block is se
 });
 
 Deno.test("remote: a peer that never reads its replies is dropped, the others go on", async () => {
-  await using r = spawnRemote(["deaf", "good"]);
+  await using r = await spawnWithBystander("deaf");
   const [deaf, good] = r.clients;
-  enable(good);
-  deaf.barrier();
   setNonblocking(deaf.ch.fd, true);
   // Send until the remote stops taking requests: its replies to us have
   // filled the other direction and it waits for room.
