@@ -15,6 +15,11 @@ import {
   type SysmemRegion,
 } from "../../lib/mpqemu/mod.ts";
 
+/** Where tests program a testdev's BAR0 (memory), as firmware would. */
+export const BAR0 = 0xfebf0000n;
+/** Where tests program a testdev's BAR1 (I/O). */
+export const BAR1 = 0xc040n;
+
 // Raw sends are synchronous: one MsgIo serves every client.
 const RAW_IO = new MsgIo(16);
 
@@ -62,6 +67,13 @@ export class Client {
   barWrite(addr: bigint, val: bigint, size = 4, memory = true): bigint {
     this.ch.tx.encodeBar(Cmd.BAR_WRITE, addr, val, size, memory);
     return this.request();
+  }
+
+  /** Programs BAR0 and BAR1 and enables memory and I/O decode. */
+  enable(): void {
+    this.cfgWrite(0x10, Number(BAR0));
+    this.cfgWrite(0x14, Number(BAR1));
+    this.cfgWrite(0x04, 0x3, 2);
   }
 
   /** DEVICE_RESET; returns the RET's payload size. */

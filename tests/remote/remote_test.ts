@@ -27,20 +27,12 @@ import { prng } from "../prng.ts";
 import { assertNoFdLeak, openFds } from "../fd_check.ts";
 import {
   assertExit,
+  BAR0,
+  BAR1,
   type Client,
   type RemoteProcess,
   spawnRemote,
 } from "./remote_process.ts";
-
-const BAR0 = 0xfebf0000n;
-const BAR1 = 0xc040n;
-
-/** Programs BAR0/BAR1 and enables I/O and memory decode. */
-function enable(c: Client): void {
-  c.cfgWrite(0x10, Number(BAR0));
-  c.cfgWrite(0x14, Number(BAR1));
-  c.cfgWrite(0x04, 0x3, 2);
-}
 
 /**
  * A remote serving `id`, the device a test misbehaves on, and "good", a
@@ -49,7 +41,7 @@ function enable(c: Client): void {
 async function spawnWithBystander(id: string): Promise<RemoteProcess> {
   await using made = new AsyncDisposableStack();
   const r = made.use(spawnRemote([id, "good"]));
-  enable(r.clients[1]);
+  r.clients[1].enable();
   r.clients[0].barrier();
   made.move();
   return r;
@@ -100,7 +92,7 @@ Deno.test("remote: config space identity and QEMU's BAR sizing sequence", async 
 Deno.test("remote: requests queued back to back are all answered, in order", async () => {
   await using r = spawnRemote(["dev"]);
   const c = r.clients[0];
-  enable(c);
+  c.enable();
   // QEMU's proxy sends SET_IRQFD and SYNC_SYSMEM without waiting; a peer
   // may as well queue requests. The remote reads what is queued at once and
   // must answer every whole message it holds, not wait for the socket.
@@ -177,7 +169,7 @@ Deno.test("remote: INTx through irqfd, resample re-asserts only while pending", 
   await assertNoFdLeak(async () => {
     await using r = spawnRemote(["dev"]);
     const c = r.clients[0];
-    enable(c);
+    c.enable();
     using intx = c.intx();
     const { irq, rs } = intx;
     c.barrier();
@@ -238,7 +230,7 @@ Deno.test("remote: DMA both ways against a memfd sent with SYNC_SYSMEM", async (
       { gpa: 0n, size: 0x10000n, offset: 0n },
       { gpa: 0x100000n, size: 0x10000n, offset: 0x10000n },
     ]);
-    enable(c);
+    c.enable();
     const reg = (o: number): bigint => BAR0 + BigInt(o);
     const buf = BAR0 + BigInt(BUFFER_OFFSET);
     for (let i = 0; i < 256; i += 8) {
@@ -297,7 +289,7 @@ Deno.test("remote: DMA both ways against a memfd sent with SYNC_SYSMEM", async (
 Deno.test("remote: DEVICE_RESET restores defaults and lowers INTx", async () => {
   await using r = spawnRemote(["dev"]);
   const c = r.clients[0];
-  enable(c);
+  c.enable();
   using intx = c.intx();
   const { irq, rs } = intx;
   c.barWrite(BAR0 + BigInt(Reg.SCRATCH), 77n);
@@ -313,7 +305,7 @@ Deno.test("remote: DEVICE_RESET restores defaults and lowers INTx", async () => 
   assertEquals(c.cfgRead(0x3c, 1), 0n);
   assertEquals(c.cfgRead(0x06, 2) & 0x8n, 0n);
   rs.signal();
-  enable(c);
+  c.enable();
   assertEquals(irq.drain(), 0n, "the line is low after reset");
   assertEquals(c.barRead(BAR0 + BigInt(Reg.SCRATCH)), 0n);
   assertEquals(c.barRead(BAR0 + BigInt(Reg.IRQ_MASK)), 0xffffffffn);
@@ -330,7 +322,7 @@ Deno.test("remote: two devices in one process are independent", async () => {
   using rsA = new EventFd();
   using irqB = new EventFd();
   using rsB = new EventFd();
-  enable(a);
+  a.enable();
   b.cfgWrite(0x10, 0xfe000000);
   b.cfgWrite(0x04, 0x2, 2);
   a.setIrqfd(irqA.fd, rsA.fd);
@@ -551,7 +543,7 @@ Deno.test("remote: messages cut anywhere, fds on any piece, are all understood",
   await using r = spawnRemote(["cut"]);
   const c = r.clients[0];
   const rand = prng(4242);
-  enable(c);
+  c.enable();
   const ram = memfd("guest-ram", 0x1000);
   let pair = [new EventFd(), new EventFd()];
   try {
