@@ -14,6 +14,9 @@ import { haveBinutils, haveKvm } from "../requirements.ts";
 /** Whether the interrupt guest can run here: KVM, and binutils to build it. */
 export const GUEST_MACHINE_OK: boolean = haveKvm() && haveBinutils();
 
+/** The GSI (in-kernel PIC line) the tests route the guest's interrupt to. */
+export const GSI = 5;
+
 /**
  * A test on a fresh interrupt-guest machine (ignored where it cannot run);
  * no fd of ours may leak across it.

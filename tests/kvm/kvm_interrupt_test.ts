@@ -6,6 +6,12 @@
 // (its close line) must agree.
 
 import { assert, assertEquals, assertGreater } from "@std/assert";
+import {
+  CMD_INTX_DISABLE,
+  PCI_COMMAND,
+  PCI_STATUS,
+  STATUS_INTERRUPT,
+} from "../../lib/pci/config.ts";
 import { Reg } from "../../lib/pci/devices/testdev.ts";
 import { parseCloseLine } from "../../lib/remote/close_line.ts";
 import type { PirqCounters } from "../../lib/remote/iohub.ts";
@@ -20,27 +26,19 @@ import {
   type RunOptions,
   type RunResult,
 } from "../../lib/kvm/machine.ts";
-import { ProxyDevice } from "../../lib/proxy/proxy_device.ts";
+import type { ProxyDevice } from "../../lib/proxy/proxy_device.ts";
 import { openFds } from "../fd_check.ts";
-import { spawnRemote } from "../remote/remote_process.ts";
-import { machineTest, sleep, start } from "./guest_machine.ts";
+import { spawnProxied } from "../proxy/proxy_remote.ts";
+import type { RemoteProcess } from "../remote/remote_process.ts";
+import { GSI, machineTest, sleep, start } from "./guest_machine.ts";
 
 // BAR0 below 1 MiB so real-mode code reaches it with a segment; RAM is the
 // first 64 KiB only, so these addresses exit as MMIO.
 const BAR0 = 0xd0000;
 const BAR1 = 0xc040;
-const GSI = 5;
-const PCI_COMMAND = 0x04;
-const PCI_STATUS = 0x06;
-const CMD_INTX_DISABLE = 1 << 10;
-const STATUS_INTX = 1 << 3;
 const TIMEOUT = 20_000;
 
-type Remote = ReturnType<typeof spawnRemote<ProxyDevice>>;
-
-function spawn(ids = ["dev"]): Remote {
-  return spawnRemote(ids, [], (fd) => new ProxyDevice(fd, { name: "dev" }));
-}
+type Remote = RemoteProcess<ProxyDevice>;
 
 /** What firmware and QEMU's proxy would do before the guest runs. */
 function plug(p: ProxyDevice, m: KvmMachine, gsi = GSI): void {
@@ -138,7 +136,7 @@ function kvmTest(
   body: (m: KvmMachine, p: ProxyDevice, r: Remote) => Promise<void>,
 ): void {
   machineTest(name, async (m) => {
-    await using r = spawn();
+    await using r = spawnProxied();
     const p = r.clients[0];
     plug(p, m);
     await body(m, p, r);
@@ -239,13 +237,13 @@ kvmTest(
     p.barWrite(0, Reg.IRQ_RAISE, 1n, 4);
     await sleep(50);
     assertEquals(readIrqGuestCounters(m).delivered, 0);
-    assert(p.configRead(PCI_STATUS, 2) & STATUS_INTX, "status bit 3");
+    assert(p.configRead(PCI_STATUS, 2) & STATUS_INTERRUPT, "status bit 3");
     p.configWrite(PCI_COMMAND, cmd, 2);
     const done = await run.run;
     assertEquals(done.status, "done");
     assertEquals(readIrqGuestCounters(m).delivered, 1);
     assertEquals(readIrqGuestCounters(m).spurious, 0);
-    assertEquals(p.configRead(PCI_STATUS, 2) & STATUS_INTX, 0);
+    assertEquals(p.configRead(PCI_STATUS, 2) & STATUS_INTERRUPT, 0);
   },
 );
 
@@ -308,7 +306,7 @@ machineTest(
   async (m) => {
     // Two devices: the second keeps the remote alive after the first
     // closes, so its /proc/<pid>/fd can be compared.
-    await using r = spawn(["a", "b"]);
+    await using r = spawnProxied(["a", "b"]);
     const [a, b] = r.clients;
     const pid = r.child.pid;
     b.configRead(0, 4);

@@ -37,7 +37,7 @@ import {
 } from "../../lib/kvm/machine.ts";
 import { assertNoFdLeak } from "../fd_check.ts";
 import { haveGcc, haveKvm } from "../requirements.ts";
-import { machineTest, sleep, start } from "./guest_machine.ts";
+import { GSI, machineTest, sleep, start } from "./guest_machine.ts";
 
 const kvmOk = haveKvm();
 const gccOk = haveGcc();
@@ -177,8 +177,6 @@ kvmTest("kvm: ioctl errors name the ioctl; close is idempotent", () => {
   kvm.close();
   assertThrows(() => kvm.apiVersion(), SysError, "EBADF");
 });
-
-const GSI = 5;
 
 machineTest(
   "kvm: irqfd with resample on the in-kernel PIC: deliver, EOI signals resample, re-assert, unregister stops",
