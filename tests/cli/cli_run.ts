@@ -60,6 +60,16 @@ export async function printedLaunch(
   return { qemu, remote };
 }
 
+/**
+ * Runs main.ts with `args` as iohub() does and asserts it exits 0 (with its
+ * output in the message where it does not); returns its stdout.
+ */
+export async function iohubOk(...args: string[]): Promise<string> {
+  const r = await iohub(...args);
+  assertEquals(r.code, 0, r.stdout + r.stderr);
+  return r.stdout;
+}
+
 /** bin/iohub, for tests that run iohub as a user does. */
 export const BIN = new URL("../../bin/iohub", import.meta.url).pathname;
 

@@ -7,69 +7,73 @@ import { haveBinutils } from "../requirements.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 
-async function compile(
-  output: string,
-  env: Record<string, string> = {},
-): Promise<{ code: number; stderr: string }> {
-  const out = await new Deno.Command("bash", {
-    args: ["scripts/compile.sh", output],
-    cwd: ROOT,
-    env,
-    stdin: "null",
-    stdout: "null",
-  }).output();
-  return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+/**
+ * A test of scripts/compile.sh run with `env` to build `iohub` in a fresh
+ * directory (removed afterwards): `check` gets the script's exit status and
+ * stderr, and the directory.
+ */
+function compileTest(
+  name: string,
+  env: Record<string, string>,
+  check: (
+    r: { code: number; stderr: string },
+    dir: string,
+  ) => void | Promise<void>,
+): void {
+  Deno.test({
+    name,
+    ignore: !haveBinutils(),
+    async fn(): Promise<void> {
+      const dir = Deno.makeTempDirSync();
+      try {
+        const out = await new Deno.Command("bash", {
+          args: ["scripts/compile.sh", `${dir}/iohub`],
+          cwd: ROOT,
+          env,
+          stdin: "null",
+          stdout: "null",
+        }).output();
+        const stderr = new TextDecoder().decode(out.stderr);
+        await check({ code: out.code, stderr }, dir);
+      } finally {
+        Deno.removeSync(dir, { recursive: true });
+      }
+    },
+  });
 }
 
-Deno.test({
-  name: "compile: a compiled iohub, or one line on how to get denort",
-  ignore: !haveBinutils(),
-  async fn(): Promise<void> {
-    const dir = Deno.makeTempDirSync();
-    try {
-      const output = `${dir}/iohub`;
-      const r = await compile(output);
-      if (r.code === 0) {
-        const v = await new Deno.Command(output, { args: ["--version"] })
-          .output();
-        assertStringIncludes(
-          new TextDecoder().decode(v.stdout),
-          ", compiled)",
-        );
-      } else {
-        assertEquals(r.code, 1);
-        assertEquals(r.stderr.split("\n").length, 2, r.stderr);
-        assertStringIncludes(
-          r.stderr,
-          "compile: deno compile could not download its denort runtime",
-        );
-        assertStringIncludes(r.stderr, "set DENORT_BIN to a denort");
-      }
-    } finally {
-      Deno.removeSync(dir, { recursive: true });
-    }
-  },
-});
-
-Deno.test({
-  name: "compile: DENORT_BIN pointing at deno itself is refused in one line",
-  ignore: !haveBinutils(),
-  async fn(): Promise<void> {
-    const dir = Deno.makeTempDirSync();
-    try {
-      const output = `${dir}/iohub`;
-      const r = await compile(output, { DENORT_BIN: Deno.execPath() });
-      assertEquals(r, {
-        code: 1,
-        stderr:
-          `compile: the binary built does not run iohub: DENORT_BIN=${Deno.execPath()} must be a denort runtime, not deno itself\n`,
-      });
-      assert(
-        [...Deno.readDirSync(dir)].length === 0,
-        "the useless binary is removed",
+compileTest(
+  "compile: a compiled iohub, or one line on how to get denort",
+  {},
+  async (r, dir) => {
+    if (r.code === 0) {
+      const v = await new Deno.Command(`${dir}/iohub`, { args: ["--version"] })
+        .output();
+      assertStringIncludes(new TextDecoder().decode(v.stdout), ", compiled)");
+    } else {
+      assertEquals(r.code, 1);
+      assertEquals(r.stderr.split("\n").length, 2, r.stderr);
+      assertStringIncludes(
+        r.stderr,
+        "compile: deno compile could not download its denort runtime",
       );
-    } finally {
-      Deno.removeSync(dir, { recursive: true });
+      assertStringIncludes(r.stderr, "set DENORT_BIN to a denort");
     }
   },
-});
+);
+
+compileTest(
+  "compile: DENORT_BIN pointing at deno itself is refused in one line",
+  { DENORT_BIN: Deno.execPath() },
+  (r, dir) => {
+    assertEquals(r, {
+      code: 1,
+      stderr:
+        `compile: the binary built does not run iohub: DENORT_BIN=${Deno.execPath()} must be a denort runtime, not deno itself\n`,
+    });
+    assert(
+      [...Deno.readDirSync(dir)].length === 0,
+      "the useless binary is removed",
+    );
+  },
+);

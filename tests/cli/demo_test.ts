@@ -3,7 +3,7 @@
 
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import { EXIT } from "../../lib/qemu/outcome.ts";
-import { iohub, NO_QEMU, NO_QEMU_MESSAGE } from "./cli_run.ts";
+import { iohub, iohubOk, NO_QEMU, NO_QEMU_MESSAGE } from "./cli_run.ts";
 import { kvmUnavailableReason } from "../../lib/kvm/mod.ts";
 import { haveBinutils, haveKvm, haveQemu } from "../requirements.ts";
 
@@ -15,9 +15,7 @@ Deno.test({
   ignore: !ready,
   fn: async () => {
     const kvm = kvmUnavailableReason() === null && haveKvm();
-    const r = await iohub("demo", "--timeout", "60");
-    assertEquals(r.code, 0, r.stdout + r.stderr);
-    const out = r.stdout;
+    const out = await iohubOk("demo", "--timeout", "60");
     assertMatch(out, /devices found on the PCI bus +1\n/);
     assertMatch(out, /DMA device -> guest RAM +ok\n/);
     assertMatch(out, /DMA guest RAM -> device +ok\n/);
@@ -54,11 +52,10 @@ Deno.test({
   name: "demo: --accel tcg is honoured even where KVM works",
   ignore: !ready,
   fn: async () => {
-    const r = await iohub("demo", "--accel", "tcg");
-    assertEquals(r.code, 0, r.stdout + r.stderr);
-    assertMatch(r.stdout, /-accel tcg\)/);
-    assert(!r.stdout.includes("no KVM here"), r.stdout);
-    assertMatch(r.stdout, /interrupts via BAR1 \(port I\/O\) +0\/16 delivered/);
+    const out = await iohubOk("demo", "--accel", "tcg");
+    assertMatch(out, /-accel tcg\)/);
+    assert(!out.includes("no KVM here"), out);
+    assertMatch(out, /interrupts via BAR1 \(port I\/O\) +0\/16 delivered/);
   },
 });
 
@@ -67,9 +64,7 @@ Deno.test({
   ignore: !ready,
   fn: async () => {
     const kvm = kvmUnavailableReason() === null && haveKvm();
-    const r = await iohub("demo", "--device", "edu", "--timeout", "60");
-    assertEquals(r.code, 0, r.stdout + r.stderr);
-    const out = r.stdout;
+    const out = await iohubOk("demo", "--device", "edu", "--timeout", "60");
     assertMatch(out, /assembling the guest \(guest\/edu\/\*\.S\)/);
     assertMatch(out, /edu devices on the PCI bus +1\n/);
     assertMatch(out, /ID register 0x010000ed +ok\n/);
@@ -116,20 +111,18 @@ Deno.test({
   ignore: !ready,
   fn: async (t) => {
     await t.step("--quiet", async () => {
-      const r = await iohub("demo", "--accel", "tcg", "--quiet");
-      assertEquals(r.code, 0, r.stdout + r.stderr);
-      assertMatch(r.stdout, /^\niohub demo result:\n/);
+      const out = await iohubOk("demo", "--accel", "tcg", "--quiet");
+      assertMatch(out, /^\niohub demo result:\n/);
       for (const chatter of ["guest |", "remote|", "assembling", "QEMU pid"]) {
-        assert(!r.stdout.includes(chatter), r.stdout);
+        assert(!out.includes(chatter), out);
       }
-      assertMatch(r.stdout, /system reset -> DEVICE_RESET +ok\n/);
-      assertMatch(r.stdout, /remote IOHUB, testdev0: asserts=[1-9]\d* /);
+      assertMatch(out, /system reset -> DEVICE_RESET +ok\n/);
+      assertMatch(out, /remote IOHUB, testdev0: asserts=[1-9]\d* /);
     });
     await t.step("--verbose", async () => {
-      const r = await iohub("demo", "--accel", "tcg", "--verbose");
-      assertEquals(r.code, 0, r.stdout + r.stderr);
+      const out = await iohubOk("demo", "--accel", "tcg", "--verbose");
       assertMatch(
-        r.stdout,
+        out,
         /remote\| iohub remote: testdev0: serving on fd \d+\n/,
       );
     });

@@ -6,11 +6,16 @@
 // (its close line) must agree.
 
 import { assert, assertEquals, assertGreater } from "@std/assert";
+import {
+  CMD_INTX_DISABLE,
+  PCI_COMMAND,
+  PCI_STATUS,
+  STATUS_INTERRUPT,
+} from "../../lib/pci/config.ts";
 import { Reg } from "../../lib/pci/devices/testdev.ts";
 import { parseCloseLine } from "../../lib/remote/close_line.ts";
 import type { PirqCounters } from "../../lib/remote/iohub.ts";
 import {
-  createIrqGuestMachine,
   IrqGuestFlag,
   type IrqGuestParams,
   readIrqGuestCounters,
@@ -21,29 +26,19 @@ import {
   type RunOptions,
   type RunResult,
 } from "../../lib/kvm/machine.ts";
-import { ProxyDevice } from "../../lib/proxy/proxy_device.ts";
-import { assertNoFdLeak, openFds } from "../fd_check.ts";
-import { spawnRemote } from "../remote/remote_process.ts";
-import { haveBinutils, haveKvm } from "../requirements.ts";
-
-const ok = haveKvm() && haveBinutils();
+import type { ProxyDevice } from "../../lib/proxy/proxy_device.ts";
+import { openFds } from "../fd_check.ts";
+import { spawnProxied } from "../proxy/proxy_remote.ts";
+import type { RemoteProcess } from "../remote/remote_process.ts";
+import { GSI, machineTest, sleep, start } from "./guest_machine.ts";
 
 // BAR0 below 1 MiB so real-mode code reaches it with a segment; RAM is the
 // first 64 KiB only, so these addresses exit as MMIO.
 const BAR0 = 0xd0000;
 const BAR1 = 0xc040;
-const GSI = 5;
-const PCI_COMMAND = 0x04;
-const PCI_STATUS = 0x06;
-const CMD_INTX_DISABLE = 1 << 10;
-const STATUS_INTX = 1 << 3;
 const TIMEOUT = 20_000;
 
-type Remote = ReturnType<typeof spawnRemote<ProxyDevice>>;
-
-function spawn(ids = ["dev"]): Remote {
-  return spawnRemote(ids, [], (fd) => new ProxyDevice(fd, { name: "dev" }));
-}
+type Remote = RemoteProcess<ProxyDevice>;
 
 /** What firmware and QEMU's proxy would do before the guest runs. */
 function plug(p: ProxyDevice, m: KvmMachine, gsi = GSI): void {
@@ -73,27 +68,16 @@ async function runGuest(
 }
 
 /**
- * Starts the guest with `params`: its run, and a promise for its READY
- * (rejects if the run does).
+ * Starts the guest with `params`, forwarding to `p`: its run, and a promise
+ * for its READY (rejects if the run does).
  */
-function start(
+function startGuest(
   m: KvmMachine,
   p: ProxyDevice,
   params: IrqGuestParams,
 ): { run: Promise<RunResult>; ready: Promise<void> } {
   writeIrqGuestParams(m, params);
-  const ready = Promise.withResolvers<void>();
-  const run = m.run({
-    ...forward(p),
-    timeoutMs: TIMEOUT,
-    onReady: () => ready.resolve(),
-  });
-  run.catch(() => {});
-  return { run, ready: Promise.race([ready.promise, run.then(() => {})]) };
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
+  return start(m, { ...forward(p), timeoutMs: TIMEOUT });
 }
 
 function reg(p: ProxyDevice, off: number): number {
@@ -135,7 +119,7 @@ async function expectNoDelivery(
   params: IrqGuestParams,
 ): Promise<void> {
   const before = readIrqGuestCounters(m).delivered;
-  const r = start(m, p, { ...params, count: params.count + 1 });
+  const r = startGuest(m, p, { ...params, count: params.count + 1 });
   await r.ready;
   await sleep(50);
   m.stop();
@@ -151,18 +135,11 @@ function kvmTest(
   name: string,
   body: (m: KvmMachine, p: ProxyDevice, r: Remote) => Promise<void>,
 ): void {
-  Deno.test({
-    name,
-    ignore: !ok,
-    async fn(): Promise<void> {
-      await assertNoFdLeak(async () => {
-        using m = await createIrqGuestMachine();
-        await using r = spawn();
-        const p = r.clients[0];
-        plug(p, m);
-        await body(m, p, r);
-      });
-    },
+  machineTest(name, async (m) => {
+    await using r = spawnProxied();
+    const p = r.clients[0];
+    plug(p, m);
+    await body(m, p, r);
   });
 }
 
@@ -249,7 +226,7 @@ kvmTest(
   async (m, p) => {
     const cmd = p.configRead(PCI_COMMAND, 2);
     p.configWrite(PCI_COMMAND, cmd | CMD_INTX_DISABLE, 2);
-    const run = start(m, p, {
+    const run = startGuest(m, p, {
       irq: GSI,
       flags: IrqGuestFlag.MMIO,
       count: 1,
@@ -260,13 +237,13 @@ kvmTest(
     p.barWrite(0, Reg.IRQ_RAISE, 1n, 4);
     await sleep(50);
     assertEquals(readIrqGuestCounters(m).delivered, 0);
-    assert(p.configRead(PCI_STATUS, 2) & STATUS_INTX, "status bit 3");
+    assert(p.configRead(PCI_STATUS, 2) & STATUS_INTERRUPT, "status bit 3");
     p.configWrite(PCI_COMMAND, cmd, 2);
     const done = await run.run;
     assertEquals(done.status, "done");
     assertEquals(readIrqGuestCounters(m).delivered, 1);
     assertEquals(readIrqGuestCounters(m).spurious, 0);
-    assertEquals(p.configRead(PCI_STATUS, 2) & STATUS_INTX, 0);
+    assertEquals(p.configRead(PCI_STATUS, 2) & STATUS_INTERRUPT, 0);
   },
 );
 
@@ -324,44 +301,39 @@ kvmTest(
   },
 );
 
-Deno.test({
-  name:
-    "kvm+remote: closing an attached proxy leaks no fds here or in the remote",
-  ignore: !ok,
-  async fn(): Promise<void> {
-    await assertNoFdLeak(async () => {
-      using m = await createIrqGuestMachine();
-      // Two devices: the second keeps the remote alive after the first
-      // closes, so its /proc/<pid>/fd can be compared.
-      await using r = spawn(["a", "b"]);
-      const [a, b] = r.clients;
-      const pid = r.child.pid;
-      b.configRead(0, 4);
-      b.configRead(0, 4);
-      const before = openFds(pid);
-      plug(a, m);
-      const done = await runGuest(m, a, {
-        irq: GSI,
-        flags: IrqGuestFlag.MMIO | IrqGuestFlag.SELF_RAISE,
-        count: 5,
-        hold: 1,
-        mmioBase: BAR0,
-      });
-      assertEquals(done.value, 10);
-      // The remote now holds a's memfd and irqfd pair as well.
-      assertGreater(openFds(pid).length, before.length);
-      a.close();
-      // Two round trips on b: the remote has handled a's hang-up.
-      b.configRead(0, 4);
-      b.configRead(0, 4);
-      const after = openFds(pid);
-      assertEquals(after.length, before.length - 1, "a's socket alone went");
-      assert(after.every((fd) => before.includes(fd)), `${before} -> ${after}`);
-      const maps = Deno.readTextFileSync(`/proc/${pid}/maps`);
-      assertEquals(maps.includes("iohub-guest-ram"), false, "memfd unmapped");
+machineTest(
+  "kvm+remote: closing an attached proxy leaks no fds here or in the remote",
+  async (m) => {
+    // Two devices: the second keeps the remote alive after the first
+    // closes, so its /proc/<pid>/fd can be compared.
+    await using r = spawnProxied(["a", "b"]);
+    const [a, b] = r.clients;
+    const pid = r.child.pid;
+    b.configRead(0, 4);
+    b.configRead(0, 4);
+    const before = openFds(pid);
+    plug(a, m);
+    const done = await runGuest(m, a, {
+      irq: GSI,
+      flags: IrqGuestFlag.MMIO | IrqGuestFlag.SELF_RAISE,
+      count: 5,
+      hold: 1,
+      mmioBase: BAR0,
     });
+    assertEquals(done.value, 10);
+    // The remote now holds a's memfd and irqfd pair as well.
+    assertGreater(openFds(pid).length, before.length);
+    a.close();
+    // Two round trips on b: the remote has handled a's hang-up.
+    b.configRead(0, 4);
+    b.configRead(0, 4);
+    const after = openFds(pid);
+    assertEquals(after.length, before.length - 1, "a's socket alone went");
+    assert(after.every((fd) => before.includes(fd)), `${before} -> ${after}`);
+    const maps = Deno.readTextFileSync(`/proc/${pid}/maps`);
+    assertEquals(maps.includes("iohub-guest-ram"), false, "memfd unmapped");
   },
-});
+);
 
 kvmTest(
   "kvm+remote: a level held without ACK re-injects until DEVICE_RESET, then stops",
@@ -375,8 +347,7 @@ kvmTest(
       hold: 0xffff,
       mmioBase: BAR0,
     });
-    const ready = Promise.withResolvers<void>();
-    const run = m.run({
+    const { run, ready } = start(m, {
       // After the reset the BAR no longer decodes: reads of an
       // unclaimed address return all ones, as on a real bus.
       onMmio: (addr, isWrite, data) => {
@@ -384,11 +355,9 @@ kvmTest(
         if (!isWrite) data.fill(0xff);
         return true;
       },
-      onReady: () => ready.resolve(),
       timeoutMs: TIMEOUT,
     });
-    run.catch(() => {});
-    await Promise.race([ready.promise, run]);
+    await ready;
     p.barWrite(0, Reg.IRQ_RAISE, 1n, 4);
     const until = performance.now() + 5000;
     while (readIrqGuestCounters(m).delivered < 20) {

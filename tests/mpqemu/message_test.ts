@@ -9,12 +9,14 @@ import {
 import {
   Channel,
   Cmd,
+  type CmdValue,
   Message,
   ProtocolError,
   Received,
   validateMessage,
 } from "../../lib/mpqemu/mod.ts";
 import { assertNoFdLeak } from "../fd_check.ts";
+import { BAD_MESSAGES } from "./bad_messages.ts";
 
 /** Hex of the first `wireLength` bytes of `m`. */
 function wire(m: Message): string {
@@ -92,245 +94,204 @@ Deno.test("codec: golden bytes for every command", async (t) => {
   });
 });
 
-/** A socketpair: a Channel on one end, the raw other end for the test. */
-function pair(): { ch: Channel; peer: number; io: MsgIo } {
-  const [a, b] = socketpair();
-  return { ch: new Channel(a), peer: b, io: new MsgIo(16) };
-}
-
 /** Raw bytes from hex. */
 function bytes(hex: string): Uint8Array {
   return new Uint8Array(hex.match(/../g)!.map((h) => parseInt(h, 16)));
 }
 
-Deno.test("channel: decodes a message split in pieces, with its fds", () =>
-  assertNoFdLeak(() => {
-    const { ch, peer, io } = pair();
-    using ev1 = new EventFd();
-    using ev2 = new EventFd();
-    try {
-      const msg = bytes("06000000" + "00".repeat(12));
-      io.send(peer, msg, 5, null, 0, [ev1.fd, ev2.fd]);
-      assertEquals(ch.receive(true), Received.AGAIN);
-      io.send(peer, msg.subarray(5), 11, null, 0, []);
-      assertEquals(ch.receive(true), Received.MESSAGE);
-      assertEquals(ch.rx.cmd, Cmd.SET_IRQFD);
-      assertEquals(ch.rxNumFds, 2);
-      closeFd(ch.rxFds[0]);
-      closeFd(ch.rxFds[1]);
-      closeFd(peer);
-      assertEquals(ch.receive(), Received.EOF);
-    } finally {
-      ch.close();
-    }
-  }));
+/**
+ * The raw end of a socketpair facing a Channel, written to as a peer would:
+ * any bytes, any fds, cut anywhere. Disposing closes it unless hung up.
+ */
+class Peer implements Disposable {
+  readonly #fd: number;
+  readonly #io = new MsgIo(16);
+  #open = true;
 
-Deno.test("channel: one read brings several messages; fds stay with theirs", () =>
-  assertNoFdLeak(() => {
-    const { ch, peer, io } = pair();
-    using ev1 = new EventFd();
-    using ev2 = new EventFd();
-    try {
-      // A config read and a device reset in one write, then SET_IRQFD with
-      // its two fds in a second write, all queued before the channel reads.
-      const cfgRead = "03000000" + "00000000" + "0c00000000000000" +
-        "08000000" + "00000000" + "04000000";
-      const reset = "07000000" + "00000000" + "0000000000000000";
-      const two = bytes(cfgRead + reset);
-      assertEquals(io.send(peer, two, two.length, null, 0, []), two.length);
-      const irqfd = bytes("06000000" + "00".repeat(12));
-      io.send(peer, irqfd, irqfd.length, null, 0, [ev1.fd, ev2.fd]);
+  constructor(fd: number) {
+    this.#fd = fd;
+  }
 
-      assertEquals(ch.receive(true), Received.MESSAGE);
-      assertEquals(ch.rx.cmd, Cmd.PCI_CFGREAD);
-      assertEquals(ch.rx.view.getUint32(16, true), 8);
-      assertEquals(ch.rxNumFds, 0);
-      // The reset came in the same read: whole, and known to be whole.
-      assert(ch.hasBuffered);
-      assertEquals(ch.receive(true), Received.MESSAGE);
-      assertEquals(ch.rx.cmd, Cmd.DEVICE_RESET);
-      assertEquals(ch.rxNumFds, 0);
-      // Linux glued the fd-carrying write onto the same read too.
-      assert(ch.hasBuffered);
-      assertEquals(ch.receive(true), Received.MESSAGE);
-      assertEquals(ch.rx.cmd, Cmd.SET_IRQFD);
-      assertEquals(ch.rxNumFds, 2);
-      assert(!ch.hasBuffered);
-      closeFd(ch.rxFds[0]);
-      closeFd(ch.rxFds[1]);
-      assertEquals(ch.receive(true), Received.AGAIN);
-      closeFd(peer);
-      assertEquals(ch.receive(), Received.EOF);
-    } finally {
-      ch.close();
-    }
-  }));
+  /** One sendmsg of `bytes` with `fds`; the bytes the kernel took. */
+  send(bytes: Uint8Array, fds: number[] = []): number {
+    return this.#io.send(this.#fd, bytes, bytes.length, null, 0, fds);
+  }
 
-Deno.test("channel: more queued than its buffer holds comes out whole, in order", () =>
-  assertNoFdLeak(() => {
-    const { ch, peer, io } = pair();
-    try {
-      // 100 config reads of 28 bytes: the 1 KiB buffer ends mid-message
-      // again and again, and the rest must be read exactly.
-      const m = new Message();
-      const wire = new Uint8Array(100 * 28);
-      for (let i = 0; i < 100; i++) {
-        m.encodeCfg(Cmd.PCI_CFGREAD, i, 0, 4);
-        wire.set(m.bytes.subarray(0, 28), i * 28);
-      }
-      for (let off = 0; off < wire.length;) {
-        off += io.send(
-          peer,
-          wire.subarray(off),
-          wire.length - off,
-          null,
-          0,
-          [],
-        );
-      }
-      for (let i = 0; i < 100; i++) {
-        assertEquals(ch.receive(true), Received.MESSAGE, `message ${i}`);
-        assertEquals(ch.rx.cmd, Cmd.PCI_CFGREAD);
-        assertEquals(ch.rx.view.getUint32(16, true), i);
-      }
-      assertEquals(ch.receive(true), Received.AGAIN);
-    } finally {
-      closeFd(peer);
-      ch.close();
-    }
-  }));
+  /** Closes this end: the channel reads the end of the stream. */
+  hangUp(): void {
+    if (!this.#open) return;
+    this.#open = false;
+    closeFd(this.#fd);
+  }
 
-Deno.test("channel: fds that arrive with a later message wait for it", () =>
-  assertNoFdLeak(() => {
-    const { ch, peer, io } = pair();
-    using ev = new EventFd();
-    try {
-      // Message 1 whole, then SYNC_SYSMEM's header carrying its fd, its
-      // payload later: one read brings both headers, and the fd is the
-      // second message's.
-      const cfgRead = bytes(
-        "03000000" + "00000000" + "0c00000000000000" + "00".repeat(12),
-      );
-      io.send(peer, cfgRead, cfgRead.length, null, 0, []);
-      const sysmem = bytes("00000000" + "00000000" + "c000000000000000");
-      io.send(peer, sysmem, sysmem.length, null, 0, [ev.fd]);
-      assertEquals(ch.receive(true), Received.MESSAGE);
-      assertEquals(ch.rx.cmd, Cmd.PCI_CFGREAD);
-      assertEquals(ch.rxNumFds, 0);
-      assertEquals(ch.receive(true), Received.AGAIN);
-      // The rest of SYNC_SYSMEM: one region of 4 KiB at fd offset 0.
-      const payload = new Uint8Array(192);
-      new DataView(payload.buffer).setBigUint64(64, 4096n, true);
-      io.send(peer, payload, payload.length, null, 0, []);
-      assertEquals(ch.receive(true), Received.MESSAGE);
-      assertEquals(ch.rx.cmd, Cmd.SYNC_SYSMEM);
-      assertEquals(ch.rxNumFds, 1);
-      closeFd(ch.rxFds[0]);
-    } finally {
-      closeFd(peer);
-      ch.close();
-    }
-  }));
-
-/** Sends raw `hex` with `fds` to a fresh channel and expects rejection. */
-function expectRejected(
-  hex: string,
-  fds: number,
-  match: string,
-  hangUp = false,
-): void {
-  const { ch, peer, io } = pair();
-  const evs = Array.from({ length: fds }, () => new EventFd());
-  try {
-    const msg = bytes(hex);
-    io.send(peer, msg, msg.length, null, 0, evs.map((e) => e.fd));
-    if (hangUp) closeFd(peer);
-    const e = assertThrows(() => ch.receive(), ProtocolError);
-    assertEquals(e.message.includes(match), true, `${e.message} !~ ${match}`);
-  } finally {
-    ch.close();
-    if (!hangUp) closeFd(peer);
-    evs.forEach((e) => e.close());
+  [Symbol.dispose](): void {
+    this.hangUp();
   }
 }
 
+/**
+ * Runs `body` on a Channel and the Peer at the other end of a fresh
+ * socketpair, closes both, and asserts that no fd leaked.
+ */
+function withChannel(body: (ch: Channel, peer: Peer) => void): Promise<void> {
+  return assertNoFdLeak(() => {
+    const [a, b] = socketpair();
+    using ch = new Channel(a);
+    using peer = new Peer(b);
+    body(ch, peer);
+  });
+}
+
+/**
+ * Asserts that the channel's next message, read without blocking, is
+ * whole and is `cmd` with `numFds` fds.
+ */
+function assertNext(ch: Channel, cmd: CmdValue, numFds: number): void {
+  assertEquals(ch.receive(true), Received.MESSAGE);
+  assertEquals(ch.rx.cmd, cmd);
+  assertEquals(ch.rxNumFds, numFds);
+}
+
+/** Closes the fds of the message the channel holds. */
+function closeReceived(ch: Channel): void {
+  for (let i = 0; i < ch.rxNumFds; i++) closeFd(ch.rxFds[i]);
+}
+
+/** Hangs `peer` up and asserts that `ch` reads the end of the stream. */
+function assertEofAfterHangUp(ch: Channel, peer: Peer): void {
+  peer.hangUp();
+  assertEquals(ch.receive(), Received.EOF);
+}
+
+/** A test of a Channel fed by a Peer (see withChannel). */
+function channelTest(
+  name: string,
+  body: (ch: Channel, peer: Peer) => void,
+): void {
+  Deno.test(name, () => withChannel(body));
+}
+
+channelTest(
+  "channel: decodes a message split in pieces, with its fds",
+  (ch, peer) => {
+    using ev1 = new EventFd();
+    using ev2 = new EventFd();
+    const msg = bytes("06000000" + "00".repeat(12));
+    peer.send(msg.subarray(0, 5), [ev1.fd, ev2.fd]);
+    assertEquals(ch.receive(true), Received.AGAIN);
+    peer.send(msg.subarray(5));
+    assertNext(ch, Cmd.SET_IRQFD, 2);
+    closeReceived(ch);
+    assertEofAfterHangUp(ch, peer);
+  },
+);
+
+channelTest(
+  "channel: one read brings several messages; fds stay with theirs",
+  (ch, peer) => {
+    using ev1 = new EventFd();
+    using ev2 = new EventFd();
+    // A config read and a device reset in one write, then SET_IRQFD with
+    // its two fds in a second write, all queued before the channel reads.
+    const cfgRead = "03000000" + "00000000" + "0c00000000000000" +
+      "08000000" + "00000000" + "04000000";
+    const reset = "07000000" + "00000000" + "0000000000000000";
+    const two = bytes(cfgRead + reset);
+    assertEquals(peer.send(two), two.length);
+    peer.send(bytes("06000000" + "00".repeat(12)), [ev1.fd, ev2.fd]);
+
+    assertNext(ch, Cmd.PCI_CFGREAD, 0);
+    assertEquals(ch.rx.view.getUint32(16, true), 8);
+    // The reset came in the same read: whole, and known to be whole.
+    assert(ch.hasBuffered);
+    assertNext(ch, Cmd.DEVICE_RESET, 0);
+    // Linux glued the fd-carrying write onto the same read too.
+    assert(ch.hasBuffered);
+    assertNext(ch, Cmd.SET_IRQFD, 2);
+    assert(!ch.hasBuffered);
+    closeReceived(ch);
+    assertEquals(ch.receive(true), Received.AGAIN);
+    assertEofAfterHangUp(ch, peer);
+  },
+);
+
+channelTest(
+  "channel: more queued than its buffer holds comes out whole, in order",
+  (ch, peer) => {
+    // 100 config reads of 28 bytes: the 1 KiB buffer ends mid-message
+    // again and again, and the rest must be read exactly.
+    const m = new Message();
+    const wire = new Uint8Array(100 * 28);
+    for (let i = 0; i < 100; i++) {
+      m.encodeCfg(Cmd.PCI_CFGREAD, i, 0, 4);
+      wire.set(m.bytes.subarray(0, 28), i * 28);
+    }
+    for (let off = 0; off < wire.length;) off += peer.send(wire.subarray(off));
+    for (let i = 0; i < 100; i++) {
+      assertEquals(ch.receive(true), Received.MESSAGE, `message ${i}`);
+      assertEquals(ch.rx.cmd, Cmd.PCI_CFGREAD);
+      assertEquals(ch.rx.view.getUint32(16, true), i);
+    }
+    assertEquals(ch.receive(true), Received.AGAIN);
+  },
+);
+
+channelTest(
+  "channel: fds that arrive with a later message wait for it",
+  (ch, peer) => {
+    using ev = new EventFd();
+    // Message 1 whole, then SYNC_SYSMEM's header carrying its fd, its
+    // payload later: one read brings both headers, and the fd is the
+    // second message's.
+    peer.send(bytes(
+      "03000000" + "00000000" + "0c00000000000000" + "00".repeat(12),
+    ));
+    peer.send(bytes("00000000" + "00000000" + "c000000000000000"), [
+      ev.fd,
+    ]);
+    assertNext(ch, Cmd.PCI_CFGREAD, 0);
+    assertEquals(ch.receive(true), Received.AGAIN);
+    // The rest of SYNC_SYSMEM: one region of 4 KiB at fd offset 0.
+    const payload = new Uint8Array(192);
+    new DataView(payload.buffer).setBigUint64(64, 4096n, true);
+    peer.send(payload);
+    assertNext(ch, Cmd.SYNC_SYSMEM, 1);
+    closeReceived(ch);
+  },
+);
+
 Deno.test("channel: every validity rule rejects and closes the fds", async (t) => {
-  const hdr = (cmd: string, size: string): string =>
-    cmd + "00000000" + size.padEnd(16, "0");
-  const cases: [string, string, number, string, boolean?][] = [
-    ["unknown cmd", hdr("08000000", ""), 0, "cmd 8: cmd: unknown command 8"],
-    ["negative cmd", hdr("ffffffff", ""), 0, "cmd -1: cmd"],
-    ["size > 192", hdr("03000000", "c1"), 0, "PCI_CFGREAD: size: invalid size"],
-    [
-      "CFGREAD size",
-      hdr("03000000", "08") + "00".repeat(8),
-      0,
-      "PCI_CFGREAD: size: 8, expected 12",
-    ],
-    [
-      "BAR with fds",
-      hdr("05000000", "18") + "00".repeat(24),
-      1,
-      "BAR_READ: num_fds: 1, expected 0",
-    ],
-    [
-      "SET_IRQFD one fd",
-      hdr("06000000", ""),
-      1,
-      "SET_IRQFD: num_fds: 1, expected 2",
-    ],
-    [
-      "SET_IRQFD size",
-      hdr("06000000", "08") + "00".repeat(8),
-      2,
-      "SET_IRQFD: size",
-    ],
-    [
-      "SYNC_SYSMEM no fd",
-      hdr("00000000", "c0") + "00".repeat(192),
-      0,
-      "SYNC_SYSMEM: num_fds: 0",
-    ],
-    ["8 fds", hdr("07000000", ""), 8, "DEVICE_RESET: num_fds: 8"],
-    ["9 fds (truncated)", hdr("07000000", ""), 9, "num_fds: more than 8 fds"],
-    ["truncated header", "0300000000", 0, "hung up mid-header", true],
-    [
-      "hang-up mid-payload",
-      hdr("03000000", "0c") + "0000",
-      0,
-      "hung up after 2 of 12",
-      true,
-    ],
-  ];
-  for (const [name, hex, fds, match, hangUp] of cases) {
-    await t.step(
-      name,
-      () => assertNoFdLeak(() => expectRejected(hex, fds, match, hangUp)),
-    );
+  for (const [name, wire, nfds, error, hangUp] of BAD_MESSAGES) {
+    await t.step(name, () =>
+      withChannel((ch, peer) => {
+        const evs = Array.from({ length: nfds }, () => new EventFd());
+        try {
+          peer.send(wire, evs.map((e) => e.fd));
+          if (hangUp) peer.hangUp();
+          const e = assertThrows(() => ch.receive(), ProtocolError);
+          assertEquals(e.message, error);
+        } finally {
+          evs.forEach((e) => e.close());
+        }
+      }));
   }
 });
 
-Deno.test("channel: an fd closed in flight is still valid on arrival", () =>
-  assertNoFdLeak(() => {
+channelTest(
+  "channel: an fd closed in flight is still valid on arrival",
+  (ch, peer) => {
     // SCM_RIGHTS duplicates at send time, so the receiver's copy is valid
     // even though the sender closed its own: validity is checked on ours.
-    const { ch, peer, io } = pair();
-    try {
-      const ev = new EventFd();
-      const ev2 = new EventFd();
-      const msg = bytes("06000000" + "00".repeat(12));
-      io.send(peer, msg, 16, null, 0, [ev.fd, ev2.fd]);
-      ev.close();
-      ev2.close();
-      assertEquals(ch.receive(), Received.MESSAGE);
-      assertEquals(isValidFd(ch.rxFds[0]), true);
-      closeFd(ch.rxFds[0]);
-      closeFd(ch.rxFds[1]);
-    } finally {
-      ch.close();
-      closeFd(peer);
-    }
-  }));
+    const ev = new EventFd();
+    const ev2 = new EventFd();
+    peer.send(bytes("06000000" + "00".repeat(12)), [ev.fd, ev2.fd]);
+    ev.close();
+    ev2.close();
+    assertEquals(ch.receive(), Received.MESSAGE);
+    assertEquals(isValidFd(ch.rxFds[0]), true);
+    closeReceived(ch);
+  },
+);
 
 Deno.test("validity: an fd number that is not open is rejected", () => {
   const m = new Message().encodeEmpty(Cmd.SET_IRQFD);

@@ -70,6 +70,33 @@ function write(
   dev.write(bar, offset, data);
 }
 
+/** Every register with its value after reset, as docs/testdev.md gives it. */
+const RESET_VALUES: [number, number][] = [
+  [Reg.ID, TESTDEV_ID],
+  [Reg.SCRATCH, 0],
+  [Reg.IRQ_STATUS, 0],
+  [Reg.IRQ_RAISE, 0],
+  [Reg.IRQ_ACK, 0],
+  [Reg.IRQ_MASK, 0xffffffff],
+  [Reg.IRQ_COUNT, 0],
+  [Reg.DMA_ADDR_LO, 0],
+  [Reg.DMA_ADDR_HI, 0],
+  [Reg.DMA_LEN, 0],
+  [Reg.DMA_CMD, 0],
+  [Reg.DMA_STATUS, 0],
+];
+
+/** Asserts every register of `dev` in `bar` holds its reset value. */
+function assertResetValues(dev: TestDev, bar: number): void {
+  for (const [off, v] of RESET_VALUES) {
+    assertEquals(
+      read(dev, bar, off),
+      v,
+      `bar ${bar} reg 0x${off.toString(16)}`,
+    );
+  }
+}
+
 Deno.test("testdev: identity and BARs as docs/testdev.md specifies", () => {
   const { dev } = setup();
   assertEquals(TESTDEV_IDENTITY.vendorId, 0x1234);
@@ -86,27 +113,7 @@ Deno.test("testdev: identity and BARs as docs/testdev.md specifies", () => {
 Deno.test("testdev: every register, in BAR0 and BAR1, with its reset value", () => {
   for (const bar of [0, 1]) {
     const { dev } = setup();
-    const resetValues: [number, number][] = [
-      [Reg.ID, TESTDEV_ID],
-      [Reg.SCRATCH, 0],
-      [Reg.IRQ_STATUS, 0],
-      [Reg.IRQ_RAISE, 0],
-      [Reg.IRQ_ACK, 0],
-      [Reg.IRQ_MASK, 0xffffffff],
-      [Reg.IRQ_COUNT, 0],
-      [Reg.DMA_ADDR_LO, 0],
-      [Reg.DMA_ADDR_HI, 0],
-      [Reg.DMA_LEN, 0],
-      [Reg.DMA_CMD, 0],
-      [Reg.DMA_STATUS, 0],
-    ];
-    for (const [off, v] of resetValues) {
-      assertEquals(
-        read(dev, bar, off),
-        v,
-        `bar ${bar} reg 0x${off.toString(16)}`,
-      );
-    }
+    assertResetValues(dev, bar);
     // Read-write registers keep what is written.
     for (
       const off of [Reg.SCRATCH, Reg.DMA_ADDR_LO, Reg.DMA_ADDR_HI, Reg.DMA_LEN]
@@ -235,16 +242,6 @@ Deno.test("testdev: reset restores every register, zeroes the buffer, lowers INT
   assertEquals(read(dev, 0, Reg.DMA_STATUS), 1);
   dev.reset();
   assertEquals(ctx.levels.at(-1), false);
-  for (
-    const [off, v] of [
-      [Reg.SCRATCH, 0],
-      [Reg.IRQ_STATUS, 0],
-      [Reg.IRQ_MASK, 0xffffffff],
-      [Reg.IRQ_COUNT, 0],
-      [Reg.DMA_ADDR_LO, 0],
-      [Reg.DMA_LEN, 0],
-      [Reg.DMA_STATUS, 0],
-    ]
-  ) assertEquals(read(dev, 0, off), v);
+  assertResetValues(dev, 0);
   assertEquals(read(dev, 0, BUFFER_OFFSET + 100, 1), 0);
 });

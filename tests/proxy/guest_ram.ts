@@ -1,6 +1,7 @@
-// Guest RAM for a test driving a remote through our proxy: a shared memfd
-// mapping handed over with SYNC_SYSMEM, as QEMU's proxy hands over the
-// guest's memory, so the test sees what the device's DMA wrote.
+// Guest RAM for a test driving a remote (through our proxy, or with its own
+// client): a shared memfd mapping handed over with SYNC_SYSMEM, as QEMU's
+// proxy hands over the guest's memory, so the test sees what the device's
+// DMA wrote.
 
 import {
   closeFd,
@@ -11,19 +12,32 @@ import {
   PROT_READ,
   PROT_WRITE,
 } from "../../ffi/mod.ts";
-import type { ProxyDevice } from "../../lib/proxy/proxy_device.ts";
+import type { SysmemRegion } from "../../lib/mpqemu/mod.ts";
+
+/** Whatever sends SYNC_SYSMEM to a remote: a ProxyDevice or a Client. */
+export interface SysmemSender {
+  /** Sends SYNC_SYSMEM with `regions`. */
+  syncSysmem(regions: SysmemRegion[]): void;
+}
 
 /**
- * `size` bytes of fresh RAM at guest-physical address 0, sent to `p`'s
- * remote; our mapping of it is returned (dispose it to unmap). The memfd
- * itself is closed here: the mapping and the remote's copy keep it alive.
+ * `size` bytes of fresh RAM, sent to `to`'s remote as `layout` (offsets
+ * into the RAM; by default all of it at guest-physical address 0); our
+ * mapping of it is returned (dispose it to unmap). The memfd itself is
+ * closed here: the mapping and the remote's copy keep it alive.
  */
-export function guestRam(p: ProxyDevice, size: number): Mapping {
+export function guestRam(
+  to: SysmemSender,
+  size: number,
+  layout: Omit<SysmemRegion, "fd">[] = [
+    { gpa: 0n, size: BigInt(size), offset: 0n },
+  ],
+): Mapping {
   const fd = memfd("guest-ram", size);
   try {
     const ram = mmap(size, PROT_READ | PROT_WRITE, MAP_SHARED, fd);
     try {
-      p.syncSysmem([{ gpa: 0n, size: BigInt(size), offset: 0n, fd }]);
+      to.syncSysmem(layout.map((r) => ({ ...r, fd })));
     } catch (e) {
       ram.unmap();
       throw e;

@@ -15,17 +15,31 @@ import {
 } from "../../lib/proxy/proxy_device.ts";
 import { assertNoFdLeak, openFds } from "../fd_check.ts";
 import { guestRam } from "./guest_ram.ts";
-import { spawnDevices, spawnRemote } from "../remote/remote_process.ts";
+import { spawnProxied } from "./proxy_remote.ts";
+import { type RemoteProcess, spawnDevices } from "../remote/remote_process.ts";
 
 const BAR0 = 0xfebf0000;
 const BAR1 = 0xc040;
 const NONE = 50;
 const SOON = 2000;
 
-function proxyRemote(
-  ids = ["dev"],
-): ReturnType<typeof spawnRemote<ProxyDevice>> {
-  return spawnRemote(ids, [], (fd) => new ProxyDevice(fd, { name: "dev" }));
+/**
+ * A test on one testdev behind our proxy in a fresh remote, which must
+ * exit 0 once the body is done; no fd of ours may leak.
+ */
+function proxyTest(
+  name: string,
+  body: (
+    p: ProxyDevice,
+    r: RemoteProcess<ProxyDevice>,
+  ) => void | Promise<void>,
+): void {
+  Deno.test(name, () =>
+    assertNoFdLeak(async () => {
+      await using r = spawnProxied();
+      await body(r.clients[0], r);
+      assertEquals((await r.finish()).code, 0);
+    }));
 }
 
 /** Probes, maps both BARs and returns a user sink on a fresh pair. */
@@ -44,34 +58,32 @@ function setReg(p: ProxyDevice, off: number, v: number): void {
   p.barWrite(0, off, BigInt(v), 4);
 }
 
-Deno.test("proxy: probe sizes BARs and reads identity like probe_pci_info", async () => {
-  await using r = proxyRemote();
-  const p = r.clients[0];
-  const info = p.probe();
-  assertEquals(info.vendorId, 0x1234);
-  assertEquals(info.deviceId, 0x10b1);
-  assertEquals(info.classId, 0x00ff);
-  assertEquals(info.subsystemId, 0x0001);
-  assertEquals(info.bars, [
-    { index: 0, size: 4096, memory: true },
-    { index: 1, size: 64, memory: false },
-  ]);
-  // The probe restored the registers it sized.
-  assertEquals(p.configRead(0x10, 4), 0);
-  assertEquals(p.configRead(0x14, 4), 1);
-  assertEquals(p.barBase(0), -1, "not decoding before mapBars");
-  assertThrows(() => p.barRead(0, 0, 4), ProxyError, "BAR0");
-  assertThrows(
-    () => p.mapBars([BAR0 + 0x800, BAR1]),
-    ProxyError,
-    "aligned",
-  );
-  assertEquals((await r.finish()).code, 0);
-});
+proxyTest(
+  "proxy: probe sizes BARs and reads identity like probe_pci_info",
+  (p) => {
+    const info = p.probe();
+    assertEquals(info.vendorId, 0x1234);
+    assertEquals(info.deviceId, 0x10b1);
+    assertEquals(info.classId, 0x00ff);
+    assertEquals(info.subsystemId, 0x0001);
+    assertEquals(info.bars, [
+      { index: 0, size: 4096, memory: true },
+      { index: 1, size: 64, memory: false },
+    ]);
+    // The probe restored the registers it sized.
+    assertEquals(p.configRead(0x10, 4), 0);
+    assertEquals(p.configRead(0x14, 4), 1);
+    assertEquals(p.barBase(0), -1, "not decoding before mapBars");
+    assertThrows(() => p.barRead(0, 0, 4), ProxyError, "BAR0");
+    assertThrows(
+      () => p.mapBars([BAR0 + 0x800, BAR1]),
+      ProxyError,
+      "aligned",
+    );
+  },
+);
 
-Deno.test("proxy: guest accesses decode against the programmed BARs", async () => {
-  await using r = proxyRemote();
-  const p = r.clients[0];
+proxyTest("proxy: guest accesses decode against the programmed BARs", (p) => {
   p.probe();
   p.mapBars([BAR0, BAR1]);
   assertEquals(p.barBase(0), BAR0);
@@ -97,11 +109,10 @@ Deno.test("proxy: guest accesses decode against the programmed BARs", async () =
   p.configWrite(0x04, 0x1, 2);
   assertFalse(p.handleMmio(BigInt(0xfeb00000), false, data));
   assert(p.handlePio(BAR1, false, data));
-  assertEquals((await r.finish()).code, 0);
 });
 
 Deno.test("proxy: user sink sees level semantics through the remote's IOHUB", async () => {
-  await using r = proxyRemote();
+  await using r = spawnProxied();
   const p = r.clients[0];
   const sink = ready(p);
   assertFalse(sink.wait(NONE), "no interrupt before a cause");
@@ -133,44 +144,43 @@ Deno.test("proxy: user sink sees level semantics through the remote's IOHUB", as
   );
 });
 
-Deno.test("proxy: Interrupt Disable holds the line; clearing it delivers", async () => {
-  await using r = proxyRemote();
-  const p = r.clients[0];
-  const sink = ready(p);
-  p.configWrite(0x04, 0x403, 2);
-  setReg(p, Reg.IRQ_RAISE, 1);
-  assertFalse(sink.wait(NONE), "masked");
-  assertEquals(p.configRead(0x06, 2) & 0x8, 0x8, "status shows it pending");
-  p.configWrite(0x04, 0x003, 2);
-  assert(await sink.waitAsync(SOON), "unmasking delivers the pending one");
-  setReg(p, Reg.IRQ_ACK, 1);
-  sink.eoi();
-  assertFalse(sink.wait(NONE));
-  assertEquals((await r.finish()).code, 0);
-});
+proxyTest(
+  "proxy: Interrupt Disable holds the line; clearing it delivers",
+  async (p) => {
+    const sink = ready(p);
+    p.configWrite(0x04, 0x403, 2);
+    setReg(p, Reg.IRQ_RAISE, 1);
+    assertFalse(sink.wait(NONE), "masked");
+    assertEquals(p.configRead(0x06, 2) & 0x8, 0x8, "status shows it pending");
+    p.configWrite(0x04, 0x003, 2);
+    assert(await sink.waitAsync(SOON), "unmasking delivers the pending one");
+    setReg(p, Reg.IRQ_ACK, 1);
+    sink.eoi();
+    assertFalse(sink.wait(NONE));
+  },
+);
 
-Deno.test("proxy: DEVICE_RESET lowers the line and unprograms the BARs", async () => {
-  await using r = proxyRemote();
-  const p = r.clients[0];
-  const sink = ready(p);
-  setReg(p, Reg.SCRATCH, 7);
-  setReg(p, Reg.IRQ_RAISE, 1);
-  assert(sink.wait(SOON));
-  p.reset();
-  sink.eoi();
-  assertFalse(sink.wait(NONE), "reset lowered the level");
-  assertEquals(p.barBase(0), -1, "local copy follows the device's reset");
-  assertEquals(p.configRead(0x10, 4), 0);
-  p.mapBars([BAR0, BAR1]);
-  assertEquals(reg(p, Reg.SCRATCH), 0);
-  assertEquals(reg(p, Reg.IRQ_MASK), 0xffffffff);
-  assertEquals((await r.finish()).code, 0);
-});
+proxyTest(
+  "proxy: DEVICE_RESET lowers the line and unprograms the BARs",
+  (p) => {
+    const sink = ready(p);
+    setReg(p, Reg.SCRATCH, 7);
+    setReg(p, Reg.IRQ_RAISE, 1);
+    assert(sink.wait(SOON));
+    p.reset();
+    sink.eoi();
+    assertFalse(sink.wait(NONE), "reset lowered the level");
+    assertEquals(p.barBase(0), -1, "local copy follows the device's reset");
+    assertEquals(p.configRead(0x10, 4), 0);
+    p.mapBars([BAR0, BAR1]);
+    assertEquals(reg(p, Reg.SCRATCH), 0);
+    assertEquals(reg(p, Reg.IRQ_MASK), 0xffffffff);
+  },
+);
 
-Deno.test("proxy: a second setupIrqfd replaces the pair on both sides", async () => {
-  await assertNoFdLeak(async () => {
-    await using r = proxyRemote();
-    const p = r.clients[0];
+proxyTest(
+  "proxy: a second setupIrqfd replaces the pair on both sides",
+  (p, r) => {
     const sink = ready(p);
     const first = p.irq!.irqfd;
     const remoteFds = openFds(r.child.pid).length;
@@ -183,13 +193,10 @@ Deno.test("proxy: a second setupIrqfd replaces the pair on both sides", async ()
       remoteFds,
       "the remote closed its old pair",
     );
-    assertEquals((await r.finish()).code, 0);
-  });
-});
+  },
+);
 
-Deno.test("proxy: DMA against guest memory sent with syncSysmem", async () => {
-  await using r = proxyRemote();
-  const p = r.clients[0];
+proxyTest("proxy: DMA against guest memory sent with syncSysmem", (p) => {
   using ram = guestRam(p, 0x10000);
   ready(p);
   for (let i = 0; i < 64; i++) ram.bytes[0x4000 + i] = i ^ 0x5a;
@@ -201,12 +208,11 @@ Deno.test("proxy: DMA against guest memory sent with syncSysmem", async () => {
     p.barRead(0, BUFFER_OFFSET, 8),
     0x5d5c5f5e59585b5an,
   );
-  assertEquals((await r.finish()).code, 0);
 });
 
 Deno.test("proxy: a dead remote gives an error naming device and command", async () => {
   await assertNoFdLeak(async () => {
-    await using r = proxyRemote();
+    await using r = spawnProxied();
     const p = r.clients[0];
     p.probe();
     r.child.kill("SIGKILL");

@@ -2,7 +2,7 @@
 // what both sides said: the guest's IOHUB-RESULT line and the remote's close
 // lines, with the whole output at hand for assertion messages.
 
-import { assertEquals } from "@std/assert";
+import { assert, assertEquals } from "@std/assert";
 import { type GuestResult, parseGuestResult } from "../../lib/guest/result.ts";
 import type { LaunchDevice } from "../../lib/qemu/command_line.ts";
 import { launch } from "../../lib/qemu/launch.ts";
@@ -16,9 +16,32 @@ import { assertNoFdLeak } from "../fd_check.ts";
 import { haveBinutils, haveKvm, haveQemu, QEMU } from "../requirements.ts";
 
 /** Whether guests can be built and run here (under TCG at least). */
-export const GUESTS_OK: boolean = haveQemu() && haveBinutils();
+const GUESTS_OK: boolean = haveQemu() && haveBinutils();
 /** Whether guests can run here under KVM as well. */
-export const KVM_GUESTS_OK: boolean = GUESTS_OK && haveKvm();
+const KVM_GUESTS_OK: boolean = GUESTS_OK && haveKvm();
+
+/**
+ * How long a guest run may take by default. The guests here finish in 1 to
+ * 2 s under TCG (SeaBIOS boots included); the margin is for loaded CI
+ * machines.
+ */
+const GUEST_TIMEOUT_MS = 60_000;
+
+/**
+ * A test that runs a guest under `accel`, ignored where that cannot run
+ * here (see GUESTS_OK and KVM_GUESTS_OK).
+ */
+export function guestTest(
+  accel: "kvm" | "tcg",
+  name: string,
+  fn: () => Promise<void>,
+): void {
+  Deno.test({
+    name,
+    ignore: !(accel === "kvm" ? KVM_GUESTS_OK : GUESTS_OK),
+    fn,
+  });
+}
 
 /** What one run of a guest against our remote said. */
 export interface GuestRun {
@@ -38,14 +61,15 @@ export interface GuestRun {
 
 /**
  * Runs `guest` (an image path) under `accel` with our remote serving
- * `devices`; asserts that no fd leaked, the guest printed exactly one
- * IOHUB-RESULT line and the remote one close line per device.
+ * `devices`, for at most `timeoutMs`; asserts that no fd leaked, the guest
+ * printed exactly one IOHUB-RESULT line and the remote one close line per
+ * device.
  */
 export async function guestRun(
   accel: "kvm" | "tcg",
   guest: string,
   devices: LaunchDevice[],
-  timeoutMs: number,
+  timeoutMs = GUEST_TIMEOUT_MS,
 ): Promise<GuestRun> {
   const serial: string[] = [];
   let outcome: LaunchOutcome | null = null;
@@ -88,6 +112,15 @@ export async function guestRun(
  */
 export function lineCounts(c: PirqCounters): [number, number, number] {
   return [c.asserts, c.deasserts, c.resamples];
+}
+
+/**
+ * Asserts that a device's line was raised at least `n` times and each
+ * raise's EOI resampled: the guest took `n` interrupts through KVM.
+ */
+export function assertInterruptsTaken(c: PirqCounters, n: number): void {
+  assert(c.asserts >= n, JSON.stringify(c));
+  assert(c.resamples >= n, JSON.stringify(c));
 }
 
 /**

@@ -10,7 +10,12 @@ import {
   assertStringIncludes,
 } from "@std/assert";
 import { pollReadable } from "../../ffi/mod.ts";
-import { assertExit, type Client, spawnDevices } from "./remote_process.ts";
+import {
+  assertExit,
+  type Client,
+  type RemoteProcess,
+  spawnDevices,
+} from "./remote_process.ts";
 import { iohub } from "../cli/cli_run.ts";
 
 const BAR0 = 0xfebf0000n;
@@ -63,6 +68,19 @@ function enable(c: Client): void {
   c.cfgWrite(0x04, 0x2, 2);
 }
 
+/**
+ * A remote serving TICKER as devices `ids`, each with its BAR enabled;
+ * dispose it (await using) to end it.
+ */
+async function spawnTickers(...ids: string[]): Promise<RemoteProcess> {
+  const mod = writeModule("ticker.ts", TICKER);
+  await using made = new AsyncDisposableStack();
+  const r = made.use(spawnDevices(ids.map((id) => `${mod},id=${id}`)));
+  for (const c of r.clients) enable(c);
+  made.move();
+  return r;
+}
+
 async function until(cond: () => boolean, what: string): Promise<void> {
   for (let i = 0; i < 200 && !cond(); i++) {
     await new Promise((r) => setTimeout(r, 10));
@@ -71,10 +89,8 @@ async function until(cond: () => boolean, what: string): Promise<void> {
 }
 
 Deno.test("device module: timers run while idle and while a peer floods requests", async () => {
-  const mod = writeModule("ticker.ts", TICKER);
-  await using r = spawnDevices([`${mod},id=tick`]);
+  await using r = await spawnTickers("tick");
   const c = r.clients[0];
-  enable(c);
   await new Promise((done) => setTimeout(done, 100));
   const idle = c.barRead(BAR0);
   assert(idle > 0n, "the interval fired while the remote slept");
@@ -87,10 +103,8 @@ Deno.test("device module: timers run while idle and while a peer floods requests
 });
 
 Deno.test("device module: an async chain with file I/O completes", async () => {
-  const mod = writeModule("ticker.ts", TICKER);
-  await using r = spawnDevices([`${mod},id=tick`]);
+  await using r = await spawnTickers("tick");
   const c = r.clients[0];
-  enable(c);
   c.barWrite(BAR0 + 8n, 1n);
   await until(
     () => c.barRead(BAR0 + 4n) === BigInt(TICKER.length),
@@ -100,10 +114,8 @@ Deno.test("device module: an async chain with file I/O completes", async () => {
 });
 
 Deno.test("device module: an interrupt raised from a timer arrives through the irqfd", async () => {
-  const mod = writeModule("ticker.ts", TICKER);
-  await using r = spawnDevices([`${mod},id=tick`]);
+  await using r = await spawnTickers("tick");
   const c = r.clients[0];
-  enable(c);
   using intx = c.intx();
   const { irq } = intx;
   c.barrier();
@@ -117,11 +129,8 @@ Deno.test("device module: an interrupt raised from a timer arrives through the i
 });
 
 Deno.test("device module: a device that throws closes only its channel, stack in the log", async () => {
-  const mod = writeModule("ticker.ts", TICKER);
-  await using r = spawnDevices([`${mod},id=bad`, `${mod},id=good`]);
+  await using r = await spawnTickers("bad", "good");
   const [bad, good] = r.clients;
-  enable(bad);
-  enable(good);
   let threw = false;
   try {
     bad.barRead(BAR0 + 20n);

@@ -12,7 +12,6 @@ import {
   F_SEAL_SHRINK,
   memfd,
   MFD_ALLOW_SEALING,
-  MsgIo,
   pipe,
   pollReadable,
   SysError,
@@ -21,10 +20,8 @@ import { TESTDEV_ID } from "../../lib/pci/devices/testdev.ts";
 import { Cmd, Message, Received } from "../../lib/mpqemu/mod.ts";
 import { prng } from "../prng.ts";
 import { assertNoFdLeak, openFds } from "../fd_check.ts";
-import { type Client, spawnRemote } from "./remote_process.ts";
+import { BAR0, BAR1, type Client, spawnRemote } from "./remote_process.ts";
 
-const BAR0 = 0xfebf0000n;
-const BAR1 = 0xc040n;
 const FUZZ_MS = 3000;
 // Most channels soon break a rule and are closed: enough for the run.
 const CHANNELS = 250;
@@ -195,25 +192,21 @@ async function fuzzRound(
   const ids = Array.from({ length: CHANNELS }, (_, i) => `fuzz${i}`);
   await using r = spawnRemote([...ids, "control"]);
   const control = r.clients[CHANNELS];
-  control.cfgWrite(0x10, Number(BAR0));
-  control.cfgWrite(0x04, 0x3, 2);
+  control.enable();
   const baseline = openFds(r.child.pid).length;
-  const io = new MsgIo(16);
   const stats = { messages: 0, channels: 0, controls: 0 };
   let sent = 0;
   while (performance.now() < end && stats.channels < CHANNELS) {
     const c = r.clients[stats.channels];
     if (sent === 0) {
       // Each channel starts with its BARs enabled, so BAR accesses decode.
-      c.cfgWrite(0x10, Number(BAR0));
-      c.cfgWrite(0x14, Number(BAR1));
-      c.cfgWrite(0x04, 0x3, 2);
+      c.enable();
     }
     const { bytes, numFds, kind } = f.message();
     const fds = Array.from({ length: numFds }, () => f.fd(c.ch.fd, kind));
     let open = true;
     try {
-      io.send(c.ch.fd, bytes, bytes.length, null, 0, fds.map((x) => x.fd));
+      c.sendRaw(bytes, fds.map((x) => x.fd));
     } catch (e) {
       if (!(e instanceof SysError)) throw e;
       open = false;

@@ -13,7 +13,6 @@ import {
   fileSize,
   memfd,
   MFD_ALLOW_SEALING,
-  MsgIo,
   pipe,
   pollReadable,
   SysError,
@@ -22,15 +21,32 @@ import {
 } from "../../ffi/mod.ts";
 import { Reg, TESTDEV_ID } from "../../lib/pci/devices/testdev.ts";
 import { Cmd, Message, Received } from "../../lib/mpqemu/mod.ts";
-import { assertExit, type Client, spawnRemote } from "./remote_process.ts";
+import {
+  assertExit,
+  BAR0,
+  type Client,
+  type RemoteProcess,
+  spawnRemote,
+} from "./remote_process.ts";
 import { assertNoFdLeak, openFds } from "../fd_check.ts";
 
-const BAR0 = 0xfebf0000n;
 const reg = (o: number): bigint => BAR0 + BigInt(o);
 
-function enable(c: Client): void {
-  c.cfgWrite(0x10, Number(BAR0));
-  c.cfgWrite(0x04, 0x3, 2);
+/**
+ * A test against a remote serving `ids`, every device enabled: the
+ * body gets their clients and the remote; no fd of ours may leak.
+ */
+function isolationTest(
+  name: string,
+  ids: string[],
+  body: (clients: Client[], r: RemoteProcess) => Promise<void>,
+): void {
+  Deno.test(name, () =>
+    assertNoFdLeak(async () => {
+      await using r = spawnRemote(ids);
+      for (const c of r.clients) c.enable();
+      await body(r.clients, r);
+    }));
 }
 
 /** Runs a 16-byte DMA at GPA 0x1000 in direction `cmd`; its DMA_STATUS. */
@@ -57,12 +73,10 @@ async function cpuOverOneSecond(pid: number): Promise<number> {
   return cpuTicks(pid) - before;
 }
 
-Deno.test("isolation: guest memory truncated under the remote fails the DMA, not the process", async () => {
-  await assertNoFdLeak(async () => {
-    await using r = spawnRemote(["bad", "good"]);
-    const [bad, good] = r.clients;
-    enable(bad);
-    enable(good);
+isolationTest(
+  "isolation: guest memory truncated under the remote fails the DMA, not the process",
+  ["bad", "good"],
+  async ([bad, good], r) => {
     const fd = memfd("unsealed-ram", 0x10000);
     const sealed = memfd("sealed-ram", 0x10000, MFD_ALLOW_SEALING);
     try {
@@ -101,15 +115,13 @@ Deno.test("isolation: guest memory truncated under the remote fails the DMA, not
     const lines = stderr.split("\n").filter((l) => l.includes("DMA refused"));
     assertEquals(lines.length, 1, stderr);
     assertStringIncludes(lines[0], "bad: refused: BAR_WRITE: DMA refused");
-  });
-});
+  },
+);
 
-Deno.test("isolation: a full blocking irqfd never blocks the remote", async () => {
-  await assertNoFdLeak(async () => {
-    await using r = spawnRemote(["bad", "good"]);
-    const [bad, good] = r.clients;
-    enable(bad);
-    enable(good);
+isolationTest(
+  "isolation: a full blocking irqfd never blocks the remote",
+  ["bad", "good"],
+  async ([bad, good], r) => {
     using irq = new EventFd(eventfd(false));
     using rs = new EventFd();
     // The counter's maximum: a blocking write of 1 would wait for a reader.
@@ -131,15 +143,13 @@ Deno.test("isolation: a full blocking irqfd never blocks the remote", async () =
     bad.barWrite(reg(Reg.IRQ_RAISE), 1n);
     assertEquals(irq.drain(), 1n);
     await assertExit(r, 0);
-  });
-});
+  },
+);
 
-Deno.test("isolation: broken resamplefds are refused at SET_IRQFD, the remote stays idle", async () => {
-  await assertNoFdLeak(async () => {
-    const ids = ["wpipe", "rpipe", "self", "sema", "cross", "good"];
-    await using r = spawnRemote(ids);
-    const [wpipe, rpipe, self, sema, cross, good] = r.clients;
-    for (const c of r.clients) enable(c);
+isolationTest(
+  "isolation: broken resamplefds are refused at SET_IRQFD, the remote stays idle",
+  ["wpipe", "rpipe", "self", "sema", "cross", "good"],
+  async ([wpipe, rpipe, self, sema, cross, good], r) => {
     const baseline = openFds(r.child.pid).length;
     using irq = new EventFd();
     using irq2 = new EventFd();
@@ -197,15 +207,14 @@ Deno.test("isolation: broken resamplefds are refused at SET_IRQFD, the remote st
       assertEquals(lines.length, 1, stderr);
       assertStringIncludes(lines[0], `${id}: closed: SET_IRQFD: fds: ${text}`);
     }
-    assertEquals(stderr.trim().split("\n").length, ids.length, stderr);
-  });
-});
+    assertEquals(stderr.trim().split("\n").length, r.clients.length, stderr);
+  },
+);
 
-Deno.test("isolation: fds sent with SET_IRQFD and the next requests in one sendmsg go to SET_IRQFD, as in QEMU", async () => {
-  await assertNoFdLeak(async () => {
-    await using r = spawnRemote(["dev"]);
-    const c = r.clients[0];
-    enable(c);
+isolationTest(
+  "isolation: fds sent with SET_IRQFD and the next requests in one sendmsg go to SET_IRQFD, as in QEMU",
+  ["dev"],
+  async ([c], r) => {
     using irq = new EventFd();
     using rs = new EventFd();
     const m = new Message();
@@ -221,8 +230,7 @@ Deno.test("isolation: fds sent with SET_IRQFD and the next requests in one sendm
     queue(m.encodeBar(Cmd.BAR_READ, BAR0, 0n, 4, true));
     // Today's remote gave the fds to the last message read and closed the
     // channel: "BAR_READ: num_fds: 2, expected 0".
-    const io = new MsgIo(2);
-    assertEquals(io.send(c.ch.fd, wire, len, null, 0, [irq.fd, rs.fd]), len);
+    assertEquals(c.sendRaw(wire.subarray(0, len), [irq.fd, rs.fd]), len);
     const rets: bigint[] = [];
     for (let i = 0; i < 3; i++) {
       assert(
@@ -235,5 +243,5 @@ Deno.test("isolation: fds sent with SET_IRQFD and the next requests in one sendm
     assertEquals(rets, [0x10b11234n, 0n, BigInt(TESTDEV_ID)]);
     assertEquals(irq.drain(), 1n, "the irqfd was installed and asserted");
     await assertExit(r, 0);
-  });
-});
+  },
+);

@@ -7,13 +7,21 @@ import {
   spawnTestdevRemote,
 } from "../../lib/qemu/spawn_remote.ts";
 import { spawnWithSockets } from "../../lib/qemu/socket_child.ts";
-import { EventFd } from "../../ffi/mod.ts";
+import { EventFd, MsgIo } from "../../ffi/mod.ts";
 import {
   Channel,
   Cmd,
   Received,
   type SysmemRegion,
 } from "../../lib/mpqemu/mod.ts";
+
+/** Where tests program a testdev's BAR0 (memory), as firmware would. */
+export const BAR0 = 0xfebf0000n;
+/** Where tests program a testdev's BAR1 (I/O). */
+export const BAR1 = 0xc040n;
+
+// Raw sends are synchronous: one MsgIo serves every client.
+const RAW_IO = new MsgIo(16);
 
 /** A synchronous client on one device's channel. */
 export class Client {
@@ -61,6 +69,13 @@ export class Client {
     return this.request();
   }
 
+  /** Programs BAR0 and BAR1 and enables memory and I/O decode. */
+  enable(): void {
+    this.cfgWrite(0x10, Number(BAR0));
+    this.cfgWrite(0x14, Number(BAR1));
+    this.cfgWrite(0x04, 0x3, 2);
+  }
+
   /** DEVICE_RESET; returns the RET's payload size. */
   reset(): bigint {
     this.ch.send(this.ch.tx.encodeEmpty(Cmd.DEVICE_RESET));
@@ -95,6 +110,14 @@ export class Client {
       this.ch.tx.encodeSyncSysmem(regions),
       regions.map((r) => r.fd),
     );
+  }
+
+  /**
+   * Writes raw `bytes` with `fds` (at most 16) in one sendmsg, as a peer
+   * that breaks the protocol would; returns the bytes the kernel took.
+   */
+  sendRaw(bytes: Uint8Array, fds: number[] = []): number {
+    return RAW_IO.send(this.ch.fd, bytes, bytes.length, null, 0, fds);
   }
 
   /**

@@ -6,13 +6,8 @@ import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import {
   closeFd,
   EventFd,
-  MAP_SHARED,
   memfd,
-  mmap,
-  MsgIo,
   pollReadable,
-  PROT_READ,
-  PROT_WRITE,
   setNonblocking,
   WOULD_BLOCK,
 } from "../../ffi/mod.ts";
@@ -22,18 +17,34 @@ import {
   TESTDEV_ID,
 } from "../../lib/pci/devices/testdev.ts";
 import { Cmd, Message, Received, UINT64_MAX } from "../../lib/mpqemu/mod.ts";
+import {
+  BAD_MESSAGES,
+  type BadMessage,
+  rawMessage,
+} from "../mpqemu/bad_messages.ts";
+import { guestRam } from "../proxy/guest_ram.ts";
 import { prng } from "../prng.ts";
 import { assertNoFdLeak, openFds } from "../fd_check.ts";
-import { assertExit, type Client, spawnRemote } from "./remote_process.ts";
+import {
+  assertExit,
+  BAR0,
+  BAR1,
+  type Client,
+  type RemoteProcess,
+  spawnRemote,
+} from "./remote_process.ts";
 
-const BAR0 = 0xfebf0000n;
-const BAR1 = 0xc040n;
-
-/** Programs BAR0/BAR1 and enables I/O and memory decode. */
-function enable(c: Client): void {
-  c.cfgWrite(0x10, Number(BAR0));
-  c.cfgWrite(0x14, Number(BAR1));
-  c.cfgWrite(0x04, 0x3, 2);
+/**
+ * A remote serving `id`, the device a test misbehaves on, and "good", a
+ * bystander with its BARs enabled; the remote has served both channels.
+ */
+async function spawnWithBystander(id: string): Promise<RemoteProcess> {
+  await using made = new AsyncDisposableStack();
+  const r = made.use(spawnRemote([id, "good"]));
+  r.clients[1].enable();
+  r.clients[0].barrier();
+  made.move();
+  return r;
 }
 
 /** True if `fd` becomes readable within `ms`. */
@@ -81,7 +92,7 @@ Deno.test("remote: config space identity and QEMU's BAR sizing sequence", async 
 Deno.test("remote: requests queued back to back are all answered, in order", async () => {
   await using r = spawnRemote(["dev"]);
   const c = r.clients[0];
-  enable(c);
+  c.enable();
   // QEMU's proxy sends SET_IRQFD and SYNC_SYSMEM without waiting; a peer
   // may as well queue requests. The remote reads what is queued at once and
   // must answer every whole message it holds, not wait for the socket.
@@ -96,8 +107,7 @@ Deno.test("remote: requests queued back to back are all answered, in order", asy
   queue(m.encodeBar(Cmd.BAR_READ, BAR0 + 0x04n, 0n, 4, true));
   queue(m.encodeCfg(Cmd.PCI_CFGREAD, 0x00, 0, 4));
   queue(m.encodeBar(Cmd.BAR_READ, BAR1 + 0x00n, 0n, 4, false));
-  const io = new MsgIo(0);
-  assertEquals(io.send(c.ch.fd, wire, len, null, 0, []), len);
+  assertEquals(c.sendRaw(wire.subarray(0, len)), len);
   const rets: bigint[] = [];
   for (let i = 0; i < 4; i++) {
     // Bounded: a remote that left a request unanswered fails, not hangs.
@@ -159,7 +169,7 @@ Deno.test("remote: INTx through irqfd, resample re-asserts only while pending", 
   await assertNoFdLeak(async () => {
     await using r = spawnRemote(["dev"]);
     const c = r.clients[0];
-    enable(c);
+    c.enable();
     using intx = c.intx();
     const { irq, rs } = intx;
     c.barrier();
@@ -215,15 +225,12 @@ Deno.test("remote: DMA both ways against a memfd sent with SYNC_SYSMEM", async (
   await assertNoFdLeak(async () => {
     await using r = spawnRemote(["dev"]);
     const c = r.clients[0];
-    const fd = memfd("guest-ram", 0x20000);
-    using ram = mmap(0x20000, PROT_READ | PROT_WRITE, MAP_SHARED, fd);
     // Two regions of one fd: 64 KiB at GPA 0, 64 KiB at GPA 1 MiB.
-    c.syncSysmem([
-      { gpa: 0n, size: 0x10000n, offset: 0n, fd },
-      { gpa: 0x100000n, size: 0x10000n, offset: 0x10000n, fd },
+    using ram = guestRam(c, 0x20000, [
+      { gpa: 0n, size: 0x10000n, offset: 0n },
+      { gpa: 0x100000n, size: 0x10000n, offset: 0x10000n },
     ]);
-    closeFd(fd);
-    enable(c);
+    c.enable();
     const reg = (o: number): bigint => BAR0 + BigInt(o);
     const buf = BAR0 + BigInt(BUFFER_OFFSET);
     for (let i = 0; i < 256; i += 8) {
@@ -282,7 +289,7 @@ Deno.test("remote: DMA both ways against a memfd sent with SYNC_SYSMEM", async (
 Deno.test("remote: DEVICE_RESET restores defaults and lowers INTx", async () => {
   await using r = spawnRemote(["dev"]);
   const c = r.clients[0];
-  enable(c);
+  c.enable();
   using intx = c.intx();
   const { irq, rs } = intx;
   c.barWrite(BAR0 + BigInt(Reg.SCRATCH), 77n);
@@ -298,7 +305,7 @@ Deno.test("remote: DEVICE_RESET restores defaults and lowers INTx", async () => 
   assertEquals(c.cfgRead(0x3c, 1), 0n);
   assertEquals(c.cfgRead(0x06, 2) & 0x8n, 0n);
   rs.signal();
-  enable(c);
+  c.enable();
   assertEquals(irq.drain(), 0n, "the line is low after reset");
   assertEquals(c.barRead(BAR0 + BigInt(Reg.SCRATCH)), 0n);
   assertEquals(c.barRead(BAR0 + BigInt(Reg.IRQ_MASK)), 0xffffffffn);
@@ -315,7 +322,7 @@ Deno.test("remote: two devices in one process are independent", async () => {
   using rsA = new EventFd();
   using irqB = new EventFd();
   using rsB = new EventFd();
-  enable(a);
+  a.enable();
   b.cfgWrite(0x10, 0xfe000000);
   b.cfgWrite(0x04, 0x2, 2);
   a.setIrqfd(irqA.fd, rsA.fd);
@@ -340,19 +347,9 @@ Deno.test("remote: two devices in one process are independent", async () => {
   await assertExit(r, 0);
 });
 
-/** Raw bytes from hex. */
-function hex(s: string): Uint8Array {
-  return new Uint8Array(s.match(/../g)!.map((h) => parseInt(h, 16)));
-}
-
-const hdr = (cmd: string, size: string): string =>
-  cmd + "00000000" + size.padEnd(16, "0");
-
 Deno.test("remote: fds nobody uses and an unwatchable resamplefd hurt only that channel", async () => {
-  await using r = spawnRemote(["bad", "good"]);
+  await using r = await spawnWithBystander("bad");
   const [bad, good] = r.clients;
-  enable(good);
-  good.barrier();
   const baseline = openFds(r.child.pid);
   // QEMU's rules let a config read or a reset carry fds: they must be closed.
   using ev = new EventFd();
@@ -383,70 +380,27 @@ Deno.test("remote: fds nobody uses and an unwatchable resamplefd hurt only that 
 });
 
 Deno.test("remote: each broken rule closes only that channel, no fd leaks", async (t) => {
-  const cases: [string, string, number, string, boolean?][] = [
-    [
-      "bad cmd",
-      hdr("09000000", ""),
-      0,
-      "bad: closed: cmd 9: cmd: unknown command 9",
-    ],
+  // Every message a Channel rejects, and two it takes that the remote must
+  // refuse: the remote closes that channel logging what was broken.
+  const cases: BadMessage[] = [
+    ...BAD_MESSAGES,
     [
       "RET as a request",
-      hdr("01000000", "08") + "00".repeat(8),
+      rawMessage(1, 8),
       0,
-      "bad: closed: RET: cmd: not a request",
-    ],
-    [
-      "bad size",
-      hdr("05000000", "10") + "00".repeat(16),
-      0,
-      "bad: closed: BAR_READ: size: 16, expected 24",
-    ],
-    [
-      "oversized",
-      hdr("02000000", "ff"),
-      0,
-      "bad: closed: PCI_CFGWRITE: size: invalid size for message: 255 > 192",
-    ],
-    [
-      "fd count",
-      hdr("06000000", ""),
-      3,
-      "bad: closed: SET_IRQFD: num_fds: 3, expected 2",
-    ],
-    [
-      "too many fds",
-      hdr("07000000", ""),
-      9,
-      "bad: closed: DEVICE_RESET: num_fds: more than 8 fds",
+      "RET: cmd: not a request",
     ],
     [
       "sysmem past end of file",
-      "",
+      new Uint8Array(),
       1,
-      "bad: closed: SYNC_SYSMEM: region 0: 8192 bytes at offset 0 exceed the file's 4096",
-    ],
-    [
-      "truncated header",
-      "0300000000000000",
-      0,
-      "bad: closed: header: size: peer hung up mid-header",
-      true,
-    ],
-    [
-      "hang-up mid-message",
-      hdr("03000000", "0c") + "00000000",
-      0,
-      "bad: closed: PCI_CFGREAD: payload: peer hung up after 4 of 12 bytes",
-      true,
+      "SYNC_SYSMEM: region 0: 8192 bytes at offset 0 exceed the file's 4096",
     ],
   ];
-  for (const [name, wire, nfds, line, hangUp] of cases) {
+  for (const [name, wire, nfds, error, hangUp] of cases) {
     await t.step(name, async () => {
-      await using r = spawnRemote(["bad", "good"]);
+      await using r = await spawnWithBystander("bad");
       const [bad, good] = r.clients;
-      enable(good);
-      bad.barrier();
       const baseline = openFds(r.child.pid);
       const fds = Array.from({ length: nfds }, () => new EventFd());
       if (name.startsWith("sysmem")) {
@@ -454,15 +408,7 @@ Deno.test("remote: each broken rule closes only that channel, no fd leaks", asyn
         bad.syncSysmem([{ gpa: 0n, size: 8192n, offset: 0n, fd }]);
         closeFd(fd);
       } else {
-        const bytes = hex(wire);
-        new MsgIo(16).send(
-          bad.ch.fd,
-          bytes,
-          bytes.length,
-          null,
-          0,
-          fds.map((e) => e.fd),
-        );
+        bad.sendRaw(wire, fds.map((e) => e.fd));
       }
       fds.forEach((e) => e.close());
       if (hangUp) bad.close();
@@ -475,7 +421,7 @@ Deno.test("remote: each broken rule closes only that channel, no fd leaks", asyn
       const extra = after.filter((fd) => !baseline.includes(fd));
       assertEquals(extra, [], "no fd leaked in the remote");
       assertEquals(gone.length, 1, "exactly the bad channel's socket closed");
-      await assertExit(r, 1, `iohub remote: ${line}`);
+      await assertExit(r, 1, `iohub remote: bad: closed: ${error}`);
     });
   }
 });
@@ -524,23 +470,15 @@ Deno.test("remote: random well-formed requests never kill the remote", async () 
 class ConfigReadFlood {
   /** Whole requests written so far. */
   sent = 0;
-  readonly #io = new MsgIo(0);
   readonly #m = new Message().encodeCfg(Cmd.PCI_CFGREAD, 0, 0, 4);
   #partial = 0;
 
   /** Writes until the socket is full or `limit` are sent; returns how many completed. */
-  fill(fd: number, limit = Infinity): number {
+  fill(c: Client, limit = Infinity): number {
     const before = this.sent;
     const len = this.#m.wireLength;
     while (this.sent < limit) {
-      const n = this.#io.send(
-        fd,
-        this.#m.bytes.subarray(this.#partial),
-        len - this.#partial,
-        null,
-        0,
-        [],
-      );
+      const n = c.sendRaw(this.#m.bytes.subarray(this.#partial, len));
       if (n === WOULD_BLOCK) break;
       this.#partial += n;
       if (this.#partial === len) {
@@ -562,7 +500,7 @@ Deno.test("remote: a peer that reads replies only when its own sends block is se
   const flood = new ConfigReadFlood();
   let replies = 0;
   while (replies < total) {
-    flood.fill(c.ch.fd, total);
+    flood.fill(c, total);
     assert(
       c.ch.hasBuffered || await pollReadable(c.ch.fd, 5000),
       `stuck after ${flood.sent} sent, ${replies} replies`,
@@ -577,15 +515,13 @@ Deno.test("remote: a peer that reads replies only when its own sends block is se
 });
 
 Deno.test("remote: a peer that never reads its replies is dropped, the others go on", async () => {
-  await using r = spawnRemote(["deaf", "good"]);
+  await using r = await spawnWithBystander("deaf");
   const [deaf, good] = r.clients;
-  enable(good);
-  deaf.barrier();
   setNonblocking(deaf.ch.fd, true);
   // Send until the remote stops taking requests: its replies to us have
   // filled the other direction and it waits for room.
   const flood = new ConfigReadFlood();
-  while (flood.fill(deaf.ch.fd) > 0) {
+  while (flood.fill(deaf) > 0) {
     await new Promise((done) => setTimeout(done, 200));
   }
   // The remote queues the replies and stops reading the deaf peer: the
@@ -607,8 +543,7 @@ Deno.test("remote: messages cut anywhere, fds on any piece, are all understood",
   await using r = spawnRemote(["cut"]);
   const c = r.clients[0];
   const rand = prng(4242);
-  enable(c);
-  const io = new MsgIo(2);
+  c.enable();
   const ram = memfd("guest-ram", 0x1000);
   let pair = [new EventFd(), new EventFd()];
   try {
@@ -651,14 +586,7 @@ Deno.test("remote: messages cut anywhere, fds on any piece, are all understood",
         const withFds = Math.floor(rand() * (cuts.length - 1));
         for (let k = 0; k + 1 < cuts.length; k++) {
           const piece = m.bytes.subarray(cuts[k], cuts[k + 1]);
-          io.send(
-            c.ch.fd,
-            piece,
-            piece.length,
-            null,
-            0,
-            k === withFds ? fds : [],
-          );
+          c.sendRaw(piece, k === withFds ? fds : []);
         }
       }
       for (const [i, want] of expected.entries()) {
@@ -698,7 +626,7 @@ Deno.test("remote: random garbage closes the channel, never the process", async 
     bytes.fill(0, 1, 4);
     const nfds = Math.floor(rand() * 4);
     const fds = Array.from({ length: nfds }, () => new EventFd());
-    new MsgIo(16).send(junk.ch.fd, bytes, len, null, 0, fds.map((e) => e.fd));
+    junk.sendRaw(bytes, fds.map((e) => e.fd));
     fds.forEach((e) => e.close());
     junk.close();
     good.cfgWrite(0x10, Number(BAR0));
