@@ -364,11 +364,7 @@ export class Remote implements Disposable {
         state === Received.MESSAGE && ch.hasBuffered && ch.queued === 0
       );
     } catch (e) {
-      if (peerHungUp(e)) {
-        this.#closeSafely(slot, "peer closed the connection", false);
-      } else {
-        this.#closeSafely(slot, `closed: ${describeFailure(e)}`, true);
-      }
+      this.#closeOnError(slot, e);
       return true;
     }
     if (state === Received.EOF) {
@@ -449,11 +445,20 @@ export class Remote implements Disposable {
       slot.stalled = false;
       this.#epoll.modify(ch.fd, EPOLLIN, TOKEN_CHANNEL + slot.index);
     } catch (e) {
-      this.#closeSafely(slot, `closed: ${describeFailure(e)}`, true);
+      this.#closeOnError(slot, e);
       return;
     }
     // Requests that arrived with the ones answered may be buffered already.
     if (ch.hasBuffered) this.#serve(slot);
+  }
+
+  // A peer that hung up is a normal close; anything else failed the channel.
+  #closeOnError(slot: Slot, e: unknown): void {
+    if (peerHungUp(e)) {
+      this.#closeSafely(slot, "peer closed the connection", false);
+    } else {
+      this.#closeSafely(slot, `closed: ${describeFailure(e)}`, true);
+    }
   }
 
   // Closing a channel must not end the loop that serves the others.
@@ -556,9 +561,11 @@ export class Remote implements Disposable {
 }
 
 // A peer that closes with our replies unread makes recvmsg fail with
-// ECONNRESET: it hung up, as with a clean EOF.
+// ECONNRESET, and one that closes before we answer makes sendmsg fail with
+// EPIPE: either way it hung up, as with a clean EOF.
 function peerHungUp(e: unknown): boolean {
-  return e instanceof SysError && e.errno === Errno.ECONNRESET;
+  return e instanceof SysError &&
+    (e.errno === Errno.ECONNRESET || e.errno === Errno.EPIPE);
 }
 
 // Protocol and system errors are the peer's doing and read well as one

@@ -490,6 +490,20 @@ class ConfigReadFlood {
   }
 }
 
+Deno.test("remote: a peer that hangs up before its reply is sent (EPIPE) closed normally", async () => {
+  await using r = spawnRemote(["gone", "good"]);
+  const [gone, good] = r.clients;
+  gone.ch.tx.encodeCfg(Cmd.PCI_CFGREAD, 0, 0, 4);
+  gone.ch.send(gone.ch.tx);
+  gone.close();
+  assertEquals(good.cfgRead(0), 0x10b11234n);
+  await assertExit(
+    r,
+    0,
+    "gone: peer closed the connection; INTx asserts=0",
+  );
+});
+
 Deno.test("remote: a peer that reads replies only when its own sends block is served", async () => {
   await using r = spawnRemote(["busy"]);
   const c = r.clients[0];
