@@ -513,16 +513,22 @@ Deno.test("remote: a peer that reads replies only when its own sends block is se
   const total = 3000;
   const flood = new ConfigReadFlood();
   let replies = 0;
-  while (replies < total) {
-    flood.fill(c, total);
-    assert(
-      c.ch.hasBuffered || await pollReadable(c.ch.fd, 5000),
-      `stuck after ${flood.sent} sent, ${replies} replies`,
-    );
-    while (c.ch.receive(true) === Received.MESSAGE) {
-      assertEquals(c.ch.rx.retValue, 0x10b11234n);
-      replies++;
+  try {
+    while (replies < total) {
+      flood.fill(c, total);
+      assert(
+        c.ch.hasBuffered || await pollReadable(c.ch.fd, 5000),
+        `stuck after ${flood.sent} sent, ${replies} replies`,
+      );
+      while (c.ch.receive(true) === Received.MESSAGE) {
+        assertEquals(c.ch.rx.retValue, 0x10b11234n);
+        replies++;
+      }
     }
+  } catch (e) {
+    // Whatever made the remote give up is in its log.
+    const { code, stderr } = await r.finish();
+    throw new Error(`${e}; remote exited ${code}: ${stderr}`);
   }
   setNonblocking(c.ch.fd, false);
   await assertExit(r, 0);
