@@ -11,7 +11,7 @@ import {
   pollReadable,
   waitReadable,
 } from "../../ffi/mod.ts";
-import { PollWindow } from "../poll_window.ts";
+import { PollWindow } from "../mpqemu/poll_window.ts";
 import {
   type BarSpec,
   CMD_IO,

@@ -25,7 +25,7 @@ import { DeviceHost, Outcome } from "./device_host.ts";
 import { GuestMemoryError } from "./guest_memory.ts";
 import { Iohub, mapIrq, NUM_PIRQS, type PirqCounters } from "./iohub.ts";
 import { listenReplacingStale } from "./listen.ts";
-import { PollWindow } from "../poll_window.ts";
+import { PollWindow } from "../mpqemu/poll_window.ts";
 
 export type {
   DeviceEndpoint,

@@ -1,5 +1,5 @@
 import { assertEquals } from "@std/assert";
-import { PollWindow } from "../lib/poll_window.ts";
+import { PollWindow } from "../../lib/mpqemu/poll_window.ts";
 
 Deno.test("poll window: grows while polling would catch the peer, shrinks to nothing when it goes quiet", () => {
   const w = new PollWindow({ maxNs: 32_000 });
