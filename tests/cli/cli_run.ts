@@ -16,16 +16,20 @@ export function iohub(
   return iohubWithEnv({}, args);
 }
 
-/** iohub() with `env` added to the environment it runs in. */
+/**
+ * iohub() with `env` added to the environment it runs in and writing
+ * allowed as `write` says (Deno's --allow-write flag, or none at all).
+ */
 function iohubWithEnv(
   env: Record<string, string>,
   args: string[],
+  write: string[] = ["--allow-write"],
 ): Promise<ToolOutput> {
   return runTool(Deno.execPath(), [
     "run",
     "--allow-ffi",
     "--allow-read",
-    "--allow-write",
+    ...write,
     "--allow-run",
     "--allow-env",
     MAIN,
@@ -41,9 +45,10 @@ export const NO_QEMU_MESSAGE =
   `${NO_QEMU} not found (apt-get install qemu-system-x86)`;
 
 /**
- * Runs `iohub launch --print-command ARGS` with IOHUB_QEMU=NO_QEMU, so that
- * nothing may try to run QEMU; checks that it exits 0 with nothing on
- * stderr, and returns the two lines it printed.
+ * Runs `iohub launch --print-command ARGS` with IOHUB_QEMU=NO_QEMU and no
+ * permission to write, so that nothing may try to run QEMU or leave a file
+ * behind; checks that it exits 0 with nothing on stderr, and returns the
+ * two lines it printed.
  */
 export async function printedLaunch(
   ...args: string[]
@@ -52,7 +57,7 @@ export async function printedLaunch(
     "launch",
     "--print-command",
     ...args,
-  ]);
+  ], []);
   assertEquals(r.code, 0, r.stderr);
   assertEquals(r.stderr, "");
   const [qemu, remote, rest] = r.stdout.split("\n");

@@ -33,6 +33,12 @@ Deno.test("selfCommand: from source, Deno runs main.ts under the project config"
   const flags = cmd.slice(2, main);
   const allow = (f: string): boolean => f.startsWith("--allow-");
   assertEquals(flags.filter(allow), [...REMOTE_PERMISSIONS]);
+  // What the remote needs, pinned here so that dropping one shows: libc,
+  // device modules by path and by https: URL, socket and trace files, env.
+  assertEquals(
+    [...REMOTE_PERMISSIONS].sort().join(" "),
+    "--allow-env --allow-ffi --allow-import --allow-net --allow-read --allow-run --allow-write",
+  );
   assertEquals(
     flags.filter((f) => !allow(f)),
     ["--quiet", "--no-prompt", "--config", CONFIG],

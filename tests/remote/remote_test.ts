@@ -8,6 +8,7 @@ import {
   EventFd,
   memfd,
   pollReadable,
+  pollWritable,
   setNonblocking,
   WOULD_BLOCK,
 } from "../../ffi/mod.ts";
@@ -502,6 +503,18 @@ Deno.test("remote: a peer that hangs up before its reply is sent (EPIPE) closed 
     0,
     "gone: peer closed the connection; INTx asserts=0",
   );
+});
+
+Deno.test("remote: a peer that hangs up with replies queued for it closed normally", async () => {
+  await using r = spawnRemote(["quitter"]);
+  const c = r.clients[0];
+  // Requests until both directions are full: the remote then holds replies
+  // it could not send, and stops reading, when the peer goes away.
+  setNonblocking(c.ch.fd, true);
+  const flood = new ConfigReadFlood();
+  while (flood.fill(c) > 0 || await pollWritable(c.ch.fd, 200));
+  c.close();
+  await assertExit(r, 0, "quitter: peer closed the connection;");
 });
 
 Deno.test("remote: a peer that reads replies only when its own sends block is served", async () => {
