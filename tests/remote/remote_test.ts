@@ -498,11 +498,7 @@ Deno.test("remote: a peer that hangs up before its reply is sent (EPIPE) closed 
   gone.ch.send(gone.ch.tx);
   gone.close();
   assertEquals(good.cfgRead(0), 0x10b11234n);
-  await assertExit(
-    r,
-    0,
-    "gone: peer closed the connection; INTx asserts=0",
-  );
+  await assertExit(r, 0, "gone: peer closed the connection; INTx asserts=0");
 });
 
 Deno.test("remote: a peer that hangs up with replies queued for it closed normally", async () => {
