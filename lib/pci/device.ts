@@ -63,5 +63,9 @@ export interface DeviceModel {
   close?(): void;
 }
 
-/** Builds a device model bound to the context the remote gives it. */
+/**
+ * Builds a device model bound to the context the remote gives it. A device
+ * module's default export is one, or a class implementing DeviceModel whose
+ * constructor takes the context.
+ */
 export type DeviceFactory = (ctx: DeviceContext) => DeviceModel;

@@ -7,7 +7,9 @@
  * and `ctx.setIrq`/`ctx.dmaRead`/`ctx.dmaWrite` may be called from them.
  *
  * Importing this module is optional: a factory returning a plain object
- * with `identity`, `bars`, `read` and `write` is a device too.
+ * with `identity`, `bars`, `read` and `write` is a device too. The default
+ * export may also be a class implementing {@link DeviceModel}: the remote
+ * constructs it with `new`, handing the context to its constructor.
  *
  * @example A device with one register that raises INTx 10 ms after a write
  * ```ts

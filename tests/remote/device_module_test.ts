@@ -255,6 +255,36 @@ Deno.test("device module: loaded by file: URL, a signal listener inside the devi
   await assertExit(r, 0, "sig: peer closed the connection; INTx asserts=1");
 });
 
+Deno.test("device module: a default-exported class is constructed with the context", async () => {
+  const mod = writeModule(
+    "classy.ts",
+    `interface Ctx { setIrq(level: boolean): void }
+    export default class Latch {
+      identity = { vendorId: 0x1af4, deviceId: 0x10f3 };
+      bars = [{ size: 16, space: "memory" as const }];
+      #value = 0;
+      constructor(private ctx: Ctx) {}
+      read(_bar: number, _off: number, data: Uint8Array): void {
+        data.fill(0);
+        data[0] = this.#value;
+      }
+      write(_bar: number, _off: number, data: Uint8Array): void {
+        this.#value = data[0];
+        this.ctx.setIrq(data[0] !== 0);
+      }
+    }`,
+  );
+  await using r = spawnDevices([`${mod},id=latch`]);
+  const c = r.clients[0];
+  using intx = c.intx();
+  enable(c);
+  assertEquals(c.cfgRead(0x00), 0x10f31af4n);
+  c.barWrite(BAR0, 0x5an);
+  assertEquals(c.barRead(BAR0), 0x5an);
+  assert(await pollReadable(intx.irq.fd, 5000), "the class raised INTx");
+  await assertExit(r, 0, "latch: peer closed the connection; INTx asserts=1");
+});
+
 Deno.test("device module: console.log from device code reaches the remote's stderr", async () => {
   const mod = writeModule(
     "chatty.ts",

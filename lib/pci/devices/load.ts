@@ -1,9 +1,9 @@
 // Device types by name: a built-in (a bare name) or a device module (a
-// path or URL whose default export is a DeviceFactory). The one rule the
-// CLI, the launcher and the remote follow to turn `--device TYPE` into a
-// factory.
+// path or URL whose default export is a DeviceFactory or a DeviceModel
+// class). The one rule the CLI, the launcher and the remote follow to turn
+// `--device TYPE` into a factory.
 
-import type { DeviceFactory } from "../device.ts";
+import type { DeviceContext, DeviceFactory, DeviceModel } from "../device.ts";
 import { BUILTIN_DEVICES, builtinNames } from "./mod.ts";
 
 /** A device type that cannot be used: names the type and the problem. */
@@ -65,8 +65,19 @@ export async function resolveDeviceType(type: string): Promise<DeviceFactory> {
   if (typeof factory !== "function") {
     throw new DeviceTypeError(
       type,
-      "the module's default export is not a device factory (a function ctx => model)",
+      "the module's default export is not a device factory (a function ctx => model, or a class constructed with ctx)",
     );
   }
+  if (isClass(factory)) {
+    // A class implementing DeviceModel is a factory too, called with `new`.
+    const model = factory as new (ctx: DeviceContext) => DeviceModel;
+    return (ctx) => new model(ctx);
+  }
   return factory as DeviceFactory;
+}
+
+// Calling a class without `new` throws, so a class must be told apart from
+// a function; only its source text says which it is.
+function isClass(f: unknown): boolean {
+  return /^class\b/.test(Function.prototype.toString.call(f));
 }
