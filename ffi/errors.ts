@@ -94,12 +94,16 @@ export class SysError extends Error {
   }
 }
 
+// This isolate's errno, looked up once: an isolate's JS always runs on the
+// same thread, and polling reads errno after every empty read.
+let errnoView: Deno.UnsafePointerView | null = null;
+
 /** Reads the calling thread's errno; call right after the failing call. */
 export function errno(): number {
   // SAFETY: __errno_location returns the address of this thread's errno,
   // valid for the thread's lifetime.
-  const p = libc.__errno_location();
-  return new Deno.UnsafePointerView(p!).getInt32();
+  errnoView ??= new Deno.UnsafePointerView(libc.__errno_location()!);
+  return errnoView.getInt32();
 }
 
 /** Returns `ret`, or throws SysError for `call` when it is -1. */
