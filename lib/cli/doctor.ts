@@ -265,13 +265,16 @@ export const doctorCommand: Command = {
       print(await userSinkCheck(Number(raw)));
     }
     // The interrupt path needs KVM and the guest builder, not QEMU.
-    const path = [...kvm, binutils].every((c) => c.ok)
-      ? await interruptCheck(Number(raw))
-      : {
-        name: INTERRUPT_PATH,
-        ok: false,
-        detail: "not run: KVM or binutils checks failed",
-      };
+    const failed = [
+      ...new Set([...kvm, binutils].filter((c) => !c.ok).map((c) => c.name)),
+    ];
+    const path = failed.length === 0 ? await interruptCheck(Number(raw)) : {
+      name: INTERRUPT_PATH,
+      ok: false,
+      detail: `not run: the ${failed.join(" and ")} check${
+        failed.length > 1 ? "s" : ""
+      } failed`,
+    };
     print(path);
     checks.push(path);
     return checks.every((c) => c.ok) ? 0 : 1;

@@ -174,10 +174,12 @@ Deno.test("device module: an idle remote with a timer-free device costs no CPU",
 Deno.test("device module: bad modules are one line naming the module, exit 2", async (t) => {
   const cases: [string, string, string][] = [
     ["missing.ts", "", "cannot load the module"],
-    ["syntax.ts", "export default (ctx => {", "cannot load the module"],
+    // Where the parser gave up is on the line too.
+    ["syntax.ts", "export default (ctx => {", "syntax.ts:1:"],
+    ["nodefault.ts", "export const x = 1;", "the module has no default export"],
     [
-      "nodefault.ts",
-      "export const x = 1;",
+      "number.ts",
+      "export default 5;",
       "default export is not a device factory",
     ],
     [

@@ -58,10 +58,15 @@ export async function resolveDeviceType(type: string): Promise<DeviceFactory> {
   try {
     mod = await import(url.href);
   } catch (e) {
-    const why = e instanceof Error ? e.message.split("\n")[0] : String(e);
-    throw new DeviceTypeError(type, `cannot load the module: ${why}`);
+    throw new DeviceTypeError(type, `cannot load the module: ${loadError(e)}`);
   }
   const factory = mod.default;
+  if (!("default" in mod)) {
+    throw new DeviceTypeError(
+      type,
+      "the module has no default export (export default a function ctx => model, or a class constructed with ctx)",
+    );
+  }
   if (typeof factory !== "function") {
     throw new DeviceTypeError(
       type,
@@ -74,6 +79,19 @@ export async function resolveDeviceType(type: string): Promise<DeviceFactory> {
     return (ctx) => new model(ctx);
   }
   return factory as DeviceFactory;
+}
+
+// Deno's message for a module that does not parse spans lines: the error,
+// the source line with a marker, and last where it is ("at file:...:2:12",
+// which may be a module the device imports). One line keeps the first and
+// the last.
+function loadError(e: unknown): string {
+  if (!(e instanceof Error)) return String(e);
+  const lines = e.message.split("\n");
+  const at = lines.at(-1)!.trim();
+  return lines.length > 1 && at.startsWith("at ")
+    ? `${lines[0]} ${at}`
+    : lines[0];
 }
 
 // Calling a class without `new` throws, so a class must be told apart from
