@@ -453,12 +453,17 @@ export class Remote implements Disposable {
   }
 
   // A peer that hung up is a normal close; anything else failed the channel.
+  // A device's own error gets its stack logged first, so that the close line
+  // stays one line that launch and the demo can read.
   #closeOnError(slot: Slot, e: unknown): void {
     if (peerHungUp(e)) {
       this.#closeSafely(slot, "peer closed the connection", false);
-    } else {
-      this.#closeSafely(slot, `closed: ${describeFailure(e)}`, true);
+      return;
     }
+    if (isDeviceError(e) && e instanceof Error && e.stack !== undefined) {
+      this.#log(`${slot.spec.id}: device error: ${e.stack}`, "error");
+    }
+    this.#closeSafely(slot, `closed: ${describeFailure(e)}`, true);
   }
 
   // Closing a channel must not end the loop that serves the others.
@@ -568,15 +573,16 @@ function peerHungUp(e: unknown): boolean {
     (e.errno === Errno.ECONNRESET || e.errno === Errno.EPIPE);
 }
 
-// Protocol and system errors are the peer's doing and read well as one
-// line; anything else is a bug in device code, whose stack is what helps.
+// Protocol and system errors are the peer's doing; anything else is a bug
+// in device code.
+function isDeviceError(e: unknown): boolean {
+  return !(e instanceof ProtocolError || e instanceof SysError ||
+    e instanceof GuestMemoryError);
+}
+
+// One line: the error's own message, with "device error" for the device's.
 function describeFailure(e: unknown): string {
-  if (
-    e instanceof ProtocolError || e instanceof SysError ||
-    e instanceof GuestMemoryError
-  ) {
-    return e.message;
-  }
-  if (e instanceof Error) return `device error: ${e.stack ?? e.message}`;
-  return `device error: ${String(e)}`;
+  const text = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+  if (!isDeviceError(e)) return (e as Error).message;
+  return `device error: ${text.split("\n")[0]}`;
 }

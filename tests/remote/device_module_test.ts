@@ -145,6 +145,11 @@ Deno.test("device module: a device that throws closes only its channel, stack in
     "bad: closed: device error: Error: register 20 is broken",
   );
   assertMatch(stderr, /at Object.read \(file:\/\/.*ticker\.ts:\d+:\d+\)/);
+  // The stack comes before the close line, which stays one line.
+  assertMatch(
+    stderr,
+    /^iohub remote: bad: closed: device error: Error: register 20 is broken; INTx asserts=0 deasserts=0 resamples=0 reasserts=0; refused accesses=0$/m,
+  );
   assertStringIncludes(stderr, "good: peer closed the connection");
 });
 
