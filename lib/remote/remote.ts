@@ -582,7 +582,7 @@ function isDeviceError(e: unknown): boolean {
 
 // One line: the error's own message, with "device error" for the device's.
 function describeFailure(e: unknown): string {
-  const text = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
   if (!isDeviceError(e)) return (e as Error).message;
+  const text = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
   return `device error: ${text.split("\n")[0]}`;
 }

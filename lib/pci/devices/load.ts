@@ -60,13 +60,13 @@ export async function resolveDeviceType(type: string): Promise<DeviceFactory> {
   } catch (e) {
     throw new DeviceTypeError(type, `cannot load the module: ${loadError(e)}`);
   }
-  const factory = mod.default;
   if (!("default" in mod)) {
     throw new DeviceTypeError(
       type,
       "the module has no default export (export default a function ctx => model, or a class constructed with ctx)",
     );
   }
+  const factory = mod.default;
   if (typeof factory !== "function") {
     throw new DeviceTypeError(
       type,
