@@ -7,6 +7,7 @@ import { notConnectedUnixStream, SysError } from "../../ffi/mod.ts";
 import {
   DeviceTypeError,
   isModuleType,
+  moduleUrl,
   resolveDeviceType,
 } from "../pci/devices/load.ts";
 import type { DeviceFactory } from "../pci/device.ts";
@@ -323,9 +324,20 @@ export const remoteCommand: Command = {
     // Everything that can fail at start has run: the launcher may start
     // QEMU now, and a failure before this left the pipe unwritten.
     ready?.signal();
-    return await serve(remote, log);
+    return await serve(remote, log, moduleOwners(devices));
   },
 };
+
+/** The ids of the devices each device module (by URL) serves. */
+function moduleOwners(devices: RemoteDeviceArg[]): Map<string, string[]> {
+  const owners = new Map<string, string[]>();
+  for (const d of devices) {
+    if (!isModuleType(d.type)) continue;
+    const href = moduleUrl(d.type).href;
+    owners.set(href, [...(owners.get(href) ?? []), d.id]);
+  }
+  return owners;
+}
 
 function openReady(fd: number): ReadySignal {
   try {
@@ -367,11 +379,13 @@ function addDeviceError(type: string, e: unknown): Error {
  * Runs the remote with the process-wide hooks a device process needs:
  * SIGINT/SIGTERM stop it cleanly, and an error thrown by device code
  * outside a request (a timer, a promise) is logged with its stack instead
- * of ending the process.
+ * of ending the process, naming the devices whose module is on the stack
+ * (`owners`: module URL -> device ids).
  */
 async function serve(
   remote: Remote,
   log: LogSink,
+  owners: Map<string, string[]>,
 ): Promise<number> {
   let signal: keyof typeof SIGNAL_STATUS | null = null;
   const onSignal = Object.fromEntries(
@@ -384,16 +398,22 @@ async function serve(
       },
     ]),
   ) as Record<keyof typeof SIGNAL_STATUS, () => void>;
+  // Outside a request nothing says which device ran: its module's URL in
+  // the stack does (all devices of that module when it serves several).
+  const report = (what: string, e: unknown): void => {
+    const stack = stackOf(e);
+    const ids = [...owners].filter(([href]) => stack.includes(href))
+      .flatMap(([, ids]) => ids);
+    const of = ids.length === 0 ? "" : ` of ${ids.join(", ")}`;
+    log(`${what} in device code${of}: ${stack}`, "error");
+  };
   const onError = (ev: ErrorEvent): void => {
     ev.preventDefault();
-    log(`uncaught error in device code: ${stackOf(ev.error)}`, "error");
+    report("uncaught error", ev.error);
   };
   const onRejection = (ev: PromiseRejectionEvent): void => {
     ev.preventDefault();
-    log(
-      `unhandled rejection in device code: ${stackOf(ev.reason)}`,
-      "error",
-    );
+    report("unhandled rejection", ev.reason);
   };
   for (const [s, f] of Object.entries(onSignal)) {
     Deno.addSignalListener(s as Deno.Signal, f);

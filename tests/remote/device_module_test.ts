@@ -153,6 +153,38 @@ Deno.test("device module: a device that throws closes only its channel, stack in
   assertStringIncludes(stderr, "good: peer closed the connection");
 });
 
+Deno.test("device module: errors from a device's timer and promise are logged with the device, and serving goes on", async () => {
+  const mod = writeModule(
+    "flaky.ts",
+    `export default () => {
+      let n = 0;
+      const timer = setInterval(() => { if (++n === 2) throw new Error("timer broke"); }, 10);
+      Promise.reject(new Error("promise broke"));
+      return {
+        identity: { vendorId: 0x1af4, deviceId: 0x10f4 },
+        bars: [{ size: 16, space: "memory" }],
+        read(_bar, _off, data) { data.fill(0); data[0] = n; },
+        write() {},
+        close() { clearInterval(timer); },
+      };
+    };`,
+  );
+  await using r = spawnDevices([`${mod},id=flaky`, "testdev,id=good"]);
+  const [flaky, good] = r.clients;
+  enable(flaky);
+  await until(() => flaky.barRead(BAR0) >= 4n, "the timer going on");
+  assertEquals(good.cfgRead(0), 0x10b11234n);
+  const stderr = await assertExit(r, 0);
+  assertMatch(
+    stderr,
+    /unhandled rejection in device code of flaky: Error: promise broke\n\s+at .*flaky\.ts/,
+  );
+  assertMatch(
+    stderr,
+    /uncaught error in device code of flaky: Error: timer broke\n\s+at .*flaky\.ts/,
+  );
+});
+
 Deno.test("device module: an idle remote with a timer-free device costs no CPU", async () => {
   const mod = writeModule(
     "quiet.ts",
