@@ -3,6 +3,7 @@
 // only FFI and read permissions against that socket.
 
 import { assertEquals } from "@std/assert";
+import { runTool } from "../../lib/run_tool.ts";
 import { BIN } from "../cli/cli_run.ts";
 import { withTempDir } from "../temp_dir.ts";
 
@@ -18,14 +19,16 @@ Deno.test("examples/proxy_client.ts: probes, maps, takes an interrupt and resets
       stdout: "null",
       stderr: "piped",
     }).spawn();
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-ffi", "--allow-read", EXAMPLE, sock],
-      stdin: "null",
-    }).output();
-    const text = new TextDecoder().decode(out.stdout);
-    assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
+    const out = await runTool(Deno.execPath(), [
+      "run",
+      "--allow-ffi",
+      "--allow-read",
+      EXAMPLE,
+      sock,
+    ]);
+    assertEquals(out.code, 0, out.stderr);
     assertEquals(
-      text,
+      out.stdout,
       "1234:10b1, BAR0 4096 bytes memory, BAR1 64 bytes I/O\n" +
         "ID register: 0x10b10001\n" +
         "interrupt delivered: true\n" +
