@@ -265,9 +265,7 @@ export const doctorCommand: Command = {
       print(await userSinkCheck(Number(raw)));
     }
     // The interrupt path needs KVM and the guest builder, not QEMU.
-    const failed = [
-      ...new Set([...kvm, binutils].filter((c) => !c.ok).map((c) => c.name)),
-    ];
+    const failed = [...kvm, binutils].filter((c) => !c.ok).map((c) => c.name);
     const path = failed.length === 0 ? await interruptCheck(Number(raw)) : {
       name: INTERRUPT_PATH,
       ok: false,
