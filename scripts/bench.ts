@@ -119,6 +119,11 @@ function qemuPeer(qemu: string, wait: ProxyWait): Peer {
   };
 }
 
+// An irq cycle costs several reads: it runs a quarter as many times.
+function countFor(op: Op, n: number): number {
+  return op.name.startsWith("irq") ? Math.ceil(n / 4) : n;
+}
+
 function microsPerOp(op: Op, n: number): number {
   for (let i = 0; i < n / 10; i++) op.run();
   const t0 = performance.now();
@@ -133,17 +138,20 @@ function median(xs: number[]): number {
 }
 
 const USAGE =
-  `usage: deno task bench [--rounds R] [--n N] [--poll-us US] [--qemu PATH]
+  `usage: deno task bench [--rounds R] [--n N] [--warmup W] [--poll-us US]
+                        [--qemu PATH]
 
   --rounds R    alternating rounds over the peers (default 5)
   --n N         round trips per operation and round (default 1000; irq: N/4)
+  --warmup W    round trips per operation and peer before the first round
+                (default 10000; irq: W/4)
   --poll-us US  the busy-poll window of the third peer (default 50)
   --qemu PATH   QEMU for the C remote (default: $IOHUB_QEMU or
                 qemu-system-x86_64)`;
 
 async function main(): Promise<void> {
   const args = parseArgs(Deno.args, {
-    string: ["rounds", "n", "qemu", "poll-us"],
+    string: ["rounds", "n", "warmup", "qemu", "poll-us"],
     boolean: ["help"],
     unknown: (arg: string) => {
       throw new Error(`bench: unknown argument '${arg}'\n${USAGE}`);
@@ -164,6 +172,7 @@ async function main(): Promise<void> {
   };
   const rounds = count("rounds", 5);
   const n = count("n", 1000);
+  const warmup = count("warmup", 10_000);
   const pollUs = opt("poll-us") ?? "50";
   const qemu = opt("qemu") ?? defaultQemu();
   // One table per way the proxy waits; every peer of every table takes
@@ -181,19 +190,25 @@ async function main(): Promise<void> {
     const opNames = peers[0].ops.map((o) => o.name);
     // times[peer][op] = one µs/op figure per round.
     const times = peers.map(() => opNames.map(() => [] as number[]));
+    // V8 compiles the hot paths of the proxy and of each of our remotes in
+    // the background during their first tens of thousands of round trips
+    // (reads take up to twice as long meanwhile): measure steady state.
+    for (const peer of peers) {
+      for (const op of peer.ops) microsPerOp(op, countFor(op, warmup));
+    }
     for (let r = 0; r < rounds; r++) {
       // Alternate the order too, so no peer always runs first.
       const order = r % 2 === 0 ? peers.keys() : [...peers.keys()].reverse();
       for (const pi of order) {
         peers[pi].ops.forEach((op, oi) => {
-          const count = op.name.startsWith("irq") ? Math.ceil(n / 4) : n;
-          times[pi][oi].push(microsPerOp(op, count));
+          times[pi][oi].push(microsPerOp(op, countFor(op, n)));
         });
       }
     }
     console.log(
-      `iohub bench: ${rounds} alternating rounds, ${n} round trips per ` +
-        `operation (irq: ${Math.ceil(n / 4)}), same TypeScript proxy for ` +
+      `iohub bench: ${warmup} round trips per operation to warm up, then ` +
+        `${rounds} alternating rounds of ${n} (irq: a quarter), same ` +
+        `TypeScript proxy for ` +
         `every peer; µs per operation = median over rounds; ratio = QEMU ` +
         `remote's time / this peer's (above 1: faster than QEMU)`,
     );
