@@ -89,8 +89,8 @@ function iohubPeer(label: string, extra: string[], wait: ProxyWait): Peer {
   };
 }
 
-function qemuPeer(qemu: string, wait: ProxyWait): Peer {
-  const q = spawnQemuRemote(qemu, [{ driver: "e1000" }]);
+async function qemuPeer(qemu: string, wait: ProxyWait): Promise<Peer> {
+  const q = await spawnQemuRemote(qemu, [{ driver: "e1000" }]);
   const p = new ProxyDevice(q.fds[0], {
     name: "qemu-e1000",
     replyPollMicros: wait.replyPollMicros,
@@ -177,16 +177,25 @@ async function main(): Promise<void> {
   const qemu = opt("qemu") ?? defaultQemu();
   // One table per way the proxy waits; every peer of every table takes
   // its turn in each round, so drift hits them all alike.
-  const tables = PROXY_WAITS.map((wait) => ({
-    wait,
-    peers: [
-      qemuPeer(qemu, wait),
-      iohubPeer("iohub", [], wait),
-      iohubPeer(`iohub --poll-us ${pollUs}`, ["--poll-us", pollUs], wait),
-    ],
-  }));
-  const peers = tables.flatMap((t) => t.peers);
+  const tables: { wait: ProxyWait; peers: Peer[] }[] = [];
+  const peers: Peer[] = [];
   try {
+    for (const wait of PROXY_WAITS) {
+      const table = { wait, peers: [] as Peer[] };
+      tables.push(table);
+      for (
+        const start of [
+          () => qemuPeer(qemu, wait),
+          () => iohubPeer("iohub", [], wait),
+          () =>
+            iohubPeer(`iohub --poll-us ${pollUs}`, ["--poll-us", pollUs], wait),
+        ]
+      ) {
+        const peer = await start();
+        table.peers.push(peer);
+        peers.push(peer);
+      }
+    }
     const opNames = peers[0].ops.map((o) => o.name);
     // times[peer][op] = one µs/op figure per round.
     const times = peers.map(() => opNames.map(() => [] as number[]));

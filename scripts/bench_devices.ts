@@ -24,8 +24,6 @@ const CAUSE = 0x2;
 const WAIT_MS = 5000;
 // A device below this share of the median rate counts as starved.
 const STARVED_SHARE = 0.25;
-// Time for QEMU remotes that answered once to finish starting (see qemuPeer).
-const QEMU_SETTLE_MS = 1000;
 
 /** A wrong command line: exit 2 with one line. */
 class UsageError extends Error {}
@@ -97,12 +95,8 @@ async function iohubPeer(devices: number): Promise<Peer> {
 // and its socket is never served), so QEMU serves N devices as N remote
 // processes of one e1000 each.
 //
-// QEMU starts serving a socket before its initial system reset (the
-// x-remote-object's coroutine is entered from a machine-init-done notifier
-// and runs until it first waits for a message), and that reset undoes
-// whatever was programmed so far: BAR sizing, BAR bases, IMS. So every
-// process first answers one config read, all then get time to finish
-// starting, and the programmed state is read back before measuring.
+// spawnQemuRemote returns once QEMU's initial reset is behind it; the
+// programmed state is still read back before measuring.
 async function qemuPeer(qemu: string, devices: number): Promise<Peer> {
   const children: SocketChild[] = [];
   const proxies: ProxyDevice[] = [];
@@ -113,13 +107,11 @@ async function qemuPeer(qemu: string, devices: number): Promise<Peer> {
   };
   try {
     for (let i = 0; i < devices; i++) {
-      const child = spawnQemuRemote(qemu, [{ driver: "e1000" }]);
+      const child = await spawnQemuRemote(qemu, [{ driver: "e1000" }]);
       children.push(child);
       const p = new ProxyDevice(child.fds[0], { name: `e1000-${i}` });
       proxies.push(p);
-      p.configRead(0, 4);
     }
-    await new Promise((r) => setTimeout(r, QEMU_SETTLE_MS));
     proxies.forEach((p, i) => {
       sinks.push(prepare(p, i));
       p.barWrite(0, E1000_IMS, BigInt(CAUSE), 4);

@@ -24,7 +24,7 @@ Deno.test({
   ignore: !haveQemu(),
   fn: async () => {
     await assertNoFdLeak(async () => {
-      await using qemu = spawnQemuRemote(QEMU, [{ driver: "e1000" }]);
+      await using qemu = await spawnQemuRemote(QEMU, [{ driver: "e1000" }]);
       using p = new ProxyDevice(qemu.fds[0], { name: "e1000" });
       using _ram = guestRam(p, 1 << 20);
       p.setupIrqfd();
