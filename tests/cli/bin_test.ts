@@ -8,6 +8,7 @@ import { spawnWithSockets } from "../../lib/qemu/socket_child.ts";
 import { BIN, MAIN, serveModuleThroughBin } from "./cli_run.ts";
 import { Client } from "../remote/remote_process.ts";
 import { assertNoFdLeak } from "../fd_check.ts";
+import { withTempDir } from "../temp_dir.ts";
 
 const CONFIG = new URL("../../deno.json", import.meta.url).pathname;
 
@@ -181,8 +182,7 @@ Deno.test("bin/iohub remote: the fds it is handed live in the remote alone, so a
 Deno.test("bin/iohub without the pinned Deno or npm says how to set up, in one line", async () => {
   // A copy of bin/iohub in an empty tree, on a PATH with only what it needs
   // to get that far (no npm).
-  const root = Deno.makeTempDirSync();
-  try {
+  await withTempDir("iohub-bin-", async (root) => {
     Deno.mkdirSync(`${root}/bin`);
     Deno.mkdirSync(`${root}/tools`);
     Deno.copyFileSync(BIN, `${root}/bin/iohub`);
@@ -204,14 +204,11 @@ Deno.test("bin/iohub without the pinned Deno or npm says how to set up, in one l
       new TextDecoder().decode(out.stderr),
       `iohub: the pinned Deno is missing and npm is not installed: install Node/npm, then run bash ${root}/scripts/setup.sh\n`,
     );
-  } finally {
-    Deno.removeSync(root, { recursive: true });
-  }
+  });
 });
 
 Deno.test("bin/iohub remote serves a device module from a path outside the project", async () => {
-  const dir = Deno.makeTempDirSync({ prefix: "iohub-binmod-" });
-  try {
+  await withTempDir("iohub-binmod-", async (dir) => {
     const mod = `${dir}/tiny.ts`;
     Deno.writeTextFileSync(
       mod,
@@ -224,7 +221,5 @@ Deno.test("bin/iohub remote serves a device module from a path outside the proje
 `,
     );
     await serveModuleThroughBin(mod, "tiny");
-  } finally {
-    Deno.removeSync(dir, { recursive: true });
-  }
+  });
 });

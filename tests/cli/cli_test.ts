@@ -5,6 +5,7 @@ import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { closeFd, connectUnix, listenUnix, setCloexec } from "../../ffi/mod.ts";
 import { iohub, MAIN } from "./cli_run.ts";
 import { Client } from "../remote/remote_process.ts";
+import { withTempDir } from "../temp_dir.ts";
 
 Deno.test("cli: --help on the program and on remote", async () => {
   const top = await iohub("--help");
@@ -113,20 +114,20 @@ Deno.test("cli: an fd= that is no connected UNIX stream socket is a usage error"
 });
 
 Deno.test("cli: a listening socket as fd= is a usage error", async () => {
-  const dir = Deno.makeTempDirSync();
-  const fd = listenUnix(`${dir}/listening.sock`);
-  try {
-    setCloexec(fd, false);
-    const r = await iohub("remote", "--device", `testdev,fd=${fd}`);
-    assertEquals(r.code, 2, r.stderr);
-    assertStringIncludes(
-      r.stderr,
-      `fd ${fd} is not a connected UNIX stream socket: it is a UNIX stream socket with no peer (getpeername: ENOTCONN)`,
-    );
-  } finally {
-    closeFd(fd);
-    Deno.removeSync(dir, { recursive: true });
-  }
+  await withTempDir("iohub-cli-", async (dir) => {
+    const fd = listenUnix(`${dir}/listening.sock`);
+    try {
+      setCloexec(fd, false);
+      const r = await iohub("remote", "--device", `testdev,fd=${fd}`);
+      assertEquals(r.code, 2, r.stderr);
+      assertStringIncludes(
+        r.stderr,
+        `fd ${fd} is not a connected UNIX stream socket: it is a UNIX stream socket with no peer (getpeername: ENOTCONN)`,
+      );
+    } finally {
+      closeFd(fd);
+    }
+  });
 });
 
 Deno.test("cli: a socket path that cannot be bound is one line, exit 1", async () => {
@@ -147,25 +148,24 @@ Deno.test("cli: a socket path that cannot be bound is one line, exit 1", async (
  * reads the vendor/device id, hangs up; returns the remote's stderr.
  */
 async function serveOnePeer(flags: string[]): Promise<string> {
-  const dir = Deno.makeTempDirSync();
-  const path = `${dir}/testdev.sock`;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-ffi",
-      "--allow-read",
-      "--allow-write",
-      MAIN,
-      "remote",
-      "--device",
-      `testdev,socket=${path}`,
-      ...flags,
-    ],
-    stdin: "null",
-    stderr: "piped",
-  }).spawn();
-  const stderr = new Response(child.stderr).text();
-  try {
+  return await withTempDir("iohub-cli-", async (dir) => {
+    const path = `${dir}/testdev.sock`;
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-ffi",
+        "--allow-read",
+        "--allow-write",
+        MAIN,
+        "remote",
+        "--device",
+        `testdev,socket=${path}`,
+        ...flags,
+      ],
+      stdin: "null",
+      stderr: "piped",
+    }).spawn();
+    const stderr = new Response(child.stderr).text();
     let fd = -1;
     for (let i = 0; i < 200 && fd < 0; i++) {
       try {
@@ -187,9 +187,7 @@ async function serveOnePeer(flags: string[]): Promise<string> {
     }
     assertEquals(exists, false, "the socket path is removed once connected");
     return (await stderr).replaceAll(path, "PATH");
-  } finally {
-    Deno.removeSync(dir, { recursive: true });
-  }
+  });
 }
 
 Deno.test("cli: remote --device testdev,socket=PATH serves the peer that connects, saying as much as asked", async (t) => {

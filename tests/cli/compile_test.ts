@@ -4,6 +4,7 @@
 
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { haveBinutils } from "../requirements.ts";
+import { withTempDir } from "../temp_dir.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 
@@ -24,8 +25,7 @@ function compileTest(
     name,
     ignore: !haveBinutils(),
     async fn(): Promise<void> {
-      const dir = Deno.makeTempDirSync();
-      try {
+      await withTempDir("iohub-compile-", async (dir) => {
         const out = await new Deno.Command("bash", {
           args: ["scripts/compile.sh", `${dir}/iohub`],
           cwd: ROOT,
@@ -35,9 +35,7 @@ function compileTest(
         }).output();
         const stderr = new TextDecoder().decode(out.stderr);
         await check({ code: out.code, stderr }, dir);
-      } finally {
-        Deno.removeSync(dir, { recursive: true });
-      }
+      });
     },
   });
 }

@@ -5,6 +5,7 @@
 import { assert, assertEquals } from "@std/assert";
 import { EXIT } from "../../lib/qemu/outcome.ts";
 import { haveQemu } from "../requirements.ts";
+import { withTempDir } from "../temp_dir.ts";
 import { BIN, serveModuleThroughBin } from "./cli_run.ts";
 
 /**
@@ -15,23 +16,23 @@ import { BIN, serveModuleThroughBin } from "./cli_run.ts";
 async function withNetModule(
   fn: (mod: string, marker: string) => Promise<void>,
 ): Promise<number> {
-  const dir = await Deno.makeTempDir({ prefix: "iohub-devio-" });
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  let hellos = 0;
-  const accepting = (async () => {
-    for await (const conn of listener) {
-      const buf = new Uint8Array(5);
-      const n = await conn.read(buf);
-      if (n === 5 && new TextDecoder().decode(buf) === "hello") hellos++;
-      conn.close();
-    }
-  })();
-  try {
-    const mod = `${dir}/net_dev.ts`;
-    const marker = `${dir}/marker`;
-    await Deno.writeTextFile(
-      mod,
-      `const conn = await Deno.connect({ hostname: "127.0.0.1", port: ${listener.addr.port} });
+  return await withTempDir("iohub-devio-", async (dir) => {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    let hellos = 0;
+    const accepting = (async () => {
+      for await (const conn of listener) {
+        const buf = new Uint8Array(5);
+        const n = await conn.read(buf);
+        if (n === 5 && new TextDecoder().decode(buf) === "hello") hellos++;
+        conn.close();
+      }
+    })();
+    try {
+      const mod = `${dir}/net_dev.ts`;
+      const marker = `${dir}/marker`;
+      await Deno.writeTextFile(
+        mod,
+        `const conn = await Deno.connect({ hostname: "127.0.0.1", port: ${listener.addr.port} });
 await conn.write(new TextEncoder().encode("hello"));
 conn.close();
 await Deno.writeTextFile(${JSON.stringify(marker)}, "connected");
@@ -42,14 +43,14 @@ export default () => ({
   write() {},
 });
 `,
-    );
-    await fn(mod, marker);
-  } finally {
-    listener.close();
-    await accepting.catch(() => {});
-    await Deno.remove(dir, { recursive: true });
-  }
-  return hellos;
+      );
+      await fn(mod, marker);
+    } finally {
+      listener.close();
+      await accepting.catch(() => {});
+    }
+    return hellos;
+  });
 }
 
 Deno.test("device code: network and file I/O work behind bin/iohub remote", async () => {

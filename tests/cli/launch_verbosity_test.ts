@@ -7,6 +7,7 @@ import { FLOPPY_SIZE } from "../../lib/guest/boot_image.ts";
 import { buildGuest } from "../../lib/guest/build.ts";
 import { remoteArguments } from "../../lib/qemu/command_line.ts";
 import { haveBinutils, haveQemu } from "../requirements.ts";
+import { withTempDir } from "../temp_dir.ts";
 import { iohub } from "./cli_run.ts";
 
 Deno.test("launch: --quiet and --verbose reach the remote's command line", () => {
@@ -31,8 +32,7 @@ Deno.test({
   name: "launch --quiet: a run that passes prints nothing on stderr",
   ignore: !(haveQemu() && haveBinutils()),
   async fn(): Promise<void> {
-    const dir = Deno.makeTempDirSync();
-    try {
+    await withTempDir("iohub-launch-verbosity-", async (dir) => {
       const bin = await Deno.readFile(
         await buildGuest(
           new URL("../qemu/fixtures/launch_exit.S", import.meta.url).pathname,
@@ -50,8 +50,6 @@ Deno.test({
       const normal = await iohub(...args, "--timeout", "60");
       assertEquals(normal.code, 0, normal.stderr);
       assertStringIncludes(normal.stderr, "iohub: started QEMU (pid ");
-    } finally {
-      Deno.removeSync(dir, { recursive: true });
-    }
+    });
   },
 });

@@ -7,107 +7,109 @@ import { EventFd } from "../../ffi/mod.ts";
 import type { RemoteState } from "../../lib/remote/remote.ts";
 import { spawnDevices } from "../remote/remote_process.ts";
 import { haveBinutils, haveQemu } from "../requirements.ts";
+import { withTempDir } from "../temp_dir.ts";
 import { iohub, MAIN } from "./cli_run.ts";
 
 const BAR0 = 0xfebf0000n;
 
 Deno.test("remote: --trace records every message and INTx event, --control answers iohub stats", async () => {
-  const dir = Deno.makeTempDirSync({ prefix: "iohub-observe-" });
-  const trace = `${dir}/trace.jsonl`;
-  const control = `${dir}/control.sock`;
-  await using r = spawnDevices(
-    ["testdev,id=watched", "testdev,id=other"],
-    ["--trace", trace, "--control", control],
-  );
-  const [c] = r.clients;
-  using irq = new EventFd();
-  using rs = new EventFd();
-  c.cfgWrite(0x10, Number(BAR0));
-  c.cfgWrite(0x04, 0x2, 2);
-  c.setIrqfd(irq.fd, rs.fd);
-  for (let i = 0; i < 20; i++) c.barRead(BAR0);
-  c.barWrite(BAR0 + 0x0cn, 1n); // IRQ_RAISE
-  rs.signal(); // EOI while the level is high: re-asserted
-  c.barrier();
-  c.barWrite(BAR0 + 0x10n, 1n); // IRQ_ACK
-  c.barRead(0xfec00000n); // refused: hits no BAR
-  c.barrier();
-
-  const json = await iohub("stats", control, "--json");
-  assertEquals(json.code, 0, json.stderr);
-  const state = JSON.parse(json.stdout) as RemoteState;
-  const [watched, other] = state.devices;
-  assertEquals(watched.id, "watched");
-  assertEquals(watched.type, "testdev");
-  assertEquals(watched.channel, "connected");
-  assertEquals(watched.requests.BAR_READ, 21);
-  assertEquals(watched.requests.BAR_WRITE, 2);
-  assertEquals(watched.requests.PCI_CFGWRITE, 2);
-  assertEquals(watched.requests.PCI_CFGREAD, 4);
-  assertEquals(watched.refusals, 1);
-  assertEquals(
-    [watched.intx.asserts, watched.intx.deasserts, watched.intx.reasserts],
-    [1, 1, 1],
-  );
-  assert(
-    watched.latencyUs.p50 > 0 && watched.latencyUs.p99 >= watched.latencyUs.p50,
-  );
-  assertEquals(other.requests, {});
-  const table = await iohub("stats", control);
-  assertEquals(table.code, 0, table.stderr);
-  assertStringIncludes(table.stdout, "resamples");
-  assert(
-    /^watched\s+testdev\s+connected\s+4\s+2\s+21\s+2\s+/m.test(table.stdout),
-    table.stdout,
-  );
-
-  const { code, stderr } = await r.finish();
-  assertEquals(code, 0, stderr);
-  const recs = Deno.readTextFileSync(trace).trim().split("\n").map((l) =>
-    JSON.parse(l)
-  );
-  const mine = recs.filter((x) => x.dev === "watched");
-  assertEquals(mine[0].event, "open");
-  assertEquals(mine.at(-1).event, "close");
-  const messages = mine.filter((x) => x.cmd !== undefined);
-  assertEquals(messages.length, 2 + 1 + 21 + 2 + 4);
-  assertEquals(messages[0], {
-    ...messages[0],
-    cmd: "PCI_CFGWRITE",
-    addr: "0x10",
-    size: 4,
-    value: "0xfebf0000",
-  });
-  const refused = messages.filter((x) => x.refused === true);
-  assertEquals(
-    refused.map((x) => x.addr),
-    ["0xfec00000"],
-    "the refusal is marked",
-  );
-  const read = messages.find((x) => x.cmd === "BAR_READ")!;
-  assertEquals([read.addr, read.size, read.space, read.value], [
-    "0xfebf0000",
-    4,
-    "memory",
-    "0x10b10001",
-  ]);
-  assert(typeof read.t === "number" && typeof read.us === "number");
-  const events = mine.filter((x) =>
-    x.event === "intx" || x.event === "resample"
-  )
-    .map((x) =>
-      x.event === "intx" ? `intx${x.level}` : `resample:${x.reassert}`
+  await withTempDir("iohub-observe-", async (dir) => {
+    const trace = `${dir}/trace.jsonl`;
+    const control = `${dir}/control.sock`;
+    await using r = spawnDevices(
+      ["testdev,id=watched", "testdev,id=other"],
+      ["--trace", trace, "--control", control],
     );
-  assertEquals(events, ["intx1", "resample:true", "intx0"]);
-  assert(!Deno.statSync(dir).isFile);
-  let gone = false;
-  try {
-    Deno.statSync(control);
-  } catch {
-    gone = true;
-  }
-  assert(gone, "the control socket is removed");
-  Deno.removeSync(dir, { recursive: true });
+    const [c] = r.clients;
+    using irq = new EventFd();
+    using rs = new EventFd();
+    c.cfgWrite(0x10, Number(BAR0));
+    c.cfgWrite(0x04, 0x2, 2);
+    c.setIrqfd(irq.fd, rs.fd);
+    for (let i = 0; i < 20; i++) c.barRead(BAR0);
+    c.barWrite(BAR0 + 0x0cn, 1n); // IRQ_RAISE
+    rs.signal(); // EOI while the level is high: re-asserted
+    c.barrier();
+    c.barWrite(BAR0 + 0x10n, 1n); // IRQ_ACK
+    c.barRead(0xfec00000n); // refused: hits no BAR
+    c.barrier();
+
+    const json = await iohub("stats", control, "--json");
+    assertEquals(json.code, 0, json.stderr);
+    const state = JSON.parse(json.stdout) as RemoteState;
+    const [watched, other] = state.devices;
+    assertEquals(watched.id, "watched");
+    assertEquals(watched.type, "testdev");
+    assertEquals(watched.channel, "connected");
+    assertEquals(watched.requests.BAR_READ, 21);
+    assertEquals(watched.requests.BAR_WRITE, 2);
+    assertEquals(watched.requests.PCI_CFGWRITE, 2);
+    assertEquals(watched.requests.PCI_CFGREAD, 4);
+    assertEquals(watched.refusals, 1);
+    assertEquals(
+      [watched.intx.asserts, watched.intx.deasserts, watched.intx.reasserts],
+      [1, 1, 1],
+    );
+    assert(
+      watched.latencyUs.p50 > 0 &&
+        watched.latencyUs.p99 >= watched.latencyUs.p50,
+    );
+    assertEquals(other.requests, {});
+    const table = await iohub("stats", control);
+    assertEquals(table.code, 0, table.stderr);
+    assertStringIncludes(table.stdout, "resamples");
+    assert(
+      /^watched\s+testdev\s+connected\s+4\s+2\s+21\s+2\s+/m.test(table.stdout),
+      table.stdout,
+    );
+
+    const { code, stderr } = await r.finish();
+    assertEquals(code, 0, stderr);
+    const recs = Deno.readTextFileSync(trace).trim().split("\n").map((l) =>
+      JSON.parse(l)
+    );
+    const mine = recs.filter((x) => x.dev === "watched");
+    assertEquals(mine[0].event, "open");
+    assertEquals(mine.at(-1).event, "close");
+    const messages = mine.filter((x) => x.cmd !== undefined);
+    assertEquals(messages.length, 2 + 1 + 21 + 2 + 4);
+    assertEquals(messages[0], {
+      ...messages[0],
+      cmd: "PCI_CFGWRITE",
+      addr: "0x10",
+      size: 4,
+      value: "0xfebf0000",
+    });
+    const refused = messages.filter((x) => x.refused === true);
+    assertEquals(
+      refused.map((x) => x.addr),
+      ["0xfec00000"],
+      "the refusal is marked",
+    );
+    const read = messages.find((x) => x.cmd === "BAR_READ")!;
+    assertEquals([read.addr, read.size, read.space, read.value], [
+      "0xfebf0000",
+      4,
+      "memory",
+      "0x10b10001",
+    ]);
+    assert(typeof read.t === "number" && typeof read.us === "number");
+    const events = mine.filter((x) =>
+      x.event === "intx" || x.event === "resample"
+    )
+      .map((x) =>
+        x.event === "intx" ? `intx${x.level}` : `resample:${x.reassert}`
+      );
+    assertEquals(events, ["intx1", "resample:true", "intx0"]);
+    assert(!Deno.statSync(dir).isFile);
+    let gone = false;
+    try {
+      Deno.statSync(control);
+    } catch {
+      gone = true;
+    }
+    assert(gone, "the control socket is removed");
+  });
 });
 
 Deno.test("stats: nothing listening is one line, exit 1", async () => {
@@ -121,44 +123,44 @@ Deno.test({
   name: "demo: --trace and --control work while the guest runs",
   ignore: !haveQemu() || !haveBinutils(),
   async fn(): Promise<void> {
-    const dir = Deno.makeTempDirSync({ prefix: "iohub-demo-observe-" });
-    const trace = `${dir}/trace.jsonl`;
-    const control = `${dir}/control.sock`;
-    const demo = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        MAIN,
-        "demo",
-        "--accel",
-        "tcg",
-        "--trace",
-        trace,
-        "--control",
-        control,
-      ],
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    let state: RemoteState | null = null;
-    for (let i = 0; i < 300 && state === null; i++) {
-      const s = await iohub("stats", control, "--json");
-      if (s.code === 0) state = JSON.parse(s.stdout) as RemoteState;
-      else await new Promise((done) => setTimeout(done, 50));
-    }
-    const out = await demo.output();
-    assert(state !== null, "iohub stats answered during the demo");
-    assertEquals(state.devices[0].id, "testdev0");
-    assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
-    const recs = Deno.readTextFileSync(trace).trim().split("\n").map((l) =>
-      JSON.parse(l)
-    );
-    assert(
-      recs.some((x) => x.cmd === "BAR_READ"),
-      "the guest's BAR reads are traced",
-    );
-    assert(recs.some((x) => x.cmd === "DEVICE_RESET"), "the reset is traced");
-    Deno.removeSync(dir, { recursive: true });
+    await withTempDir("iohub-demo-observe-", async (dir) => {
+      const trace = `${dir}/trace.jsonl`;
+      const control = `${dir}/control.sock`;
+      const demo = new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          MAIN,
+          "demo",
+          "--accel",
+          "tcg",
+          "--trace",
+          trace,
+          "--control",
+          control,
+        ],
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      let state: RemoteState | null = null;
+      for (let i = 0; i < 300 && state === null; i++) {
+        const s = await iohub("stats", control, "--json");
+        if (s.code === 0) state = JSON.parse(s.stdout) as RemoteState;
+        else await new Promise((done) => setTimeout(done, 50));
+      }
+      const out = await demo.output();
+      assert(state !== null, "iohub stats answered during the demo");
+      assertEquals(state.devices[0].id, "testdev0");
+      assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
+      const recs = Deno.readTextFileSync(trace).trim().split("\n").map((l) =>
+        JSON.parse(l)
+      );
+      assert(
+        recs.some((x) => x.cmd === "BAR_READ"),
+        "the guest's BAR reads are traced",
+      );
+      assert(recs.some((x) => x.cmd === "DEVICE_RESET"), "the reset is traced");
+    });
   },
 });

@@ -3,6 +3,7 @@
 // is a scratch install root), ends by printing iohub's version.
 
 import { assert, assertEquals } from "@std/assert";
+import { withTempDir } from "../temp_dir.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 const SECTION = "## `bin/iohub`";
@@ -36,8 +37,7 @@ Deno.test("README: the bin/iohub, link and deno install examples run as written"
     `${Deno.env.get("HOME")}/.cache/deno`;
   for (const block of blocks) {
     await t.step(block.split("\n")[0], async () => {
-      const home = Deno.makeTempDirSync();
-      try {
+      await withTempDir("iohub-readme-home-", async (home) => {
         const out = await new Deno.Command("bash", {
           args: ["-euo", "pipefail", "-c", block],
           cwd: ROOT,
@@ -54,9 +54,7 @@ Deno.test("README: the bin/iohub, link and deno install examples run as written"
           stdout.startsWith(`iohub ${version} (deno ${Deno.version.deno})\n`),
           stdout,
         );
-      } finally {
-        Deno.removeSync(home, { recursive: true });
-      }
+      });
     });
   }
 });

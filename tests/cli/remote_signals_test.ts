@@ -5,6 +5,7 @@
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { closeFd, connectUnix, listenUnix } from "../../ffi/mod.ts";
 import { Client } from "../remote/remote_process.ts";
+import { withTempDir } from "../temp_dir.ts";
 import { BIN } from "./cli_run.ts";
 
 function exists(path: string): boolean {
@@ -40,93 +41,89 @@ async function connectWhenListening(path: string): Promise<Client> {
 
 for (const [signal, status] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
   Deno.test(`remote: ${signal} closes every channel with counters, removes socket files, exits ${status}`, async () => {
-    const dir = Deno.makeTempDirSync();
-    const a = `${dir}/a.sock`;
-    const b = `${dir}/b.sock`;
-    const child = startRemote(
-      "--device",
-      `testdev,socket=${a},id=a`,
-      "--device",
-      `testdev,socket=${b},id=b`,
-    );
-    const c = await connectWhenListening(a);
-    try {
-      assertEquals(c.cfgRead(0), 0x10b11234n);
-      child.kill(signal);
-      const out = await child.output();
-      const stderr = new TextDecoder().decode(out.stderr);
-      assertEquals(out.code, status, stderr);
-      assertStringIncludes(stderr, `${signal}: closing every channel`);
-      assertStringIncludes(
-        stderr,
-        "a: remote shutting down; INTx asserts=0 deasserts=0",
+    await withTempDir("iohub-remote-signals-", async (dir) => {
+      const a = `${dir}/a.sock`;
+      const b = `${dir}/b.sock`;
+      const child = startRemote(
+        "--device",
+        `testdev,socket=${a},id=a`,
+        "--device",
+        `testdev,socket=${b},id=b`,
       );
-      assertStringIncludes(stderr, "b: remote shutting down");
-      assert(!exists(a) && !exists(b), "socket files removed");
-    } finally {
-      c.close();
-      Deno.removeSync(dir, { recursive: true });
-    }
+      const c = await connectWhenListening(a);
+      try {
+        assertEquals(c.cfgRead(0), 0x10b11234n);
+        child.kill(signal);
+        const out = await child.output();
+        const stderr = new TextDecoder().decode(out.stderr);
+        assertEquals(out.code, status, stderr);
+        assertStringIncludes(stderr, `${signal}: closing every channel`);
+        assertStringIncludes(
+          stderr,
+          "a: remote shutting down; INTx asserts=0 deasserts=0",
+        );
+        assertStringIncludes(stderr, "b: remote shutting down");
+        assert(!exists(a) && !exists(b), "socket files removed");
+      } finally {
+        c.close();
+      }
+    });
   });
 }
 
 Deno.test("remote: a socket file left by a dead process is replaced", async () => {
-  const dir = Deno.makeTempDirSync();
-  const path = `${dir}/stale.sock`;
-  closeFd(listenUnix(path)); // the file stays, nobody listens
-  const child = startRemote("--device", `testdev,socket=${path}`);
-  const c = await connectWhenListening(path);
-  try {
-    assertEquals(c.cfgRead(0), 0x10b11234n);
-  } finally {
-    c.close();
-  }
-  const out = await child.output();
-  assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
-  Deno.removeSync(dir, { recursive: true });
+  await withTempDir("iohub-remote-signals-", async (dir) => {
+    const path = `${dir}/stale.sock`;
+    closeFd(listenUnix(path)); // the file stays, nobody listens
+    const child = startRemote("--device", `testdev,socket=${path}`);
+    const c = await connectWhenListening(path);
+    try {
+      assertEquals(c.cfgRead(0), 0x10b11234n);
+    } finally {
+      c.close();
+    }
+    const out = await child.output();
+    assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
+  });
 });
 
 Deno.test("remote: a socket a live process listens on is refused, exit 2", async () => {
-  const dir = Deno.makeTempDirSync();
-  const path = `${dir}/live.sock`;
-  const fd = listenUnix(path);
-  try {
-    const out = await startRemote("--device", `testdev,socket=${path}`)
-      .output();
-    const stderr = new TextDecoder().decode(out.stderr);
-    assertEquals(out.code, 2, stderr);
-    assertEquals(
-      stderr.trim(),
-      `iohub: ${path}: a live process is listening on this socket`,
-    );
-    assert(exists(path), "the live process keeps its socket");
-  } finally {
-    closeFd(fd);
-    Deno.removeSync(dir, { recursive: true });
-  }
+  await withTempDir("iohub-remote-signals-", async (dir) => {
+    const path = `${dir}/live.sock`;
+    const fd = listenUnix(path);
+    try {
+      const out = await startRemote("--device", `testdev,socket=${path}`)
+        .output();
+      const stderr = new TextDecoder().decode(out.stderr);
+      assertEquals(out.code, 2, stderr);
+      assertEquals(
+        stderr.trim(),
+        `iohub: ${path}: a live process is listening on this socket`,
+      );
+      assert(exists(path), "the live process keeps its socket");
+    } finally {
+      closeFd(fd);
+    }
+  });
 });
 
 Deno.test("remote: a regular file at the socket path is never removed, exit 2", async () => {
-  const dir = Deno.makeTempDirSync();
-  const path = `${dir}/precious`;
-  Deno.writeTextFileSync(path, "precious");
-  try {
+  await withTempDir("iohub-remote-signals-", async (dir) => {
+    const path = `${dir}/precious`;
+    Deno.writeTextFileSync(path, "precious");
     const out = await startRemote("--device", `testdev,socket=${path}`)
       .output();
     const stderr = new TextDecoder().decode(out.stderr);
     assertEquals(out.code, 2, stderr);
     assertEquals(stderr.trim(), `iohub: ${path}: exists and is not a socket`);
     assertEquals(Deno.readTextFileSync(path), "precious");
-  } finally {
-    Deno.removeSync(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("remote: a second remote on a live remote's path leaves the first one serving", async () => {
-  const dir = Deno.makeTempDirSync();
-  const path = `${dir}/live.sock`;
-  const first = startRemote("--device", `testdev,socket=${path}`);
-  try {
+  await withTempDir("iohub-remote-signals-", async (dir) => {
+    const path = `${dir}/live.sock`;
+    const first = startRemote("--device", `testdev,socket=${path}`);
     for (let i = 0; i < 300 && !exists(path); i++) {
       await new Promise((r) => setTimeout(r, 20));
     }
@@ -141,7 +138,5 @@ Deno.test("remote: a second remote on a live remote's path leaves the first one 
     }
     const out = await first.output();
     assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
-  } finally {
-    Deno.removeSync(dir, { recursive: true });
-  }
+  });
 });

@@ -3,10 +3,10 @@
 
 import { assertEquals, assertNotEquals } from "@std/assert";
 import { buildGuest, guestSources } from "../../lib/guest/build.ts";
+import { withTempDir } from "../temp_dir.ts";
 
 Deno.test("buildGuest: includes resolve from the source's parent folder, and their text keys the binary", async () => {
-  const dir = Deno.makeTempDirSync();
-  try {
+  await withTempDir("iohub-build-", async (dir) => {
     Deno.mkdirSync(`${dir}/guest/common`, { recursive: true });
     Deno.mkdirSync(`${dir}/guest/one`);
     const source = `${dir}/guest/one/one.S`;
@@ -24,7 +24,5 @@ Deno.test("buildGuest: includes resolve from the source's parent folder, and the
     const second = await buildGuest(source, { origin: 0x1000 }, false, bins);
     assertNotEquals(second, first);
     assertEquals(Deno.readFileSync(second), new Uint8Array([0xfa]));
-  } finally {
-    Deno.removeSync(dir, { recursive: true });
-  }
+  });
 });

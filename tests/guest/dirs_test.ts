@@ -4,6 +4,7 @@
 import { assertEquals, assertRejects } from "@std/assert";
 import { buildGuest, guestBinaryPath } from "../../lib/guest/build.ts";
 import { BUILD_DIR, imageDir } from "../../lib/guest/dirs.ts";
+import { withTempDir } from "../temp_dir.ts";
 
 Deno.test("imageDir: build/guests from source, the user's cache when compiled", () => {
   const env = (vars: Record<string, string>) => (name: string) => vars[name];
@@ -19,8 +20,7 @@ Deno.test("imageDir: build/guests from source, the user's cache when compiled", 
 });
 
 Deno.test("buildGuest, compiled: finds a prebuilt program, never runs binutils", async () => {
-  const dir = Deno.makeTempDirSync();
-  try {
+  await withTempDir("iohub-dirs-", async (dir) => {
     const source = `${dir}/tiny.S`;
     Deno.writeTextFileSync(source, ".code16\nhlt\n");
     const bins = `${dir}/guests/`;
@@ -44,7 +44,5 @@ Deno.test("buildGuest, compiled: finds a prebuilt program, never runs binutils",
       Error,
       "not among the guests",
     );
-  } finally {
-    Deno.removeSync(dir, { recursive: true });
-  }
+  });
 });

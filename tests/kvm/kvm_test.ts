@@ -37,6 +37,7 @@ import {
 } from "../../lib/kvm/machine.ts";
 import { assertNoFdLeak } from "../fd_check.ts";
 import { haveGcc, haveKvm } from "../requirements.ts";
+import { withTempDir } from "../temp_dir.ts";
 import { GSI, machineTest, sleep, start } from "./guest_machine.ts";
 
 const kvmOk = haveKvm();
@@ -73,8 +74,7 @@ Deno.test("kvm: ioctl numbers derived with ioc() match docs/protocol.md", () => 
 });
 
 async function kernelLayout(): Promise<Map<string, bigint>> {
-  const dir = await Deno.makeTempDir({ prefix: "iohub-kvm-layout-" });
-  try {
+  return await withTempDir("iohub-kvm-layout-", async (dir) => {
     const exe = `${dir}/kvm_layout`;
     const src = new URL("./kvm_layout.c", import.meta.url).pathname;
     const cc = await new Deno.Command("gcc", {
@@ -92,9 +92,7 @@ async function kernelLayout(): Promise<Map<string, bigint>> {
       map.set(key, BigInt(value));
     }
     return map;
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 }
 
 Deno.test({

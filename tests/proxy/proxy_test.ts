@@ -17,6 +17,7 @@ import { assertNoFdLeak, openFds } from "../fd_check.ts";
 import { guestRam } from "./guest_ram.ts";
 import { spawnProxied } from "./proxy_remote.ts";
 import { type RemoteProcess, spawnDevices } from "../remote/remote_process.ts";
+import { withTempDir } from "../temp_dir.ts";
 
 const BAR0 = 0xfebf0000;
 const BAR1 = 0xc040;
@@ -226,11 +227,11 @@ Deno.test("proxy: a dead remote gives an error naming device and command", async
 });
 
 Deno.test("proxy: a 64-bit prefetchable BAR above 4 GiB is sized, mapped and reached", async () => {
-  const dir = Deno.makeTempDirSync({ prefix: "iohub-bar64-" });
-  const mod = `${dir}/bar64.ts`;
-  Deno.writeTextFileSync(
-    mod,
-    `export default () => {
+  await withTempDir("iohub-bar64-", async (dir) => {
+    const mod = `${dir}/bar64.ts`;
+    Deno.writeTextFileSync(
+      mod,
+      `export default () => {
       let scratch = 0;
       return {
         identity: { vendorId: 0x1af4, deviceId: 0x1064 },
@@ -240,28 +241,29 @@ Deno.test("proxy: a 64-bit prefetchable BAR above 4 GiB is sized, mapped and rea
         write(bar, off, data) { if (bar === 0 && off === 8) scratch = data[0]; },
       };
     };`,
-  );
-  await using r = spawnDevices(
-    [mod],
-    [],
-    (fd) => new ProxyDevice(fd, { name: "bar64" }),
-  );
-  const p = r.clients[0];
-  assertEquals(p.probe().bars, [
-    { index: 0, size: 0x10000, memory: true, is64: true, prefetchable: true },
-    { index: 2, size: 16, memory: false },
-  ]);
-  const high = 0x8_0000_0000;
-  p.mapBars([high, 0, 0xc100]);
-  assertEquals(p.configRead(0x14, 4), 0x8, "upper half of the address");
-  assertEquals(p.barBase(0), high);
-  p.barWrite(0, 8, 0x5an, 1);
-  assertEquals(p.barRead(0, 8, 1), 0x5an);
-  assertEquals(p.barRead(2, 0, 1), 2n);
-  const data = new Uint8Array(1);
-  assert(p.handleMmio(BigInt(high + 8), false, data));
-  assertEquals(data[0], 0x5a);
-  assertFalse(p.handleMmio(BigInt(high - 8), false, data));
-  const { code, stderr } = await r.finish();
-  assertEquals(code, 0, stderr);
+    );
+    await using r = spawnDevices(
+      [mod],
+      [],
+      (fd) => new ProxyDevice(fd, { name: "bar64" }),
+    );
+    const p = r.clients[0];
+    assertEquals(p.probe().bars, [
+      { index: 0, size: 0x10000, memory: true, is64: true, prefetchable: true },
+      { index: 2, size: 16, memory: false },
+    ]);
+    const high = 0x8_0000_0000;
+    p.mapBars([high, 0, 0xc100]);
+    assertEquals(p.configRead(0x14, 4), 0x8, "upper half of the address");
+    assertEquals(p.barBase(0), high);
+    p.barWrite(0, 8, 0x5an, 1);
+    assertEquals(p.barRead(0, 8, 1), 0x5an);
+    assertEquals(p.barRead(2, 0, 1), 2n);
+    const data = new Uint8Array(1);
+    assert(p.handleMmio(BigInt(high + 8), false, data));
+    assertEquals(data[0], 0x5a);
+    assertFalse(p.handleMmio(BigInt(high - 8), false, data));
+    const { code, stderr } = await r.finish();
+    assertEquals(code, 0, stderr);
+  });
 });

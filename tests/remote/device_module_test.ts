@@ -17,15 +17,24 @@ import {
   spawnDevices,
 } from "./remote_process.ts";
 import { iohub } from "../cli/cli_run.ts";
+import { withTempDir } from "../temp_dir.ts";
 
 const BAR0 = 0xfebf0000n;
 
-/** Writes `source` as a module in a fresh directory outside the project. */
-function writeModule(name: string, source: string): string {
-  const dir = Deno.makeTempDirSync({ prefix: "iohub-devmod-" });
-  const path = `${dir}/${name}`;
-  Deno.writeTextFileSync(path, source);
-  return path;
+/**
+ * Runs `fn` with `source` written as module `name` in a fresh directory
+ * outside the project, removed once `fn` has settled.
+ */
+function withModule(
+  name: string,
+  source: string,
+  fn: (path: string) => Promise<void>,
+): Promise<void> {
+  return withTempDir("iohub-devmod-", (dir) => {
+    const path = `${dir}/${name}`;
+    Deno.writeTextFileSync(path, source);
+    return fn(path);
+  });
 }
 
 // A device as a user writes it: a default-exported factory returning an
@@ -69,16 +78,18 @@ function enable(c: Client): void {
 }
 
 /**
- * A remote serving TICKER as devices `ids`, each with its BAR enabled;
- * dispose it (await using) to end it.
+ * Runs `fn` with a remote serving TICKER as devices `ids`, each with its BAR
+ * enabled; the remote is ended and the module removed once `fn` has settled.
  */
-async function spawnTickers(...ids: string[]): Promise<RemoteProcess> {
-  const mod = writeModule("ticker.ts", TICKER);
-  await using made = new AsyncDisposableStack();
-  const r = made.use(spawnDevices(ids.map((id) => `${mod},id=${id}`)));
-  for (const c of r.clients) enable(c);
-  made.move();
-  return r;
+function withTickers(
+  ids: string[],
+  fn: (r: RemoteProcess) => Promise<void>,
+): Promise<void> {
+  return withModule("ticker.ts", TICKER, async (mod) => {
+    await using r = spawnDevices(ids.map((id) => `${mod},id=${id}`));
+    for (const c of r.clients) enable(c);
+    await fn(r);
+  });
 }
 
 async function until(cond: () => boolean, what: string): Promise<void> {
@@ -89,72 +100,76 @@ async function until(cond: () => boolean, what: string): Promise<void> {
 }
 
 Deno.test("device module: timers run while idle and while a peer floods requests", async () => {
-  await using r = await spawnTickers("tick");
-  const c = r.clients[0];
-  await new Promise((done) => setTimeout(done, 100));
-  const idle = c.barRead(BAR0);
-  assert(idle > 0n, "the interval fired while the remote slept");
-  // Back-to-back requests for a while: the event loop still gets turns.
-  const before = c.barRead(BAR0);
-  const t0 = performance.now();
-  while (performance.now() - t0 < 300) c.cfgRead(0);
-  assert(c.barRead(BAR0) > before, "the interval fired under load");
-  await assertExit(r, 0);
+  await withTickers(["tick"], async (r) => {
+    const c = r.clients[0];
+    await new Promise((done) => setTimeout(done, 100));
+    const idle = c.barRead(BAR0);
+    assert(idle > 0n, "the interval fired while the remote slept");
+    // Back-to-back requests for a while: the event loop still gets turns.
+    const before = c.barRead(BAR0);
+    const t0 = performance.now();
+    while (performance.now() - t0 < 300) c.cfgRead(0);
+    assert(c.barRead(BAR0) > before, "the interval fired under load");
+    await assertExit(r, 0);
+  });
 });
 
 Deno.test("device module: an async chain with file I/O completes", async () => {
-  await using r = await spawnTickers("tick");
-  const c = r.clients[0];
-  c.barWrite(BAR0 + 8n, 1n);
-  await until(
-    () => c.barRead(BAR0 + 4n) === BigInt(TICKER.length),
-    "chain done",
-  );
-  await assertExit(r, 0);
+  await withTickers(["tick"], async (r) => {
+    const c = r.clients[0];
+    c.barWrite(BAR0 + 8n, 1n);
+    await until(
+      () => c.barRead(BAR0 + 4n) === BigInt(TICKER.length),
+      "chain done",
+    );
+    await assertExit(r, 0);
+  });
 });
 
 Deno.test("device module: an interrupt raised from a timer arrives through the irqfd", async () => {
-  await using r = await spawnTickers("tick");
-  const c = r.clients[0];
-  using intx = c.intx();
-  const { irq } = intx;
-  c.barrier();
-  assertEquals(irq.drain(), 0n, "nothing before the write");
-  c.barWrite(BAR0 + 12n, 1n);
-  assert(await pollReadable(irq.fd, 5000), "the timer's interrupt arrived");
-  assertEquals(irq.drain(), 1n);
-  assertEquals(c.barRead(BAR0 + 16n), 1n);
-  c.barWrite(BAR0 + 16n, 1n);
-  await assertExit(r, 0, "asserts=1 deasserts=1");
+  await withTickers(["tick"], async (r) => {
+    const c = r.clients[0];
+    using intx = c.intx();
+    const { irq } = intx;
+    c.barrier();
+    assertEquals(irq.drain(), 0n, "nothing before the write");
+    c.barWrite(BAR0 + 12n, 1n);
+    assert(await pollReadable(irq.fd, 5000), "the timer's interrupt arrived");
+    assertEquals(irq.drain(), 1n);
+    assertEquals(c.barRead(BAR0 + 16n), 1n);
+    c.barWrite(BAR0 + 16n, 1n);
+    await assertExit(r, 0, "asserts=1 deasserts=1");
+  });
 });
 
 Deno.test("device module: a device that throws closes only its channel, stack in the log", async () => {
-  await using r = await spawnTickers("bad", "good");
-  const [bad, good] = r.clients;
-  let threw = false;
-  try {
-    bad.barRead(BAR0 + 20n);
-  } catch {
-    threw = true;
-  }
-  assert(threw, "the channel of the throwing device closed");
-  assertEquals(good.barRead(BAR0 + 16n), 0n);
-  const stderr = await assertExit(
-    r,
-    1,
-    "bad: closed: device error: Error: register 20 is broken",
-  );
-  assertMatch(stderr, /at Object.read \(file:\/\/.*ticker\.ts:\d+:\d+\)/);
-  // The stack comes before the close line, which stays one line.
-  assertMatch(
-    stderr,
-    /^iohub remote: bad: closed: device error: Error: register 20 is broken; INTx asserts=0 deasserts=0 resamples=0 reasserts=0; refused accesses=0$/m,
-  );
-  assertStringIncludes(stderr, "good: peer closed the connection");
+  await withTickers(["bad", "good"], async (r) => {
+    const [bad, good] = r.clients;
+    let threw = false;
+    try {
+      bad.barRead(BAR0 + 20n);
+    } catch {
+      threw = true;
+    }
+    assert(threw, "the channel of the throwing device closed");
+    assertEquals(good.barRead(BAR0 + 16n), 0n);
+    const stderr = await assertExit(
+      r,
+      1,
+      "bad: closed: device error: Error: register 20 is broken",
+    );
+    assertMatch(stderr, /at Object.read \(file:\/\/.*ticker\.ts:\d+:\d+\)/);
+    // The stack comes before the close line, which stays one line.
+    assertMatch(
+      stderr,
+      /^iohub remote: bad: closed: device error: Error: register 20 is broken; INTx asserts=0 deasserts=0 resamples=0 reasserts=0; refused accesses=0$/m,
+    );
+    assertStringIncludes(stderr, "good: peer closed the connection");
+  });
 });
 
 Deno.test("device module: errors from a device's timer and promise are logged with the device, and serving goes on", async () => {
-  const mod = writeModule(
+  await withModule(
     "flaky.ts",
     `export default () => {
       let n = 0;
@@ -168,44 +183,48 @@ Deno.test("device module: errors from a device's timer and promise are logged wi
         close() { clearInterval(timer); },
       };
     };`,
-  );
-  await using r = spawnDevices([`${mod},id=flaky`, "testdev,id=good"]);
-  const [flaky, good] = r.clients;
-  enable(flaky);
-  await until(() => flaky.barRead(BAR0) >= 4n, "the timer going on");
-  assertEquals(good.cfgRead(0), 0x10b11234n);
-  const stderr = await assertExit(r, 0);
-  assertMatch(
-    stderr,
-    /unhandled rejection in device code of flaky: Error: promise broke\n\s+at .*flaky\.ts/,
-  );
-  assertMatch(
-    stderr,
-    /uncaught error in device code of flaky: Error: timer broke\n\s+at .*flaky\.ts/,
+    async (mod) => {
+      await using r = spawnDevices([`${mod},id=flaky`, "testdev,id=good"]);
+      const [flaky, good] = r.clients;
+      enable(flaky);
+      await until(() => flaky.barRead(BAR0) >= 4n, "the timer going on");
+      assertEquals(good.cfgRead(0), 0x10b11234n);
+      const stderr = await assertExit(r, 0);
+      assertMatch(
+        stderr,
+        /unhandled rejection in device code of flaky: Error: promise broke\n\s+at .*flaky\.ts/,
+      );
+      assertMatch(
+        stderr,
+        /uncaught error in device code of flaky: Error: timer broke\n\s+at .*flaky\.ts/,
+      );
+    },
   );
 });
 
 Deno.test("device module: an idle remote with a timer-free device costs no CPU", async () => {
-  const mod = writeModule(
+  await withModule(
     "quiet.ts",
     `export default () => ({ identity: { vendorId: 1, deviceId: 2 }, bars: [], read() {}, write() {} });`,
+    async (mod) => {
+      await using r = spawnDevices([mod]);
+      r.clients[0].barrier();
+      const cpu = (): number => {
+        const stat = Deno.readTextFileSync(`/proc/${r.child.pid}/stat`);
+        const f = stat.split(") ")[1].split(" ");
+        return Number(f[11]) + Number(f[12]); // utime + stime, in ticks
+      };
+      const before = cpu();
+      await new Promise((done) => setTimeout(done, 1000));
+      // 100 ticks per second: 2 ticks is 2% of one CPU, with room for noise.
+      assert(
+        cpu() - before <= 2,
+        `idle remote used ${cpu() - before} ticks in 1 s`,
+      );
+      const { code } = await r.finish();
+      assertEquals(code, 0);
+    },
   );
-  await using r = spawnDevices([mod]);
-  r.clients[0].barrier();
-  const cpu = (): number => {
-    const f = Deno.readTextFileSync(`/proc/${r.child.pid}/stat`).split(") ")[1]
-      .split(" ");
-    return Number(f[11]) + Number(f[12]); // utime + stime, in ticks
-  };
-  const before = cpu();
-  await new Promise((done) => setTimeout(done, 1000));
-  // 100 ticks per second: 2 ticks is 2% of one CPU, with room for noise.
-  assert(
-    cpu() - before <= 2,
-    `idle remote used ${cpu() - before} ticks in 1 s`,
-  );
-  const { code } = await r.finish();
-  assertEquals(code, 0);
 });
 
 Deno.test("device module: bad modules are one line naming the module, exit 2", async (t) => {
@@ -252,24 +271,25 @@ Deno.test("device module: bad modules are one line naming the module, exit 2", a
   ];
   for (const [name, source, msg] of cases) {
     await t.step(name, async () => {
-      const path = source === ""
-        ? `${Deno.makeTempDirSync()}/${name}`
-        : writeModule(name, source);
-      const res = await iohub(
-        "remote",
-        "--device",
-        `${path},socket=/tmp/iohub-unused-${name}.sock`,
-      );
-      assertEquals(res.code, 2, res.stderr);
-      assertStringIncludes(res.stderr, path);
-      assertStringIncludes(res.stderr, msg);
-      assertEquals(res.stderr.trim().split("\n").length, 1, res.stderr);
+      await withTempDir("iohub-devmod-", async (dir) => {
+        const path = `${dir}/${name}`;
+        if (source !== "") Deno.writeTextFileSync(path, source);
+        const res = await iohub(
+          "remote",
+          "--device",
+          `${path},socket=/tmp/iohub-unused-${name}.sock`,
+        );
+        assertEquals(res.code, 2, res.stderr);
+        assertStringIncludes(res.stderr, path);
+        assertStringIncludes(res.stderr, msg);
+        assertEquals(res.stderr.trim().split("\n").length, 1, res.stderr);
+      });
     });
   }
 });
 
 Deno.test("device module: loaded by file: URL, a signal listener inside the device raises INTx", async () => {
-  const mod = writeModule(
+  await withModule(
     "signalled.ts",
     `export default (ctx) => {
       Deno.addSignalListener("SIGUSR1", () => ctx.setIrq(true));
@@ -280,22 +300,24 @@ Deno.test("device module: loaded by file: URL, a signal listener inside the devi
         write() { ctx.setIrq(false); },
       };
     };`,
+    async (mod) => {
+      await using r = spawnDevices([`${new URL(`file://${mod}`).href},id=sig`]);
+      const c = r.clients[0];
+      using intx = c.intx();
+      const { irq } = intx;
+      c.barrier();
+      Deno.kill(r.child.pid, "SIGUSR1");
+      assert(
+        await pollReadable(irq.fd, 5000),
+        "the device's signal handler raised INTx",
+      );
+      await assertExit(r, 0, "sig: peer closed the connection; INTx asserts=1");
+    },
   );
-  await using r = spawnDevices([`${new URL(`file://${mod}`).href},id=sig`]);
-  const c = r.clients[0];
-  using intx = c.intx();
-  const { irq } = intx;
-  c.barrier();
-  Deno.kill(r.child.pid, "SIGUSR1");
-  assert(
-    await pollReadable(irq.fd, 5000),
-    "the device's signal handler raised INTx",
-  );
-  await assertExit(r, 0, "sig: peer closed the connection; INTx asserts=1");
 });
 
 Deno.test("device module: a default-exported class is constructed with the context", async () => {
-  const mod = writeModule(
+  await withModule(
     "classy.ts",
     `interface Ctx { setIrq(level: boolean): void }
     export default class Latch {
@@ -312,20 +334,26 @@ Deno.test("device module: a default-exported class is constructed with the conte
         this.ctx.setIrq(data[0] !== 0);
       }
     }`,
+    async (mod) => {
+      await using r = spawnDevices([`${mod},id=latch`]);
+      const c = r.clients[0];
+      using intx = c.intx();
+      enable(c);
+      assertEquals(c.cfgRead(0x00), 0x10f31af4n);
+      c.barWrite(BAR0, 0x5an);
+      assertEquals(c.barRead(BAR0), 0x5an);
+      assert(await pollReadable(intx.irq.fd, 5000), "the class raised INTx");
+      await assertExit(
+        r,
+        0,
+        "latch: peer closed the connection; INTx asserts=1",
+      );
+    },
   );
-  await using r = spawnDevices([`${mod},id=latch`]);
-  const c = r.clients[0];
-  using intx = c.intx();
-  enable(c);
-  assertEquals(c.cfgRead(0x00), 0x10f31af4n);
-  c.barWrite(BAR0, 0x5an);
-  assertEquals(c.barRead(BAR0), 0x5an);
-  assert(await pollReadable(intx.irq.fd, 5000), "the class raised INTx");
-  await assertExit(r, 0, "latch: peer closed the connection; INTx asserts=1");
 });
 
 Deno.test("device module: console.log from device code reaches the remote's stderr", async () => {
-  const mod = writeModule(
+  await withModule(
     "chatty.ts",
     `console.log("chatty: loaded");
     export default () => ({
@@ -334,13 +362,15 @@ Deno.test("device module: console.log from device code reaches the remote's stde
       read(_bar, off, data) { console.log("chatty: read", off); data.fill(0); },
       write() {},
     });`,
+    async (mod) => {
+      await using r = spawnDevices([`${mod},id=chatty`]);
+      const c = r.clients[0];
+      enable(c);
+      c.barRead(BAR0 + 4n);
+      const { code, stderr } = await r.finish();
+      assertEquals(code, 0, stderr);
+      assertStringIncludes(stderr, "chatty: loaded");
+      assertStringIncludes(stderr, "chatty: read 4");
+    },
   );
-  await using r = spawnDevices([`${mod},id=chatty`]);
-  const c = r.clients[0];
-  enable(c);
-  c.barRead(BAR0 + 4n);
-  const { code, stderr } = await r.finish();
-  assertEquals(code, 0, stderr);
-  assertStringIncludes(stderr, "chatty: loaded");
-  assertStringIncludes(stderr, "chatty: read 4");
 });

@@ -14,6 +14,7 @@ import { Reg, TESTDEV_ID } from "../../lib/pci/devices/testdev.ts";
 import { spawnWithSockets } from "../../lib/qemu/socket_child.ts";
 import { iohub, MAIN, printedLaunch } from "../cli/cli_run.ts";
 import { haveLandlock } from "../requirements.ts";
+import { withTempDir } from "../temp_dir.ts";
 import { Client, spawnRemote } from "./remote_process.ts";
 
 const landlock = haveLandlock();
@@ -34,35 +35,34 @@ Deno.test({
   name: "sandbox: files, exec, TCP and signals are refused, from every thread",
   ignore: !landlock,
 }, async () => {
-  const dir = Deno.makeTempDirSync({ prefix: "iohub-sandbox-" });
-  const escape = `${Deno.makeTempDirSync()}/escape`;
-  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  try {
-    const outcomes = JSON.parse(
-      await fixture(dir, String(Deno.pid), String(listener.addr.port)),
-    ) as Record<string, string>;
-    const denied = (key: string, text: string): void =>
-      assertStringIncludes(outcomes[key], text, key);
-    denied("readSync", "PermissionDenied");
-    // Runs on a thread of Deno's pool that existed before the sandbox.
-    denied("readAsync", "PermissionDenied");
-    denied("openFfi", "EACCES");
-    denied("writeOutside", "PermissionDenied");
-    denied("spawn", "PermissionDenied");
-    denied("connect", "PermissionDenied");
-    denied("signalParent", "EPERM");
-    for (const key of ["writeAllowed", "writeAllowedAsync", "signalSelf"]) {
-      assertEquals(outcomes[key], "ok", key);
-    }
-    // What the runtime and the remote still need.
-    for (const key of ["clock", "timer", "random", "fdinfo"]) {
-      assertEquals(outcomes[key], "ok", key);
-    }
-    assertEquals(Deno.readTextFileSync(`${dir}/allowed.txt`), "x");
-    assert(!(await exists(escape)));
-  } finally {
-    Deno.removeSync(dir, { recursive: true });
-  }
+  await withTempDir("iohub-sandbox-", async (dir) => {
+    await withTempDir("iohub-sandbox-outside-", async (outside) => {
+      const escape = `${outside}/escape`;
+      using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const outcomes = JSON.parse(
+        await fixture(dir, String(Deno.pid), String(listener.addr.port)),
+      ) as Record<string, string>;
+      const denied = (key: string, text: string): void =>
+        assertStringIncludes(outcomes[key], text, key);
+      denied("readSync", "PermissionDenied");
+      // Runs on a thread of Deno's pool that existed before the sandbox.
+      denied("readAsync", "PermissionDenied");
+      denied("openFfi", "EACCES");
+      denied("writeOutside", "PermissionDenied");
+      denied("spawn", "PermissionDenied");
+      denied("connect", "PermissionDenied");
+      denied("signalParent", "EPERM");
+      for (const key of ["writeAllowed", "writeAllowedAsync", "signalSelf"]) {
+        assertEquals(outcomes[key], "ok", key);
+      }
+      // What the runtime and the remote still need.
+      for (const key of ["clock", "timer", "random", "fdinfo"]) {
+        assertEquals(outcomes[key], "ok", key);
+      }
+      assertEquals(Deno.readTextFileSync(`${dir}/allowed.txt`), "x");
+      assert(!(await exists(escape)));
+    });
+  });
 });
 
 async function exists(path: string): Promise<boolean> {
@@ -150,57 +150,57 @@ Deno.test({
     "sandbox: a hostile device module behind iohub remote --sandbox is refused, serving goes on",
   ignore: !landlock,
 }, async () => {
-  const dir = Deno.makeTempDirSync({ prefix: "iohub-hostile-" });
-  const allowedDir = `${dir}/allowed`;
-  Deno.mkdirSync(allowedDir);
-  const outside = `${dir}/escaped.txt`;
-  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const mod = `${dir}/hostile.ts`;
-  Deno.writeTextFileSync(
-    mod,
-    hostile(outside, `${allowedDir}/ok.txt`, listener.addr.port),
-  );
-  const sc = spawnWithSockets(Deno.execPath(), 2, (fds) => [
-    "run",
-    "--allow-all",
-    "--quiet",
-    MAIN,
-    "remote",
-    "--sandbox",
-    "--allow-path",
-    allowedDir,
-    "--device",
-    `${mod},fd=${fds[0]},id=hostile`,
-    "--device",
-    `testdev,fd=${fds[1]},id=control`,
-  ]);
-  const [bad, control] = sc.fds.map((fd) => new Client(fd));
-  try {
-    bad.cfgWrite(0x10, Number(BAR0));
-    bad.cfgWrite(0x04, 0x2, 2);
-    control.cfgWrite(0x10, Number(BAR0));
-    control.cfgWrite(0x04, 0x2, 2);
-    const names = ["read", "async read", "write", "exec", "connect", "kill"];
-    for (let k = 0; k <= names.length; k++) {
-      bad.barWrite(BAR0 + BigInt(4 * k), 1n, 1);
-      let r = 0n;
-      for (let i = 0; i < 200 && r === 0n; i++) {
-        await new Promise((done) => setTimeout(done, 5));
-        r = bad.barRead(BAR0 + BigInt(4 * k), 1);
+  await withTempDir("iohub-hostile-", async (dir) => {
+    const allowedDir = `${dir}/allowed`;
+    Deno.mkdirSync(allowedDir);
+    const outside = `${dir}/escaped.txt`;
+    using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const mod = `${dir}/hostile.ts`;
+    Deno.writeTextFileSync(
+      mod,
+      hostile(outside, `${allowedDir}/ok.txt`, listener.addr.port),
+    );
+    const sc = spawnWithSockets(Deno.execPath(), 2, (fds) => [
+      "run",
+      "--allow-all",
+      "--quiet",
+      MAIN,
+      "remote",
+      "--sandbox",
+      "--allow-path",
+      allowedDir,
+      "--device",
+      `${mod},fd=${fds[0]},id=hostile`,
+      "--device",
+      `testdev,fd=${fds[1]},id=control`,
+    ]);
+    const [bad, control] = sc.fds.map((fd) => new Client(fd));
+    try {
+      bad.cfgWrite(0x10, Number(BAR0));
+      bad.cfgWrite(0x04, 0x2, 2);
+      control.cfgWrite(0x10, Number(BAR0));
+      control.cfgWrite(0x04, 0x2, 2);
+      const names = ["read", "async read", "write", "exec", "connect", "kill"];
+      for (let k = 0; k <= names.length; k++) {
+        bad.barWrite(BAR0 + BigInt(4 * k), 1n, 1);
+        let r = 0n;
+        for (let i = 0; i < 200 && r === 0n; i++) {
+          await new Promise((done) => setTimeout(done, 5));
+          r = bad.barRead(BAR0 + BigInt(4 * k), 1);
+        }
+        // The last attempt writes inside --allow-path, which must work.
+        assertEquals(r, k < names.length ? 1n : 2n, names[k] ?? "allowed");
+        assertEquals(control.barRead(BAR0), BigInt(TESTDEV_ID));
       }
-      // The last attempt writes inside --allow-path, which must work.
-      assertEquals(r, k < names.length ? 1n : 2n, names[k] ?? "allowed");
-      assertEquals(control.barRead(BAR0), BigInt(TESTDEV_ID));
+      assert(!(await exists(outside)), "nothing written outside");
+      assertEquals(Deno.readTextFileSync(`${allowedDir}/ok.txt`), "allowed");
+    } finally {
+      bad.close();
+      control.close();
+      const { code, stderr } = await sc.finish();
+      assertEquals(code, 0, stderr);
     }
-    assert(!(await exists(outside)), "nothing written outside");
-    assertEquals(Deno.readTextFileSync(`${allowedDir}/ok.txt`), "allowed");
-  } finally {
-    bad.close();
-    control.close();
-    const { code, stderr } = await sc.finish();
-    Deno.removeSync(dir, { recursive: true });
-    assertEquals(code, 0, stderr);
-  }
+  });
 });
 
 Deno.test({
