@@ -1,6 +1,6 @@
 // Test fixture: applies the remote's sandbox to this process, then tries
 // what a hostile device model would, printing one JSON object of outcomes.
-// Usage: sandbox_fixture.ts ALLOWED_DIR PARENT_PID TCP_PORT
+// Usage: sandbox_fixture.ts ALLOWED_DIR PARENT_PID TCP_PORT OUTSIDE_PATH
 //        sandbox_fixture.ts --no-landlock  (as on a kernel without it)
 
 import {
@@ -12,7 +12,7 @@ import {
 } from "../../ffi/mod.ts";
 import { applySandbox } from "../../lib/remote/sandbox.ts";
 
-const [allowed, parentPid, port] = Deno.args;
+const [allowed, parentPid, port, outsidePath] = Deno.args;
 
 if (allowed === "--no-landlock") {
   setNoNewPrivs();
@@ -43,9 +43,7 @@ const outcomes: Record<string, string> = {
   readSync: await attempt(() => Deno.readTextFileSync("/etc/passwd")),
   readAsync: await attempt(() => Deno.readTextFile("/etc/passwd")),
   openFfi: await attempt(() => closeFd(openPath("/etc/passwd", 0))),
-  writeOutside: await attempt(() =>
-    Deno.writeTextFileSync("/tmp/iohub-sandbox-escape", "x")
-  ),
+  writeOutside: await attempt(() => Deno.writeTextFileSync(outsidePath, "x")),
   writeAllowed: await attempt(() =>
     Deno.writeTextFileSync(`${allowed}/allowed.txt`, "x")
   ),

@@ -40,7 +40,12 @@ Deno.test({
       const escape = `${outside}/escape`;
       using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
       const outcomes = JSON.parse(
-        await fixture(dir, String(Deno.pid), String(listener.addr.port)),
+        await fixture(
+          dir,
+          String(Deno.pid),
+          String(listener.addr.port),
+          escape,
+        ),
       ) as Record<string, string>;
       const denied = (key: string, text: string): void =>
         assertStringIncludes(outcomes[key], text, key);
