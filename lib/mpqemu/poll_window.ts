@@ -5,13 +5,17 @@
 
 /** Default upper bound of the polling window, in nanoseconds. */
 export const DEFAULT_POLL_MAX_NS = 32_000;
-// QEMU starts a growing window at 4 us and doubles it (poll-grow 2). A
-// miss halves it (QEMU's poll-shrink 2) rather than dropping it (poll-shrink
-// 0, QEMU's default): here a wake-up alone can cost more than the bound, so
-// one late peer must not undo the window a busy peer has earned.
+// QEMU starts a growing window at 4 us and doubles it (poll-grow 2). A wait
+// beyond the bound halves it (QEMU's poll-shrink 2) rather than dropping it
+// (poll-shrink 0, QEMU's default), and only from the third such wait in a
+// row: a wait is measured until the loop woke, and here a wake-up alone can
+// cost 10-30 us, so a peer that answered within the window and was slept
+// through looks late. One late answer must not undo the window a busy peer
+// has earned; a peer that stays quiet still loses it within a few events.
 const INITIAL_NS = 4_000;
 const GROW = 2;
 const SHRINK = 2;
+const LATE_IN_A_ROW = 3;
 // Below this a halved window is not worth a turn of polling.
 const MIN_NS = 1_000;
 
@@ -23,6 +27,7 @@ export class PollWindow {
   #ns: number;
   readonly #maxNs: number;
   readonly #fixed: boolean;
+  #lateInARow = 0;
 
   /** An adaptive window up to `maxNs`, or a fixed one of `fixedNs`. */
   constructor(options: { maxNs?: number; fixedNs?: number } = {}) {
@@ -40,14 +45,19 @@ export class PollWindow {
    * Adapts the window to how long the loop waited for its last event,
    * counted from the start of polling: caught while polling, keep it;
    * would have been caught by a longer window, grow it; longer than the
-   * bound, halve it (to 0 once it is too small to matter), so a peer that
-   * went quiet soon costs no polling at all.
+   * bound three times in a row, halve it (to 0 once it is too small to
+   * matter), so a peer that went quiet soon costs no polling at all.
    */
   update(waitedNs: number): void {
-    if (this.#fixed || waitedNs <= this.#ns) return;
+    if (this.#fixed) return;
     if (waitedNs > this.#maxNs) {
+      if (++this.#lateInARow < LATE_IN_A_ROW) return;
       this.#ns = this.#ns / SHRINK < MIN_NS ? 0 : this.#ns / SHRINK;
-    } else if (this.#ns < this.#maxNs) {
+      return;
+    }
+    this.#lateInARow = 0;
+    if (waitedNs <= this.#ns) return;
+    if (this.#ns < this.#maxNs) {
       this.#ns = Math.min(
         this.#maxNs,
         this.#ns === 0 ? INITIAL_NS : this.#ns * GROW,

@@ -1,7 +1,7 @@
 import { assertEquals } from "@std/assert";
 import { PollWindow } from "../../lib/mpqemu/poll_window.ts";
 
-Deno.test("poll window: grows while polling would catch the peer, shrinks to nothing when it goes quiet", () => {
+Deno.test("poll window: grows while polling would catch the peer, outlasts a late answer, shrinks to nothing when the peer goes quiet", () => {
   const w = new PollWindow({ maxNs: 32_000 });
   assertEquals(w.ns, 0, "an idle remote starts without polling");
   const seen: number[] = [];
@@ -13,9 +13,26 @@ Deno.test("poll window: grows while polling would catch the peer, shrinks to not
   w.update(10_000);
   assertEquals(w.ns, 32_000, "caught while polling: kept");
   w.update(5_000_000);
-  assertEquals(w.ns, 16_000, "one pause longer than the bound halves it");
-  for (let i = 0; i < 5; i++) w.update(5_000_000);
-  assertEquals(w.ns, 0, "a peer that stays quiet stops the polling");
+  w.update(60_000);
+  assertEquals(w.ns, 32_000, "two late answers in a row keep it");
+  w.update(20_000);
+  w.update(5_000_000);
+  w.update(5_000_000);
+  assertEquals(w.ns, 32_000, "an answer in time starts the count again");
+  w.update(5_000_000);
+  assertEquals(w.ns, 16_000, "the third late one in a row halves it");
+  const quiet: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    w.update(5_000_000);
+    quiet.push(w.ns);
+  }
+  assertEquals(
+    quiet,
+    [8_000, 4_000, 2_000, 1_000, 0],
+    "a peer that stays quiet stops the polling",
+  );
+  w.update(20_000);
+  assertEquals(w.ns, 4_000, "and a busy one starts it again");
 });
 
 Deno.test("poll window: a fixed window never adapts; 0 never polls", () => {
