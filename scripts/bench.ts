@@ -9,6 +9,7 @@ import { defaultQemu } from "../lib/qemu/probe.ts";
 import { spawnTestdevRemote } from "../lib/qemu/spawn_remote.ts";
 import { ProxyDevice, type UserIrqSink } from "../lib/proxy/proxy_device.ts";
 import { spawnQemuRemote } from "../lib/qemu/qemu_remote.ts";
+import type { SocketChild } from "../lib/qemu/socket_child.ts";
 
 /** One benchmarked operation on one peer. */
 interface Op {
@@ -60,63 +61,85 @@ function mustDeliver(sink: UserIrqSink): void {
   if (!sink.wait(WAIT_MS)) throw new Error("interrupt not delivered");
 }
 
-function iohubPeer(label: string, extra: string[], wait: ProxyWait): Peer {
-  const r = spawnTestdevRemote(["bench"], extra);
-  const p = new ProxyDevice(r.fds[0], {
-    name: label,
+// Builds a peer on a freshly spawned remote. If setting it up fails, the
+// remote is stopped and its own last line joins the error: a remote that
+// refuses its command line says why only on its stderr.
+async function startPeer(
+  child: SocketChild,
+  name: string,
+  wait: ProxyWait,
+  stopSignal: Deno.Signal | undefined,
+  build: (p: ProxyDevice, stop: () => Promise<void>) => Peer,
+): Promise<Peer> {
+  const p = new ProxyDevice(child.fds[0], {
+    name,
     replyPollMicros: wait.replyPollMicros,
   });
-  const sink = prepare(p);
-  return {
-    label,
-    ops: [
-      { name: "config read", run: () => p.configRead(0, 4) },
-      { name: "BAR read", run: () => p.barRead(0, Reg.ID, 4) },
-      {
-        name: "irq raise+deliver+ack",
-        run: () => {
-          p.barWrite(0, Reg.IRQ_RAISE, 1n, 4);
-          mustDeliver(sink);
-          p.barWrite(0, Reg.IRQ_ACK, 1n, 4);
-          sink.eoi();
-        },
-      },
-    ],
-    stop: async () => {
-      p.close();
-      await r.finish();
-    },
+  const stop = async (): Promise<void> => {
+    p.close();
+    await child.finish(stopSignal);
   };
+  try {
+    return build(p, stop);
+  } catch (e) {
+    p.close();
+    const { stderr } = await child.finish(stopSignal);
+    const last = stderr.trim().split("\n").pop();
+    throw new Error(`${(e as Error).message}${last ? ` (${last})` : ""}`);
+  }
+}
+
+function iohubPeer(
+  label: string,
+  extra: string[],
+  wait: ProxyWait,
+): Promise<Peer> {
+  const r = spawnTestdevRemote(["bench"], extra);
+  return startPeer(r, label, wait, undefined, (p, stop) => {
+    const sink = prepare(p);
+    return {
+      label,
+      ops: [
+        { name: "config read", run: () => p.configRead(0, 4) },
+        { name: "BAR read", run: () => p.barRead(0, Reg.ID, 4) },
+        {
+          name: "irq raise+deliver+ack",
+          run: () => {
+            p.barWrite(0, Reg.IRQ_RAISE, 1n, 4);
+            mustDeliver(sink);
+            p.barWrite(0, Reg.IRQ_ACK, 1n, 4);
+            sink.eoi();
+          },
+        },
+      ],
+      stop,
+    };
+  });
 }
 
 async function qemuPeer(qemu: string, wait: ProxyWait): Promise<Peer> {
   const q = await spawnQemuRemote(qemu, [{ driver: "e1000" }]);
-  const p = new ProxyDevice(q.fds[0], {
-    name: "qemu-e1000",
-    replyPollMicros: wait.replyPollMicros,
-  });
-  const sink = prepare(p);
-  p.barWrite(0, E1000_IMS, BigInt(CAUSE), 4);
-  return {
-    label: "QEMU remote",
-    ops: [
-      { name: "config read", run: () => p.configRead(0, 4) },
-      { name: "BAR read", run: () => p.barRead(0, E1000_STATUS, 4) },
-      {
-        name: "irq raise+deliver+ack",
-        run: () => {
-          p.barWrite(0, E1000_ICS, BigInt(CAUSE), 4);
-          mustDeliver(sink);
-          p.barRead(0, E1000_ICR, 4);
-          sink.eoi();
+  return startPeer(q, "qemu-e1000", wait, "SIGTERM", (p, stop) => {
+    const sink = prepare(p);
+    p.barWrite(0, E1000_IMS, BigInt(CAUSE), 4);
+    return {
+      label: "QEMU remote",
+      ops: [
+        { name: "config read", run: () => p.configRead(0, 4) },
+        { name: "BAR read", run: () => p.barRead(0, E1000_STATUS, 4) },
+        {
+          name: "irq raise+deliver+ack",
+          run: () => {
+            p.barWrite(0, E1000_ICS, BigInt(CAUSE), 4);
+            mustDeliver(sink);
+            p.barRead(0, E1000_ICR, 4);
+            sink.eoi();
+          },
         },
-      },
-    ],
-    stop: async () => {
-      p.close();
-      await q.finish("SIGTERM");
-    },
-  };
+      ],
+      stop,
+    };
+  });
 }
 
 // An irq cycle costs several reads: it runs a quarter as many times.
@@ -163,16 +186,18 @@ async function main(): Promise<void> {
   }
   const opt = (name: string): string | undefined =>
     args[name] as string | undefined;
-  const count = (name: string, fallback: number): number => {
+  const count = (name: string, fallback: number, least = 1): number => {
     const raw = opt(name) ?? String(fallback);
-    if (!/^[1-9]\d*$/.test(raw)) {
-      throw new Error(`bench: --${name} ${raw}: expected a positive integer`);
+    if (!/^\d+$/.test(raw) || Number(raw) < least) {
+      throw new Error(
+        `bench: --${name} ${raw}: expected an integer of at least ${least}`,
+      );
     }
     return Number(raw);
   };
   const rounds = count("rounds", 5);
   const n = count("n", 1000);
-  const warmup = count("warmup", 10_000);
+  const warmup = count("warmup", 10_000, 0);
   const pollUs = opt("poll-us") ?? "50";
   const qemu = opt("qemu") ?? defaultQemu();
   // One table per way the proxy waits; every peer of every table takes
@@ -203,7 +228,9 @@ async function main(): Promise<void> {
     // the background during their first tens of thousands of round trips
     // (reads take up to twice as long meanwhile): measure steady state.
     for (const peer of peers) {
-      for (const op of peer.ops) microsPerOp(op, countFor(op, warmup));
+      for (const op of peer.ops) {
+        for (let i = countFor(op, warmup); i > 0; i--) op.run();
+      }
     }
     for (let r = 0; r < rounds; r++) {
       // Alternate the order too, so no peer always runs first.

@@ -95,8 +95,8 @@ async function iohubPeer(devices: number): Promise<Peer> {
 // and its socket is never served), so QEMU serves N devices as N remote
 // processes of one e1000 each.
 //
-// spawnQemuRemote returns once QEMU's initial reset is behind it; the
-// programmed state is still read back before measuring.
+// The programmed state is read back before measuring: a device that lost
+// it would otherwise show up as a missing interrupt minutes into a run.
 async function qemuPeer(qemu: string, devices: number): Promise<Peer> {
   const children: SocketChild[] = [];
   const proxies: ProxyDevice[] = [];

@@ -8,10 +8,12 @@ export const DEFAULT_POLL_MAX_NS = 32_000;
 // QEMU starts a growing window at 4 us and doubles it (poll-grow 2). A wait
 // beyond the bound halves it (QEMU's poll-shrink 2) rather than dropping it
 // (poll-shrink 0, QEMU's default), and only from the third such wait in a
-// row: a wait is measured until the loop woke, and here a wake-up alone can
-// cost 10-30 us, so a peer that answered within the window and was slept
-// through looks late. One late answer must not undo the window a busy peer
-// has earned; a peer that stays quiet still loses it within a few events.
+// row: a wait is measured until the loop woke, and on a VM a wake-up alone
+// costs 10-15 us, more at times, so a peer that answered just after the
+// window, well within the bound, can look late. One late answer must not
+// undo the window a busy peer has earned; a peer that stays quiet loses it
+// within a few events. A peer that sends bursts keeps it: at most one
+// window of polling per burst, which catches the burst's next requests.
 const INITIAL_NS = 4_000;
 const GROW = 2;
 const SHRINK = 2;

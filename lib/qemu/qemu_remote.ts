@@ -2,15 +2,12 @@
 // `x-remote-object`) on socketpairs, so our proxy (or a benchmark) can sit
 // in front of QEMU's C implementation of the mpqemu remote.
 //
-// QEMU starts serving the sockets before its initial system reset: the
-// remote object's coroutine is entered from a machine-init-done notifier
-// and answers what is already queued until it first waits. That reset then
-// clears the BARs and the command register a fast proxy has programmed, and
-// QEMU's next BAR access fails ("Bad address ... for mem read") and shuts
-// it down. Its QMP monitor is served only by the main loop, after the
-// reset, so one QMP round trip says the remote is ready.
+// QEMU answers on the sockets before its initial system reset, which then
+// unmaps what a fast proxy programmed (docs/protocol.md, "Order of
+// messages"); its QMP monitor answers only after that reset, so the spawn
+// waits for one QMP round trip.
 
-import { closeFd, readFd, waitReadable, writeFd } from "../../ffi/mod.ts";
+import { closeFd, pollReadable, readFd, writeFd } from "../../ffi/mod.ts";
 import { type SocketChild, spawnWithSockets } from "./socket_child.ts";
 
 // QEMU starts in well under a second; this bounds a hung or slow start.
@@ -63,14 +60,15 @@ export async function spawnQemuRemote(
   });
   const qmpFd = child.fds.pop()!;
   try {
-    awaitQmpReady(qmpFd);
+    await awaitQmpReady(qmpFd);
   } catch (e) {
     child.fds.forEach(closeFd);
-    const { stderr } = await child.finish("SIGTERM");
+    // SIGKILL: a program that is not a working QEMU may ignore SIGTERM.
+    const { code, stderr } = await child.finish("SIGKILL");
     const last = stderr.trim().split("\n").pop();
     throw new Error(
-      `QEMU remote ${qemu} did not start: ${(e as Error).message}` +
-        (last ? ` (${last})` : ""),
+      `QEMU remote ${qemu} did not start: ${(e as Error).message} ` +
+        `(exit ${code}${last ? `: ${last}` : ""})`,
     );
   } finally {
     closeFd(qmpFd);
@@ -80,34 +78,46 @@ export async function spawnQemuRemote(
 
 // Negotiates QMP capabilities and waits for the answer, which QEMU's main
 // loop sends only after machine creation and the initial reset.
-function awaitQmpReady(fd: number): void {
+async function awaitQmpReady(fd: number): Promise<void> {
   const deadline = performance.now() + READY_TIMEOUT_MS;
   const buf = new Uint8Array(4096);
   const decoder = new TextDecoder();
   let text = "";
-  // One JSON object per line: the greeting, then the command's answer.
-  const nextLine = (): string => {
+  // QMP sends one JSON object per line: the greeting, events, answers.
+  const nextMessage = async (): Promise<Record<string, unknown>> => {
     for (;;) {
       const nl = text.indexOf("\n");
       if (nl >= 0) {
         const line = text.slice(0, nl);
         text = text.slice(nl + 1);
-        return line;
+        let msg: unknown = null;
+        try {
+          msg = JSON.parse(line);
+        } catch {
+          // Reported below with the line.
+        }
+        if (typeof msg !== "object" || msg === null) {
+          throw new Error(`not QMP: ${line.trim().slice(0, 80)}`);
+        }
+        return msg as Record<string, unknown>;
       }
       const left = deadline - performance.now();
-      if (left <= 0 || !waitReadable(fd, Math.ceil(left))) {
+      if (left <= 0) {
         throw new Error(`no QMP answer within ${READY_TIMEOUT_MS} ms`);
       }
+      // A wait cut short (a signal) just goes round again.
+      if (!await pollReadable(fd, Math.ceil(left))) continue;
       const n = readFd(fd, buf);
       if (n === 0) throw new Error("QEMU closed its QMP monitor");
-      text += decoder.decode(buf.subarray(0, n));
+      text += decoder.decode(buf.subarray(0, n), { stream: true });
     }
   };
-  if (!nextLine().includes('"QMP"')) throw new Error("no QMP greeting");
+  if (!("QMP" in await nextMessage())) throw new Error("no QMP greeting");
   writeFd(fd, new TextEncoder().encode('{"execute":"qmp_capabilities"}\n'));
   for (;;) {
-    const line = nextLine();
-    if (line.includes('"return"')) return;
-    if (line.includes('"error"')) throw new Error(`QMP: ${line.trim()}`);
+    const msg = await nextMessage();
+    if ("event" in msg) continue;
+    if ("return" in msg) return;
+    throw new Error(`QMP refused qmp_capabilities: ${JSON.stringify(msg)}`);
   }
 }

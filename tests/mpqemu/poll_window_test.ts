@@ -44,3 +44,13 @@ Deno.test("poll window: a fixed window never adapts; 0 never polls", () => {
   off.update(1_000);
   assertEquals(off.ns, 0);
 });
+
+Deno.test("poll window: a peer sending bursts keeps it, one window per burst", () => {
+  const w = new PollWindow({ maxNs: 32_000 });
+  for (let i = 0; i < 4; i++) w.update(20_000);
+  for (let burst = 0; burst < 10; burst++) {
+    w.update(1_000_000); // the burst's first request, after a pause
+    w.update(15_000); // its second, caught by polling
+  }
+  assertEquals(w.ns, 32_000);
+});
