@@ -150,7 +150,9 @@ Deno.test("cli: a socket path that cannot be bound is one line, exit 1", async (
 async function serveOnePeer(flags: string[]): Promise<string> {
   return await withTempDir("iohub-cli-", async (dir) => {
     const path = `${dir}/testdev.sock`;
-    const child = new Deno.Command(Deno.execPath(), {
+    // Disposing sends SIGTERM to a remote still running: a check failing
+    // before it ends leaves none serving.
+    await using child = new Deno.Command(Deno.execPath(), {
       args: [
         "run",
         "--allow-ffi",

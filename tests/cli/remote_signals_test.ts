@@ -18,7 +18,9 @@ function exists(path: string): boolean {
 }
 
 // Through bin/iohub, with the permissions a user's remote has (a test run
-// with --allow-all would hide what those permissions refuse).
+// with --allow-all would hide what those permissions refuse). A test that
+// does not wait for it at once holds it with `await using`: disposing sends
+// SIGTERM to a remote still running, so failing early leaves none serving.
 function startRemote(...args: string[]): Deno.ChildProcess {
   return new Deno.Command(BIN, {
     args: ["remote", ...args],
@@ -44,7 +46,7 @@ for (const [signal, status] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
     await withTempDir("iohub-remote-signals-", async (dir) => {
       const a = `${dir}/a.sock`;
       const b = `${dir}/b.sock`;
-      const child = startRemote(
+      await using child = startRemote(
         "--device",
         `testdev,socket=${a},id=a`,
         "--device",
@@ -75,7 +77,7 @@ Deno.test("remote: a socket file left by a dead process is replaced", async () =
   await withTempDir("iohub-remote-signals-", async (dir) => {
     const path = `${dir}/stale.sock`;
     closeFd(listenUnix(path)); // the file stays, nobody listens
-    const child = startRemote("--device", `testdev,socket=${path}`);
+    await using child = startRemote("--device", `testdev,socket=${path}`);
     const c = await connectWhenListening(path);
     try {
       assertEquals(c.cfgRead(0), 0x10b11234n);
@@ -123,7 +125,7 @@ Deno.test("remote: a regular file at the socket path is never removed, exit 2", 
 Deno.test("remote: a second remote on a live remote's path leaves the first one serving", async () => {
   await withTempDir("iohub-remote-signals-", async (dir) => {
     const path = `${dir}/live.sock`;
-    const first = startRemote("--device", `testdev,socket=${path}`);
+    await using first = startRemote("--device", `testdev,socket=${path}`);
     for (let i = 0; i < 300 && !exists(path); i++) {
       await new Promise((r) => setTimeout(r, 20));
     }

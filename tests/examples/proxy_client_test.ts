@@ -13,7 +13,9 @@ const EXAMPLE = new URL("../../examples/proxy_client.ts", import.meta.url)
 Deno.test("examples/proxy_client.ts: probes, maps, takes an interrupt and resets a remote's testdev", async () => {
   await withTempDir("iohub-proxy-example-", async (dir) => {
     const sock = `${dir}/testdev.sock`;
-    const remote = new Deno.Command(BIN, {
+    // Disposing sends SIGTERM to a remote still running: should the example
+    // fail before it connects, the remote would otherwise wait for it.
+    await using remote = new Deno.Command(BIN, {
       args: ["remote", "--device", `testdev,socket=${sock}`],
       stdin: "null",
       stdout: "null",

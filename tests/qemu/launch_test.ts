@@ -697,7 +697,9 @@ qemuTest(
       console.log("SKIP: setpriv (util-linux) not installed");
       return;
     }
-    const child = spawnLaunch(["--timeout", "20", ...ACCEL_ARGS]);
+    // Disposing sends SIGTERM to a launcher still running (it stops QEMU and
+    // the remote): a check failing before the SIGKILL leaves nothing behind.
+    await using child = spawnLaunch(["--timeout", "20", ...ACCEL_ARGS]);
     const dec = new TextDecoder();
     let stderr = "";
     const reader = child.stderr.getReader();

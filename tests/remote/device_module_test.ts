@@ -274,10 +274,12 @@ Deno.test("device module: bad modules are one line naming the module, exit 2", a
       await withTempDir("iohub-devmod-", async (dir) => {
         const path = `${dir}/${name}`;
         if (source !== "") Deno.writeTextFileSync(path, source);
+        // Not named after the module: the stderr check below must find the
+        // module's path, not the socket's.
         const res = await iohub(
           "remote",
           "--device",
-          `${path},socket=/tmp/iohub-unused-${name}.sock`,
+          `${path},socket=${dir}/unused.sock`,
         );
         assertEquals(res.code, 2, res.stderr);
         assertStringIncludes(res.stderr, path);

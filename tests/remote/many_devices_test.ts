@@ -32,7 +32,7 @@ Deno.test("remote: 256 devices each answer and interrupt on their own PIRQ", asy
   await assertNoFdLeak(async () => {
     const ids = Array.from({ length: MAX_DEVICES }, (_, i) => `d${i}`);
     assertEquals(ids.length, 256);
-    const r = spawnTestdevRemote(ids);
+    await using r = spawnTestdevRemote(ids);
     const proxies = r.fds.map((fd, i) => new ProxyDevice(fd, { name: ids[i] }));
     try {
       for (const p of proxies) {
