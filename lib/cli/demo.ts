@@ -65,7 +65,7 @@ options:
 
 ${EXIT_STATUS_HELP}
   0 means every check the accelerator allows passed; a QEMU or remote that
-  could not run ends with the status 'iohub launch' gives it (3-6, 130).`;
+  could not run ends with the status 'iohub launch' gives it (3-6, 130, 143).`;
 
 const SINK_INTERRUPTS = 1000;
 const RESULT_CHECKS = ["dma_to_guest", "dma_from_guest", "reset"] as const;
@@ -183,8 +183,11 @@ async function runGuest(
   let result: GuestResult | null = null;
   const counters: ClosedDevice[] = [];
   const controller = new AbortController();
-  const onSignal = (): void => controller.abort("SIGINT");
-  Deno.addSignalListener("SIGINT", onSignal);
+  // As launch does: the reason decides the exit status (130 or 143).
+  const onInt = (): void => controller.abort("SIGINT");
+  const onTerm = (): void => controller.abort("SIGTERM");
+  Deno.addSignalListener("SIGINT", onInt);
+  Deno.addSignalListener("SIGTERM", onTerm);
   try {
     const out = await launch({
       qemu,
@@ -220,7 +223,8 @@ async function runGuest(
       seconds: (performance.now() - t0) / 1000,
     };
   } finally {
-    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGINT", onInt);
+    Deno.removeSignalListener("SIGTERM", onTerm);
   }
 }
 

@@ -3,9 +3,10 @@
 
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import { EXIT } from "../../lib/qemu/outcome.ts";
-import { iohub, iohubOk, NO_QEMU, NO_QEMU_MESSAGE } from "./cli_run.ts";
+import { iohub, iohubOk, MAIN, NO_QEMU, NO_QEMU_MESSAGE } from "./cli_run.ts";
 import { kvmUnavailableReason } from "../../lib/kvm/mod.ts";
 import { haveBinutils, haveKvm, haveQemu } from "../requirements.ts";
+import { gone } from "../process_gone.ts";
 
 const ready = haveQemu() && haveBinutils();
 
@@ -126,5 +127,38 @@ Deno.test({
         /remote\| iohub remote: testdev0: serving on fd \d+\n/,
       );
     });
+  },
+});
+
+Deno.test({
+  name:
+    "demo: SIGTERM while the guest runs stops QEMU and the remote, exit 143",
+  ignore: !ready,
+  fn: async () => {
+    await using demo = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", MAIN, "demo", "--accel", "tcg", "--timeout", "60"],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const stderr = new Response(demo.stderr).text();
+    const reader = demo.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let out = "";
+    let pids: RegExpMatchArray | null = null;
+    while (pids === null) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      out += value;
+      pids = out.match(/QEMU pid (\d+) .*iohub remote pid (\d+)/);
+    }
+    assert(pids !== null, out);
+    demo.kill("SIGTERM");
+    while (!(await reader.read()).done);
+    const { code } = await demo.status;
+    const err = await stderr;
+    assertEquals(code, EXIT.SIGTERM, err);
+    assertMatch(err, /interrupted by SIGTERM; stopped QEMU and the remote\n/);
+    assert(gone(Number(pids[1])), "QEMU stopped");
+    assert(gone(Number(pids[2])), "the remote stopped");
   },
 });

@@ -126,7 +126,7 @@ Deno.test({
     await withTempDir("iohub-demo-observe-", async (dir) => {
       const trace = `${dir}/trace.jsonl`;
       const control = `${dir}/control.sock`;
-      const demo = new Deno.Command(Deno.execPath(), {
+      await using demo = new Deno.Command(Deno.execPath(), {
         args: [
           "run",
           "-A",
@@ -144,23 +144,10 @@ Deno.test({
         stderr: "piped",
       }).spawn();
       let state: RemoteState | null = null;
-      try {
-        for (let i = 0; i < 300 && state === null; i++) {
-          const s = await iohub("stats", control, "--json");
-          if (s.code === 0) state = JSON.parse(s.stdout) as RemoteState;
-          else await new Promise((done) => setTimeout(done, 50));
-        }
-      } catch (e) {
-        // Ctrl-C's signal, on which the demo stops QEMU and its remote:
-        // SIGTERM (what disposing a child sends) kills the demo outright,
-        // leaving them to the parent-death signal.
-        try {
-          demo.kill("SIGINT");
-        } catch {
-          // It has ended already.
-        }
-        await demo.output();
-        throw e;
+      for (let i = 0; i < 300 && state === null; i++) {
+        const s = await iohub("stats", control, "--json");
+        if (s.code === 0) state = JSON.parse(s.stdout) as RemoteState;
+        else await new Promise((done) => setTimeout(done, 50));
       }
       const out = await demo.output();
       assert(state !== null, "iohub stats answered during the demo");

@@ -31,6 +31,7 @@ import {
 import { assertNoFdLeak } from "../fd_check.ts";
 import { haveBinutils, haveKvm, haveQemu, QEMU } from "../requirements.ts";
 import { withTempDir } from "../temp_dir.ts";
+import { gone } from "../process_gone.ts";
 
 const FIXTURES = new URL("./fixtures/", import.meta.url).pathname;
 const FLOPPY_SIZE = 1474560;
@@ -680,15 +681,6 @@ qemuTest(
     });
   },
 );
-
-/** Whether `pid` is gone (or a zombie nobody reaped yet). */
-function gone(pid: number): boolean {
-  try {
-    return Deno.readTextFileSync(`/proc/${pid}/stat`).split(" ")[2] === "Z";
-  } catch {
-    return true;
-  }
-}
 
 qemuTest(
   "launch: a launcher killed by SIGKILL leaves no QEMU or remote",
