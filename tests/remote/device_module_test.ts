@@ -9,14 +9,15 @@ import {
   assertMatch,
   assertStringIncludes,
 } from "@std/assert";
-import { pollReadable } from "../../ffi/mod.ts";
+import { closeFd, pollReadable } from "../../ffi/mod.ts";
+import { spawnWithSockets } from "../../lib/qemu/socket_child.ts";
+import { defaultRemoteCommand } from "../../lib/qemu/spawn_remote.ts";
 import {
   assertExit,
   type Client,
   type RemoteProcess,
   spawnDevices,
 } from "./remote_process.ts";
-import { iohub } from "../cli/cli_run.ts";
 import { withTempDir } from "../temp_dir.ts";
 
 const BAR0 = 0xfebf0000n;
@@ -274,13 +275,16 @@ Deno.test("device module: bad modules are one line naming the module, exit 2", a
       await withTempDir("iohub-devmod-", async (dir) => {
         const path = `${dir}/${name}`;
         if (source !== "") Deno.writeTextFileSync(path, source);
-        // Not named after the module: the stderr check below must find the
-        // module's path, not the socket's.
-        const res = await iohub(
-          "remote",
+        const [program, ...command] = defaultRemoteCommand();
+        const remote = spawnWithSockets(program, 1, (fds) => [
+          ...command,
           "--device",
-          `${path},socket=${dir}/unused.sock`,
-        );
+          `${path},fd=${fds[0]}`,
+        ]);
+        // Were the module to load, the remote would see its peer gone and
+        // end at once (exit 0) instead of serving.
+        closeFd(remote.fds[0]);
+        const res = await remote.finish();
         assertEquals(res.code, 2, res.stderr);
         assertStringIncludes(res.stderr, path);
         assertStringIncludes(res.stderr, msg);
