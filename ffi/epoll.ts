@@ -2,7 +2,7 @@
 // packed on x86_64: u32 events at 0, u64 data at 4, 12 bytes.
 
 import { check, Errno, errno, SysError } from "./errors.ts";
-import { OwnedFd } from "./fd.ts";
+import { OwnedFd, readFd } from "./fd.ts";
 import { libc } from "./libc.ts";
 
 /** Readable. */
@@ -176,7 +176,30 @@ async function pollAsync(
   const v = new DataView(pfd.buffer);
   v.setInt32(0, fd, true);
   v.setInt16(4, events, true);
-  const n = await libc.poll_async(pfd, 1n, timeoutMs);
-  if (n === -1) throw new SysError("poll", errno());
-  return n > 0 && (v.getInt16(6, true) & ready) !== 0;
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const left = timeoutMs < 0
+      ? -1
+      : Math.max(0, Math.ceil(deadline - performance.now()));
+    const n = await libc.poll_async(pfd, 1n, left);
+    if (n !== -1) return n > 0 && (v.getInt16(6, true) & ready) !== 0;
+    // The errno is the worker thread's, out of reach from here; with one
+    // valid pollfd poll fails only when a signal cuts it short, so wait
+    // again for what is left.
+    if (left === 0) return false;
+  }
+}
+
+/**
+ * Waits until `fd` is readable, then reads what it has into `buf`: the byte
+ * count (0 at end of file), or null when `deadline` (a performance.now()
+ * time) passed with nothing to read.
+ */
+export async function readBefore(
+  fd: number,
+  buf: Uint8Array,
+  deadline: number,
+): Promise<number | null> {
+  const left = Math.max(0, Math.ceil(deadline - performance.now()));
+  return await pollReadable(fd, left) ? readFd(fd, buf) : null;
 }

@@ -7,7 +7,7 @@
 // messages"); its QMP monitor answers only after that reset, so the spawn
 // waits for one QMP round trip.
 
-import { closeFd, pollReadable, readFd, writeFd } from "../../ffi/mod.ts";
+import { closeFd, readBefore, writeFd } from "../../ffi/mod.ts";
 import { type SocketChild, spawnWithSockets } from "./socket_child.ts";
 
 // QEMU starts in well under a second; this bounds a hung or slow start.
@@ -101,13 +101,10 @@ async function awaitQmpReady(fd: number): Promise<void> {
         }
         return msg as Record<string, unknown>;
       }
-      const left = deadline - performance.now();
-      if (left <= 0) {
+      const n = await readBefore(fd, buf, deadline);
+      if (n === null) {
         throw new Error(`no QMP answer within ${READY_TIMEOUT_MS} ms`);
       }
-      // A wait cut short (a signal) just goes round again.
-      if (!await pollReadable(fd, Math.ceil(left))) continue;
-      const n = readFd(fd, buf);
       if (n === 0) throw new Error("QEMU closed its QMP monitor");
       text += decoder.decode(buf.subarray(0, n), { stream: true });
     }

@@ -12,7 +12,7 @@ import {
   MsgIo,
   pollReadable,
   pollWritable,
-  readFd,
+  readBefore,
   setNonblocking,
   SysError,
   WOULD_BLOCK,
@@ -134,16 +134,9 @@ export async function readControl(
     let text = "";
     const deadline = performance.now() + timeoutMs;
     for (;;) {
-      let n: number;
-      try {
-        n = readFd(fd, buf);
-      } catch (e) {
-        if (!(e instanceof SysError && e.errno === Errno.EAGAIN)) throw e;
-        const left = deadline - performance.now();
-        if (left <= 0 || !await pollReadable(fd, Math.ceil(left))) {
-          throw new SysError("read", Errno.EAGAIN, "no answer in time");
-        }
-        continue;
+      const n = await readBefore(fd, buf, deadline);
+      if (n === null) {
+        throw new SysError("read", Errno.EAGAIN, "no answer in time");
       }
       if (n === 0) break;
       text += decoder.decode(buf.subarray(0, n), { stream: true });
