@@ -1,5 +1,6 @@
 // What every iohub subcommand shares: the usage error type (exit 2), the
-// --quiet/--verbose options and the one-line error printer. It imports no
+// --quiet/--verbose options, the one-line error printer and the stop on
+// SIGINT/SIGTERM of the commands that run a guest. It imports no
 // FFI, so main.ts can report a failure to load libc itself.
 
 import { parseArgs } from "@std/cli/parse-args";
@@ -139,4 +140,32 @@ export function parseCommandArgs(
       throw unknownArgument(command, arg);
     },
   });
+}
+
+/**
+ * Stops a run on Ctrl-C or SIGTERM: `signal` aborts with "SIGINT" or
+ * "SIGTERM" as its reason (launch() turns that into exit 130 or 143) until
+ * this is disposed, which removes the listeners again.
+ */
+export class StopOnSignals implements Disposable {
+  readonly #stop = new AbortController();
+  readonly #onInt = (): void => this.#stop.abort("SIGINT");
+  readonly #onTerm = (): void => this.#stop.abort("SIGTERM");
+
+  /** Listens for SIGINT and SIGTERM from now on. */
+  constructor() {
+    Deno.addSignalListener("SIGINT", this.#onInt);
+    Deno.addSignalListener("SIGTERM", this.#onTerm);
+  }
+
+  /** Aborted by the first of the two signals. */
+  get signal(): AbortSignal {
+    return this.#stop.signal;
+  }
+
+  /** Stops listening. */
+  [Symbol.dispose](): void {
+    Deno.removeSignalListener("SIGINT", this.#onInt);
+    Deno.removeSignalListener("SIGTERM", this.#onTerm);
+  }
 }

@@ -21,6 +21,7 @@ import {
   type Command,
   EXIT_STATUS_HELP,
   parseCommandArgs,
+  StopOnSignals,
   UsageError,
   VERBOSITY_OPTIONS,
   verbosityOf,
@@ -182,50 +183,40 @@ async function runGuest(
   const t0 = performance.now();
   let result: GuestResult | null = null;
   const counters: ClosedDevice[] = [];
-  const controller = new AbortController();
-  // As launch does: the reason decides the exit status (130 or 143).
-  const onInt = (): void => controller.abort("SIGINT");
-  const onTerm = (): void => controller.abort("SIGTERM");
-  Deno.addSignalListener("SIGINT", onInt);
-  Deno.addSignalListener("SIGTERM", onTerm);
-  try {
-    const out = await launch({
-      qemu,
-      accel,
-      guest: image,
-      devices: [{ type, id: `${type}0` }],
-      timeoutMs,
-      trace: run.trace,
-      control: run.control,
-      signal: controller.signal,
-      verbosity: verbosity === "verbose" ? "verbose" : "normal",
-      onStarted: (s) =>
-        say(
-          `iohub demo: QEMU pid ${s.qemuPid} (x-pci-proxy-dev, -accel ${accel}), iohub remote pid ${s.remotePid}`,
-          "info",
-        ),
-      onSerialLine: (line) => {
-        say(`  guest | ${line}`, "info");
-        result = parseGuestResult(line) ?? result;
-      },
-      onRemoteLine: (line) => {
-        say(`  remote| ${line}`, "info");
-        const c = parseCloseLine(line);
-        if (c !== null) counters.push(c);
-      },
-      onQemuLine: (line) =>
-        say(`  qemu  | ${line}`, QEMU_WARNING.test(line) ? "info" : "error"),
-    });
-    return {
-      result,
-      counters,
-      out,
-      seconds: (performance.now() - t0) / 1000,
-    };
-  } finally {
-    Deno.removeSignalListener("SIGINT", onInt);
-    Deno.removeSignalListener("SIGTERM", onTerm);
-  }
+  using stop = new StopOnSignals();
+  const out = await launch({
+    qemu,
+    accel,
+    guest: image,
+    devices: [{ type, id: `${type}0` }],
+    timeoutMs,
+    trace: run.trace,
+    control: run.control,
+    signal: stop.signal,
+    verbosity: verbosity === "verbose" ? "verbose" : "normal",
+    onStarted: (s) =>
+      say(
+        `iohub demo: QEMU pid ${s.qemuPid} (x-pci-proxy-dev, -accel ${accel}), iohub remote pid ${s.remotePid}`,
+        "info",
+      ),
+    onSerialLine: (line) => {
+      say(`  guest | ${line}`, "info");
+      result = parseGuestResult(line) ?? result;
+    },
+    onRemoteLine: (line) => {
+      say(`  remote| ${line}`, "info");
+      const c = parseCloseLine(line);
+      if (c !== null) counters.push(c);
+    },
+    onQemuLine: (line) =>
+      say(`  qemu  | ${line}`, QEMU_WARNING.test(line) ? "info" : "error"),
+  });
+  return {
+    result,
+    counters,
+    out,
+    seconds: (performance.now() - t0) / 1000,
+  };
 }
 
 /** Prints the user-space interrupt path run; returns whether it behaved. */

@@ -16,6 +16,7 @@ import { DEFAULT_QEMU } from "../qemu/probe.ts";
 import { logSink } from "../log.ts";
 import {
   type Command,
+  StopOnSignals,
   unexpectedArgument,
   UsageError,
   VERBOSITY_OPTIONS,
@@ -302,11 +303,7 @@ export const launchCommand: Command = {
     }
     const log = logSink("iohub: ", options.verbosity ?? "normal");
     const qemuLog = logSink("", options.verbosity ?? "normal");
-    const stop = new AbortController();
-    const onInt = (): void => stop.abort("SIGINT");
-    const onTerm = (): void => stop.abort("SIGTERM");
-    Deno.addSignalListener("SIGINT", onInt);
-    Deno.addSignalListener("SIGTERM", onTerm);
+    using stop = new StopOnSignals();
     let serialBroken = false;
     try {
       const result = await launch({
@@ -345,8 +342,6 @@ export const launchCommand: Command = {
       log(message, result.status === EXIT.OK ? "info" : "error");
       return result.status;
     } finally {
-      Deno.removeSignalListener("SIGINT", onInt);
-      Deno.removeSignalListener("SIGTERM", onTerm);
       if (out !== Deno.stdout) out.close?.();
     }
   },
