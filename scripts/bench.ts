@@ -9,7 +9,7 @@ import { defaultQemu } from "../lib/qemu/probe.ts";
 import { spawnTestdevRemote } from "../lib/qemu/spawn_remote.ts";
 import { ProxyDevice, type UserIrqSink } from "../lib/proxy/proxy_device.ts";
 import { spawnQemuRemote } from "../lib/qemu/qemu_remote.ts";
-import type { SocketChild } from "../lib/qemu/socket_child.ts";
+import { lastLine, type SocketChild } from "../lib/qemu/socket_child.ts";
 
 /** One benchmarked operation on one peer. */
 interface Op {
@@ -84,7 +84,7 @@ async function startPeer(
   } catch (e) {
     p.close();
     const { stderr } = await child.finish(stopSignal);
-    const last = stderr.trim().split("\n").pop();
+    const last = lastLine(stderr);
     throw new Error(`${(e as Error).message}${last ? ` (${last})` : ""}`);
   }
 }

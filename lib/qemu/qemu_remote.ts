@@ -8,7 +8,11 @@
 // waits for one QMP round trip.
 
 import { closeFd, readBefore, writeFd } from "../../ffi/mod.ts";
-import { type SocketChild, spawnWithSockets } from "./socket_child.ts";
+import {
+  lastLine,
+  type SocketChild,
+  spawnWithSockets,
+} from "./socket_child.ts";
 
 // QEMU starts in well under a second; this bounds a hung or slow start.
 const READY_TIMEOUT_MS = 10_000;
@@ -65,7 +69,7 @@ export async function spawnQemuRemote(
     child.fds.forEach(closeFd);
     // SIGKILL: a program that is not a working QEMU may ignore SIGTERM.
     const { code, stderr } = await child.finish("SIGKILL");
-    const last = stderr.trim().split("\n").pop();
+    const last = lastLine(stderr);
     throw new Error(
       `QEMU remote ${qemu} did not start: ${(e as Error).message} ` +
         `(exit ${code}${last ? `: ${last}` : ""})`,

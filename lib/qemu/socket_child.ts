@@ -88,3 +88,8 @@ export function spawnWithSockets(
     },
   };
 }
+
+/** The last line of a child's stderr (finish()), which says why it failed. */
+export function lastLine(stderr: string): string | undefined {
+  return stderr.trim().split("\n").pop() || undefined;
+}
