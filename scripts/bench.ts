@@ -244,8 +244,8 @@ async function main(): Promise<void> {
     console.log(
       `iohub bench: ${warmup} round trips per operation to warm up, then ` +
         `${rounds} alternating rounds of ${n} (irq: a quarter), same ` +
-        `TypeScript proxy for ` +
-        `every peer; µs per operation = median over rounds; ratio = QEMU ` +
+        `TypeScript proxy for every peer; µs per operation = median over ` +
+        `rounds; ratio = QEMU ` +
         `remote's time / this peer's (above 1: faster than QEMU)`,
     );
     let first = 0;
