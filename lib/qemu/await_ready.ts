@@ -70,8 +70,9 @@ async function readyByte(fd: number): Promise<boolean> {
     } catch (e) {
       if (!(e instanceof SysError && e.errno === Errno.EAGAIN)) throw e;
     }
-    // On a worker thread, so the deadline and signals are still seen.
-    await pollReadable(fd, -1).catch(() => false);
+    // On a worker thread, so the deadline and signals are still seen; a
+    // hang-up wakes it too, and the read above then finds the EOF.
+    await pollReadable(fd, -1);
   }
 }
 
