@@ -45,7 +45,10 @@ export interface DeviceModel {
    * the register after it, which must be null).
    */
   readonly bars: readonly (BarSpec | null)[];
-  /** An expansion ROM, read as region 6 (ROM_REGION) while enabled. */
+  /**
+   * An expansion ROM, read as region 6 (ROM_REGION) while enabled; writes
+   * to it are dropped before they reach write(), as QEMU drops them.
+   */
   readonly rom?: RomSpec | null;
   /** Capabilities, laid out in config space from 0x40 in this order. */
   readonly capabilities?: readonly CapabilitySpec[];
@@ -57,8 +60,9 @@ export interface DeviceModel {
   reset?(): void;
   /**
    * The remote is done with the device (its channel closed, or the remote
-   * stops): cancel timers and release what the model holds. Calls to the
-   * context do nothing from now on.
+   * stops): cancel timers and release what the model holds. From now on
+   * the context's setIrq, dmaRead and dmaWrite do nothing (DMA returns
+   * false); log still writes its line.
    */
   close?(): void;
 }

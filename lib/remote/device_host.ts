@@ -15,6 +15,7 @@ import {
   ConfigEffect,
   NUM_REGIONS,
   PciConfig,
+  ROM_REGION,
 } from "../pci/config.ts";
 import {
   type Channel,
@@ -227,7 +228,9 @@ export class DeviceHost implements Disposable {
     }
     const offset = addr - this.#barBase[bar];
     if (write) {
-      this.model.write(bar, offset, this.#rxData[idx]);
+      // A ROM is read-only: QEMU drops writes to it, so the model never
+      // sees one.
+      if (bar !== ROM_REGION) this.model.write(bar, offset, this.#rxData[idx]);
       this.#retNumber(0);
     } else {
       ch.tx.encodeRetNumber(0);

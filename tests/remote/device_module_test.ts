@@ -12,6 +12,7 @@ import {
 import { closeFd, pollReadable } from "../../ffi/mod.ts";
 import { spawnWithSockets } from "../../lib/qemu/socket_child.ts";
 import { defaultRemoteCommand } from "../../lib/qemu/spawn_remote.ts";
+import { UINT64_MAX } from "../../lib/mpqemu/mod.ts";
 import {
   assertExit,
   type Client,
@@ -234,6 +235,12 @@ Deno.test("device module: bad modules are one line naming the module, exit 2", a
     // Where the parser gave up is on the line too.
     ["syntax.ts", "export default (ctx => {", "syntax.ts:1:"],
     ["nodefault.ts", "export const x = 1;", "the module has no default export"],
+    // An import that fails is named, without the colours Deno puts in.
+    [
+      "badimport.ts",
+      `import "./nothere.ts";\nexport default () => ({});`,
+      "Module not found",
+    ],
     [
       "number.ts",
       "export default 5;",
@@ -289,6 +296,7 @@ Deno.test("device module: bad modules are one line naming the module, exit 2", a
         assertStringIncludes(res.stderr, path);
         assertStringIncludes(res.stderr, msg);
         assertEquals(res.stderr.trim().split("\n").length, 1, res.stderr);
+        assert(!res.stderr.includes("\x1b"), res.stderr);
       });
     });
   }
@@ -379,4 +387,42 @@ Deno.test("device module: console.log from device code reaches the remote's stde
       assertStringIncludes(stderr, "chatty: read 4");
     },
   );
+});
+
+Deno.test("device module: the expansion ROM reads through region 6 while enabled; writes to it never reach the model", async () => {
+  const rom = `
+export default () => {
+  let writes = 0;
+  return {
+    identity: { vendorId: 0x1af4, deviceId: 0x10f1 },
+    bars: [{ size: 4096, space: "memory" }],
+    rom: { size: 2048 },
+    read(bar, off, data) {
+      data.fill(0);
+      data[0] = bar === 6 ? 0x55 : writes;
+      if (bar === 6 && off === 0) data[1] = 0xaa;
+    },
+    write() { writes++; },
+  };
+};
+`;
+  await withModule("rom.ts", rom, async (mod) => {
+    await using r = spawnDevices([`${mod},id=rom`]);
+    const c = r.clients[0];
+    enable(c);
+    const ROM = 0xfebe0000;
+    // QEMU's sizing of the ROM register, then the ROM mapped and enabled.
+    c.cfgWrite(0x30, 0xffffffff);
+    assertEquals(c.cfgRead(0x30), 0xfffff801n);
+    c.cfgWrite(0x30, ROM + 1);
+    assertEquals(c.barRead(BigInt(ROM), 2), 0xaa55n);
+    assertEquals(c.barRead(BigInt(ROM) + 0x7fcn), 0x55n);
+    assertEquals(c.barWrite(BigInt(ROM), 0x1234n), 0n);
+    assertEquals(c.barRead(BAR0), 0n, "a ROM write reached the model");
+    c.barWrite(BAR0, 1n);
+    assertEquals(c.barRead(BAR0), 1n);
+    // Disabled, the ROM decodes nowhere: QEMU's all-ones reply.
+    c.cfgWrite(0x30, ROM);
+    assertEquals(c.barRead(BigInt(ROM)), UINT64_MAX);
+  });
 });

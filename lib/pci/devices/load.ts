@@ -35,12 +35,19 @@ export function moduleUrl(type: string): URL {
   return new URL(type, new URL(`file://${encodeURI(cwd)}`));
 }
 
+/** How long a device module may take to load, top-level awaits included. */
+export const LOAD_TIMEOUT_MS = 20_000;
+
 /**
  * Resolves `type` to its factory: a built-in by name, or the default
  * export of a device module (loaded once per URL). Throws DeviceTypeError
- * for an unknown name, a module that fails to load or exports no factory.
+ * for an unknown name, a module that fails to load, or does not finish
+ * loading within `timeoutMs`, or exports no factory.
  */
-export async function resolveDeviceType(type: string): Promise<DeviceFactory> {
+export async function resolveDeviceType(
+  type: string,
+  timeoutMs = LOAD_TIMEOUT_MS,
+): Promise<DeviceFactory> {
   if (!isModuleType(type)) {
     const factory = Object.hasOwn(BUILTIN_DEVICES, type)
       ? BUILTIN_DEVICES[type]
@@ -54,12 +61,7 @@ export async function resolveDeviceType(type: string): Promise<DeviceFactory> {
     return factory;
   }
   const url = moduleUrl(type);
-  let mod: Record<string, unknown>;
-  try {
-    mod = await import(url.href);
-  } catch (e) {
-    throw new DeviceTypeError(type, `cannot load the module: ${loadError(e)}`);
-  }
+  const mod = await importWithin(type, url, timeoutMs);
   if (!("default" in mod)) {
     throw new DeviceTypeError(
       type,
@@ -81,18 +83,55 @@ export async function resolveDeviceType(type: string): Promise<DeviceFactory> {
   return factory as DeviceFactory;
 }
 
+// A top-level await that never settles leaves nothing for the event loop to
+// do, and Deno then ends the whole process with its own multi-line message;
+// the pending timer keeps the loop alive so the load fails as any other.
+async function importWithin(
+  type: string,
+  url: URL,
+  timeoutMs: number,
+): Promise<Record<string, unknown>> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new DeviceTypeError(
+            type,
+            `the module did not finish loading within ${
+              timeoutMs / 1000
+            } s (a top-level await that never settles?)`,
+          ),
+        ),
+      timeoutMs,
+    );
+  });
+  try {
+    return await Promise.race([import(url.href), late]);
+  } catch (e) {
+    if (e instanceof DeviceTypeError) throw e;
+    throw new DeviceTypeError(type, `cannot load the module: ${loadError(e)}`);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 // Deno's message for a module that does not parse spans lines: the error,
 // the source line with a marker, and last where it is ("at file:...:2:12",
 // which may be a module the device imports). One line keeps the first and
-// the last.
+// the last. Deno colours parts of it even when stderr is not a terminal.
 function loadError(e: unknown): string {
   if (!(e instanceof Error)) return String(e);
-  const lines = e.message.split("\n");
+  const lines = e.message.replace(ANSI_SGR, "").split("\n");
   const at = lines.at(-1)!.trim();
   return lines.length > 1 && at.startsWith("at ")
     ? `${lines[0]} ${at}`
     : lines[0];
 }
+
+// Select Graphic Rendition escapes: colours and bold.
+// deno-lint-ignore no-control-regex
+const ANSI_SGR = /\x1b\[[0-9;]*m/g;
 
 // Calling a class without `new` throws, so a class must be told apart from
 // a function; only its source text says which it is.
