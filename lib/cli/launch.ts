@@ -23,7 +23,12 @@ import {
   verbosityOf,
 } from "./common.ts";
 import { BUILTIN_DEVICES, builtinNames } from "../pci/devices/mod.ts";
-import { isModuleType, moduleUrl } from "../pci/devices/load.ts";
+import {
+  isModuleType,
+  moduleUrl,
+  PARAM_KEY,
+  RESERVED_KEYS,
+} from "../pci/devices/load.ts";
 import { defaultDeviceId } from "./remote.ts";
 
 const HELP = `usage: iohub launch [options] [-- QEMU-ARGS...]
@@ -37,7 +42,8 @@ either ends, on --timeout, or on Ctrl-C.
 options:
   --device TYPE[,id=NAME]  a device to serve (repeatable; default: testdev).
                            types: ${builtinNames()}, or a device module
-                           by path or URL (./my_dev.ts)
+                           by path or URL (./my_dev.ts), which also takes
+                           its own KEY=VALUE options (ctx.params)
   --qemu PATH              QEMU binary (default: $IOHUB_QEMU if set, else
                            ${DEFAULT_QEMU} on PATH)
   --accel kvm|tcg          accelerator (default kvm; under tcg QEMU's proxy
@@ -94,16 +100,32 @@ export function parseLaunchDevice(value: string, index: number): LaunchDevice {
   let id = isModuleType(type)
     ? defaultDeviceId(type, index)
     : `${type}${index}`;
+  const params: Record<string, string> = {};
+  const seen = new Set<string>();
   for (const opt of opts) {
+    const eq = opt.indexOf("=");
+    const key = eq < 0 ? opt : opt.slice(0, eq);
+    if (seen.has(key)) {
+      throw new UsageError(`--device ${value}: option '${key}' given twice`);
+    }
+    seen.add(key);
     const m = /^id=([A-Za-z][\w.-]*)$/.exec(opt);
-    if (m === null) {
+    if (m !== null) {
+      id = m[1];
+    } else if (
+      eq > 0 && isModuleType(type) && !RESERVED_KEYS.has(key) &&
+      PARAM_KEY.test(key)
+    ) {
+      params[key] = opt.slice(eq + 1);
+    } else {
       throw new UsageError(
-        `--device ${value}: bad option '${opt}' (expected id=NAME, NAME a letter then letters, digits, '-', '.' or '_')`,
+        `--device ${value}: bad option '${opt}' (expected id=NAME, NAME a letter then letters, digits, '-', '.' or '_'${
+          isModuleType(type) ? "; or KEY=VALUE for the module" : ""
+        })`,
       );
     }
-    id = m[1];
   }
-  return { type, id };
+  return { type, id, params };
 }
 
 /** What the launch CLI needs beyond LaunchOptions. */

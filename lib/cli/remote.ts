@@ -8,6 +8,8 @@ import {
   DeviceTypeError,
   isModuleType,
   moduleUrl,
+  PARAM_KEY,
+  RESERVED_KEYS,
   resolveDeviceType,
 } from "../pci/devices/load.ts";
 import type { DeviceFactory } from "../pci/device.ts";
@@ -49,6 +51,8 @@ options:
                     socket=PATH listen on PATH and serve the first peer
                                 (a stale socket file is replaced)
                     id=NAME     name in logs (default TYPE + index)
+                    KEY=VALUE   (device modules) the module's own options,
+                                given to its factory as ctx.params
                   TYPE is a built-in (${builtinNames()}) or a device
                   module: a path (./my_dev.ts) or URL whose default export
                   is a DeviceFactory (see lib/pci/mod.ts)
@@ -90,6 +94,8 @@ export interface RemoteDeviceArg {
   type: string;
   /** Name in logs. */
   id: string;
+  /** A device module's own options (ctx.params). */
+  params: Record<string, string>;
   /** Its connection. */
   endpoint: DeviceEndpoint;
 }
@@ -118,19 +124,32 @@ export function parseDeviceSpec(value: string, index: number): RemoteDeviceArg {
   let id = defaultDeviceId(type, index);
   let fd: number | null = null;
   let path: string | null = null;
+  const params: Record<string, string> = {};
+  const seen = new Set<string>();
   for (const opt of opts) {
     const eq = opt.indexOf("=");
     const key = eq < 0 ? opt : opt.slice(0, eq);
     const val = eq < 0 ? "" : opt.slice(eq + 1);
+    if (seen.has(key)) {
+      throw new UsageError(`--device ${value}: option '${key}' given twice`);
+    }
+    seen.add(key);
     if (key === "fd" && /^\d+$/.test(val)) {
       fd = Number(val);
     } else if (key === "socket" && val !== "") {
       path = val;
     } else if (key === "id" && /^[\w.-]+$/.test(val)) {
       id = val;
+    } else if (
+      eq > 0 && isModuleType(type) && !RESERVED_KEYS.has(key) &&
+      PARAM_KEY.test(key)
+    ) {
+      params[key] = val;
     } else {
       throw new UsageError(
-        `--device ${value}: bad option '${opt}' (expected fd=N, socket=PATH or id=NAME)`,
+        `--device ${value}: bad option '${opt}' (expected fd=N, socket=PATH or id=NAME${
+          isModuleType(type) ? ", or KEY=VALUE for the module" : ""
+        })`,
       );
     }
   }
@@ -148,9 +167,9 @@ export function parseDeviceSpec(value: string, index: number): RemoteDeviceArg {
         `--device ${value}: fd ${fd} is not a connected UNIX stream socket: it is ${why}`,
       );
     }
-    return { type, id, endpoint: { kind: "fd", fd } };
+    return { type, id, params, endpoint: { kind: "fd", fd } };
   }
-  return { type, id, endpoint: { kind: "socket", path: path! } };
+  return { type, id, params, endpoint: { kind: "socket", path: path! } };
 }
 
 /** Parsed `iohub remote` arguments. */
@@ -310,6 +329,7 @@ export const remoteCommand: Command = {
           type: d.type,
           factory: factories[i],
           endpoint: d.endpoint,
+          params: d.params,
         });
       } catch (e) {
         throw addDeviceError(d.type, e);

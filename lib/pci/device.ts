@@ -28,6 +28,12 @@ export interface DeviceContext {
    * (for guest errors worth a trace; optional so hand-made contexts work).
    */
   log?(line: string): void;
+  /**
+   * The device's own options from its `--device` value, beyond fd, socket
+   * and id: `--device ./my_dev.ts,socket=s,rate=5` gives `{ rate: "5" }`
+   * (empty when none; optional so hand-made contexts work).
+   */
+  readonly params?: Readonly<Record<string, string>>;
 }
 
 /**

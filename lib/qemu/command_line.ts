@@ -16,6 +16,8 @@ export interface LaunchDevice {
    * letter, then letters, digits, '-', '.' or '_'.
    */
   id: string;
+  /** A device module's own options, passed on as KEY=VALUE (no commas). */
+  params?: Readonly<Record<string, string>>;
 }
 
 /** What the two command lines are built from. */
@@ -173,9 +175,13 @@ export function remoteArguments(
   readyFd: number,
 ): string[] {
   const args: string[] = [];
-  devices.forEach((d, i) =>
-    args.push("--device", `${d.type},fd=${fds[i]},id=${d.id}`)
-  );
+  devices.forEach((d, i) => {
+    const params = Object.entries(d.params ?? {}).map(([k, v]) => `,${k}=${v}`);
+    args.push(
+      "--device",
+      `${d.type},fd=${fds[i]},id=${d.id}${params.join("")}`,
+    );
+  });
   if (opts.pollMicros !== undefined) {
     args.push("--poll-us", String(opts.pollMicros));
   }

@@ -38,6 +38,8 @@ export interface DeviceSpec {
   endpoint: DeviceEndpoint;
   /** The type it was given as (a built-in name or a module), for stats. */
   type?: string;
+  /** The device's own options, handed to the factory as `ctx.params`. */
+  params?: Readonly<Record<string, string>>;
 }
 
 /** Options of a Remote. */

@@ -82,8 +82,8 @@ export class DeviceHost implements Disposable {
 
   /**
    * Builds the model with `build`, given the context that wires it to
-   * `iohub` on `pirq` and to this host's guest memory; the model's log
-   * lines go to `log`, prefixed with the device's id.
+   * `iohub` on `pirq` and to this host's guest memory, with its `params`;
+   * the model's log lines go to `log`, prefixed with the device's id.
    */
   constructor(
     id: string,
@@ -91,6 +91,7 @@ export class DeviceHost implements Disposable {
     build: (ctx: DeviceContext) => DeviceModel,
     iohub: Iohub,
     log?: (line: string) => void,
+    params: Readonly<Record<string, string>> = {},
   ) {
     this.id = id;
     this.pirq = pirq;
@@ -102,6 +103,7 @@ export class DeviceHost implements Disposable {
       dmaRead: (gpa, dst) => !this.#closed && this.memory.read(gpa, dst),
       dmaWrite: (gpa, src) => !this.#closed && this.memory.write(gpa, src),
       log: (line) => log?.(`${id}: ${line}`),
+      params: Object.freeze({ ...params }),
     });
     this.config = new PciConfig(this.model.identity, this.model.bars, {
       rom: this.model.rom,

@@ -136,6 +136,7 @@ export class Remote implements Disposable {
       this.iohub,
       // A device's own lines (DeviceContext.log) are info: --quiet hides them.
       (line) => this.#log(line, "info"),
+      spec.params,
     );
     const slot: Slot = {
       index,

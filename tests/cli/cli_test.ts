@@ -54,6 +54,18 @@ Deno.test("cli: bad arguments get one clear line and exit 2", async (t) => {
       ["remote", "--device", "testdev,socket=/tmp/a,color=red"],
       "bad option 'color=red'",
     ],
+    [
+      ["remote", "--device", "testdev,socket=/tmp/a,id=x,id=y"],
+      "option 'id' given twice",
+    ],
+    [
+      ["remote", "--device", "./d.ts,socket=/tmp/a,rate=1,rate=2"],
+      "option 'rate' given twice",
+    ],
+    [
+      ["remote", "--device", "./d.ts,socket=/tmp/a,socket=/tmp/b"],
+      "option 'socket' given twice",
+    ],
     [[
       "remote",
       "--device",

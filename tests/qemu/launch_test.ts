@@ -246,8 +246,8 @@ Deno.test("launch: argument parsing", () => {
     "2",
   ]);
   assertEquals(a.options.devices, [
-    { type: "testdev", id: "a" },
-    { type: "testdev", id: "testdev1" },
+    { type: "testdev", id: "a", params: {} },
+    { type: "testdev", id: "testdev1", params: {} },
   ]);
   assertEquals(a.options.memory, "128M");
   assertEquals(a.options.timeoutMs, 1500);
@@ -262,12 +262,24 @@ Deno.test("launch: argument parsing", () => {
   );
   assertEquals(a.serial, null);
   const d = parseLaunchArgs([]);
-  assertEquals(d.options.devices, [{ type: "testdev", id: "testdev0" }]);
+  assertEquals(d.options.devices, [
+    { type: "testdev", id: "testdev0", params: {} },
+  ]);
+  // A device module takes options of its own, passed on to the remote.
+  const m = parseLaunchArgs(["--device", "./dev.ts,rate=5,id=a,mode=x=y"]);
+  assertEquals(m.options.devices, [
+    { type: "./dev.ts", id: "a", params: { rate: "5", mode: "x=y" } },
+  ]);
   assertEquals(d.options.accel, "kvm");
   const bad: [string[], string][] = [
     [["--device", "nic"], "unknown device type 'nic'"],
     [["--device", "testdev,fd=3"], "bad option 'fd=3'"],
     [["--device", "testdev,id=1x"], "bad option 'id=1x'"],
+    [["--device", "testdev,rate=5"], "bad option 'rate=5'"],
+    [["--device", "./d.ts,rate=1,rate=2"], "option 'rate' given twice"],
+    [["--device", "./d.ts,id=a,id=b"], "option 'id' given twice"],
+    [["--device", "./d.ts,fd=3"], "bad option 'fd=3'"],
+    [["--device", "./d.ts,2x=3"], "bad option '2x=3'"],
     [["--device", "testdev,id=a", "--device", "testdev,id=a"], "duplicate"],
     [["--accel", "xen"], "--accel xen: expected kvm or tcg"],
     [["--memory", "0"], "--memory 0"],
@@ -315,7 +327,7 @@ Deno.test("launch: --print-command prints both command lines, starts nothing", a
     "--device",
     "testdev,id=a",
     "--device",
-    "testdev,id=b",
+    "examples/blinker.ts,id=b,period_ms=50",
     "--",
     "-smp",
     "2",
@@ -330,7 +342,7 @@ Deno.test("launch: --print-command prints both command lines, starts nothing", a
   );
   assertMatch(
     remote,
-    /^remote: .* remote --device testdev,fd=\d+,id=a --device testdev,fd=\d+,id=b --ready-fd \d+$/,
+    /^remote: .* remote --device testdev,fd=\d+,id=a --device file:\/\/\S*\/examples\/blinker\.ts,fd=\d+,id=b,period_ms=50 --ready-fd \d+$/,
   );
   const bad = await cli(["--print-command", "--", "-m", "1G"]);
   assertEquals(bad.code, EXIT.USAGE);

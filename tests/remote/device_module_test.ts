@@ -426,3 +426,31 @@ export default () => {
     assertEquals(c.barRead(BigInt(ROM)), UINT64_MAX);
   });
 });
+
+Deno.test("device module: its own --device options reach the factory as ctx.params", async () => {
+  const echo = `
+export default (ctx) => ({
+  identity: { vendorId: 0x1af4, deviceId: 0x10f2 },
+  bars: [{ size: 4096, space: "memory" }],
+  read(bar, off, data) {
+    data.fill(0);
+    const keys = Object.keys(ctx.params);
+    data[0] = off === 0 ? Number(ctx.params.rate ?? 0) : keys.length;
+    data[1] = Object.isFrozen(ctx.params) ? 1 : 0;
+  },
+  write() {},
+});
+`;
+  await withModule("params.ts", echo, async (mod) => {
+    await using r = spawnDevices([
+      `${mod},id=with,rate=42,mode=a=b`,
+      `${mod},id=without`,
+    ]);
+    for (const c of r.clients) enable(c);
+    const [withParams, without] = r.clients;
+    assertEquals(withParams.barRead(BAR0), 0x12an);
+    assertEquals(withParams.barRead(BAR0 + 4n), 0x102n);
+    assertEquals(without.barRead(BAR0), 0x100n);
+    assertEquals(without.barRead(BAR0 + 4n), 0x100n);
+  });
+});

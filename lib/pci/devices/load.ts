@@ -26,6 +26,19 @@ export function isModuleType(type: string): boolean {
 }
 
 /**
+ * The key of a device module's own `--device` option (`rate=5`): a letter
+ * or '_', then letters, digits or '_'. fd, socket and id are iohub's.
+ */
+export const PARAM_KEY = /^[A-Za-z_]\w*$/;
+
+/** Option keys of `--device` that iohub itself uses. */
+export const RESERVED_KEYS: ReadonlySet<string> = new Set([
+  "fd",
+  "socket",
+  "id",
+]);
+
+/**
  * The URL a module type loads from: URLs as they are, paths resolved
  * against the current directory.
  */
