@@ -31,24 +31,21 @@ export function eventfd(nonblocking = true, semaphore = false): number {
 const one = new BigUint64Array([1n]);
 const oneBytes = new Uint8Array(one.buffer);
 const counter = new BigUint64Array(1);
-const counterBytes = new Uint8Array(counter.buffer);
+// struct iovec { void *base; size_t len; } over `counter`.
+// SAFETY: `counter` is module-scoped, so it outlives every read into it.
+const counterIov = new BigUint64Array([
+  BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(counter))),
+  8n,
+]);
+const counterIovBytes = new Uint8Array(counterIov.buffer);
+// preadv2 flag: fail with EAGAIN instead of waiting, for this call only.
+const RWF_NOWAIT = 0x8;
 
 const EIGHT = 8n;
 
 /** Adds 1 to the eventfd counter `fd` (what "raise" means to KVM). */
 export function eventfdSignal(fd: number): void {
   checkSize(libc.write(fd, oneBytes, EIGHT), "write");
-}
-
-/**
- * Adds 1 to a non-blocking eventfd unless its counter is full (EAGAIN):
- * false then. A full counter is non-zero, so the event is pending anyway.
- */
-export function eventfdTrySignal(fd: number): boolean {
-  if (Number(libc.write(fd, oneBytes, EIGHT)) !== -1) return true;
-  const e = errno();
-  if (e === Errno.EAGAIN) return false;
-  throw new SysError("write", e);
 }
 
 /** What the kernel says of an eventfd in /proc/self/fdinfo. */
@@ -84,14 +81,16 @@ export function eventfdInfo(fd: number): EventfdInfo | null {
 }
 
 /**
- * Reads and clears the counter of a non-blocking eventfd: the count, or 0
- * when nothing was pending (EAGAIN).
+ * Reads and clears the counter of an eventfd: the count, or 0 when nothing
+ * was pending. Never waits, also on an eventfd whose O_NONBLOCK a peer
+ * sharing it cleared (RWF_NOWAIT applies to this call alone).
  */
 export function eventfdDrain(fd: number): bigint {
-  if (Number(libc.read(fd, counterBytes, EIGHT)) === -1) {
+  const n = libc.preadv2(fd, counterIovBytes, 1, -1n, RWF_NOWAIT);
+  if (Number(n) === -1) {
     const e = errno();
     if (e === Errno.EAGAIN) return 0n;
-    throw new SysError("read", e);
+    throw new SysError("preadv2", e);
   }
   return counter[0];
 }
@@ -106,11 +105,6 @@ export class EventFd extends OwnedFd {
   /** Adds 1 to the counter. */
   signal(): void {
     eventfdSignal(this.fd);
-  }
-
-  /** Adds 1 unless the counter is full (false then); see eventfdTrySignal. */
-  trySignal(): boolean {
-    return eventfdTrySignal(this.fd);
   }
 
   /** Reads and clears the counter; 0 when nothing is pending. */

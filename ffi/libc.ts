@@ -15,6 +15,14 @@ const blocking = {
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   /** ssize_t pread(int fd, void *buf, size_t n, off_t off) */
   pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+  /**
+   * ssize_t preadv2(int fd, const struct iovec *iov, int n, off_t off,
+   * int flags)
+   */
+  preadv2: {
+    parameters: ["i32", "buffer", "i32", "i64", "i32"],
+    result: "isize",
+  },
   /** ssize_t pwrite(int fd, const void *buf, size_t n, off_t off) */
   pwrite: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   /** int fstat(int fd, struct stat *st) */

@@ -4,6 +4,7 @@
 export * from "./errors.ts";
 export * from "./fd.ts";
 export * from "./eventfd.ts";
+export * from "./aio.ts";
 export * from "./socket.ts";
 export * from "./epoll.ts";
 export * from "./mman.ts";

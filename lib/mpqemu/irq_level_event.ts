@@ -1,14 +1,13 @@
 // The irqfd/resamplefd pair of one level-triggered interrupt, owned as one
 // object (crosvm's IrqLevelEvent): closing it closes both eventfds. A pair
-// from a peer is checked first: writes to it must never block or spin.
+// from a peer is checked first: using it must never block or spin.
 
 import {
   closeFd,
   EventFd,
   eventfd,
   eventfdInfo,
-  setNonblocking,
-  waitReadable,
+  type EventfdSignaller,
 } from "../../ffi/mod.ts";
 import { ProtocolError } from "./message.ts";
 
@@ -50,8 +49,9 @@ export class IrqLevelEvent implements Disposable {
    * throws IrqfdError: both must be eventfds (a pipe's hang-up or error
    * would make the loop spin), distinct (the irqfd as its own resamplefd
    * re-fires for ever while the level is high), and the resamplefd not a
-   * semaphore (each read would take 1 of up to 2^64). Both become
-   * non-blocking, which the peer's fds share: QEMU's are non-blocking anyway.
+   * semaphore (each read would take 1 of up to 2^64). Their O_NONBLOCK is
+   * the peer's to change (it shares the file description), so nothing
+   * here relies on it: see drainResample() and trigger().
    */
   static fromPeer(irqfd: number, resamplefd: number): IrqLevelEvent {
     try {
@@ -67,8 +67,6 @@ export class IrqLevelEvent implements Disposable {
       if (rs.semaphore) {
         throw new IrqfdError("the resamplefd is a semaphore eventfd");
       }
-      setNonblocking(irqfd, true);
-      setNonblocking(resamplefd, true);
       return new IrqLevelEvent(irqfd, resamplefd, [irq.id, rs.id]);
     } catch (e) {
       closeFd(irqfd);
@@ -99,11 +97,11 @@ export class IrqLevelEvent implements Disposable {
   }
 
   /**
-   * Asserts: adds 1 to the irqfd. A counter too full to add to is non-zero,
-   * so the interrupt is pending already: that counts as asserted.
+   * Asserts: adds 1 to the irqfd through `signaller`, which never blocks
+   * (a full counter stays full: the interrupt is pending already).
    */
-  trigger(): void {
-    this.irqEvent.trySignal();
+  trigger(signaller: EventfdSignaller): void {
+    signaller.signal(this.irqEvent.fd);
   }
 
   /** Clears the irqfd; returns how many assertions were pending. */
@@ -119,15 +117,6 @@ export class IrqLevelEvent implements Disposable {
   /** Clears the resamplefd; returns how many resamples were pending. */
   drainResample(): bigint {
     return this.resampleEvent.drain();
-  }
-
-  /**
-   * Takes an end-of-interrupt already signalled, without blocking (the fd
-   * may be a blocking one the peer made): true if there was one.
-   */
-  takeResample(): boolean {
-    return waitReadable(this.resampleEvent.fd, 0) &&
-      this.resampleEvent.drain() > 0n;
   }
 
   /** Closes both eventfds once. */

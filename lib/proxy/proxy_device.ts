@@ -557,10 +557,10 @@ export class UserIrqSink {
   }
 
   #take(irq: IrqLevelEvent): boolean {
-    // Poll before reading: O_NONBLOCK lives in the file description we
+    // drainIrq never waits: O_NONBLOCK lives in the file description we
     // share with the remote, and QEMU's remote clears it on fds it receives
-    // (qio_channel_socket), so a bare read could block.
-    if (!waitReadable(irq.irqfd, 0) || irq.drainIrq() === 0n) return false;
+    // (qio_channel_socket).
+    if (irq.drainIrq() === 0n) return false;
     this.#delivered++;
     return true;
   }

@@ -2,6 +2,7 @@
 // INTx level counting, assertion through the irqfd on 0 -> 1, and
 // re-assertion on resample while the level stays high.
 
+import { EventfdSignaller } from "../../ffi/mod.ts";
 import { IrqfdError, IrqLevelEvent } from "../mpqemu/mod.ts";
 
 /** PIRQs the IOHUB tracks; QEMU maps a device to its devfn. */
@@ -45,10 +46,15 @@ interface Pirq {
   counters: PirqCounters;
 }
 
-/** The per-PIRQ level counters and irqfd/resamplefd pairs of a remote. */
+/**
+ * The per-PIRQ level counters and irqfd/resamplefd pairs of a remote.
+ * finalize() releases what it holds.
+ */
 export class Iohub {
   readonly #pirqs: Pirq[];
   readonly #watcher: ResampleWatcher;
+  // The irqfds are the peers' too: a write(2) to one could block.
+  readonly #signaller = new EventfdSignaller();
 
   /** An IOHUB whose resamplefds `watcher` reports back through resample(). */
   constructor(watcher: ResampleWatcher) {
@@ -94,7 +100,7 @@ export class Iohub {
     p.event = event;
     if (p.level > 0) {
       p.counters.asserts++;
-      event.trigger();
+      event.trigger(this.#signaller);
     }
   }
 
@@ -118,9 +124,9 @@ export class Iohub {
         // re-assert the new interrupt. epoll cannot order the two for us:
         // an EOI signalled while the loop collects events can come a batch
         // after the request that was sent later.
-        if (p.event.takeResample()) p.counters.resamples++;
+        if (p.event.drainResample() > 0n) p.counters.resamples++;
         p.counters.asserts++;
-        p.event.trigger();
+        p.event.trigger(this.#signaller);
       }
     } else if (p.level > 0) {
       // No write on deassert: KVM lowers the line at EOI and resamples.
@@ -139,7 +145,7 @@ export class Iohub {
     p.counters.resamples++;
     if (p.level > 0) {
       p.counters.reasserts++;
-      p.event.trigger();
+      p.event.trigger(this.#signaller);
     }
   }
 
@@ -166,9 +172,13 @@ export class Iohub {
     p.counters = { asserts: 0, deasserts: 0, resamples: 0, reasserts: 0 };
   }
 
-  /** Closes every pair (QEMU's remote_iohub_finalize). */
+  /** Closes every pair (QEMU's remote_iohub_finalize), then the signaller. */
   finalize(): void {
-    for (const p of this.#pirqs) this.#release(p);
+    try {
+      for (const p of this.#pirqs) this.#release(p);
+    } finally {
+      this.#signaller.close();
+    }
   }
 
   #release(p: Pirq): void {

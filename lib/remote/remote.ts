@@ -105,12 +105,12 @@ export class Remote implements Disposable {
     this.#poll = options.pollMicros === undefined
       ? new PollWindow({ maxNs: (options.pollMaxMicros ?? 32) * 1000 })
       : new PollWindow({ fixedNs: options.pollMicros * 1000 });
-    this.iohub = new Iohub({
-      watch: (fd, pirq) => this.#epoll.add(fd, EPOLLIN, pirq),
-      unwatch: (fd) => this.#epoll.remove(fd),
-    });
     try {
       this.#epoll.add(this.#wake.fd, EPOLLIN, TOKEN_WAKE);
+      this.iohub = new Iohub({
+        watch: (fd, pirq) => this.#epoll.add(fd, EPOLLIN, pirq),
+        unwatch: (fd) => this.#epoll.remove(fd),
+      });
     } catch (e) {
       this.#wake.close();
       this.#epoll.close();

@@ -95,6 +95,7 @@ Deno.test("iohub: a new pair replaces the old one, which is closed", () =>
     iohub.clear(0);
     assertEquals(watched.size, 0);
     assertEquals(iohub.hasIrqfd(0), false);
+    iohub.finalize();
   }));
 
 Deno.test("iohub: finalize closes every pair", () => {

@@ -1,0 +1,145 @@
+// Linux AIO (io_setup/io_submit), used for one thing: adding 1 to an
+// eventfd the way the kernel does it, which cannot block. A peer's irqfd
+// shares its file description, and with it O_NONBLOCK, with the peer: a
+// peer that clears the flag and fills the counter would make a write(2)
+// sleep for ever. An AIO request flagged IOCB_FLAG_RESFD signals its
+// eventfd from the kernel when it completes (eventfd_signal, which
+// saturates instead of waiting); a read of 0 bytes completes at once.
+
+import { checkSize } from "./errors.ts";
+import { closeFd } from "./fd.ts";
+import { libc } from "./libc.ts";
+import { memfd } from "./mman.ts";
+
+const SYS_IO_SETUP = 206n;
+const SYS_IO_DESTROY = 207n;
+const SYS_IO_GETEVENTS = 208n;
+const SYS_IO_SUBMIT = 209n;
+
+// struct iocb (64 bytes): u64 data@0, u32 key@8, u32 rw_flags@12,
+// u16 opcode@16, s16 reqprio@18, u32 fildes@20, u64 buf@24, u64 nbytes@32,
+// s64 offset@40, u64 reserved2@48, u32 flags@56, u32 resfd@60.
+const IOCB_SIZE = 64;
+const IOCB_OPCODE = 16;
+const IOCB_FILDES = 20;
+const IOCB_BUF = 24;
+const IOCB_FLAGS = 56;
+const IOCB_RESFD = 60;
+const IOCB_CMD_PREAD = 0;
+const IOCB_FLAG_RESFD = 1;
+// struct io_event: u64 data, u64 obj, s64 res, s64 res2.
+const IO_EVENT_SIZE = 32;
+
+// Completions wait in the context's ring until reaped; they are reaped in
+// batches, well before the ring is full.
+const RING_EVENTS = 32;
+const REAP_AT = 16;
+
+function address(buf: Uint8Array): bigint {
+  // SAFETY: every buffer passed here is a field of the EventfdSignaller
+  // that hands its address to the kernel (or its backing store is one),
+  // so it outlives each call.
+  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
+}
+
+/**
+ * Signals eventfds without ever blocking, whatever their O_NONBLOCK flag
+ * (see above). Owns an AIO context and the memfd its requests read from.
+ */
+export class EventfdSignaller implements Disposable {
+  readonly #ctxBuf = new BigUint64Array(1);
+  readonly #iocb = new Uint8Array(IOCB_SIZE);
+  readonly #iocbView = new DataView(this.#iocb.buffer);
+  readonly #iocbPtr = new BigUint64Array(1);
+  readonly #events = new Uint8Array(IO_EVENT_SIZE * RING_EVENTS);
+  readonly #noWait = new BigInt64Array(2);
+  readonly #byte = new Uint8Array(1);
+  readonly #src: number;
+  readonly #iocbPtrAddr = address(new Uint8Array(this.#iocbPtr.buffer));
+  readonly #eventsAddr = address(this.#events);
+  readonly #noWaitAddr = address(new Uint8Array(this.#noWait.buffer));
+  #ctx = 0n;
+  #pending = 0;
+
+  /** Sets up the AIO context (throws SysError where the kernel has no AIO). */
+  constructor() {
+    this.#src = memfd("iohub-signal", 0);
+    try {
+      checkSize(
+        libc.syscall(
+          SYS_IO_SETUP,
+          BigInt(RING_EVENTS),
+          address(new Uint8Array(this.#ctxBuf.buffer)),
+          0n,
+          0n,
+          0n,
+        ),
+        "io_setup",
+      );
+    } catch (e) {
+      closeFd(this.#src);
+      throw e;
+    }
+    this.#ctx = this.#ctxBuf[0];
+    const v = this.#iocbView;
+    v.setUint16(IOCB_OPCODE, IOCB_CMD_PREAD, true);
+    v.setUint32(IOCB_FILDES, this.#src, true);
+    v.setBigUint64(IOCB_BUF, address(this.#byte), true);
+    v.setUint32(IOCB_FLAGS, IOCB_FLAG_RESFD, true);
+    this.#iocbPtr[0] = address(this.#iocb);
+  }
+
+  /** Adds 1 to the counter of eventfd `fd` (saturating: never blocks). */
+  signal(fd: number): void {
+    if (this.#ctx === 0n) throw new Error("EventfdSignaller is closed");
+    this.#iocbView.setUint32(IOCB_RESFD, fd, true);
+    checkSize(
+      libc.syscall(
+        SYS_IO_SUBMIT,
+        this.#ctx,
+        1n,
+        this.#iocbPtrAddr,
+        0n,
+        0n,
+      ),
+      "io_submit",
+    );
+    if (++this.#pending >= REAP_AT) this.#reap();
+  }
+
+  // Each read of 0 bytes completed inside io_submit: collect them all.
+  #reap(): void {
+    checkSize(
+      libc.syscall(
+        SYS_IO_GETEVENTS,
+        this.#ctx,
+        0n,
+        BigInt(RING_EVENTS),
+        this.#eventsAddr,
+        this.#noWaitAddr,
+      ),
+      "io_getevents",
+    );
+    this.#pending = 0;
+  }
+
+  /** Destroys the AIO context and closes the memfd; idempotent. */
+  close(): void {
+    if (this.#ctx === 0n) return;
+    const ctx = this.#ctx;
+    this.#ctx = 0n;
+    try {
+      checkSize(
+        libc.syscall(SYS_IO_DESTROY, ctx, 0n, 0n, 0n, 0n),
+        "io_destroy",
+      );
+    } finally {
+      closeFd(this.#src);
+    }
+  }
+
+  /** Same as close(), for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
