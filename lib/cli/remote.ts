@@ -30,6 +30,7 @@ import { ReadySignal } from "../remote/ready.ts";
 import {
   type Command,
   describeError,
+  StopOnSignals,
   unexpectedArgument,
   UsageError,
   VERBOSITY_OPTIONS,
@@ -314,39 +315,54 @@ export const remoteCommand: Command = {
         throw e;
       }
     }
-    using tracer = trace === null ? null : openTracer(trace);
-    using remote = new Remote({
-      log,
-      pollMicros,
-      pollMaxMicros,
-      tracer: tracer ?? undefined,
-      timeRequests: control !== null,
-    });
-    devices.forEach((d, i) => {
-      try {
-        remote.addDevice({
-          id: d.id,
-          type: d.type,
-          factory: factories[i],
-          endpoint: d.endpoint,
-          params: d.params,
-        });
-      } catch (e) {
-        throw addDeviceError(d.type, e);
-      }
-    });
-    await using _control = control === null
-      ? null
-      : openControl(control, () => remote.state());
-    if (sandbox !== null) await applySandbox(sandbox);
-    serving = true;
-    for (const [line, severity] of held) sink(line, severity);
-    // Everything that can fail at start has run: the launcher may start
-    // QEMU now, and a failure before this left the pipe unwritten.
-    ready?.signal();
-    return await serve(remote, log, moduleOwners(devices));
+    // From here until the remote and its sockets are closed, SIGINT and
+    // SIGTERM stop it cleanly; a signal that comes after serving ended, while
+    // they close, still sets the exit status instead of killing the process.
+    using stop = new StopOnSignals();
+    let status: number;
+    {
+      using tracer = trace === null ? null : openTracer(trace);
+      using remote = new Remote({
+        log,
+        pollMicros,
+        pollMaxMicros,
+        tracer: tracer ?? undefined,
+        timeRequests: control !== null,
+      });
+      devices.forEach((d, i) => {
+        try {
+          remote.addDevice({
+            id: d.id,
+            type: d.type,
+            factory: factories[i],
+            endpoint: d.endpoint,
+            params: d.params,
+          });
+        } catch (e) {
+          throw addDeviceError(d.type, e);
+        }
+      });
+      await using _control = control === null
+        ? null
+        : openControl(control, () => remote.state());
+      if (sandbox !== null) await applySandbox(sandbox);
+      serving = true;
+      for (const [line, severity] of held) sink(line, severity);
+      // Everything that can fail at start has run: the launcher may start
+      // QEMU now, and a failure before this left the pipe unwritten.
+      ready?.signal();
+      status = await serve(remote, log, stop.signal, moduleOwners(devices));
+    }
+    // Closed now: a signal that came while the sockets closed counts too.
+    return signalStatus(stop.signal) ?? status;
   },
 };
+
+// The exit status of a run stopped by a signal (130, 143), or null.
+function signalStatus(stop: AbortSignal): number | null {
+  if (!stop.aborted) return null;
+  return SIGNAL_STATUS[stop.reason as keyof typeof SIGNAL_STATUS];
+}
 
 /** The ids of the devices each device module (by URL) serves. */
 function moduleOwners(devices: RemoteDeviceArg[]): Map<string, string[]> {
@@ -397,7 +413,7 @@ function addDeviceError(type: string, e: unknown): Error {
 
 /**
  * Runs the remote with the process-wide hooks a device process needs:
- * SIGINT/SIGTERM stop it cleanly, and an error thrown by device code
+ * `stop` (SIGINT/SIGTERM) stops it cleanly, and an error thrown by device code
  * outside a request (a timer, a promise) is logged with its stack instead
  * of ending the process, naming the devices whose module is on the stack
  * (`owners`: module URL -> device ids).
@@ -405,19 +421,13 @@ function addDeviceError(type: string, e: unknown): Error {
 async function serve(
   remote: Remote,
   log: LogSink,
+  stop: AbortSignal,
   owners: Map<string, string[]>,
 ): Promise<number> {
-  let signal: keyof typeof SIGNAL_STATUS | null = null;
-  const onSignal = Object.fromEntries(
-    (Object.keys(SIGNAL_STATUS) as (keyof typeof SIGNAL_STATUS)[]).map((s) => [
-      s,
-      () => {
-        signal ??= s;
-        log(`${s}: closing every channel`, "info");
-        remote.stop();
-      },
-    ]),
-  ) as Record<keyof typeof SIGNAL_STATUS, () => void>;
+  const onStop = (): void => {
+    log(`${stop.reason}: closing every channel`, "info");
+    remote.stop();
+  };
   // Outside a request nothing says which device ran: its module's URL in
   // the stack does (all devices of that module when it serves several).
   const report = (what: string, e: unknown): void => {
@@ -435,18 +445,15 @@ async function serve(
     ev.preventDefault();
     report("unhandled rejection", ev.reason);
   };
-  for (const [s, f] of Object.entries(onSignal)) {
-    Deno.addSignalListener(s as Deno.Signal, f);
-  }
+  // A signal while the remote was being set up stops it at once.
+  if (stop.aborted) onStop();
+  else stop.addEventListener("abort", onStop, { once: true });
   globalThis.addEventListener("error", onError);
   globalThis.addEventListener("unhandledrejection", onRejection);
   try {
-    const status = await remote.run();
-    return signal === null ? status : SIGNAL_STATUS[signal];
+    return await remote.run();
   } finally {
-    for (const [s, f] of Object.entries(onSignal)) {
-      Deno.removeSignalListener(s as Deno.Signal, f);
-    }
+    stop.removeEventListener("abort", onStop);
     globalThis.removeEventListener("error", onError);
     globalThis.removeEventListener("unhandledrejection", onRejection);
   }

@@ -73,6 +73,55 @@ for (const [signal, status] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
   });
 }
 
+// After the last channel ended the remote still closes its control socket
+// (up to 200 ms): a SIGTERM then used to find no listener and kill it by
+// the default action, leaving the socket file. Each attempt sends it just
+// after the close line; one that comes too late (exit 0) is tried again.
+Deno.test("remote: SIGTERM while it closes after the last channel ended still exits 143, files removed", async () => {
+  let handled = 0;
+  for (let attempt = 0; attempt < 10 && handled === 0; attempt++) {
+    await withTempDir("iohub-remote-signals-", async (dir) => {
+      const a = `${dir}/a.sock`;
+      const ctl = `${dir}/ctl.sock`;
+      await using child = startRemote(
+        "--device",
+        `testdev,socket=${a},id=a`,
+        "--control",
+        ctl,
+      );
+      const c = await connectWhenListening(a);
+      assertEquals(c.cfgRead(0), 0x10b11234n);
+      c.close();
+      const lines = child.stderr.pipeThrough(new TextDecoderStream())
+        .getReader();
+      let stderr = "";
+      while (!stderr.includes("a: peer closed the connection")) {
+        const { value, done } = await lines.read();
+        if (done) break;
+        stderr += value;
+      }
+      try {
+        child.kill("SIGTERM");
+      } catch {
+        // Already ended: too late for this attempt.
+      }
+      for (let r = await lines.read(); !r.done; r = await lines.read()) {
+        stderr += r.value;
+      }
+      const status = await child.status;
+      assertEquals(
+        status.signal,
+        null,
+        `killed by ${status.signal}: ${stderr}`,
+      );
+      assert(!exists(a) && !exists(ctl), "socket files removed");
+      if (status.code === 143) handled++;
+      else assertEquals(status.code, 0, stderr);
+    });
+  }
+  assert(handled > 0, "no SIGTERM arrived while the remote was closing");
+});
+
 Deno.test("remote: a socket file left by a dead process is replaced", async () => {
   await withTempDir("iohub-remote-signals-", async (dir) => {
     const path = `${dir}/stale.sock`;
