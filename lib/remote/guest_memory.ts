@@ -17,6 +17,7 @@ import {
   PROT_READ,
   PROT_WRITE,
   pwriteFd,
+  SysError,
 } from "../../ffi/mod.ts";
 
 interface Region {
@@ -63,45 +64,55 @@ export class GuestMemory implements Disposable {
     const next: Region[] = [];
     try {
       specs.forEach((s, i) => {
-        if (s.size === 0n) return;
-        if (
-          s.gpa > MAX_SAFE || s.size > MAX_SAFE || s.offset > MAX_SAFE ||
-          s.offset < 0n
-        ) {
-          throw new GuestMemoryError(i, "address, size or offset out of range");
-        }
-        const gpa = Number(s.gpa);
-        const size = Number(s.size);
-        const offset = Number(s.offset);
-        if (offset % 4096 !== 0) {
-          throw new GuestMemoryError(i, `offset ${offset} not page-aligned`);
-        }
-        // Mapping past the end of the file would SIGBUS on access.
-        const fsize = fileSize(s.fd);
-        if (offset + size > fsize) {
-          throw new GuestMemoryError(
-            i,
-            `${size} bytes at offset ${offset} exceed the file's ${fsize}`,
-          );
-        }
-        for (const r of next) {
-          if (gpa < r.end && gpa + size > r.gpa) {
-            throw new GuestMemoryError(i, `overlaps 0x${r.gpa.toString(16)}`);
+        try {
+          if (s.size === 0n) return;
+          if (
+            s.gpa > MAX_SAFE || s.size > MAX_SAFE || s.offset > MAX_SAFE ||
+            s.offset < 0n
+          ) {
+            throw new GuestMemoryError(
+              i,
+              "address, size or offset out of range",
+            );
           }
+          const gpa = Number(s.gpa);
+          const size = Number(s.size);
+          const offset = Number(s.offset);
+          if (offset % 4096 !== 0) {
+            throw new GuestMemoryError(i, `offset ${offset} not page-aligned`);
+          }
+          // Mapping past the end of the file would SIGBUS on access.
+          const fsize = fileSize(s.fd);
+          if (offset + size > fsize) {
+            throw new GuestMemoryError(
+              i,
+              `${size} bytes at offset ${offset} exceed the file's ${fsize}`,
+            );
+          }
+          for (const r of next) {
+            if (gpa < r.end && gpa + size > r.gpa) {
+              throw new GuestMemoryError(i, `overlaps 0x${r.gpa.toString(16)}`);
+            }
+          }
+          // QEMU's memory-backend-memfd seals by default (seal=on): such RAM
+          // is mapped. Adding the seal ourselves would change the peer's file.
+          const sealed = (fileSeals(s.fd) & F_SEAL_SHRINK) !== 0;
+          next.push({
+            gpa,
+            end: gpa + size,
+            map: sealed
+              ? mmap(size, PROT_READ | PROT_WRITE, MAP_SHARED, s.fd, offset)
+              : null,
+            file: sealed ? null : new OwnedFd(dupCloexec(s.fd)),
+            offset,
+            faulted: false,
+          });
+        } catch (e) {
+          // A call the peer's fd made fail (mmap of a read-only file, an
+          // fd that is no file) names the region like every other refusal.
+          if (e instanceof SysError) throw new GuestMemoryError(i, e.message);
+          throw e;
         }
-        // QEMU's memory-backend-memfd seals by default (seal=on): such RAM
-        // is mapped. Adding the seal ourselves would change the peer's file.
-        const sealed = (fileSeals(s.fd) & F_SEAL_SHRINK) !== 0;
-        next.push({
-          gpa,
-          end: gpa + size,
-          map: sealed
-            ? mmap(size, PROT_READ | PROT_WRITE, MAP_SHARED, s.fd, offset)
-            : null,
-          file: sealed ? null : new OwnedFd(dupCloexec(s.fd)),
-          offset,
-          faulted: false,
-        });
       });
     } catch (e) {
       for (const r of next) release(r);

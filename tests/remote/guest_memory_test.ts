@@ -11,7 +11,11 @@ import {
   fileSize,
   memfd,
   MFD_ALLOW_SEALING,
+  openPath,
 } from "../../ffi/mod.ts";
+
+// open(2): only a place in the filesystem, no file to read or map.
+const O_PATH = 0o10000000;
 import { libc } from "../../ffi/libc.ts";
 import {
   GuestMemory,
@@ -92,6 +96,40 @@ Deno.test("guest memory: a bad region leaves the previous map as it was", () =>
       }
     } finally {
       closeFd(fd);
+    }
+  }));
+
+Deno.test("guest memory: a system call the peer's fd makes fail names the region too", () =>
+  assertNoFdLeak(() => {
+    const fd = memfd("ram", PAGE, MFD_ALLOW_SEALING);
+    addSeals(fd, F_SEAL_SHRINK);
+    // The same sealed file opened read-only cannot be mapped for writing;
+    // an O_PATH fd is no file to ask for seals.
+    const readOnly = openPath(`/proc/self/fd/${fd}`, 0);
+    const pathOnly = openPath(`/proc/self/fd/${fd}`, O_PATH);
+    using mem = new GuestMemory();
+    try {
+      for (
+        const [other, msg] of [
+          [readOnly, "SYNC_SYSMEM: region 1: mmap: EACCES"],
+          [pathOnly, "SYNC_SYSMEM: region 1: fcntl(F_GET_SEALS): EBADF"],
+        ] as const
+      ) {
+        const e = assertThrows(
+          () =>
+            mem.replace([
+              { gpa: 0n, size: BigInt(PAGE), offset: 0n, fd },
+              { gpa: 0x10000n, size: BigInt(PAGE), offset: 0n, fd: other },
+            ]),
+          GuestMemoryError,
+        );
+        assert(e.message.startsWith(msg), e.message);
+        assertEquals(mem.regionCount, 0);
+      }
+    } finally {
+      closeFd(fd);
+      closeFd(readOnly);
+      closeFd(pathOnly);
     }
   }));
 
