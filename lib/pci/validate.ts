@@ -28,11 +28,18 @@ function isPow2(n: unknown): n is number {
     Math.log2(n) % 1 === 0;
 }
 
-function checkInt(field: string, v: unknown, max: number): void {
-  if (typeof v !== "number" || !Number.isInteger(v) || v < 0 || v > max) {
+function checkInt(
+  field: string,
+  v: unknown,
+  max: number,
+  min = 0,
+): void {
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
+    // A string shows its quotes: "0x1af4" is text, not the number.
+    const shown = typeof v === "string" ? JSON.stringify(v) : String(v);
     throw new DeviceModelError(
       field,
-      `${String(v)} is not an integer in 0..0x${max.toString(16)}`,
+      `${shown} is not an integer in ${min}..0x${max.toString(16)}`,
     );
   }
 }
@@ -109,10 +116,13 @@ function checkCapability(i: number, cap: CapabilitySpec, at: number): number {
     throw new DeviceModelError(field, "not a capability");
   }
   checkInt(`${field}.id`, cap.id, 0xff);
-  checkInt(`${field}.length`, cap.length, CONFIG_END - CAPABILITIES_START);
-  if (cap.length < 2) {
-    throw new DeviceModelError(`${field}.length`, `${cap.length} < 2`);
-  }
+  // At least its 2-byte header (ID, next pointer).
+  checkInt(
+    `${field}.length`,
+    cap.length,
+    CONFIG_END - CAPABILITIES_START,
+    2,
+  );
   if (at + cap.length > CONFIG_END) {
     throw new DeviceModelError(
       field,
@@ -180,7 +190,12 @@ export function checkLayout(
  */
 export function validateModel(model: DeviceModel): DeviceModel {
   if (typeof model !== "object" || model === null) {
-    throw new DeviceModelError("model", "the factory returned no object");
+    throw new DeviceModelError(
+      "model",
+      `the factory returned ${
+        model === null ? "null" : typeof model
+      }, not the model (a function ctx => model, or a class constructed with ctx)`,
+    );
   }
   if (typeof (model as { then?: unknown }).then === "function") {
     throw new DeviceModelError(

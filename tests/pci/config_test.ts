@@ -208,7 +208,19 @@ Deno.test("config: layouts that break the rules name the field", () => {
     [() => new PciConfig(id, [], { rom: { size: 1024 } }), "rom.size"],
     [
       () => new PciConfig(id, [], { capabilities: [{ id: 9, length: 200 }] }),
-      "capabilities[0].length",
+      "capabilities[0].length: 200 is not an integer in 2..0xc0",
+    ],
+    [
+      () => new PciConfig(id, [], { capabilities: [{ id: 9, length: 1 }] }),
+      "capabilities[0].length: 1 is not an integer in 2..0xc0",
+    ],
+    [
+      () =>
+        new PciConfig(
+          { vendorId: "0x1af4" as unknown as number, deviceId: 1 },
+          [],
+        ),
+      `identity.vendorId: "0x1af4" is not an integer in 0..0xffff`,
     ],
   ];
   for (const [make, field] of cases) {

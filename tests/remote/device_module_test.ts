@@ -267,6 +267,11 @@ Deno.test("device module: bad modules are one line naming the module, exit 2", a
       "the device factory failed: not an Error",
     ],
     [
+      "oldstyle.ts",
+      `export default function Dev(ctx) { this.identity = { vendorId: 1, deviceId: 2 }; }`,
+      "malformed device model: model: the factory returned undefined, not the model",
+    ],
+    [
       "async.ts",
       `export default async () => ({ identity: { vendorId: 1, deviceId: 2 }, bars: [], read() {}, write() {} });`,
       "malformed device model: model: the factory returned a promise",
