@@ -63,7 +63,10 @@ export const CAPABILITIES_START = 0x40;
 const BAR_IO = 0x1;
 const BAR_MEM_64 = 0x4;
 const BAR_PREFETCH = 0x8;
-const ROM_ENABLE = 0x1;
+/** Expansion ROM register: the ROM decodes (with memory space enabled). */
+export const ROM_ENABLE = 0x1;
+/** Expansion ROM register: the address bits (the ROM is at least 2 KiB). */
+export const ROM_ADDRESS_MASK = 0xfffff800;
 // BAR decoding compares addresses as numbers: exact below 2^53.
 const MAX_DECODED = 2 ** 53;
 

@@ -17,9 +17,14 @@ import {
   CMD_IO,
   CMD_MEMORY,
   NUM_BARS,
+  NUM_REGIONS,
   PCI_BAR0,
   PCI_COMMAND,
+  PCI_ROM_ADDRESS,
   PciConfig,
+  ROM_ADDRESS_MASK,
+  ROM_ENABLE,
+  ROM_REGION,
 } from "../pci/config.ts";
 import {
   Channel,
@@ -69,6 +74,8 @@ export interface ProbeInfo {
   subsystemId: number;
   /** The implemented BARs, in index order. */
   bars: BarInfo[];
+  /** The expansion ROM's size in bytes, 0 without one. */
+  romSize: number;
 }
 
 /** A failed proxy request: names the device, the command and the cause. */
@@ -314,7 +321,8 @@ export class ProxyDevice implements Disposable {
   /**
    * Reads identity registers and sizes every BAR exactly as QEMU's
    * probe_pci_info does: read, write all ones, read back, restore. Unlike
-   * QEMU 7.2's proxy it reads a 64-bit BAR's type and pairs the registers.
+   * QEMU 7.2's proxy it reads a 64-bit BAR's type and pairs the registers,
+   * and sizes the expansion ROM (0x30) too, which QEMU 7.2's never reaches.
    */
   probe(): ProbeInfo {
     const info: ProbeInfo = {
@@ -323,6 +331,7 @@ export class ProxyDevice implements Disposable {
       classId: this.configRead(0x0a, 2),
       subsystemId: this.configRead(0x2e, 2),
       bars: [],
+      romSize: 0,
     };
     const orig: number[] = [];
     const masks: number[] = [];
@@ -335,6 +344,19 @@ export class ProxyDevice implements Disposable {
       this.#ch.tx.encodeCfg(Cmd.PCI_CFGWRITE, reg, orig[i], 4);
       this.#request("PCI_CFGWRITE");
     }
+    const romOrig = this.configRead(PCI_ROM_ADDRESS, 4);
+    this.#ch.tx.encodeCfg(
+      Cmd.PCI_CFGWRITE,
+      PCI_ROM_ADDRESS,
+      ROM_ADDRESS_MASK,
+      4,
+    );
+    this.#request("PCI_CFGWRITE");
+    const romMask = (this.configRead(PCI_ROM_ADDRESS, 4) & ROM_ADDRESS_MASK) >>>
+      0;
+    this.#ch.tx.encodeCfg(Cmd.PCI_CFGWRITE, PCI_ROM_ADDRESS, romOrig, 4);
+    this.#request("PCI_CFGWRITE");
+    if (romMask !== 0) info.romSize = (~romMask + 1) >>> 0;
     const bars: (BarSpec | null)[] = new Array(NUM_BARS).fill(null);
     for (let i = 0; i < NUM_BARS; i++) {
       const mask = masks[i];
@@ -358,10 +380,12 @@ export class ProxyDevice implements Disposable {
     const config = new PciConfig(
       { vendorId: info.vendorId || 1, deviceId: info.deviceId },
       bars,
+      { rom: info.romSize === 0 ? null : { size: info.romSize } },
     );
     orig.slice(0, NUM_BARS).forEach((v, i) =>
       config.write(PCI_BAR0 + 4 * i, v, 4)
     );
+    config.write(PCI_ROM_ADDRESS, romOrig, 4);
     config.write(PCI_COMMAND, this.configRead(PCI_COMMAND, 2), 2);
     this.#config = config;
     return info;
@@ -369,16 +393,20 @@ export class ProxyDevice implements Disposable {
 
   /**
    * Programs each probed BAR with its base from `bases` (by BAR index) and
-   * enables I/O and memory decoding, as firmware would.
+   * enables I/O and memory decoding, as firmware would. The expansion ROM
+   * is mapped and enabled when `bases[6]` (ROM_REGION) gives it a base.
    */
-  mapBars(bases: readonly number[]): void {
+  mapBars(bases: readonly (number | undefined)[]): void {
     const config = this.#probed("mapBars");
     let command = config.command;
     for (let i = 0; i < NUM_BARS; i++) {
       const bar = config.bars[i];
       if (bar === null) continue;
       const base = bases[i];
-      if (base === undefined || base % bar.size !== 0) {
+      if (base === undefined) {
+        throw new ProxyError(this.#name, "mapBars", `BAR${i} needs a base`);
+      }
+      if (base % bar.size !== 0) {
         throw new ProxyError(
           this.#name,
           "mapBars",
@@ -391,6 +419,21 @@ export class ProxyDevice implements Disposable {
       }
       command |= bar.space === "memory" ? CMD_MEMORY : CMD_IO;
     }
+    const rom = config.rom;
+    const romBase = bases[ROM_REGION];
+    if (rom !== null && romBase !== undefined) {
+      if (romBase % rom.size !== 0 || romBase >= 2 ** 32) {
+        throw new ProxyError(
+          this.#name,
+          "mapBars",
+          `the ROM needs a 32-bit base aligned to its size 0x${
+            rom.size.toString(16)
+          }`,
+        );
+      }
+      this.configWrite(PCI_ROM_ADDRESS, (romBase | ROM_ENABLE) >>> 0, 4);
+      command |= CMD_MEMORY;
+    }
     this.configWrite(PCI_COMMAND, command, 2);
   }
 
@@ -401,12 +444,15 @@ export class ProxyDevice implements Disposable {
     return this.#config;
   }
 
-  /** Where BAR `index` decodes now: its base, or -1 when not decoding. */
+  /**
+   * Where BAR `index` (or the ROM, ROM_REGION) decodes now: its base, or -1
+   * when not decoding.
+   */
   barBase(index: number): number {
     return this.#config?.barAddress(index) ?? -1;
   }
 
-  /** BAR_READ at `offset` into BAR `index` (must be decoding). */
+  /** BAR_READ at `offset` into BAR `index` or the ROM (must be decoding). */
   barRead(index: number, offset: number, size: number): bigint {
     const base = this.#decodingBase(index, "BAR_READ");
     this.#ch.tx.encodeBar(
@@ -452,7 +498,7 @@ export class ProxyDevice implements Disposable {
   ): boolean {
     const config = this.#config;
     if (config === null) return false;
-    for (let i = 0; i < NUM_BARS; i++) {
+    for (let i = 0; i < NUM_REGIONS; i++) {
       if (config.regionIsMemory(i) !== memory) continue;
       const base = config.barAddress(i);
       if (base < 0 || addr < base || addr >= base + config.regionSize(i)) {

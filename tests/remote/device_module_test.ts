@@ -13,6 +13,8 @@ import { closeFd, pollReadable } from "../../ffi/mod.ts";
 import { spawnWithSockets } from "../../lib/qemu/socket_child.ts";
 import { defaultRemoteCommand } from "../../lib/qemu/spawn_remote.ts";
 import { UINT64_MAX } from "../../lib/mpqemu/mod.ts";
+import { ROM_REGION } from "../../lib/pci/mod.ts";
+import { ProxyDevice } from "../../lib/proxy/proxy_device.ts";
 import {
   assertExit,
   type Client,
@@ -394,8 +396,9 @@ Deno.test("device module: console.log from device code reaches the remote's stde
   );
 });
 
-Deno.test("device module: the expansion ROM reads through region 6 while enabled; writes to it never reach the model", async () => {
-  const rom = `
+// A device with a 2 KiB expansion ROM whose first bytes read 0x55 0xaa;
+// BAR0 register 0 counts the writes the model saw.
+const ROM_DEVICE = `
 export default () => {
   let writes = 0;
   return {
@@ -411,7 +414,9 @@ export default () => {
   };
 };
 `;
-  await withModule("rom.ts", rom, async (mod) => {
+
+Deno.test("device module: the expansion ROM reads through region 6 while enabled; writes to it never reach the model", async () => {
+  await withModule("rom.ts", ROM_DEVICE, async (mod) => {
     await using r = spawnDevices([`${mod},id=rom`]);
     const c = r.clients[0];
     enable(c);
@@ -457,5 +462,27 @@ export default (ctx) => ({
     assertEquals(withParams.barRead(BAR0 + 4n), 0x102n);
     assertEquals(without.barRead(BAR0), 0x100n);
     assertEquals(without.barRead(BAR0 + 4n), 0x100n);
+  });
+});
+
+Deno.test("device module: our proxy sizes, maps and reads the expansion ROM", async () => {
+  await withModule("rom.ts", ROM_DEVICE, async (mod) => {
+    await using r = spawnDevices(
+      [`${mod},id=rom`],
+      [],
+      (fd) => new ProxyDevice(fd, { name: "rom" }),
+    );
+    const p = r.clients[0];
+    assertEquals(p.probe().romSize, 2048);
+    assertEquals(p.barBase(ROM_REGION), -1, "not mapped before mapBars");
+    const ROM = 0xfebe0000;
+    p.mapBars([Number(BAR0), , , , , , ROM]);
+    assertEquals(p.barBase(ROM_REGION), ROM);
+    assertEquals(p.barRead(ROM_REGION, 0, 2), 0xaa55n);
+    const data = new Uint8Array(2);
+    assert(p.handleMmio(BigInt(ROM), false, data), "the ROM decodes");
+    assertEquals([...data], [0x55, 0xaa]);
+    p.barWrite(ROM_REGION, 0, 1n, 4);
+    assertEquals(p.barRead(0, 0, 4), 0n, "a ROM write reached the model");
   });
 });
