@@ -13,7 +13,7 @@ import {
   userSinkOk,
 } from "../proxy/irq_roundtrip.ts";
 import { launch } from "../qemu/launch.ts";
-import { EXIT, type LaunchOutcome, QEMU_WARNING } from "../qemu/outcome.ts";
+import { EXIT, type LaunchOutcome, qemuLineSeverity } from "../qemu/outcome.ts";
 import { type LogSink, logSink, type Verbosity } from "../log.ts";
 import { DEFAULT_QEMU } from "../qemu/probe.ts";
 import { type ClosedDevice, parseCloseLine } from "../remote/close_line.ts";
@@ -208,8 +208,7 @@ async function runGuest(
       const c = parseCloseLine(line);
       if (c !== null) counters.push(c);
     },
-    onQemuLine: (line) =>
-      say(`  qemu  | ${line}`, QEMU_WARNING.test(line) ? "info" : "error"),
+    onQemuLine: (line) => say(`  qemu  | ${line}`, qemuLineSeverity(line)),
   });
   return {
     result,

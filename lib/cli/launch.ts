@@ -11,7 +11,7 @@ import {
   type LaunchOptions,
   TCG_WARNING,
 } from "../qemu/launch.ts";
-import { EXIT, QEMU_WARNING } from "../qemu/outcome.ts";
+import { EXIT, qemuLineSeverity } from "../qemu/outcome.ts";
 import { DEFAULT_QEMU } from "../qemu/probe.ts";
 import { logSink } from "../log.ts";
 import {
@@ -343,8 +343,7 @@ export const launchCommand: Command = {
         },
         // The remote was given our verbosity and filters its own lines.
         onRemoteLine: (line) => console.error(line),
-        onQemuLine: (line) =>
-          qemuLog(line, QEMU_WARNING.test(line) ? "info" : "error"),
+        onQemuLine: (line) => qemuLog(line, qemuLineSeverity(line)),
         onStarted: (s) => {
           // Only a run that starts QEMU gets the warning: a device the
           // remote refuses is then the only line.

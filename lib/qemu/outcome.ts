@@ -57,13 +57,23 @@ export interface LaunchOutcome {
 // QEMU's prefix for its own messages; lines with it that are not warnings
 // mean QEMU failed, which is how an exit status of 1 (also debug-exit 0) is
 // told apart.
-/** Matches a line QEMU writes to stderr as a warning, not an error. */
-export const QEMU_WARNING = /^[^:]*: warning: /;
+const QEMU_WARNING = /^[^:]*: warning: /;
 const QEMU_SIGNALLED = /terminating on signal (\d+)/;
 
 /** Whether a line QEMU wrote to stderr reports an error (not a warning). */
 export function isQemuError(line: string): boolean {
   return line.trim() !== "" && !QEMU_WARNING.test(line);
+}
+
+/**
+ * How loud a line of QEMU's stderr is for --quiet: a warning, or QEMU
+ * saying it ends on a signal (which launch itself sends to stop it), is
+ * info; anything else an error.
+ */
+export function qemuLineSeverity(line: string): "info" | "error" {
+  return QEMU_WARNING.test(line) || QEMU_SIGNALLED.test(line)
+    ? "info"
+    : "error";
 }
 
 /** "was killed by SIGKILL" or "exited with status 1", for messages. */

@@ -1,7 +1,7 @@
 // `iohub launch --quiet/--verbose`: parsed into the run's verbosity, handed
 // on to the remote it starts, and a quiet run that passes says nothing.
 
-import { assertEquals, assertStringIncludes } from "@std/assert";
+import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { parseLaunchArgs } from "../../lib/cli/launch.ts";
 import { FLOPPY_SIZE } from "../../lib/guest/boot_image.ts";
 import { buildGuest } from "../../lib/guest/build.ts";
@@ -51,5 +51,24 @@ Deno.test({
       assertEquals(normal.code, 0, normal.stderr);
       assertStringIncludes(normal.stderr, "iohub: started QEMU (pid ");
     });
+  },
+});
+
+Deno.test({
+  name:
+    "launch --quiet: a run stopped on --timeout is its one line, without QEMU's 'terminating on signal'",
+  ignore: !haveQemu(),
+  async fn(): Promise<void> {
+    const r = await iohub(
+      "launch",
+      "--accel",
+      "tcg",
+      "--quiet",
+      "--timeout",
+      "1",
+    );
+    assertEquals(r.code, 6, r.stderr);
+    assertEquals(r.stderr.trim().split("\n").length, 1, r.stderr);
+    assert(!r.stderr.includes("terminating on signal"), r.stderr);
   },
 });
