@@ -107,9 +107,10 @@ export class EventfdSignaller implements Disposable {
     if (++this.#pending >= REAP_AT) this.#reap();
   }
 
-  // Each read of 0 bytes completed inside io_submit: collect them all.
+  // Each read of 0 bytes completes inside io_submit, so all are collected
+  // at once; any that did not would be taken at the next submit.
   #reap(): void {
-    checkSize(
+    this.#pending -= checkSize(
       libc.syscall(
         SYS_IO_GETEVENTS,
         this.#ctx,
@@ -120,7 +121,6 @@ export class EventfdSignaller implements Disposable {
       ),
       "io_getevents",
     );
-    this.#pending = 0;
   }
 
   /** Destroys the AIO context and closes the memfd; idempotent. */

@@ -5,6 +5,7 @@ import {
   EPOLLIN,
   errnoText,
   EventFd,
+  EventfdSignaller,
   isValidFd,
   MAP_SHARED,
   memfd,
@@ -29,6 +30,17 @@ Deno.test("eventfd counts signals and drains to 0 (EAGAIN)", () =>
     ev.signal();
     assertEquals(ev.drain(), 2n);
     assertEquals(ev.drain(), 0n);
+  }));
+
+Deno.test("EventfdSignaller: thousands of signals, reaped as they go, add up; closed once", () =>
+  assertNoFdLeak(() => {
+    using ev = new EventFd();
+    const signaller = new EventfdSignaller();
+    for (let i = 0; i < 5000; i++) signaller.signal(ev.fd);
+    assertEquals(ev.drain(), 5000n);
+    signaller.close();
+    signaller.close();
+    assertThrows(() => signaller.signal(ev.fd), Error, "closed");
   }));
 
 Deno.test("a failing call throws SysError naming the call and errno", () => {
