@@ -25,9 +25,9 @@ import {
 import { BUILTIN_DEVICES, builtinNames } from "../pci/devices/mod.ts";
 import {
   isModuleType,
+  isParamKey,
   moduleUrl,
-  PARAM_KEY,
-  RESERVED_KEYS,
+  noParams,
 } from "../pci/devices/load.ts";
 import { defaultDeviceId } from "./remote.ts";
 
@@ -100,7 +100,7 @@ export function parseLaunchDevice(value: string, index: number): LaunchDevice {
   let id = isModuleType(type)
     ? defaultDeviceId(type, index)
     : `${type}${index}`;
-  const params: Record<string, string> = {};
+  const params = noParams();
   const seen = new Set<string>();
   for (const opt of opts) {
     const eq = opt.indexOf("=");
@@ -112,10 +112,7 @@ export function parseLaunchDevice(value: string, index: number): LaunchDevice {
     const m = /^id=([A-Za-z][\w.-]*)$/.exec(opt);
     if (m !== null) {
       id = m[1];
-    } else if (
-      eq > 0 && isModuleType(type) && !RESERVED_KEYS.has(key) &&
-      PARAM_KEY.test(key)
-    ) {
+    } else if (eq > 0 && isParamKey(type, key)) {
       params[key] = opt.slice(eq + 1);
     } else {
       throw new UsageError(

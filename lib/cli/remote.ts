@@ -7,9 +7,9 @@ import { notConnectedUnixStream, SysError } from "../../ffi/mod.ts";
 import {
   DeviceTypeError,
   isModuleType,
+  isParamKey,
   moduleUrl,
-  PARAM_KEY,
-  RESERVED_KEYS,
+  noParams,
   resolveDeviceType,
 } from "../pci/devices/load.ts";
 import type { DeviceFactory } from "../pci/device.ts";
@@ -125,7 +125,7 @@ export function parseDeviceSpec(value: string, index: number): RemoteDeviceArg {
   let id = defaultDeviceId(type, index);
   let fd: number | null = null;
   let path: string | null = null;
-  const params: Record<string, string> = {};
+  const params = noParams();
   const seen = new Set<string>();
   for (const opt of opts) {
     const eq = opt.indexOf("=");
@@ -141,10 +141,7 @@ export function parseDeviceSpec(value: string, index: number): RemoteDeviceArg {
       path = val;
     } else if (key === "id" && /^[\w.-]+$/.test(val)) {
       id = val;
-    } else if (
-      eq > 0 && isModuleType(type) && !RESERVED_KEYS.has(key) &&
-      PARAM_KEY.test(key)
-    ) {
+    } else if (eq > 0 && isParamKey(type, key)) {
       params[key] = val;
     } else {
       throw new UsageError(

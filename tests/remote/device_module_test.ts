@@ -453,13 +453,14 @@ export default (ctx) => ({
 `;
   await withModule("params.ts", echo, async (mod) => {
     await using r = spawnDevices([
-      `${mod},id=with,rate=42,mode=a=b`,
+      `${mod},id=with,rate=42,mode=a=b,__proto__=x`,
       `${mod},id=without`,
     ]);
     for (const c of r.clients) enable(c);
     const [withParams, without] = r.clients;
     assertEquals(withParams.barRead(BAR0), 0x12an);
-    assertEquals(withParams.barRead(BAR0 + 4n), 0x102n);
+    // __proto__ is a key like any other.
+    assertEquals(withParams.barRead(BAR0 + 4n), 0x103n);
     assertEquals(without.barRead(BAR0), 0x100n);
     assertEquals(without.barRead(BAR0 + 4n), 0x100n);
   });

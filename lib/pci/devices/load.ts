@@ -25,18 +25,25 @@ export function isModuleType(type: string): boolean {
     /^(file|https?):/.test(type);
 }
 
-/**
- * The key of a device module's own `--device` option (`rate=5`): a letter
- * or '_', then letters, digits or '_'. fd, socket and id are iohub's.
- */
-export const PARAM_KEY = /^[A-Za-z_]\w*$/;
+const PARAM_KEY = /^[A-Za-z_]\w*$/;
+const RESERVED_KEYS: ReadonlySet<string> = new Set(["fd", "socket", "id"]);
 
-/** Option keys of `--device` that iohub itself uses. */
-export const RESERVED_KEYS: ReadonlySet<string> = new Set([
-  "fd",
-  "socket",
-  "id",
-]);
+/**
+ * Whether `key` may name an option of the device module `type` itself
+ * (`rate=5`): only modules take them; a letter or '_', then letters,
+ * digits or '_'; fd, socket and id are iohub's.
+ */
+export function isParamKey(type: string, key: string): boolean {
+  return isModuleType(type) && !RESERVED_KEYS.has(key) && PARAM_KEY.test(key);
+}
+
+/**
+ * An empty set of module options: without a prototype, so a key such as
+ * `__proto__` is stored like any other.
+ */
+export function noParams(): Record<string, string> {
+  return Object.create(null);
+}
 
 /**
  * The URL a module type loads from: URLs as they are, paths resolved
