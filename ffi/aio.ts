@@ -10,11 +10,7 @@ import { checkSize } from "./errors.ts";
 import { closeFd } from "./fd.ts";
 import { libc } from "./libc.ts";
 import { memfd } from "./mman.ts";
-
-const SYS_IO_SETUP = 206n;
-const SYS_IO_DESTROY = 207n;
-const SYS_IO_GETEVENTS = 208n;
-const SYS_IO_SUBMIT = 209n;
+import { Syscall } from "./syscalls.ts";
 
 // struct iocb (64 bytes): u64 data@0, u32 key@8, u32 rw_flags@12,
 // u16 opcode@16, s16 reqprio@18, u32 fildes@20, u64 buf@24, u64 nbytes@32,
@@ -67,7 +63,7 @@ export class EventfdSignaller implements Disposable {
     try {
       checkSize(
         libc.syscall(
-          SYS_IO_SETUP,
+          BigInt(Syscall.io_setup),
           BigInt(RING_EVENTS),
           address(new Uint8Array(this.#ctxBuf.buffer)),
           0n,
@@ -95,7 +91,7 @@ export class EventfdSignaller implements Disposable {
     this.#iocbView.setUint32(IOCB_RESFD, fd, true);
     checkSize(
       libc.syscall(
-        SYS_IO_SUBMIT,
+        BigInt(Syscall.io_submit),
         this.#ctx,
         1n,
         this.#iocbPtrAddr,
@@ -112,7 +108,7 @@ export class EventfdSignaller implements Disposable {
   #reap(): void {
     this.#pending -= checkSize(
       libc.syscall(
-        SYS_IO_GETEVENTS,
+        BigInt(Syscall.io_getevents),
         this.#ctx,
         0n,
         BigInt(RING_EVENTS),
@@ -130,7 +126,7 @@ export class EventfdSignaller implements Disposable {
     this.#ctx = 0n;
     try {
       checkSize(
-        libc.syscall(SYS_IO_DESTROY, ctx, 0n, 0n, 0n, 0n),
+        libc.syscall(BigInt(Syscall.io_destroy), ctx, 0n, 0n, 0n, 0n),
         "io_destroy",
       );
     } finally {

@@ -5,12 +5,9 @@
 import { check, checkSize } from "./errors.ts";
 import { closeFd, cString } from "./fd.ts";
 import { libc } from "./libc.ts";
+import { Syscall } from "./syscalls.ts";
 
 // <asm/unistd_64.h>
-const SYS_PRCTL = 157n;
-const SYS_LANDLOCK_CREATE_RULESET = 444n;
-const SYS_LANDLOCK_ADD_RULE = 445n;
-const SYS_LANDLOCK_RESTRICT_SELF = 446n;
 
 const PR_SET_NO_NEW_PRIVS = 38n;
 const LANDLOCK_CREATE_RULESET_VERSION = 1n;
@@ -89,7 +86,7 @@ function sys(
  */
 export function landlockAbi(): number {
   return sys(
-    SYS_LANDLOCK_CREATE_RULESET,
+    BigInt(Syscall.landlock_create_ruleset),
     0n,
     0n,
     LANDLOCK_CREATE_RULESET_VERSION,
@@ -102,7 +99,13 @@ export function landlockAbi(): number {
  * privileges by exec (needed for Landlock and seccomp without CAP_SYS_ADMIN).
  */
 export function setNoNewPrivs(): void {
-  sys(SYS_PRCTL, PR_SET_NO_NEW_PRIVS, 1n, 0n, "prctl(PR_SET_NO_NEW_PRIVS)");
+  sys(
+    BigInt(Syscall.prctl),
+    PR_SET_NO_NEW_PRIVS,
+    1n,
+    0n,
+    "prctl(PR_SET_NO_NEW_PRIVS)",
+  );
 }
 
 /** What a ruleset restricts: everything handled and not allowed by a rule. */
@@ -127,7 +130,7 @@ export class Ruleset implements Disposable {
     v.setBigUint64(8, BigInt(attr.net), true);
     v.setBigUint64(16, BigInt(attr.scoped), true);
     this.#fd = sys(
-      SYS_LANDLOCK_CREATE_RULESET,
+      BigInt(Syscall.landlock_create_ruleset),
       address(buf),
       BigInt(RULESET_ATTR_SIZE),
       0n,
@@ -147,7 +150,7 @@ export class Ruleset implements Disposable {
       v.setBigUint64(0, BigInt(access), true);
       v.setInt32(8, fd, true);
       sys(
-        SYS_LANDLOCK_ADD_RULE,
+        BigInt(Syscall.landlock_add_rule),
         BigInt(this.#fd),
         LANDLOCK_RULE_PATH_BENEATH,
         address(buf),
@@ -165,7 +168,7 @@ export class Ruleset implements Disposable {
     v.setBigUint64(0, BigInt(access), true);
     v.setBigUint64(8, BigInt(port), true);
     sys(
-      SYS_LANDLOCK_ADD_RULE,
+      BigInt(Syscall.landlock_add_rule),
       BigInt(this.#fd),
       LANDLOCK_RULE_NET_PORT,
       address(buf),
@@ -182,7 +185,7 @@ export class Ruleset implements Disposable {
   restrictSelf(): void {
     setNoNewPrivs();
     sys(
-      SYS_LANDLOCK_RESTRICT_SELF,
+      BigInt(Syscall.landlock_restrict_self),
       BigInt(this.#fd),
       0n,
       0n,

@@ -11,4 +11,5 @@ export * from "./mman.ts";
 export * from "./ioctl.ts";
 export * from "./landlock.ts";
 export * from "./seccomp.ts";
+export * from "./syscalls.ts";
 export * from "./thread_park.ts";

@@ -1,29 +1,17 @@
 // seccomp(2) filters: a classic-BPF program that makes a list of system
-// calls fail with EPERM in every thread of the process (TSYNC). The x86_64
-// numbers, the audit arch and the struct layouts live here only.
+// calls fail with EPERM in every thread of the process (TSYNC). The audit
+// arch and the struct layouts live here only (the numbers in syscalls.ts).
 
 import { checkSize, SysError } from "./errors.ts";
 import { libc } from "./libc.ts";
+import { Syscall } from "./syscalls.ts";
 
-const SYS_SECCOMP = 317n;
 const SECCOMP_SET_MODE_FILTER = 1n;
 const SECCOMP_FILTER_FLAG_TSYNC = 1n;
 const AUDIT_ARCH_X86_64 = 0xc000003e;
 // System call numbers at or above this bit are the x32 ABI's.
 const X32_SYSCALL_BIT = 0x40000000;
 const EPERM = 1;
-
-/** x86_64 numbers of the system calls a filter may deny. */
-export const Syscall = {
-  socket: 41,
-  execve: 59,
-  ptrace: 101,
-  process_vm_readv: 310,
-  process_vm_writev: 311,
-  execveat: 322,
-  landlock_create_ruleset: 444,
-  io_uring_setup: 425,
-} as const;
 
 // struct sock_filter: u16 code, u8 jt, u8 jf, u32 k (8 bytes).
 const LD_W_ABS = 0x20;
@@ -90,7 +78,7 @@ export function denySyscalls(denied: readonly number[], errno = EPERM): void {
   const addr = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(fprog)));
   const r = checkSize(
     libc.syscall(
-      SYS_SECCOMP,
+      BigInt(Syscall.seccomp),
       SECCOMP_SET_MODE_FILTER,
       SECCOMP_FILTER_FLAG_TSYNC,
       addr,

@@ -5,8 +5,8 @@
 import { checkSize } from "./errors.ts";
 import { closeFd, cString, O_CLOEXEC, openPath, pipe, preadFd } from "./fd.ts";
 import { libc } from "./libc.ts";
+import { Syscall } from "./syscalls.ts";
 
-const SYS_POLL = 7;
 const text = new Uint8Array(256);
 const POLLIN = 1;
 
@@ -23,7 +23,6 @@ export interface Watched {
 let parking: { pollfd: Uint8Array<ArrayBuffer>; fds: [number, number] } | null =
   null;
 
-const SYS_GETDENTS64 = 217n;
 const O_DIRECTORY = 0o200000;
 const dents = new Uint8Array(4096);
 
@@ -37,7 +36,14 @@ function taskIds(): number[] {
     const addr = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(dents)));
     for (;;) {
       const n = checkSize(
-        libc.syscall(SYS_GETDENTS64, BigInt(dir), addr, 4096n, 0n, 0n),
+        libc.syscall(
+          BigInt(Syscall.getdents64),
+          BigInt(dir),
+          addr,
+          4096n,
+          0n,
+          0n,
+        ),
         "getdents64",
       );
       if (n === 0) return tids;
@@ -98,7 +104,7 @@ export function unwatch(threads: Watched[]): void {
 /** Whether thread `t` sits in poll(2) on `pollfd` now. */
 function isParked(t: Watched, pollAddr: bigint): boolean {
   const f = procText(t.syscallFd).split(" ");
-  return Number(f[0]) === SYS_POLL && BigInt(f[1]) === pollAddr;
+  return Number(f[0]) === Syscall.poll && BigInt(f[1]) === pollAddr;
 }
 
 /**
