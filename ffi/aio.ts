@@ -6,7 +6,7 @@
 // eventfd from the kernel when it completes (eventfd_signal, which
 // saturates instead of waiting); a read of 0 bytes completes at once.
 
-import { checkSize } from "./errors.ts";
+import { checkSize, errno, SysError } from "./errors.ts";
 import { closeFd } from "./fd.ts";
 import { libc } from "./libc.ts";
 import { memfd } from "./mman.ts";
@@ -34,7 +34,8 @@ const REAP_AT = 16;
 function address(buf: Uint8Array): bigint {
   // SAFETY: every buffer passed here is a field of the EventfdSignaller
   // that hands its address to the kernel (or its backing store is one),
-  // so it outlives each call.
+  // so it outlives each call; the iocb's data buffer is never even
+  // touched (its reads are of 0 bytes).
   return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
 }
 
@@ -60,21 +61,22 @@ export class EventfdSignaller implements Disposable {
   /** Sets up the AIO context (throws SysError where the kernel has no AIO). */
   constructor() {
     this.#src = memfd("iohub-signal", 0);
-    try {
-      checkSize(
-        libc.syscall(
-          BigInt(Syscall.io_setup),
-          BigInt(RING_EVENTS),
-          address(new Uint8Array(this.#ctxBuf.buffer)),
-          0n,
-          0n,
-          0n,
-        ),
+    const ret = libc.syscall(
+      BigInt(Syscall.io_setup),
+      BigInt(RING_EVENTS),
+      address(new Uint8Array(this.#ctxBuf.buffer)),
+      0n,
+      0n,
+      0n,
+    );
+    if (ret === -1n) {
+      const err = new SysError(
         "io_setup",
+        errno(),
+        "interrupts are signalled through Linux AIO: the kernel needs CONFIG_AIO and room under fs.aio-max-nr",
       );
-    } catch (e) {
       closeFd(this.#src);
-      throw e;
+      throw err;
     }
     this.#ctx = this.#ctxBuf[0];
     const v = this.#iocbView;

@@ -50,7 +50,7 @@ interface Pirq {
  * The per-PIRQ level counters and irqfd/resamplefd pairs of a remote.
  * finalize() releases what it holds.
  */
-export class Iohub {
+export class Iohub implements Disposable {
   readonly #pirqs: Pirq[];
   readonly #watcher: ResampleWatcher;
   // The irqfds are the peers' too: a write(2) to one could block.
@@ -179,6 +179,11 @@ export class Iohub {
     } finally {
       this.#signaller.close();
     }
+  }
+
+  /** Same as finalize(), for `using`. */
+  [Symbol.dispose](): void {
+    this.finalize();
   }
 
   #release(p: Pirq): void {

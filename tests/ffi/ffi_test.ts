@@ -43,6 +43,32 @@ Deno.test("EventfdSignaller: thousands of signals, reaped as they go, add up; cl
     assertThrows(() => signaller.signal(ev.fd), Error, "closed");
   }));
 
+// In a process of its own: the seccomp filter that takes io_setup away
+// stays for the life of the process.
+Deno.test("EventfdSignaller: a kernel without AIO is one SysError saying what it is for, no fd left", async () => {
+  const ffi = new URL("../../ffi/mod.ts", import.meta.url).href;
+  const script = `
+    import { denySyscalls, EventfdSignaller, Syscall } from ${
+    JSON.stringify(ffi)
+  };
+    const before = [...Deno.readDirSync("/proc/self/fd")].length;
+    denySyscalls([Syscall.io_setup], 38 /* ENOSYS */);
+    try {
+      new EventfdSignaller();
+    } catch (e) {
+      console.log(e.name + ": " + e.message);
+    }
+    console.log([...Deno.readDirSync("/proc/self/fd")].length === before);`;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--quiet", "--no-check", script],
+    stdin: "null",
+  }).output();
+  assertEquals(new TextDecoder().decode(out.stdout).trim().split("\n"), [
+    "SysError: io_setup: ENOSYS (Function not implemented; interrupts are signalled through Linux AIO: the kernel needs CONFIG_AIO and room under fs.aio-max-nr)",
+    "true",
+  ], new TextDecoder().decode(out.stderr));
+});
+
 Deno.test("a failing call throws SysError naming the call and errno", () => {
   const e = assertThrows(() => closeFd(987654), SysError);
   assertEquals(e.code, "EBADF");

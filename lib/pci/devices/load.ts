@@ -55,8 +55,8 @@ export function moduleUrl(type: string): URL {
   return new URL(type, new URL(`file://${encodeURI(cwd)}`));
 }
 
-/** How long a device module may take to load, top-level awaits included. */
-export const LOAD_TIMEOUT_MS = 20_000;
+// How long a device module may take to load, top-level awaits included.
+const LOAD_TIMEOUT_MS = 20_000;
 
 /**
  * Resolves `type` to its factory: a built-in by name, or the default

@@ -389,7 +389,7 @@ Deno.test("edu: reset restores power-on state and cancels completions", async ()
 // closed would fire before this test's wait ends.
 Deno.test("edu: closing its host drops pending completions", async () => {
   const logs: string[] = [];
-  const iohub = new Iohub({ watch: () => {}, unwatch: () => {} });
+  using iohub = new Iohub({ watch: () => {}, unwatch: () => {} });
   const host = new DeviceHost("edu0", 8, createEdu, iohub, (l) => logs.push(l));
   host.model.write(0, EduReg.DMA_SRC, Uint8Array.of(0, 0x10, 0, 0));
   host.model.write(0, EduReg.DMA_COUNT, Uint8Array.of(4, 0, 0, 0));
