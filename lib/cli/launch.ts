@@ -23,12 +23,8 @@ import {
   verbosityOf,
 } from "./common.ts";
 import { BUILTIN_DEVICES, builtinNames } from "../pci/devices/mod.ts";
-import {
-  isModuleType,
-  isParamKey,
-  moduleUrl,
-  noParams,
-} from "../pci/devices/load.ts";
+import { isModuleType, moduleUrl } from "../pci/devices/load.ts";
+import { parseDeviceValue } from "./device_value.ts";
 import { defaultDeviceId } from "./remote.ts";
 
 const HELP = `usage: iohub launch [options] [-- QEMU-ARGS...]
@@ -91,37 +87,16 @@ exit status:
 
 /** Parses one `--device TYPE[,id=NAME]` value (index names the default id). */
 export function parseLaunchDevice(value: string, index: number): LaunchDevice {
-  const [type, ...opts] = value.split(",");
+  const { type, own, params } = parseDeviceValue(value, {
+    id: (v) => /^[A-Za-z][\w.-]*$/.test(v),
+  }, "id=NAME, NAME a letter then letters, digits, '-', '.' or '_'");
   if (!isModuleType(type) && BUILTIN_DEVICES[type] === undefined) {
     throw new UsageError(
       `--device ${value}: unknown device type '${type}' (built-ins: ${builtinNames()}; a module is a path or URL)`,
     );
   }
-  let id = isModuleType(type)
-    ? defaultDeviceId(type, index)
-    : `${type}${index}`;
-  const params = noParams();
-  const seen = new Set<string>();
-  for (const opt of opts) {
-    const eq = opt.indexOf("=");
-    const key = eq < 0 ? opt : opt.slice(0, eq);
-    if (seen.has(key)) {
-      throw new UsageError(`--device ${value}: option '${key}' given twice`);
-    }
-    seen.add(key);
-    const m = /^id=([A-Za-z][\w.-]*)$/.exec(opt);
-    if (m !== null) {
-      id = m[1];
-    } else if (eq > 0 && isParamKey(type, key)) {
-      params[key] = opt.slice(eq + 1);
-    } else {
-      throw new UsageError(
-        `--device ${value}: bad option '${opt}' (expected id=NAME, NAME a letter then letters, digits, '-', '.' or '_'${
-          isModuleType(type) ? "; or KEY=VALUE for the module" : ""
-        })`,
-      );
-    }
-  }
+  const id = own.get("id") ??
+    (isModuleType(type) ? defaultDeviceId(type, index) : `${type}${index}`);
   return { type, id, params };
 }
 

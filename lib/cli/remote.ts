@@ -7,9 +7,7 @@ import { notConnectedUnixStream, SysError } from "../../ffi/mod.ts";
 import {
   DeviceTypeError,
   isModuleType,
-  isParamKey,
   moduleUrl,
-  noParams,
   resolveDeviceType,
 } from "../pci/devices/load.ts";
 import type { DeviceFactory } from "../pci/device.ts";
@@ -36,6 +34,7 @@ import {
   VERBOSITY_OPTIONS,
   verbosityOf,
 } from "./common.ts";
+import { parseDeviceValue } from "./device_value.ts";
 
 const HELP = `usage: iohub remote --device TYPE,fd=N[,id=NAME] [--device ...]
        iohub remote --device TYPE,socket=PATH[,id=NAME] [--device ...]
@@ -112,45 +111,14 @@ export function defaultDeviceId(type: string, index: number): string {
 
 /** Parses one --device value (index names the default id). */
 export function parseDeviceSpec(value: string, index: number): RemoteDeviceArg {
-  // A URL may hold commas only in its query; options follow the last
-  // part that does not look like key=value.
-  const parts = value.split(",");
-  let typeEnd = 1;
-  while (typeEnd < parts.length && !/^\w+=/.test(parts[typeEnd])) typeEnd++;
-  const type = parts.slice(0, typeEnd).join(",");
-  const opts = parts.slice(typeEnd);
-  if (type === "") {
-    throw new UsageError(`--device ${value}: missing the device type`);
-  }
-  let id = defaultDeviceId(type, index);
-  let fd: number | null = null;
-  let path: string | null = null;
-  const params = noParams();
-  const seen = new Set<string>();
-  for (const opt of opts) {
-    const eq = opt.indexOf("=");
-    const key = eq < 0 ? opt : opt.slice(0, eq);
-    const val = eq < 0 ? "" : opt.slice(eq + 1);
-    if (seen.has(key)) {
-      throw new UsageError(`--device ${value}: option '${key}' given twice`);
-    }
-    seen.add(key);
-    if (key === "fd" && /^\d+$/.test(val)) {
-      fd = Number(val);
-    } else if (key === "socket" && val !== "") {
-      path = val;
-    } else if (key === "id" && /^[\w.-]+$/.test(val)) {
-      id = val;
-    } else if (eq > 0 && isParamKey(type, key)) {
-      params[key] = val;
-    } else {
-      throw new UsageError(
-        `--device ${value}: bad option '${opt}' (expected fd=N, socket=PATH or id=NAME${
-          isModuleType(type) ? ", or KEY=VALUE for the module" : ""
-        })`,
-      );
-    }
-  }
+  const { type, own, params } = parseDeviceValue(value, {
+    fd: (v) => /^\d+$/.test(v),
+    socket: (v) => v !== "",
+    id: (v) => /^[\w.-]+$/.test(v),
+  }, "fd=N, socket=PATH or id=NAME");
+  const id = own.get("id") ?? defaultDeviceId(type, index);
+  const fd = own.has("fd") ? Number(own.get("fd")) : null;
+  const path = own.get("socket") ?? null;
   if ((fd === null) === (path === null)) {
     throw new UsageError(
       `--device ${value}: give exactly one of fd=N and socket=PATH`,

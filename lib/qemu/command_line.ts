@@ -2,6 +2,7 @@
 // options a user may not pass because launch sets them itself.
 
 import { type Verbosity, verbosityFlags } from "../log.ts";
+import { isParamKey } from "../pci/devices/load.ts";
 import { defaultQemu } from "./probe.ts";
 
 /** The I/O port of the isa-debug-exit device the guest ends the run with. */
@@ -176,7 +177,16 @@ export function remoteArguments(
 ): string[] {
   const args: string[] = [];
   devices.forEach((d, i) => {
-    const params = Object.entries(d.params ?? {}).map(([k, v]) => `,${k}=${v}`);
+    const params = Object.entries(d.params ?? {}).map(([k, v]) => {
+      // The remote would read a stray key, or a comma in a value, as
+      // options of its own.
+      if (!isParamKey(d.type, k) || v.includes(",")) {
+        throw new RangeError(
+          `device ${d.id}: '${k}=${v}' is no option of a device module (KEY=VALUE, no comma)`,
+        );
+      }
+      return `,${k}=${v}`;
+    });
     args.push(
       "--device",
       `${d.type},fd=${fds[i]},id=${d.id}${params.join("")}`,

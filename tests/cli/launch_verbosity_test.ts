@@ -1,7 +1,12 @@
 // `iohub launch --quiet/--verbose`: parsed into the run's verbosity, handed
 // on to the remote it starts, and a quiet run that passes says nothing.
 
-import { assert, assertEquals, assertStringIncludes } from "@std/assert";
+import {
+  assert,
+  assertEquals,
+  assertStringIncludes,
+  assertThrows,
+} from "@std/assert";
 import { parseLaunchArgs } from "../../lib/cli/launch.ts";
 import { FLOPPY_SIZE } from "../../lib/guest/boot_image.ts";
 import { buildGuest } from "../../lib/guest/build.ts";
@@ -71,4 +76,41 @@ Deno.test({
     assertEquals(r.stderr.trim().split("\n").length, 1, r.stderr);
     assert(!r.stderr.includes("terminating on signal"), r.stderr);
   },
+});
+
+Deno.test("launch: a device module's options reach the remote; one that would read as iohub's is refused", () => {
+  const mod = { type: "./dev.ts", id: "a" };
+  assertEquals(
+    remoteArguments(
+      {},
+      [{ ...mod, params: { rate: "5", mode: "x=y" } }],
+      [7],
+      9,
+    ),
+    ["--device", "./dev.ts,fd=7,id=a,rate=5,mode=x=y", "--ready-fd", "9"],
+  );
+  const bad: Record<string, string>[] = [
+    { fd: "3" },
+    { rate: "1,socket=/p" },
+    { "my-key": "1" },
+  ];
+  for (const params of bad) {
+    assertThrows(
+      () => remoteArguments({}, [{ ...mod, params }], [7], 9),
+      RangeError,
+      "device a: ",
+    );
+  }
+  assertThrows(
+    () =>
+      remoteArguments(
+        {},
+        [{ type: "testdev", id: "t", params: { rate: "1" } }],
+        [
+          7,
+        ],
+        9,
+      ),
+    RangeError,
+  );
 });

@@ -270,6 +270,11 @@ Deno.test("launch: argument parsing", () => {
   assertEquals(m.options.devices, [
     { type: "./dev.ts", id: "a", params: { rate: "5", mode: "x=y" } },
   ]);
+  // The same grammar as remote's: a module path may hold commas.
+  assertEquals(
+    parseLaunchArgs(["--device", "./a,b.ts,rate=1"]).options.devices,
+    [{ type: "./a,b.ts", id: "a_b0", params: { rate: "1" } }],
+  );
   assertEquals(d.options.accel, "kvm");
   const bad: [string[], string][] = [
     [["--device", "nic"], "unknown device type 'nic'"],

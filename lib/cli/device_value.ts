@@ -1,0 +1,61 @@
+// The grammar of a `--device` value, shared by `remote` and `launch`:
+// TYPE,KEY=VALUE,... with iohub's own keys, which each command lists, and a
+// device module's own options (ctx.params).
+
+import { isModuleType, isParamKey, noParams } from "../pci/devices/load.ts";
+import { UsageError } from "./common.ts";
+
+/** A `--device` value taken apart. */
+export interface DeviceValue {
+  /** The device type: a built-in name, or a module path or URL. */
+  type: string;
+  /** The command's own options given, by key. */
+  own: Map<string, string>;
+  /** A device module's own options (ctx.params). */
+  params: Record<string, string>;
+}
+
+/**
+ * Takes `--device TYPE,KEY=VALUE,...` apart. The type runs up to the first
+ * part that looks like KEY=VALUE, so a module path may hold commas. `own`
+ * maps each of the command's keys to the check of its value, and
+ * `expected` describes them for the error. Throws UsageError naming the
+ * value for a missing type, a key given twice, or an option that is
+ * neither the command's (with a valid value) nor a module's own.
+ */
+export function parseDeviceValue(
+  value: string,
+  own: Readonly<Record<string, (v: string) => boolean>>,
+  expected: string,
+): DeviceValue {
+  const parts = value.split(",");
+  let typeEnd = 1;
+  while (typeEnd < parts.length && !/^\w+=/.test(parts[typeEnd])) typeEnd++;
+  const type = parts.slice(0, typeEnd).join(",");
+  if (type === "") {
+    throw new UsageError(`--device ${value}: missing the device type`);
+  }
+  const result: DeviceValue = { type, own: new Map(), params: noParams() };
+  const seen = new Set<string>();
+  for (const opt of parts.slice(typeEnd)) {
+    const eq = opt.indexOf("=");
+    const key = eq < 0 ? opt : opt.slice(0, eq);
+    const val = opt.slice(eq + 1);
+    if (seen.has(key)) {
+      throw new UsageError(`--device ${value}: option '${key}' given twice`);
+    }
+    seen.add(key);
+    if (eq > 0 && Object.hasOwn(own, key) && own[key](val)) {
+      result.own.set(key, val);
+    } else if (eq > 0 && !Object.hasOwn(own, key) && isParamKey(type, key)) {
+      result.params[key] = val;
+    } else {
+      throw new UsageError(
+        `--device ${value}: bad option '${opt}' (expected ${expected}${
+          isModuleType(type) ? "; or KEY=VALUE for the module" : ""
+        })`,
+      );
+    }
+  }
+  return result;
+}
