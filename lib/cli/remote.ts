@@ -35,6 +35,7 @@ import {
   verbosityOf,
 } from "./common.ts";
 import { parseDeviceValue } from "./device_value.ts";
+import { EXIT } from "../qemu/outcome.ts";
 
 const HELP = `usage: iohub remote --device TYPE,fd=N[,id=NAME] [--device ...]
        iohub remote --device TYPE,socket=PATH[,id=NAME] [--device ...]
@@ -241,7 +242,7 @@ function pathOption(v: unknown, flag: string): string | null {
   return v;
 }
 
-const SIGNAL_STATUS = { SIGINT: 130, SIGTERM: 143 } as const;
+const SIGNAL_STATUS = { SIGINT: EXIT.SIGINT, SIGTERM: EXIT.SIGTERM } as const;
 
 /** The `iohub remote` subcommand. */
 export const remoteCommand: Command = {

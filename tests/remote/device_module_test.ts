@@ -8,13 +8,14 @@ import {
   assertEquals,
   assertMatch,
   assertStringIncludes,
+  assertThrows,
 } from "@std/assert";
 import { closeFd, pollReadable } from "../../ffi/mod.ts";
 import { spawnWithSockets } from "../../lib/qemu/socket_child.ts";
 import { defaultRemoteCommand } from "../../lib/qemu/spawn_remote.ts";
 import { UINT64_MAX } from "../../lib/mpqemu/mod.ts";
 import { ROM_REGION } from "../../lib/pci/mod.ts";
-import { ProxyDevice } from "../../lib/proxy/proxy_device.ts";
+import { ProxyDevice, ProxyError } from "../../lib/proxy/proxy_device.ts";
 import {
   assertExit,
   type Client,
@@ -476,6 +477,16 @@ Deno.test("device module: our proxy sizes, maps and reads the expansion ROM", as
     const p = r.clients[0];
     assertEquals(p.probe().romSize, 2048);
     assertEquals(p.barBase(ROM_REGION), -1, "not mapped before mapBars");
+    assertThrows(
+      () => p.mapBars([]),
+      ProxyError,
+      "rom: mapBars: BAR0 needs a base",
+    );
+    assertThrows(
+      () => p.mapBars([Number(BAR0), , , , , , 0x800 + 1]),
+      ProxyError,
+      "the ROM needs a 32-bit base aligned to its size 0x800",
+    );
     const ROM = 0xfebe0000;
     p.mapBars([Number(BAR0), , , , , , ROM]);
     assertEquals(p.barBase(ROM_REGION), ROM);
