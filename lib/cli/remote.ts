@@ -18,6 +18,7 @@ import { ControlSocket } from "../remote/control.ts";
 import { SocketInUseError } from "../remote/listen.ts";
 import { applySandbox, type SandboxOptions } from "../remote/sandbox.ts";
 import { Tracer } from "../remote/trace.ts";
+import { Watchdog } from "../remote/watchdog.ts";
 import {
   type LogSink,
   logSink,
@@ -312,6 +313,8 @@ export const remoteCommand: Command = {
         ? null
         : openControl(control, () => remote.state());
       if (sandbox !== null) await applySandbox(sandbox);
+      // After the sandbox, so that its thread is confined too.
+      using _watchdog = new Watchdog();
       serving = true;
       for (const [line, severity] of held) sink(line, severity);
       // Everything that can fail at start has run: the launcher may start

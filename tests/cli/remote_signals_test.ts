@@ -2,8 +2,14 @@
 // counters and remove socket files; stale socket files are replaced, live
 // ones refused.
 
-import { assert, assertEquals, assertStringIncludes } from "@std/assert";
+import {
+  assert,
+  assertEquals,
+  assertMatch,
+  assertStringIncludes,
+} from "@std/assert";
 import { closeFd, connectUnix, listenUnix } from "../../ffi/mod.ts";
+import { Cmd } from "../../lib/mpqemu/mod.ts";
 import { Client } from "../remote/remote_process.ts";
 import { withTempDir } from "../temp_dir.ts";
 import { BIN } from "./cli_run.ts";
@@ -189,5 +195,61 @@ Deno.test("remote: a second remote on a live remote's path leaves the first one 
     }
     const out = await first.output();
     assertEquals(out.code, 0, new TextDecoder().decode(out.stderr));
+  });
+});
+
+// A device callback that never returns holds the one JS thread, signal
+// handlers included: the watchdog thread says so, and ends the process on
+// SIGTERM.
+Deno.test("remote: a device callback that never returns is reported, and SIGTERM still ends the remote", async () => {
+  await withTempDir("iohub-remote-signals-", async (dir) => {
+    const mod = `${dir}/looping.ts`;
+    Deno.writeTextFileSync(
+      mod,
+      `export default () => ({
+        identity: { vendorId: 0x1af4, deviceId: 0x10f3 },
+        bars: [{ size: 4096, space: "memory" }],
+        read(bar, off, data) {
+          if (off === 4) for (;;) {}
+          data.fill(0);
+        },
+        write() {},
+      });`,
+    );
+    const a = `${dir}/a.sock`;
+    await using child = startRemote("--device", `${mod},socket=${a},id=stuck`);
+    const c = await connectWhenListening(a);
+    try {
+      c.cfgWrite(0x10, 0xfebf0000);
+      c.cfgWrite(0x04, 0x2, 2);
+      assertEquals(c.barRead(0xfebf0000n), 0n);
+      // The request that never gets its answer: sent, not awaited.
+      c.ch.send(c.ch.tx.encodeBar(Cmd.BAR_READ, 0xfebf0004n, 0n, 4, true));
+      const lines = child.stderr.pipeThrough(new TextDecoderStream())
+        .getReader();
+      let stderr = "";
+      while (!stderr.includes("device code has not returned for")) {
+        const { value, done } = await lines.read();
+        if (done) break;
+        stderr += value;
+      }
+      assertMatch(
+        stderr,
+        /^iohub remote: device code has not returned for [\d.]+ s: no device is served until it does; SIGINT or SIGTERM ends the process$/m,
+      );
+      child.kill("SIGTERM");
+      for (let x = await lines.read(); !x.done; x = await lines.read()) {
+        stderr += x.value;
+      }
+      const status = await child.status;
+      assertEquals(status.code, 143, stderr);
+      assertEquals(status.signal, null, stderr);
+      assertMatch(
+        stderr,
+        /^iohub remote: SIGTERM: device code has not returned for [\d.]+ s; exiting without closing the channels$/m,
+      );
+    } finally {
+      c.close();
+    }
   });
 });
