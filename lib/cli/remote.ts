@@ -309,10 +309,11 @@ export const remoteCommand: Command = {
           throw addDeviceError(d.type, e);
         }
       });
-      await using _control = control === null
+      await using controlSocket = control === null
         ? null
-        : openControl(control, () => remote.state());
+        : openControl(control);
       if (sandbox !== null) await applySandbox(sandbox);
+      controlSocket?.serve(() => remote.state());
       // After the sandbox, so that its thread is confined too.
       using _watchdog = new Watchdog();
       serving = true;
@@ -360,9 +361,9 @@ function openTracer(path: string): Tracer {
   }
 }
 
-function openControl(path: string, state: () => unknown): ControlSocket {
+function openControl(path: string): ControlSocket {
   try {
-    return new ControlSocket(path, state);
+    return new ControlSocket(path);
   } catch (e) {
     throw new UsageError(`remote: --control ${path}: ${describeError(e)}`);
   }

@@ -29,15 +29,15 @@ export class ControlSocket implements AsyncDisposable {
   readonly #fd: number;
   readonly #path: string;
   readonly #io = new MsgIo(0);
-  readonly #done: Promise<void>;
+  #done: Promise<void> = Promise.resolve();
   readonly #pending = new Set<Promise<void>>();
   #closed = false;
 
   /**
-   * Listens on `path` (replacing a stale socket file) and answers each
-   * connection with `state()` as JSON.
+   * Listens on `path` (replacing a stale socket file); connections wait
+   * until serve() starts answering them.
    */
-  constructor(path: string, state: () => unknown) {
+  constructor(path: string) {
     this.#path = path;
     this.#fd = listenReplacingStale(path);
     try {
@@ -46,6 +46,17 @@ export class ControlSocket implements AsyncDisposable {
       closeFd(this.#fd);
       throw e;
     }
+  }
+
+  /**
+   * Answers each connection with `state()` as JSON from now on. Separate
+   * from listening because --sandbox must come in between: creating the
+   * socket is refused once confined, and the wait for connections keeps a
+   * thread of Deno's blocking pool busy, which the sandbox must find idle
+   * to confine it.
+   */
+  serve(state: () => unknown): void {
+    if (this.#closed) return;
     this.#done = this.#serve(state);
   }
 

@@ -120,6 +120,29 @@ Deno.test({
   assertStringIncludes(stderr, "dev: peer closed the connection");
 });
 
+Deno.test({
+  name:
+    "sandbox: with --control the remote starts confined and iohub stats answers",
+  ignore: !landlock,
+}, async () => {
+  await withTempDir("iohub-sandbox-", async (dir) => {
+    const control = `${dir}/ctl.sock`;
+    // The control socket's wait for connections used to hold a thread of
+    // Deno's pool busy, which the sandbox then could not confine.
+    await using r = spawnRemote(["dev"], ["--sandbox", "--control", control]);
+    const c = r.clients[0];
+    assertEquals(c.cfgRead(0), 0x10b11234n);
+    const stats = await iohub("stats", control, "--json");
+    assertEquals(stats.code, 0, stats.stderr);
+    const state = JSON.parse(stats.stdout);
+    assertEquals(state.devices[0].id, "dev");
+    const status = Deno.readTextFileSync(`/proc/${r.child.pid}/status`);
+    assertStringIncludes(status, "Seccomp:\t2");
+    const { code, stderr } = await r.finish();
+    assertEquals(code, 0, stderr);
+  });
+});
+
 // A hostile device module: a write to register 4*k starts attempt k, a read
 // of register 4*k says how it went (0 pending, 1 refused, 2 done). It runs
 // with every Deno permission: the sandbox alone must stop it.
