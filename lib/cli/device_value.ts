@@ -2,7 +2,12 @@
 // TYPE,KEY=VALUE,... with iohub's own keys, which each command lists, and a
 // device module's own options (ctx.params).
 
-import { isModuleType, isParamKey, noParams } from "../pci/devices/load.ts";
+import {
+  isModuleType,
+  isParamKey,
+  noParams,
+  splitDeviceValue,
+} from "../pci/devices/load.ts";
 import { UsageError } from "./common.ts";
 
 /** A `--device` value taken apart. */
@@ -16,8 +21,7 @@ export interface DeviceValue {
 }
 
 /**
- * Takes `--device TYPE,KEY=VALUE,...` apart. The type runs up to the first
- * part that looks like KEY=VALUE, so a module path may hold commas. `own`
+ * Takes `--device TYPE,KEY=VALUE,...` apart (splitDeviceValue). `own`
  * maps each of the command's keys to the check of its value, and
  * `expected` describes them for the error. Throws UsageError naming the
  * value for a missing type, a key given twice, or an option that is
@@ -28,16 +32,13 @@ export function parseDeviceValue(
   own: Readonly<Record<string, (v: string) => boolean>>,
   expected: string,
 ): DeviceValue {
-  const parts = value.split(",");
-  let typeEnd = 1;
-  while (typeEnd < parts.length && !/^\w+=/.test(parts[typeEnd])) typeEnd++;
-  const type = parts.slice(0, typeEnd).join(",");
+  const { type, options } = splitDeviceValue(value);
   if (type === "") {
     throw new UsageError(`--device ${value}: missing the device type`);
   }
   const result: DeviceValue = { type, own: new Map(), params: noParams() };
   const seen = new Set<string>();
-  for (const opt of parts.slice(typeEnd)) {
+  for (const opt of options) {
     const eq = opt.indexOf("=");
     const key = eq < 0 ? opt : opt.slice(0, eq);
     const val = opt.slice(eq + 1);

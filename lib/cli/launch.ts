@@ -90,7 +90,7 @@ export function parseLaunchDevice(value: string, index: number): LaunchDevice {
   const { type, own, params } = parseDeviceValue(value, {
     id: (v) => /^[A-Za-z][\w.-]*$/.test(v),
   }, "id=NAME, NAME a letter then letters, digits, '-', '.' or '_'");
-  if (!isModuleType(type) && BUILTIN_DEVICES[type] === undefined) {
+  if (!isModuleType(type) && !Object.hasOwn(BUILTIN_DEVICES, type)) {
     throw new UsageError(
       `--device ${value}: unknown device type '${type}' (built-ins: ${builtinNames()}; a module is a path or URL)`,
     );

@@ -108,7 +108,8 @@ export function defaultDeviceId(type: string, index: number): string {
     ? type.replace(/[?#].*$/, "").replace(/\/+$/, "").split("/").pop()!
       .replace(/\.(ts|js|mjs)$/, "").replace(/[^\w.-]/g, "_")
     : type;
-  return `${base || "device"}${index}`;
+  // Launch gives it to QEMU too, whose ids start with a letter.
+  return /^[A-Za-z]/.test(base) ? `${base}${index}` : `dev${base}${index}`;
 }
 
 /** Parses one --device value (index names the default id). */

@@ -17,6 +17,7 @@ import { buildGuest } from "../../lib/guest/build.ts";
 import { parentDeathPrefix } from "../../lib/qemu/command_line.ts";
 import {
   launch,
+  launchCommands,
   type LaunchOptions,
   type LaunchStarted,
 } from "../../lib/qemu/launch.ts";
@@ -275,9 +276,19 @@ Deno.test("launch: argument parsing", () => {
     parseLaunchArgs(["--device", "./a,b.ts,rate=1"]).options.devices,
     [{ type: "./a,b.ts", id: "a_b0", params: { rate: "1" } }],
   );
+  // QEMU ids start with a letter: a default id from another name gets one.
+  assertEquals(
+    parseLaunchArgs(["--device", "./1dev.ts", "--device", "./_u.ts"]).options
+      .devices?.map((d) => d.id),
+    ["dev1dev0", "dev_u1"],
+  );
   assertEquals(d.options.accel, "kvm");
   const bad: [string[], string][] = [
     [["--device", "nic"], "unknown device type 'nic'"],
+    [
+      ["--device", "toString"],
+      "--device toString: unknown device type 'toString'",
+    ],
     [["--device", "testdev,fd=3"], "bad option 'fd=3'"],
     [["--device", "testdev,id=1x"], "bad option 'id=1x'"],
     [["--device", "testdev,rate=5"], "bad option 'rate=5'"],
@@ -881,3 +892,16 @@ qemuTest(
     assertStringIncludes(stderr, "noisy: peer closed the connection");
   },
 );
+
+Deno.test("launch: a device the remote could not read back from its command line is refused", () => {
+  const commands = (type: string, id = "a"): { remote: string[] } =>
+    launchCommands({ devices: [{ type, id }] }, [3], [4], 5);
+  // Commas in a module path are fine; a part that looks like KEY=VALUE is
+  // not: the remote would take it for an option.
+  assertStringIncludes(
+    commands("./mod dir,x/e,cho.ts").remote.join(" "),
+    "--device ./mod dir,x/e,cho.ts,fd=3,id=a",
+  );
+  assertThrows(() => commands("./a,b=c/x.ts"), RangeError, "bad device");
+  assertThrows(() => commands("testdev", "1x"), RangeError, "bad device");
+});

@@ -38,6 +38,23 @@ export function isParamKey(type: string, key: string): boolean {
 }
 
 /**
+ * Splits a `--device TYPE,KEY=VALUE,...` value into its type and option
+ * parts: the type runs up to the first part that looks like KEY=VALUE, so
+ * a module path may hold commas.
+ */
+export function splitDeviceValue(
+  value: string,
+): { type: string; options: string[] } {
+  const parts = value.split(",");
+  let typeEnd = 1;
+  while (typeEnd < parts.length && !/^\w+=/.test(parts[typeEnd])) typeEnd++;
+  return {
+    type: parts.slice(0, typeEnd).join(","),
+    options: parts.slice(typeEnd),
+  };
+}
+
+/**
  * An empty set of module options: without a prototype, so a key such as
  * `__proto__` is stored like any other.
  */
