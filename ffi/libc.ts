@@ -121,8 +121,11 @@ const symbols = {
   ioctl_async: offThread("ioctl", blocking.ioctl_val),
 } as const satisfies Deno.ForeignLibraryInterface;
 
+/** The name libc is opened by (also from other threads' isolates). */
+export const LIBC_NAME = "libc.so.6";
+
 /** The opened libc with iohub's symbols. */
 export const libc: Deno.DynamicLibrary<typeof symbols>["symbols"] = Deno.dlopen(
-  "libc.so.6",
+  LIBC_NAME,
   symbols,
 ).symbols;

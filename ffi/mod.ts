@@ -2,6 +2,7 @@
 // protocol, IOHUB, remote, proxy and KVM layers use.
 
 export * from "./errors.ts";
+export { LIBC_NAME } from "./libc.ts";
 export * from "./fd.ts";
 export * from "./eventfd.ts";
 export * from "./aio.ts";

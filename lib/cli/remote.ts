@@ -18,7 +18,7 @@ import { ControlSocket } from "../remote/control.ts";
 import { SocketInUseError } from "../remote/listen.ts";
 import { applySandbox, type SandboxOptions } from "../remote/sandbox.ts";
 import { Tracer } from "../remote/trace.ts";
-import { Watchdog } from "../remote/watchdog.ts";
+import { Heartbeat, Watchdog } from "../remote/watchdog.ts";
 import {
   type LogSink,
   logSink,
@@ -290,12 +290,14 @@ export const remoteCommand: Command = {
     let status: number;
     {
       using tracer = trace === null ? null : openTracer(trace);
+      const heartbeat = new Heartbeat();
       using remote = new Remote({
         log,
         pollMicros,
         pollMaxMicros,
         tracer: tracer ?? undefined,
         timeRequests: control !== null,
+        onAnswered: () => heartbeat.beat(),
       });
       devices.forEach((d, i) => {
         try {
@@ -316,7 +318,11 @@ export const remoteCommand: Command = {
       if (sandbox !== null) await applySandbox(sandbox);
       controlSocket?.serve(() => remote.state());
       // After the sandbox, so that its thread is confined too.
-      using _watchdog = new Watchdog();
+      using _watchdog = new Watchdog(
+        heartbeat,
+        SIGNAL_STATUS,
+        (line) => log(line, "error"),
+      );
       serving = true;
       for (const [line, severity] of held) sink(line, severity);
       // Everything that can fail at start has run: the launcher may start

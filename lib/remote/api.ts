@@ -61,6 +61,8 @@ export interface RemoteOptions {
   tracer?: Tracer;
   /** Times every request for the latency figures of state(). */
   timeRequests?: boolean;
+  /** Called after each request a device answered (a watchdog's heartbeat). */
+  onAnswered?: () => void;
 }
 
 /** One device in Remote.state(). */

@@ -89,6 +89,7 @@ export class Remote implements Disposable {
   readonly #poll: PollWindow;
   readonly #tracer: Tracer | null;
   readonly #timed: boolean;
+  readonly #onAnswered: () => void;
   readonly #created = performance.now();
   #failed = false;
   #open = 0;
@@ -100,6 +101,7 @@ export class Remote implements Disposable {
   /** A remote with no devices yet. */
   constructor(options: RemoteOptions) {
     this.#log = options.log;
+    this.#onAnswered = options.onAnswered ?? (() => {});
     this.#tracer = options.tracer ?? null;
     this.#timed = this.#tracer !== null || (options.timeRequests ?? false);
     this.#poll = options.pollMicros === undefined
@@ -413,6 +415,7 @@ export class Remote implements Disposable {
     } else {
       outcome = host.handle();
     }
+    this.#onAnswered();
     if (outcome !== Outcome.REFUSED) return;
     if (host.refusals > LOGGED_REFUSALS) return;
     const more = host.refusals === LOGGED_REFUSALS

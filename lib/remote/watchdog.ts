@@ -4,81 +4,121 @@
 // own sees the thread's heartbeat stop, says so once, and ends the process
 // on SIGINT/SIGTERM, which nothing else would then answer.
 
-/** How often the JS thread beats while its event loop turns. */
+import { LIBC_NAME } from "../../ffi/mod.ts";
+
+/**
+ * The JS thread's heartbeat: beat() after each request a device answered,
+ * and a timer beats while the event loop turns (timers and promises of
+ * device code ran and returned).
+ */
+export class Heartbeat {
+  /** The beat count, shared with the watchdog's thread. */
+  readonly count: Int32Array<SharedArrayBuffer> = new Int32Array(
+    new SharedArrayBuffer(4),
+  );
+
+  /** Device code returned. */
+  beat(): void {
+    Atomics.add(this.count, 0, 1);
+  }
+}
+
+// How often the event loop beats, and the watchdog looks.
 const BEAT_MS = 250;
-/** Silence after which the watchdog says device code is stuck. */
-export const STUCK_WARN_MS = 2000;
-// Silence after which a signal is the watchdog's to answer: the JS thread
-// answers it itself while it beats.
+// Silence after which the watchdog says device code is stuck.
+const WARN_MS = 2000;
+// Silence after which a signal is the watchdog's to answer: until then the
+// JS thread may still come back and answer it itself, cleanly.
 const SIGNAL_AFTER_MS = 1000;
 
 // The watchdog's own code. It runs from a data: URL, because it starts
-// after --sandbox, when the process may read no file (not even this
-// one); and it must be plain JavaScript for that. It exits through libc's
-// _exit: Deno.exit() in a worker ends only the worker.
+// after --sandbox, when the process may read no file (not even this one),
+// and it must be plain JavaScript for that. It exits through libc's _exit:
+// Deno.exit() in a worker ends only the worker.
 const WATCHDOG_JS = `
-const libc = Deno.dlopen("libc.so.6", {
-  _exit: { parameters: ["i32"], result: "void" },
-}).symbols;
-const say = (line) =>
-  Deno.stderr.writeSync(new TextEncoder().encode("iohub remote: " + line + "\\n"));
 let beat = null;
 let last = -1;
 let since = Date.now();
 let warned = false;
+let pending = null;
 const silentFor = () => Date.now() - since;
+const secs = () => (silentFor() / 1000).toFixed(1);
 self.onmessage = ({ data }) => {
+  const libc = Deno.dlopen(data.libc, {
+    _exit: { parameters: ["i32"], result: "void" },
+  }).symbols;
+  const say = (line) =>
+    Deno.stderr.writeSync(new TextEncoder().encode("iohub remote: " + line + "\\n"));
+  const exitFor = (signal) => {
+    say(signal + ": device code has not returned for " + secs() +
+      " s; exiting without closing the channels");
+    libc._exit(data.statuses[signal]);
+  };
   beat = new Int32Array(data.beat);
   setInterval(() => {
     const b = Atomics.load(beat, 0);
     if (b !== last) {
+      // The JS thread is back: a signal still pending is its to answer.
       last = b;
       since = Date.now();
       warned = false;
+      pending = null;
+    } else if (pending !== null && silentFor() >= data.signalAfterMs) {
+      exitFor(pending);
     } else if (!warned && silentFor() >= data.warnMs) {
       warned = true;
-      say("device code has not returned for " + (silentFor() / 1000).toFixed(1) +
+      say("device code has not returned for " + secs() +
         " s: no device is served until it does; SIGINT or SIGTERM ends the process");
     }
   }, data.beatMs);
-  for (const [signal, status] of [["SIGINT", 130], ["SIGTERM", 143]]) {
+  for (const signal of Object.keys(data.statuses)) {
     Deno.addSignalListener(signal, () => {
-      if (silentFor() < data.signalAfterMs) return;
-      say(signal + ": device code has not returned for " +
-        (silentFor() / 1000).toFixed(1) + " s; exiting without closing the channels");
-      libc._exit(status);
+      if (silentFor() >= data.signalAfterMs) exitFor(signal);
+      else pending ??= signal;
     });
   }
 };
 `;
 
 /**
- * Watches the JS thread from a worker (see above) until disposed. Start it
- * after the sandbox is applied, so its thread is confined as well.
+ * Watches a Heartbeat from a worker (see above) until disposed: reports a
+ * silence, and answers the signals in `statuses` (name: exit status) while
+ * it lasts. Start it after the sandbox is applied, so its thread is
+ * confined as well.
  */
 export class Watchdog implements Disposable {
-  readonly #beat = new Int32Array(new SharedArrayBuffer(4));
   readonly #timer: ReturnType<typeof setInterval>;
   readonly #worker: Worker;
 
-  /** Starts the worker and the heartbeat. */
-  constructor() {
+  /** Starts the worker, and the event loop's beat of `heartbeat`. */
+  constructor(
+    heartbeat: Heartbeat,
+    statuses: Readonly<Record<string, number>>,
+    log: (line: string) => void,
+  ) {
     this.#worker = new Worker(
       `data:text/javascript,${encodeURIComponent(WATCHDOG_JS)}`,
       { type: "module" },
     );
+    // A watchdog that cannot run must not take the remote down with it.
+    this.#worker.onerror = (e) => {
+      e.preventDefault();
+      log(`the watchdog stopped: ${e.message}`);
+    };
     this.#worker.postMessage({
-      beat: this.#beat.buffer,
+      beat: heartbeat.count.buffer,
+      libc: LIBC_NAME,
+      statuses,
       beatMs: BEAT_MS,
-      warnMs: STUCK_WARN_MS,
+      warnMs: WARN_MS,
       signalAfterMs: SIGNAL_AFTER_MS,
     });
-    this.#timer = setInterval(() => Atomics.add(this.#beat, 0, 1), BEAT_MS);
+    this.#timer = setInterval(() => heartbeat.beat(), BEAT_MS);
     // The heartbeat must not keep a remote that is done alive.
     Deno.unrefTimer(this.#timer);
   }
 
-  /** Stops the heartbeat and the worker. */
+  /** Stops the event loop's beat and the worker. */
   [Symbol.dispose](): void {
     clearInterval(this.#timer);
     this.#worker.terminate();

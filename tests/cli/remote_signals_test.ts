@@ -198,58 +198,131 @@ Deno.test("remote: a second remote on a live remote's path leaves the first one 
   });
 });
 
-// A device callback that never returns holds the one JS thread, signal
-// handlers included: the watchdog thread says so, and ends the process on
-// SIGTERM.
-Deno.test("remote: a device callback that never returns is reported, and SIGTERM still ends the remote", async () => {
-  await withTempDir("iohub-remote-signals-", async (dir) => {
-    const mod = `${dir}/looping.ts`;
+// A device whose register 4 reads `body` first, behind a remote of its own
+// (through bin/iohub, stderr piped); `fn` gets the remote, a client with
+// BAR0 enabled, and a reader of the remote's stderr.
+function withModuleRemote(
+  body: string,
+  fn: (
+    child: Deno.ChildProcess,
+    c: Client,
+    stderr: Lines,
+  ) => Promise<void>,
+): Promise<void> {
+  return withTempDir("iohub-remote-signals-", async (dir) => {
+    const mod = `${dir}/dev.ts`;
     Deno.writeTextFileSync(
       mod,
       `export default () => ({
         identity: { vendorId: 0x1af4, deviceId: 0x10f3 },
         bars: [{ size: 4096, space: "memory" }],
         read(bar, off, data) {
-          if (off === 4) for (;;) {}
+          if (off === 4) { ${body} }
           data.fill(0);
         },
         write() {},
       });`,
     );
     const a = `${dir}/a.sock`;
-    await using child = startRemote("--device", `${mod},socket=${a},id=stuck`);
+    await using child = startRemote("--device", `${mod},socket=${a},id=dev`);
     const c = await connectWhenListening(a);
     try {
       c.cfgWrite(0x10, 0xfebf0000);
       c.cfgWrite(0x04, 0x2, 2);
       assertEquals(c.barRead(0xfebf0000n), 0n);
-      // The request that never gets its answer: sent, not awaited.
-      c.ch.send(c.ch.tx.encodeBar(Cmd.BAR_READ, 0xfebf0004n, 0n, 4, true));
-      const lines = child.stderr.pipeThrough(new TextDecoderStream())
-        .getReader();
-      let stderr = "";
-      while (!stderr.includes("device code has not returned for")) {
-        const { value, done } = await lines.read();
-        if (done) break;
-        stderr += value;
-      }
-      assertMatch(
-        stderr,
-        /^iohub remote: device code has not returned for [\d.]+ s: no device is served until it does; SIGINT or SIGTERM ends the process$/m,
-      );
-      child.kill("SIGTERM");
-      for (let x = await lines.read(); !x.done; x = await lines.read()) {
-        stderr += x.value;
-      }
-      const status = await child.status;
-      assertEquals(status.code, 143, stderr);
-      assertEquals(status.signal, null, stderr);
-      assertMatch(
-        stderr,
-        /^iohub remote: SIGTERM: device code has not returned for [\d.]+ s; exiting without closing the channels$/m,
-      );
+      await fn(child, c, new Lines(child.stderr));
     } finally {
       c.close();
     }
   });
+}
+
+/** The text of a stream, read as far as asked. */
+class Lines {
+  text = "";
+  readonly #reader: ReadableStreamDefaultReader<string>;
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.#reader = stream.pipeThrough(new TextDecoderStream()).getReader();
+  }
+
+  /** Reads until `text` includes `s` (or the stream ends). */
+  async until(s: string): Promise<void> {
+    while (!this.text.includes(s)) {
+      const { value, done } = await this.#reader.read();
+      if (done) return;
+      this.text += value;
+    }
+  }
+
+  /** Reads to the end. */
+  async all(): Promise<string> {
+    for (
+      let x = await this.#reader.read();
+      !x.done;
+      x = await this.#reader.read()
+    ) {
+      this.text += x.value;
+    }
+    return this.text;
+  }
+}
+
+/** Sends BAR_READs of register 4 without waiting for their answers. */
+function readRegister4(c: Client, times = 1): void {
+  for (let i = 0; i < times; i++) {
+    c.ch.send(c.ch.tx.encodeBar(Cmd.BAR_READ, 0xfebf0004n, 0n, 4, true));
+  }
+}
+
+const STUCK =
+  /^iohub remote: device code has not returned for [\d.]+ s: no device is served until it does; SIGINT or SIGTERM ends the process$/m;
+const STUCK_EXIT =
+  /^iohub remote: SIGTERM: device code has not returned for [\d.]+ s; exiting without closing the channels$/m;
+
+// A device callback that never returns holds the one JS thread, signal
+// handlers included: the watchdog thread says so, and ends the process on
+// SIGTERM.
+Deno.test("remote: a device callback that never returns is reported, and SIGTERM still ends the remote", async () => {
+  await withModuleRemote("for (;;) {}", async (child, c, stderr) => {
+    readRegister4(c);
+    await stderr.until("device code has not returned for");
+    assertMatch(stderr.text, STUCK);
+    child.kill("SIGTERM");
+    await stderr.all();
+    const status = await child.status;
+    assertEquals([status.code, status.signal], [143, null], stderr.text);
+    assertMatch(stderr.text, STUCK_EXIT);
+  });
+});
+
+Deno.test("remote: a SIGTERM early in a hang is not lost: the watchdog answers it once the silence lasts", async () => {
+  await withModuleRemote("for (;;) {}", async (child, c, stderr) => {
+    readRegister4(c);
+    await new Promise((r) => setTimeout(r, 300));
+    child.kill("SIGTERM");
+    const status = await child.status;
+    await stderr.all();
+    assertEquals([status.code, status.signal], [143, null], stderr.text);
+    assertMatch(stderr.text, STUCK_EXIT);
+  });
+});
+
+Deno.test("remote: a device that is slow but returns is not taken for stuck; SIGTERM stops it cleanly", async () => {
+  // 40 reads of 80 ms each, all read at once: the thread answers them in
+  // one go, over 3 s, and only then turns to the signal.
+  await withModuleRemote(
+    "const t = Date.now(); while (Date.now() - t < 80) {}",
+    async (child, c, stderr) => {
+      readRegister4(c, 40);
+      await new Promise((r) => setTimeout(r, 1500));
+      child.kill("SIGTERM");
+      const status = await child.status;
+      await stderr.all();
+      assertEquals([status.code, status.signal], [143, null], stderr.text);
+      assertStringIncludes(stderr.text, "SIGTERM: closing every channel");
+      assertStringIncludes(stderr.text, "dev: remote shutting down");
+      assert(!stderr.text.includes("has not returned"), stderr.text);
+    },
+  );
 });
