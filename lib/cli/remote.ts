@@ -52,7 +52,8 @@ options:
                                 QEMU 7.2's x-pci-proxy-dev can use)
                     socket=PATH listen on PATH and serve the first peer
                                 (a stale socket file is replaced)
-                    id=NAME     name in logs (default TYPE + index)
+                    id=NAME     name in logs (default: TYPE, or a module's
+                                file name, + index)
                     KEY=VALUE   (device modules) the module's own options,
                                 given to its factory as ctx.params
                   TYPE is a built-in (${builtinNames()}) or a device
@@ -102,7 +103,11 @@ export interface RemoteDeviceArg {
   endpoint: DeviceEndpoint;
 }
 
-/** The default id of device `index` of `type`: the module's base name for modules. */
+/**
+ * The default id of device `index` of `type`: the type, or a module's file
+ * name, then the index; one that would not start with a letter gets "dev"
+ * in front, as launch hands ids to QEMU.
+ */
 export function defaultDeviceId(type: string, index: number): string {
   const base = isModuleType(type)
     ? type.replace(/[?#].*$/, "").replace(/\/+$/, "").split("/").pop()!

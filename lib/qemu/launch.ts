@@ -153,7 +153,7 @@ function launchDevices(opts: LaunchOptions): LaunchDevice[] {
     // QEMU ids start with a letter; the remote must read the type back
     // from its --device value, where options follow it after commas.
     if (
-      !/^[A-Za-z][\w.-]*$/.test(d.id) ||
+      !/^[A-Za-z][\w.-]*$/.test(d.id) || d.type.split(",").includes("") ||
       splitDeviceValue(`${d.type},id=${d.id}`).type !== d.type
     ) {
       throw new RangeError(`launch: bad device ${d.type} id ${d.id}`);

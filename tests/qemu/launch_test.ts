@@ -903,5 +903,7 @@ Deno.test("launch: a device the remote could not read back from its command line
     "--device ./mod dir,x/e,cho.ts,fd=3,id=a",
   );
   assertThrows(() => commands("./a,b=c/x.ts"), RangeError, "bad device");
+  assertThrows(() => commands(""), RangeError, "bad device");
+  assertThrows(() => commands("testdev,"), RangeError, "bad device");
   assertThrows(() => commands("testdev", "1x"), RangeError, "bad device");
 });
