@@ -47,6 +47,37 @@ async function connectWhenListening(path: string): Promise<Client> {
   throw new Error(`nobody listens on ${path}`);
 }
 
+/** The text of a stream, read as far as asked. */
+class Lines {
+  text = "";
+  readonly #reader: ReadableStreamDefaultReader<string>;
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.#reader = stream.pipeThrough(new TextDecoderStream()).getReader();
+  }
+
+  /** Reads until `text` includes `s` (or the stream ends). */
+  async until(s: string): Promise<void> {
+    while (!this.text.includes(s)) {
+      const { value, done } = await this.#reader.read();
+      if (done) return;
+      this.text += value;
+    }
+  }
+
+  /** Reads to the end. */
+  async all(): Promise<string> {
+    for (
+      let x = await this.#reader.read();
+      !x.done;
+      x = await this.#reader.read()
+    ) {
+      this.text += x.value;
+    }
+    return this.text;
+  }
+}
+
 for (const [signal, status] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
   Deno.test(`remote: ${signal} closes every channel with counters, removes socket files, exits ${status}`, async () => {
     await withTempDir("iohub-remote-signals-", async (dir) => {
@@ -98,31 +129,23 @@ Deno.test("remote: SIGTERM while it closes after the last channel ended still ex
       const c = await connectWhenListening(a);
       assertEquals(c.cfgRead(0), 0x10b11234n);
       c.close();
-      const lines = child.stderr.pipeThrough(new TextDecoderStream())
-        .getReader();
-      let stderr = "";
-      while (!stderr.includes("a: peer closed the connection")) {
-        const { value, done } = await lines.read();
-        if (done) break;
-        stderr += value;
-      }
+      const stderr = new Lines(child.stderr);
+      await stderr.until("a: peer closed the connection");
       try {
         child.kill("SIGTERM");
       } catch {
         // Already ended: too late for this attempt.
       }
-      for (let r = await lines.read(); !r.done; r = await lines.read()) {
-        stderr += r.value;
-      }
+      await stderr.all();
       const status = await child.status;
       assertEquals(
         status.signal,
         null,
-        `killed by ${status.signal}: ${stderr}`,
+        `killed by ${status.signal}: ${stderr.text}`,
       );
       assert(!exists(a) && !exists(ctl), "socket files removed");
       if (status.code === 143) handled++;
-      else assertEquals(status.code, 0, stderr);
+      else assertEquals(status.code, 0, stderr.text);
     });
   }
   assert(handled > 0, "no SIGTERM arrived while the remote was closing");
@@ -235,37 +258,6 @@ function withModuleRemote(
       c.close();
     }
   });
-}
-
-/** The text of a stream, read as far as asked. */
-class Lines {
-  text = "";
-  readonly #reader: ReadableStreamDefaultReader<string>;
-
-  constructor(stream: ReadableStream<Uint8Array>) {
-    this.#reader = stream.pipeThrough(new TextDecoderStream()).getReader();
-  }
-
-  /** Reads until `text` includes `s` (or the stream ends). */
-  async until(s: string): Promise<void> {
-    while (!this.text.includes(s)) {
-      const { value, done } = await this.#reader.read();
-      if (done) return;
-      this.text += value;
-    }
-  }
-
-  /** Reads to the end. */
-  async all(): Promise<string> {
-    for (
-      let x = await this.#reader.read();
-      !x.done;
-      x = await this.#reader.read()
-    ) {
-      this.text += x.value;
-    }
-    return this.text;
-  }
 }
 
 /** Sends BAR_READs of register 4 without waiting for their answers. */
