@@ -323,7 +323,7 @@ export const remoteCommand: Command = {
       if (sandbox !== null) await applySandbox(sandbox);
       controlSocket?.serve(() => remote.state());
       // After the sandbox, so that its thread is confined too.
-      using _watchdog = new Watchdog(
+      using _watchdog = await Watchdog.start(
         heartbeat,
         SIGNAL_STATUS,
         (line) => log(line, "error"),

@@ -23,13 +23,15 @@ export class Heartbeat {
   }
 }
 
-// How often the event loop beats, and the watchdog looks.
-const BEAT_MS = 250;
+// How often the event loop beats, and the watchdog looks: seldom, since an
+// idle remote pays for each turn. A healthy thread can look silent for up
+// to two of these (the two timers drift), hence the margins below.
+const BEAT_MS = 1000;
 // Silence after which the watchdog says device code is stuck.
-const WARN_MS = 2000;
+const WARN_MS = 3000;
 // Silence after which a signal is the watchdog's to answer: until then the
 // JS thread may still come back and answer it itself, cleanly.
-const SIGNAL_AFTER_MS = 1000;
+const SIGNAL_AFTER_MS = 2500;
 
 // The watchdog's own code. It runs from a data: URL, because it starts
 // after --sandbox, when the process may read no file (not even this one),
@@ -43,7 +45,7 @@ let warned = false;
 let pending = null;
 const silentFor = () => Date.now() - since;
 const secs = () => (silentFor() / 1000).toFixed(1);
-self.onmessage = ({ data }) => {
+self.onmessage = async ({ data }) => {
   const libc = Deno.dlopen(data.libc, {
     _exit: { parameters: ["i32"], result: "void" },
   }).symbols;
@@ -55,30 +57,40 @@ self.onmessage = ({ data }) => {
     libc._exit(data.statuses[signal]);
   };
   beat = new Int32Array(data.beat);
-  setInterval(() => {
+  const check = () => {
     const b = Atomics.load(beat, 0);
+    // A beat since the signal came: the JS thread is back and answers it.
+    if (pending !== null && b !== pending.beat) pending = null;
     if (b !== last) {
-      // The JS thread is back: a signal still pending is its to answer.
       last = b;
       since = Date.now();
       warned = false;
-      pending = null;
     } else if (pending !== null && silentFor() >= data.signalAfterMs) {
-      exitFor(pending);
+      exitFor(pending.signal);
     } else if (!warned && silentFor() >= data.warnMs) {
       warned = true;
       say("device code has not returned for " + secs() +
         " s: no device is served until it does; SIGINT or SIGTERM ends the process");
     }
-  }, data.beatMs);
+  };
+  setInterval(check, data.beatMs);
   for (const signal of Object.keys(data.statuses)) {
     Deno.addSignalListener(signal, () => {
       if (silentFor() >= data.signalAfterMs) exitFor(signal);
-      else pending ??= signal;
+      else pending ??= { signal, beat: Atomics.load(beat, 0) };
     });
   }
+  // A first turn of the timers now, so their start-up cost is paid before
+  // the remote serves rather than in its first idle second.
+  check();
+  await new Promise((turned) => setTimeout(turned, 0));
+  self.postMessage("watching");
 };
 `;
+
+// Starting the worker (an isolate, its module, libc) takes tens of ms of
+// CPU; it is waited for before the remote serves, but not for ever.
+const START_TIMEOUT_MS = 5000;
 
 /**
  * Watches a Heartbeat from a worker (see above) until disposed: reports a
@@ -90,8 +102,30 @@ export class Watchdog implements Disposable {
   readonly #timer: ReturnType<typeof setInterval>;
   readonly #worker: Worker;
 
-  /** Starts the worker, and the event loop's beat of `heartbeat`. */
-  constructor(
+  /**
+   * Starts the worker and the event loop's beat of `heartbeat`; resolves
+   * once the worker watches (or failed, logged through `log`), so its
+   * start-up is over before the remote serves.
+   */
+  static async start(
+    heartbeat: Heartbeat,
+    statuses: Readonly<Record<string, number>>,
+    log: (line: string) => void,
+  ): Promise<Watchdog> {
+    const dog = new Watchdog(heartbeat, statuses, log);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      new Promise((watching) => dog.#worker.onmessage = watching),
+      new Promise((late) => timer = setTimeout(late, START_TIMEOUT_MS)),
+      dog.#failed,
+    ]);
+    clearTimeout(timer);
+    return dog;
+  }
+
+  readonly #failed: Promise<void>;
+
+  private constructor(
     heartbeat: Heartbeat,
     statuses: Readonly<Record<string, number>>,
     log: (line: string) => void,
@@ -101,10 +135,13 @@ export class Watchdog implements Disposable {
       { type: "module" },
     );
     // A watchdog that cannot run must not take the remote down with it.
-    this.#worker.onerror = (e) => {
-      e.preventDefault();
-      log(`the watchdog stopped: ${e.message}`);
-    };
+    this.#failed = new Promise((failed) => {
+      this.#worker.onerror = (e) => {
+        e.preventDefault();
+        log(`the watchdog stopped: ${e.message}`);
+        failed();
+      };
+    });
     this.#worker.postMessage({
       beat: heartbeat.count.buffer,
       libc: LIBC_NAME,

@@ -56,12 +56,24 @@ class Lines {
     this.#reader = stream.pipeThrough(new TextDecoderStream()).getReader();
   }
 
-  /** Reads until `text` includes `s` (or the stream ends). */
-  async until(s: string): Promise<void> {
+  /**
+   * Reads until `text` includes `s` (or the stream ends); throws if that
+   * takes over `ms`, so a child that hangs fails the test instead.
+   */
+  async until(s: string, ms = 20_000): Promise<void> {
+    const deadline = performance.now() + ms;
     while (!this.text.includes(s)) {
-      const { value, done } = await this.#reader.read();
-      if (done) return;
-      this.text += value;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<null>((r) => {
+        timer = setTimeout(() => r(null), deadline - performance.now());
+      });
+      const read = await Promise.race([this.#reader.read(), late]);
+      clearTimeout(timer);
+      if (read === null) {
+        throw new Error(`no "${s}" within ${ms} ms: ${this.text}`);
+      }
+      if (read.done) return;
+      this.text += read.value;
     }
   }
 
@@ -260,6 +272,21 @@ function withModuleRemote(
   });
 }
 
+/** The child's exit status; SIGKILLs it and throws if that takes over `ms`. */
+async function statusWithin(
+  child: Deno.ChildProcess,
+  ms = 20_000,
+): Promise<Deno.CommandStatus> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<null>((r) => timer = setTimeout(() => r(null), ms));
+  const status = await Promise.race([child.status, late]);
+  clearTimeout(timer);
+  if (status !== null) return status;
+  child.kill("SIGKILL");
+  await child.status;
+  throw new Error(`still running after ${ms} ms`);
+}
+
 /** Sends BAR_READs of register 4 without waiting for their answers. */
 function readRegister4(c: Client, times = 1): void {
   for (let i = 0; i < times; i++) {
@@ -282,7 +309,7 @@ Deno.test("remote: a device callback that never returns is reported, and SIGTERM
     assertMatch(stderr.text, STUCK);
     child.kill("SIGTERM");
     await stderr.all();
-    const status = await child.status;
+    const status = await statusWithin(child);
     assertEquals([status.code, status.signal], [143, null], stderr.text);
     assertMatch(stderr.text, STUCK_EXIT);
   });
@@ -293,7 +320,7 @@ Deno.test("remote: a SIGTERM early in a hang is not lost: the watchdog answers i
     readRegister4(c);
     await new Promise((r) => setTimeout(r, 300));
     child.kill("SIGTERM");
-    const status = await child.status;
+    const status = await statusWithin(child);
     await stderr.all();
     assertEquals([status.code, status.signal], [143, null], stderr.text);
     assertMatch(stderr.text, STUCK_EXIT);
@@ -309,7 +336,7 @@ Deno.test("remote: a device that is slow but returns is not taken for stuck; SIG
       readRegister4(c, 40);
       await new Promise((r) => setTimeout(r, 1500));
       child.kill("SIGTERM");
-      const status = await child.status;
+      const status = await statusWithin(child);
       await stderr.all();
       assertEquals([status.code, status.signal], [143, null], stderr.text);
       assertStringIncludes(stderr.text, "SIGTERM: closing every channel");
