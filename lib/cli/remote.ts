@@ -292,6 +292,7 @@ export const remoteCommand: Command = {
     // SIGTERM stop it cleanly; a signal that comes after serving ended, while
     // they close, still sets the exit status instead of killing the process.
     using stop = new StopOnSignals();
+    using _reports = new DeviceErrorReports(log, moduleOwners(devices));
     let status: number;
     {
       using tracer = trace === null ? null : openTracer(trace);
@@ -333,7 +334,7 @@ export const remoteCommand: Command = {
       // Everything that can fail at start has run: the launcher may start
       // QEMU now, and a failure before this left the pipe unwritten.
       ready?.signal();
-      status = await serve(remote, log, stop.signal, moduleOwners(devices));
+      status = await serve(remote, log, stop.signal);
     }
     // Closed now: a signal that came while the sockets closed counts too.
     return signalStatus(stop.signal) ?? status;
@@ -394,50 +395,65 @@ function addDeviceError(type: string, e: unknown): Error {
 }
 
 /**
- * Runs the remote with the process-wide hooks a device process needs:
- * `stop` (SIGINT/SIGTERM) stops it cleanly, and an error thrown by device code
- * outside a request (a timer, a promise) is logged with its stack instead
- * of ending the process, naming the devices whose module is on the stack
- * (`owners`: module URL -> device ids).
+ * Runs the remote until every channel closed or `stop` (SIGINT/SIGTERM)
+ * aborts, which stops it cleanly.
  */
 async function serve(
   remote: Remote,
   log: LogSink,
   stop: AbortSignal,
-  owners: Map<string, string[]>,
 ): Promise<number> {
   const onStop = (): void => {
     log(`${stop.reason}: closing every channel`, "info");
     remote.stop();
   };
-  // Outside a request nothing says which device ran: its module's URL in
-  // the stack does (all devices of that module when it serves several).
-  const report = (what: string, e: unknown): void => {
-    const stack = stackOf(e);
-    const ids = [...owners].filter(([href]) => stack.includes(href))
-      .flatMap(([, ids]) => ids);
-    const of = ids.length === 0 ? "" : ` of ${ids.join(", ")}`;
-    log(`${what} in device code${of}: ${stack}`, "error");
-  };
-  const onError = (ev: ErrorEvent): void => {
-    ev.preventDefault();
-    report("uncaught error", ev.error);
-  };
-  const onRejection = (ev: PromiseRejectionEvent): void => {
-    ev.preventDefault();
-    report("unhandled rejection", ev.reason);
-  };
   // A signal while the remote was being set up stops it at once.
   if (stop.aborted) onStop();
   else stop.addEventListener("abort", onStop, { once: true });
-  globalThis.addEventListener("error", onError);
-  globalThis.addEventListener("unhandledrejection", onRejection);
   try {
     return await remote.run();
   } finally {
     stop.removeEventListener("abort", onStop);
-    globalThis.removeEventListener("error", onError);
-    globalThis.removeEventListener("unhandledrejection", onRejection);
+  }
+}
+
+/**
+ * While it lives, an error thrown by device code outside a request (a
+ * timer, a promise) is logged with its stack instead of ending the
+ * process, naming the devices whose module is on the stack (`owners`:
+ * module URL -> device ids). It must be in place before the first device
+ * is built: a factory's timer may fire, or its promise reject, at the
+ * first await after it, long before the remote serves.
+ */
+class DeviceErrorReports implements Disposable {
+  readonly #onError: (ev: ErrorEvent) => void;
+  readonly #onRejection: (ev: PromiseRejectionEvent) => void;
+
+  constructor(log: LogSink, owners: Map<string, string[]>) {
+    // Outside a request nothing says which device ran: its module's URL in
+    // the stack does (all devices of that module when it serves several).
+    const report = (what: string, e: unknown): void => {
+      const stack = stackOf(e);
+      const ids = [...owners].filter(([href]) => stack.includes(href))
+        .flatMap(([, ids]) => ids);
+      const of = ids.length === 0 ? "" : ` of ${ids.join(", ")}`;
+      log(`${what} in device code${of}: ${stack}`, "error");
+    };
+    this.#onError = (ev) => {
+      ev.preventDefault();
+      report("uncaught error", ev.error);
+    };
+    this.#onRejection = (ev) => {
+      ev.preventDefault();
+      report("unhandled rejection", ev.reason);
+    };
+    globalThis.addEventListener("error", this.#onError);
+    globalThis.addEventListener("unhandledrejection", this.#onRejection);
+  }
+
+  [Symbol.dispose](): void {
+    globalThis.removeEventListener("error", this.#onError);
+    globalThis.removeEventListener("unhandledrejection", this.#onRejection);
   }
 }
 
