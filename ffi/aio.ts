@@ -6,11 +6,10 @@
 // eventfd from the kernel when it completes (eventfd_signal, which
 // saturates instead of waiting); a read of 0 bytes completes at once.
 
-import { checkSize, errno, SysError } from "./errors.ts";
+import { SysError } from "./errors.ts";
 import { closeFd } from "./fd.ts";
-import { libc } from "./libc.ts";
 import { memfd } from "./mman.ts";
-import { Syscall } from "./syscalls.ts";
+import { addressOf, Syscall, syscall } from "./syscalls.ts";
 
 // struct iocb (64 bytes): u64 data@0, u32 key@8, u32 rw_flags@12,
 // u16 opcode@16, s16 reqprio@18, u32 fildes@20, u64 buf@24, u64 nbytes@32,
@@ -31,14 +30,6 @@ const IO_EVENT_SIZE = 32;
 const RING_EVENTS = 32;
 const REAP_AT = 16;
 
-function address(buf: Uint8Array): bigint {
-  // SAFETY: every buffer passed here is a field of the EventfdSignaller
-  // that hands its address to the kernel (or its backing store is one),
-  // so it outlives each call; the iocb's data buffer is never even
-  // touched (its reads are of 0 bytes).
-  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
-}
-
 /**
  * Signals eventfds without ever blocking, whatever their O_NONBLOCK flag
  * (see above). Owns an AIO context and the memfd its requests read from.
@@ -52,72 +43,62 @@ export class EventfdSignaller implements Disposable {
   readonly #noWait = new BigInt64Array(2);
   readonly #byte = new Uint8Array(1);
   readonly #src: number;
-  readonly #iocbPtrAddr = address(new Uint8Array(this.#iocbPtr.buffer));
-  readonly #eventsAddr = address(this.#events);
-  readonly #noWaitAddr = address(new Uint8Array(this.#noWait.buffer));
+  // SAFETY (here and below): every buffer whose address the kernel gets
+  // is a field of this object, so it outlives each call; the iocb's data
+  // buffer is never even touched (its reads are of 0 bytes).
+  readonly #iocbPtrAddr = addressOf(this.#iocbPtr);
+  readonly #eventsAddr = addressOf(this.#events);
+  readonly #noWaitAddr = addressOf(this.#noWait);
   #ctx = 0n;
   #pending = 0;
 
   /** Sets up the AIO context (throws SysError where the kernel has no AIO). */
   constructor() {
     this.#src = memfd("iohub-signal", 0);
-    const ret = libc.syscall(
-      BigInt(Syscall.io_setup),
-      BigInt(RING_EVENTS),
-      address(new Uint8Array(this.#ctxBuf.buffer)),
-      0n,
-      0n,
-      0n,
-    );
-    if (ret === -1n) {
-      const err = new SysError(
+    try {
+      syscall(
         "io_setup",
-        errno(),
+        Syscall.io_setup,
+        BigInt(RING_EVENTS),
+        addressOf(this.#ctxBuf),
+      );
+    } catch (e) {
+      closeFd(this.#src);
+      if (!(e instanceof SysError)) throw e;
+      throw new SysError(
+        "io_setup",
+        e.errno,
         "interrupts are signalled through Linux AIO: the kernel needs CONFIG_AIO and room under fs.aio-max-nr",
       );
-      closeFd(this.#src);
-      throw err;
     }
     this.#ctx = this.#ctxBuf[0];
     const v = this.#iocbView;
     v.setUint16(IOCB_OPCODE, IOCB_CMD_PREAD, true);
     v.setUint32(IOCB_FILDES, this.#src, true);
-    v.setBigUint64(IOCB_BUF, address(this.#byte), true);
+    v.setBigUint64(IOCB_BUF, addressOf(this.#byte), true);
     v.setUint32(IOCB_FLAGS, IOCB_FLAG_RESFD, true);
-    this.#iocbPtr[0] = address(this.#iocb);
+    this.#iocbPtr[0] = addressOf(this.#iocb);
   }
 
   /** Adds 1 to the counter of eventfd `fd` (saturating: never blocks). */
   signal(fd: number): void {
     if (this.#ctx === 0n) throw new Error("EventfdSignaller is closed");
     this.#iocbView.setUint32(IOCB_RESFD, fd, true);
-    checkSize(
-      libc.syscall(
-        BigInt(Syscall.io_submit),
-        this.#ctx,
-        1n,
-        this.#iocbPtrAddr,
-        0n,
-        0n,
-      ),
-      "io_submit",
-    );
+    syscall("io_submit", Syscall.io_submit, this.#ctx, 1n, this.#iocbPtrAddr);
     if (++this.#pending >= REAP_AT) this.#reap();
   }
 
   // Each read of 0 bytes completes inside io_submit, so all are collected
   // at once; any that did not would be taken at the next submit.
   #reap(): void {
-    this.#pending -= checkSize(
-      libc.syscall(
-        BigInt(Syscall.io_getevents),
-        this.#ctx,
-        0n,
-        BigInt(RING_EVENTS),
-        this.#eventsAddr,
-        this.#noWaitAddr,
-      ),
+    this.#pending -= syscall(
       "io_getevents",
+      Syscall.io_getevents,
+      this.#ctx,
+      0n,
+      BigInt(RING_EVENTS),
+      this.#eventsAddr,
+      this.#noWaitAddr,
     );
   }
 
@@ -127,10 +108,7 @@ export class EventfdSignaller implements Disposable {
     const ctx = this.#ctx;
     this.#ctx = 0n;
     try {
-      checkSize(
-        libc.syscall(BigInt(Syscall.io_destroy), ctx, 0n, 0n, 0n, 0n),
-        "io_destroy",
-      );
+      syscall("io_destroy", Syscall.io_destroy, ctx);
     } finally {
       closeFd(this.#src);
     }

@@ -4,6 +4,7 @@
 import { check, checkSize, Errno, errno, SysError } from "./errors.ts";
 import { closeFd, openPath, OwnedFd, readFd } from "./fd.ts";
 import { libc } from "./libc.ts";
+import { addressOf } from "./syscalls.ts";
 
 /** eventfd flag: non-blocking reads. */
 export const EFD_NONBLOCK = 0o4000;
@@ -33,10 +34,7 @@ const oneBytes = new Uint8Array(one.buffer);
 const counter = new BigUint64Array(1);
 // struct iovec { void *base; size_t len; } over `counter`.
 // SAFETY: `counter` is module-scoped, so it outlives every read into it.
-const counterIov = new BigUint64Array([
-  BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(counter))),
-  8n,
-]);
+const counterIov = new BigUint64Array([addressOf(counter), 8n]);
 const counterIovBytes = new Uint8Array(counterIov.buffer);
 // preadv2 flag: fail with EAGAIN instead of waiting, for this call only.
 const RWF_NOWAIT = 0x8;

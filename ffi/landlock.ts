@@ -1,13 +1,11 @@
 // Linux Landlock (landlock_create_ruleset/add_rule/restrict_self, through
 // syscall(2): libc has no wrappers) and prctl(PR_SET_NO_NEW_PRIVS). The
-// x86_64 syscall numbers and the uapi struct layouts live here only.
+// uapi struct layouts live here only (the numbers in syscalls.ts).
 
-import { check, checkSize } from "./errors.ts";
+import { check } from "./errors.ts";
 import { closeFd, cString } from "./fd.ts";
 import { libc } from "./libc.ts";
-import { Syscall } from "./syscalls.ts";
-
-// <asm/unistd_64.h>
+import { addressOf, Syscall, syscall } from "./syscalls.ts";
 
 const PR_SET_NO_NEW_PRIVS = 38n;
 const LANDLOCK_CREATE_RULESET_VERSION = 1n;
@@ -63,34 +61,20 @@ const PATH_BENEATH_SIZE = 12;
 // struct landlock_net_port_attr: u64 allowed_access@0, u64 port@8.
 const NET_PORT_SIZE = 16;
 
-function address(buf: Uint8Array): bigint {
-  // SAFETY: every caller keeps `buf` referenced across the syscall it is
-  // passed to, and the kernel only reads it during that call.
-  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
-}
-
-/** syscall(2) with three arguments; the two more the kernel may read are 0. */
-function sys(
-  nr: bigint,
-  a: bigint,
-  b: bigint,
-  c: bigint,
-  call: string,
-): number {
-  return checkSize(libc.syscall(nr, a, b, c, 0n, 0n), call);
-}
+// SAFETY (every addressOf below): the buffer stays referenced across the
+// syscall it is passed to, and the kernel only reads it during that call.
 
 /**
  * The Landlock ABI version the kernel offers, or throws SysError
  * (ENOSYS: not built in; EOPNOTSUPP: disabled at boot).
  */
 export function landlockAbi(): number {
-  return sys(
-    BigInt(Syscall.landlock_create_ruleset),
+  return syscall(
+    "landlock_create_ruleset",
+    Syscall.landlock_create_ruleset,
     0n,
     0n,
     LANDLOCK_CREATE_RULESET_VERSION,
-    "landlock_create_ruleset",
   );
 }
 
@@ -99,12 +83,12 @@ export function landlockAbi(): number {
  * privileges by exec (needed for Landlock and seccomp without CAP_SYS_ADMIN).
  */
 export function setNoNewPrivs(): void {
-  sys(
-    BigInt(Syscall.prctl),
+  syscall(
+    "prctl(PR_SET_NO_NEW_PRIVS)",
+    Syscall.prctl,
     PR_SET_NO_NEW_PRIVS,
     1n,
     0n,
-    "prctl(PR_SET_NO_NEW_PRIVS)",
   );
 }
 
@@ -129,12 +113,12 @@ export class Ruleset implements Disposable {
     v.setBigUint64(0, BigInt(attr.fs), true);
     v.setBigUint64(8, BigInt(attr.net), true);
     v.setBigUint64(16, BigInt(attr.scoped), true);
-    this.#fd = sys(
-      BigInt(Syscall.landlock_create_ruleset),
-      address(buf),
+    this.#fd = syscall(
+      "landlock_create_ruleset",
+      Syscall.landlock_create_ruleset,
+      addressOf(buf),
       BigInt(RULESET_ATTR_SIZE),
       0n,
-      "landlock_create_ruleset",
     );
   }
 
@@ -149,12 +133,12 @@ export class Ruleset implements Disposable {
       const v = new DataView(buf.buffer);
       v.setBigUint64(0, BigInt(access), true);
       v.setInt32(8, fd, true);
-      sys(
-        BigInt(Syscall.landlock_add_rule),
+      syscall(
+        `landlock_add_rule ${path}`,
+        Syscall.landlock_add_rule,
         BigInt(this.#fd),
         LANDLOCK_RULE_PATH_BENEATH,
-        address(buf),
-        `landlock_add_rule ${path}`,
+        addressOf(buf),
       );
     } finally {
       closeFd(fd);
@@ -167,12 +151,12 @@ export class Ruleset implements Disposable {
     const v = new DataView(buf.buffer);
     v.setBigUint64(0, BigInt(access), true);
     v.setBigUint64(8, BigInt(port), true);
-    sys(
-      BigInt(Syscall.landlock_add_rule),
+    syscall(
+      `landlock_add_rule port ${port}`,
+      Syscall.landlock_add_rule,
       BigInt(this.#fd),
       LANDLOCK_RULE_NET_PORT,
-      address(buf),
-      `landlock_add_rule port ${port}`,
+      addressOf(buf),
     );
   }
 
@@ -184,12 +168,12 @@ export class Ruleset implements Disposable {
    */
   restrictSelf(): void {
     setNoNewPrivs();
-    sys(
-      BigInt(Syscall.landlock_restrict_self),
+    syscall(
+      "landlock_restrict_self",
+      Syscall.landlock_restrict_self,
       BigInt(this.#fd),
       0n,
       0n,
-      "landlock_restrict_self",
     );
   }
 

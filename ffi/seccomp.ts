@@ -2,9 +2,8 @@
 // calls fail with EPERM in every thread of the process (TSYNC). The audit
 // arch and the struct layouts live here only (the numbers in syscalls.ts).
 
-import { checkSize, SysError } from "./errors.ts";
-import { libc } from "./libc.ts";
-import { Syscall } from "./syscalls.ts";
+import { SysError } from "./errors.ts";
+import { addressOf, Syscall, syscall } from "./syscalls.ts";
 
 const SECCOMP_SET_MODE_FILTER = 1n;
 const SECCOMP_FILTER_FLAG_TSYNC = 1n;
@@ -70,22 +69,13 @@ export function denySyscalls(denied: readonly number[], errno = EPERM): void {
   v.setUint16(0, filter.length / 8, true);
   // SAFETY: `filter` and `fprog` stay referenced until the syscall returns;
   // the kernel copies the program during it.
-  v.setBigUint64(
-    8,
-    BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(filter))),
-    true,
-  );
-  const addr = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(fprog)));
-  const r = checkSize(
-    libc.syscall(
-      BigInt(Syscall.seccomp),
-      SECCOMP_SET_MODE_FILTER,
-      SECCOMP_FILTER_FLAG_TSYNC,
-      addr,
-      0n,
-      0n,
-    ),
+  v.setBigUint64(8, addressOf(filter), true);
+  const r = syscall(
     "seccomp(SET_MODE_FILTER)",
+    Syscall.seccomp,
+    SECCOMP_SET_MODE_FILTER,
+    SECCOMP_FILTER_FLAG_TSYNC,
+    addressOf(fprog),
   );
   if (r !== 0) {
     // TSYNC names a thread that could not take the filter; none took it.

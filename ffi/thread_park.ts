@@ -2,10 +2,9 @@
 // that never returns, so code that would run on such a thread (async file
 // ops, non-blocking FFI calls) runs on a thread created later instead.
 
-import { checkSize } from "./errors.ts";
 import { closeFd, cString, O_CLOEXEC, openPath, pipe, preadFd } from "./fd.ts";
 import { libc } from "./libc.ts";
-import { Syscall } from "./syscalls.ts";
+import { addressOf, Syscall, syscall } from "./syscalls.ts";
 
 const text = new Uint8Array(256);
 const POLLIN = 1;
@@ -33,18 +32,14 @@ function taskIds(): number[] {
   const tids: number[] = [];
   try {
     // SAFETY: `dents` is module-scoped; the kernel writes it during the call.
-    const addr = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(dents)));
+    const addr = addressOf(dents);
     for (;;) {
-      const n = checkSize(
-        libc.syscall(
-          BigInt(Syscall.getdents64),
-          BigInt(dir),
-          addr,
-          4096n,
-          0n,
-          0n,
-        ),
+      const n = syscall(
         "getdents64",
+        Syscall.getdents64,
+        BigInt(dir),
+        addr,
+        BigInt(dents.length),
       );
       if (n === 0) return tids;
       // struct linux_dirent64: u64 ino@0, s64 off@8, u16 reclen@16,
@@ -127,9 +122,7 @@ export async function parkThreads(
   }
   // SAFETY: `parking.pollfd` is referenced from module scope for the life
   // of the process, so the parked calls never see it freed.
-  const addr = BigInt(
-    Deno.UnsafePointer.value(Deno.UnsafePointer.of(parking.pollfd)),
-  );
+  const addr = addressOf(parking.pollfd);
   const free = (): Watched[] => threads.filter((t) => !isParked(t, addr));
   for (let i = 0; i < attempts && free().length > 0; i++) {
     const before = free().length;
