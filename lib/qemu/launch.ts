@@ -42,13 +42,8 @@ import {
   type ReadyWait,
   type RemoteOut,
 } from "./await_ready.ts";
-import {
-  pumpLines,
-  signalChild,
-  stopChild,
-  timer,
-  within,
-} from "./supervise.ts";
+import { pumpLines, signalChild, stopChild } from "./supervise.ts";
+import { timer, within } from "../timer.ts";
 
 /** Printed by the CLI under --accel tcg: the run works, INTx does not. */
 export const TCG_WARNING: string =

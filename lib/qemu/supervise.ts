@@ -1,27 +1,7 @@
-// Supervising child processes: bounded waits, signals that tolerate an
-// already reaped child, stopping by a deadline, and line-wise stream pumps.
+// Supervising child processes: signals that tolerate an already reaped
+// child, stopping by a deadline, and line-wise stream pumps.
 
-/** A timer that can be cancelled so no test sees it leak. */
-export function timer(ms: number): { done: Promise<void>; cancel(): void } {
-  let id: ReturnType<typeof setTimeout> | undefined;
-  const done = new Promise<void>((resolve) => {
-    id = setTimeout(resolve, ms);
-  });
-  return { done, cancel: () => clearTimeout(id) };
-}
-
-/** Waits for `p` at most `ms`; true when it settled in time. */
-export async function within(
-  p: Promise<unknown>,
-  ms: number,
-): Promise<boolean> {
-  const t = timer(ms);
-  try {
-    return await Promise.race([p.then(() => true), t.done.then(() => false)]);
-  } finally {
-    t.cancel();
-  }
-}
+import { within } from "../timer.ts";
 
 /** Sends `signo`, ignoring a child that already exited. */
 export function signalChild(

@@ -5,6 +5,7 @@
 // on SIGINT/SIGTERM, which nothing else would then answer.
 
 import { LIBC_NAME } from "../../ffi/mod.ts";
+import { within } from "../timer.ts";
 
 /**
  * The JS thread's heartbeat: beat() after each request a device answered,
@@ -113,13 +114,8 @@ export class Watchdog implements Disposable {
     log: (line: string) => void,
   ): Promise<Watchdog> {
     const dog = new Watchdog(heartbeat, statuses, log);
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      new Promise((watching) => dog.#worker.onmessage = watching),
-      new Promise((late) => timer = setTimeout(late, START_TIMEOUT_MS)),
-      dog.#failed,
-    ]);
-    clearTimeout(timer);
+    const watching = new Promise((w) => dog.#worker.onmessage = w);
+    await within(Promise.race([watching, dog.#failed]), START_TIMEOUT_MS);
     return dog;
   }
 

@@ -12,6 +12,8 @@ import { closeFd, connectUnix, listenUnix } from "../../ffi/mod.ts";
 import { Cmd } from "../../lib/mpqemu/mod.ts";
 import { Client } from "../remote/remote_process.ts";
 import { withTempDir } from "../temp_dir.ts";
+import { signalChild } from "../../lib/qemu/supervise.ts";
+import { within } from "../../lib/timer.ts";
 import { BIN } from "./cli_run.ts";
 
 function exists(path: string): boolean {
@@ -63,15 +65,11 @@ class Lines {
   async until(s: string, ms = 20_000): Promise<void> {
     const deadline = performance.now() + ms;
     while (!this.text.includes(s)) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const late = new Promise<null>((r) => {
-        timer = setTimeout(() => r(null), deadline - performance.now());
-      });
-      const read = await Promise.race([this.#reader.read(), late]);
-      clearTimeout(timer);
-      if (read === null) {
+      const reading = this.#reader.read();
+      if (!await within(reading, deadline - performance.now())) {
         throw new Error(`no "${s}" within ${ms} ms: ${this.text}`);
       }
+      const read = await reading;
       if (read.done) return;
       this.text += read.value;
     }
@@ -143,11 +141,8 @@ Deno.test("remote: SIGTERM while it closes after the last channel ended still ex
       c.close();
       const stderr = new Lines(child.stderr);
       await stderr.until("a: peer closed the connection");
-      try {
-        child.kill("SIGTERM");
-      } catch {
-        // Already ended: too late for this attempt.
-      }
+      // One already ended came too late for this attempt.
+      signalChild(child, "SIGTERM");
       await stderr.all();
       const status = await child.status;
       assertEquals(
@@ -277,11 +272,7 @@ async function statusWithin(
   child: Deno.ChildProcess,
   ms = 20_000,
 ): Promise<Deno.CommandStatus> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<null>((r) => timer = setTimeout(() => r(null), ms));
-  const status = await Promise.race([child.status, late]);
-  clearTimeout(timer);
-  if (status !== null) return status;
+  if (await within(child.status, ms)) return await child.status;
   child.kill("SIGKILL");
   await child.status;
   throw new Error(`still running after ${ms} ms`);

@@ -5,6 +5,7 @@
 
 import type { DeviceContext, DeviceFactory, DeviceModel } from "../device.ts";
 import { BUILTIN_DEVICES, builtinNames } from "./mod.ts";
+import { within } from "../../timer.ts";
 
 /** A device type that cannot be used: names the type and the problem. */
 export class DeviceTypeError extends Error {
@@ -128,28 +129,20 @@ async function importWithin(
   url: URL,
   timeoutMs: number,
 ): Promise<Record<string, unknown>> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () =>
-        reject(
-          new DeviceTypeError(
-            type,
-            `the module did not finish loading within ${
-              timeoutMs / 1000
-            } s (a top-level await that never settles?)`,
-          ),
-        ),
-      timeoutMs,
-    );
-  });
+  const loading = import(url.href);
   try {
-    return await Promise.race([import(url.href), late]);
+    if (!await within(loading, timeoutMs)) {
+      throw new DeviceTypeError(
+        type,
+        `the module did not finish loading within ${
+          timeoutMs / 1000
+        } s (a top-level await that never settles?)`,
+      );
+    }
+    return await loading;
   } catch (e) {
     if (e instanceof DeviceTypeError) throw e;
     throw new DeviceTypeError(type, `cannot load the module: ${loadError(e)}`);
-  } finally {
-    clearTimeout(timer);
   }
 }
 
