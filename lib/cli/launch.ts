@@ -95,8 +95,7 @@ export function parseLaunchDevice(value: string, index: number): LaunchDevice {
       `--device ${value}: unknown device type '${type}' (built-ins: ${builtinNames()}; a module is a path or URL)`,
     );
   }
-  const id = own.get("id") ??
-    (isModuleType(type) ? defaultDeviceId(type, index) : `${type}${index}`);
+  const id = own.get("id") ?? defaultDeviceId(type, index);
   return { type, id, params };
 }
 

@@ -336,26 +336,12 @@ export class ProxyDevice implements Disposable {
     const orig: number[] = [];
     const masks: number[] = [];
     for (let i = 0; i < PROBE_REGIONS; i++) {
-      const reg = PCI_BAR0 + 4 * i;
-      orig.push(this.configRead(reg, 4));
-      this.#ch.tx.encodeCfg(Cmd.PCI_CFGWRITE, reg, 0xffffffff, 4);
-      this.#request("PCI_CFGWRITE");
-      masks.push(this.configRead(reg, 4));
-      this.#ch.tx.encodeCfg(Cmd.PCI_CFGWRITE, reg, orig[i], 4);
-      this.#request("PCI_CFGWRITE");
+      const sized = this.#size(PCI_BAR0 + 4 * i, 0xffffffff);
+      orig.push(sized.orig);
+      masks.push(sized.mask);
     }
-    const romOrig = this.configRead(PCI_ROM_ADDRESS, 4);
-    this.#ch.tx.encodeCfg(
-      Cmd.PCI_CFGWRITE,
-      PCI_ROM_ADDRESS,
-      ROM_ADDRESS_MASK,
-      4,
-    );
-    this.#request("PCI_CFGWRITE");
-    const romMask = (this.configRead(PCI_ROM_ADDRESS, 4) & ROM_ADDRESS_MASK) >>>
-      0;
-    this.#ch.tx.encodeCfg(Cmd.PCI_CFGWRITE, PCI_ROM_ADDRESS, romOrig, 4);
-    this.#request("PCI_CFGWRITE");
+    const rom = this.#size(PCI_ROM_ADDRESS, ROM_ADDRESS_MASK);
+    const romMask = (rom.mask & ROM_ADDRESS_MASK) >>> 0;
     if (romMask !== 0) info.romSize = (~romMask + 1) >>> 0;
     const bars: (BarSpec | null)[] = new Array(NUM_BARS).fill(null);
     for (let i = 0; i < NUM_BARS; i++) {
@@ -385,10 +371,23 @@ export class ProxyDevice implements Disposable {
     orig.slice(0, NUM_BARS).forEach((v, i) =>
       config.write(PCI_BAR0 + 4 * i, v, 4)
     );
-    config.write(PCI_ROM_ADDRESS, romOrig, 4);
+    config.write(PCI_ROM_ADDRESS, rom.orig, 4);
     config.write(PCI_COMMAND, this.configRead(PCI_COMMAND, 2), 2);
     this.#config = config;
     return info;
+  }
+
+  // One register sized as probe_pci_info does: read it, write `ones`, read
+  // back what sticks, restore it. Past the local config, which probe()
+  // builds from the result.
+  #size(reg: number, ones: number): { orig: number; mask: number } {
+    const orig = this.configRead(reg, 4);
+    this.#ch.tx.encodeCfg(Cmd.PCI_CFGWRITE, reg, ones, 4);
+    this.#request("PCI_CFGWRITE");
+    const mask = this.configRead(reg, 4);
+    this.#ch.tx.encodeCfg(Cmd.PCI_CFGWRITE, reg, orig, 4);
+    this.#request("PCI_CFGWRITE");
+    return { orig, mask };
   }
 
   /**
