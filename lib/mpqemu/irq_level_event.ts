@@ -109,9 +109,13 @@ export class IrqLevelEvent implements Disposable {
     return this.irqEvent.drain();
   }
 
-  /** Signals end of interrupt on the resamplefd (what KVM does at EOI). */
-  signalResample(): void {
-    this.resampleEvent.signal();
+  /**
+   * Signals end of interrupt on the resamplefd (what KVM does at EOI)
+   * through `signaller`: the remote holding the other end may have made
+   * it blocking and filled it, and must not stall us.
+   */
+  signalResample(signaller: EventfdSignaller): void {
+    signaller.signal(this.resampleEvent.fd);
   }
 
   /** Clears the resamplefd; returns how many resamples were pending. */

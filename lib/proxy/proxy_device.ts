@@ -8,6 +8,7 @@
 import {
   closeFd,
   type EventFd,
+  EventfdSignaller,
   pollReadable,
   waitReadable,
 } from "../../ffi/mod.ts";
@@ -555,6 +556,7 @@ export class ProxyDevice implements Disposable {
     try {
       this.detachKvm();
     } finally {
+      this.#sink?.close();
       this.#sink = null;
       this.#irq?.close();
       this.#irq = null;
@@ -574,11 +576,12 @@ export class ProxyDevice implements Disposable {
  * KVM's level-triggered irqfd does after the guest's EOI. The remote then
  * re-asserts if its level is still high.
  */
-export class UserIrqSink {
+export class UserIrqSink implements Disposable {
   readonly #proxy: ProxyDevice;
+  readonly #signaller = new EventfdSignaller();
   #delivered = 0;
 
-  /** Use ProxyDevice.startUserSink(). */
+  /** Use ProxyDevice.startUserSink(), which owns the sink. */
   constructor(proxy: ProxyDevice) {
     this.#proxy = proxy;
   }
@@ -626,7 +629,17 @@ export class UserIrqSink {
 
   /** End of interrupt: the line is lowered; the remote re-asserts if needed. */
   eoi(): void {
-    this.#irq().signalResample();
+    this.#irq().signalResample(this.#signaller);
+  }
+
+  /** Releases the AIO context EOIs go through; ProxyDevice.close() calls it. */
+  close(): void {
+    this.#signaller.close();
+  }
+
+  /** Same as close(), for `using`. */
+  [Symbol.dispose](): void {
+    this.close();
   }
 }
 

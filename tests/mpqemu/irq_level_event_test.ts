@@ -30,7 +30,7 @@ Deno.test("irq_level_event: trigger and resample are two separate counters", asy
     assertEquals(ev.drainResample(), 0n);
     assertEquals(ev.drainIrq(), 2n);
     assertEquals(ev.drainIrq(), 0n);
-    ev.signalResample();
+    ev.signalResample(signaller);
     assertEquals(ev.drainIrq(), 0n);
     assertEquals(ev.drainResample(), 1n);
   });
@@ -41,8 +41,8 @@ Deno.test("irq_level_event: blocking eventfds, as a peer may send, never block a
     using ev = new IrqLevelEvent(eventfd(false), eventfd(false));
     using signaller = new EventfdSignaller();
     assertEquals(ev.drainResample(), 0n);
-    ev.signalResample();
-    ev.signalResample();
+    ev.signalResample(signaller);
+    ev.signalResample(signaller);
     assertEquals(ev.drainResample(), 2n);
     assertEquals(ev.drainResample(), 0n);
     assertEquals(ev.drainIrq(), 0n);

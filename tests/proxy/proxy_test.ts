@@ -13,6 +13,9 @@ import {
   ProxyError,
   type UserIrqSink,
 } from "../../lib/proxy/proxy_device.ts";
+import { setNonblocking, socketpair, writeFd } from "../../ffi/mod.ts";
+import { Channel, Cmd, Received } from "../../lib/mpqemu/mod.ts";
+import { IrqLevelEvent } from "../../lib/mpqemu/irq_level_event.ts";
 import { assertNoFdLeak, openFds } from "../fd_check.ts";
 import { guestRam } from "./guest_ram.ts";
 import { spawnProxied } from "./proxy_remote.ts";
@@ -267,3 +270,27 @@ Deno.test("proxy: a 64-bit prefetchable BAR above 4 GiB is sized, mapped and rea
     assertEquals(code, 0, stderr);
   });
 });
+
+Deno.test("proxy: a remote that makes the resamplefd blocking and fills it cannot stall an EOI", () =>
+  assertNoFdLeak(() => {
+    const [ours, theirs] = socketpair();
+    using remote = new Channel(theirs);
+    using p = new ProxyDevice(ours, { name: "victim" });
+    p.setupIrqfd();
+    assertEquals(remote.receive(), Received.MESSAGE);
+    assertEquals(remote.rx.cmd, Cmd.SET_IRQFD);
+    using pair = new IrqLevelEvent(remote.rxFds[0], remote.rxFds[1]);
+    // The file description is shared: clearing O_NONBLOCK here clears it
+    // for the proxy too, and a full counter makes a write(2) sleep.
+    setNonblocking(pair.resamplefd, false);
+    writeFd(
+      pair.resamplefd,
+      new Uint8Array(new BigUint64Array([2n ** 64n - 2n]).buffer),
+    );
+    const sink = p.startUserSink();
+    sink.eoi();
+    sink.eoi();
+    assertEquals(pair.drainResample(), 2n ** 64n - 1n, "saturated, not waited");
+    sink.eoi();
+    assertEquals(pair.drainResample(), 1n);
+  }));

@@ -63,13 +63,13 @@ Deno.test("iohub: resample re-asserts while the level is high, not after", () =>
     iohub.setIrq(3, true);
     ev.drainIrq();
     for (let i = 0; i < 4; i++) {
-      ev.signalResample();
+      ev.resampleEvent.signal();
       iohub.resample(3);
       assertEquals(ev.drainIrq(), 1n);
     }
     assertEquals(ev.drainResample(), 0n, "the handler drained the resamplefd");
     iohub.setIrq(3, false);
-    ev.signalResample();
+    ev.resampleEvent.signal();
     iohub.resample(3);
     assertEquals(ev.drainIrq(), 0n);
     assertCounters(iohub, 3, [1, 1, 5, 4]);
@@ -143,7 +143,7 @@ Deno.test("iohub: an EOI still queued at a rising edge is taken, never re-assert
       iohub.setIrq(8, false);
       // The guest's EOI for that interrupt has not been handled yet when
       // the device raises the next one.
-      ev.signalResample();
+      ev.resampleEvent.signal();
       iohub.setIrq(8, true);
       assertEquals(ev.drainIrq(), 1n, "the new edge, once");
       // The loop would now see the resamplefd: nothing is left to handle.
@@ -151,7 +151,7 @@ Deno.test("iohub: an EOI still queued at a rising edge is taken, never re-assert
       assertEquals(ev.drainIrq(), 0n, "no re-assert of the new interrupt");
       assertCounters(iohub, 8, [2, 1, 1, 0]);
       // A real EOI while the level is high still re-asserts.
-      ev.signalResample();
+      ev.resampleEvent.signal();
       iohub.resample(8);
       assertEquals(ev.drainIrq(), 1n);
       assertEquals(iohub.counters(8).reasserts, 1);
