@@ -35,6 +35,7 @@ import {
   VERBOSITY_OPTIONS,
   verbosityOf,
 } from "./common.ts";
+import { DeviceErrorReports } from "./device_errors.ts";
 import { parseDeviceValue } from "./device_value.ts";
 import { EXIT } from "../qemu/outcome.ts";
 
@@ -415,48 +416,4 @@ async function serve(
   } finally {
     stop.removeEventListener("abort", onStop);
   }
-}
-
-/**
- * While it lives, an error thrown by device code outside a request (a
- * timer, a promise) is logged with its stack instead of ending the
- * process, naming the devices whose module is on the stack (`owners`:
- * module URL -> device ids). It must be in place before the first device
- * is built: a factory's timer may fire, or its promise reject, at the
- * first await after it, long before the remote serves.
- */
-class DeviceErrorReports implements Disposable {
-  readonly #onError: (ev: ErrorEvent) => void;
-  readonly #onRejection: (ev: PromiseRejectionEvent) => void;
-
-  constructor(log: LogSink, owners: Map<string, string[]>) {
-    // Outside a request nothing says which device ran: its module's URL in
-    // the stack does (all devices of that module when it serves several).
-    const report = (what: string, e: unknown): void => {
-      const stack = stackOf(e);
-      const ids = [...owners].filter(([href]) => stack.includes(href))
-        .flatMap(([, ids]) => ids);
-      const of = ids.length === 0 ? "" : ` of ${ids.join(", ")}`;
-      log(`${what} in device code${of}: ${stack}`, "error");
-    };
-    this.#onError = (ev) => {
-      ev.preventDefault();
-      report("uncaught error", ev.error);
-    };
-    this.#onRejection = (ev) => {
-      ev.preventDefault();
-      report("unhandled rejection", ev.reason);
-    };
-    globalThis.addEventListener("error", this.#onError);
-    globalThis.addEventListener("unhandledrejection", this.#onRejection);
-  }
-
-  [Symbol.dispose](): void {
-    globalThis.removeEventListener("error", this.#onError);
-    globalThis.removeEventListener("unhandledrejection", this.#onRejection);
-  }
-}
-
-function stackOf(e: unknown): string {
-  return e instanceof Error ? (e.stack ?? e.message) : String(e);
 }

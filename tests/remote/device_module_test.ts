@@ -207,6 +207,41 @@ Deno.test("device module: errors from a device's timer and promise are logged wi
   );
 });
 
+Deno.test("device module: an error from a file the module imports is logged with the module's devices", async () => {
+  await withTempDir("iohub-devmod-", async (dir) => {
+    Deno.mkdirSync(`${dir}/helpers`);
+    Deno.writeTextFileSync(
+      `${dir}/helpers/tick.ts`,
+      `export function tickOnce(): void {
+        setTimeout(() => { throw new Error("helper broke"); }, 5);
+      }`,
+    );
+    const mod = `${dir}/helped.ts`;
+    Deno.writeTextFileSync(
+      mod,
+      `import { tickOnce } from "./helpers/tick.ts";
+      export default () => {
+        tickOnce();
+        return {
+          identity: { vendorId: 0x1af4, deviceId: 0x10f5 },
+          bars: [],
+          read() {},
+          write() {},
+        };
+      };`,
+    );
+    await using r = spawnDevices([`${mod},id=helped`, "testdev,id=good"]);
+    // The helper's timer fires 5 ms after the factory ran, long before.
+    await new Promise((done) => setTimeout(done, 300));
+    assertEquals(r.clients[1].cfgRead(0), 0x10b11234n);
+    const stderr = await assertExit(r, 0);
+    assertMatch(
+      stderr,
+      /uncaught error in device code of helped: Error: helper broke\n\s+at .*helpers\/tick\.ts/,
+    );
+  });
+});
+
 Deno.test("device module: an idle remote with a timer-free device costs no CPU", async () => {
   await withModule(
     "quiet.ts",

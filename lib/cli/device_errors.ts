@@ -1,0 +1,73 @@
+// Errors device code throws outside a request (from a timer or a promise):
+// logged with the devices they came from instead of ending the remote.
+
+import type { LogSink } from "../log.ts";
+
+// Frames in iohub's own code (lib/, ffi/) say nothing of which device ran:
+// every device's timer callback passes through them alike.
+const OWN_CODE = [
+  new URL("../", import.meta.url).href,
+  new URL("../../ffi/", import.meta.url).href,
+];
+
+/**
+ * The ids of the devices whose code is on `stack` (`owners`: module URL ->
+ * device ids): those whose module has a frame there, else, for code in a
+ * file the module imports, those whose module's directory holds a frame's
+ * file (all of them when modules share a directory: better a device too
+ * many than none).
+ */
+export function devicesOnStack(
+  stack: string,
+  owners: ReadonlyMap<string, readonly string[]>,
+): string[] {
+  const frames = stack.split("\n").filter((line) =>
+    !OWN_CODE.some((own) => line.includes(own))
+  ).join("\n");
+  const named = (match: (href: string) => boolean): string[] =>
+    [...owners].filter(([href]) => match(href)).flatMap(([, ids]) => ids);
+  const exact = named((href) => frames.includes(href));
+  if (exact.length > 0) return exact;
+  return named((href) =>
+    frames.includes(href.slice(0, href.lastIndexOf("/") + 1))
+  );
+}
+
+/**
+ * While it lives, an error thrown by device code outside a request (a
+ * timer, a promise) is logged with its stack instead of ending the
+ * process, naming the devices whose code is on the stack (see
+ * devicesOnStack). It must be in place before the first device is built:
+ * a factory's timer may fire, or its promise reject, at the first await
+ * after it, long before the remote serves.
+ */
+export class DeviceErrorReports implements Disposable {
+  readonly #onError: (ev: ErrorEvent) => void;
+  readonly #onRejection: (ev: PromiseRejectionEvent) => void;
+
+  /** Installs the handlers; `owners` maps module URLs to device ids. */
+  constructor(log: LogSink, owners: ReadonlyMap<string, readonly string[]>) {
+    const report = (what: string, e: unknown): void => {
+      const stack = e instanceof Error ? (e.stack ?? e.message) : String(e);
+      const ids = devicesOnStack(stack, owners);
+      const of = ids.length === 0 ? "" : ` of ${ids.join(", ")}`;
+      log(`${what} in device code${of}: ${stack}`, "error");
+    };
+    this.#onError = (ev) => {
+      ev.preventDefault();
+      report("uncaught error", ev.error);
+    };
+    this.#onRejection = (ev) => {
+      ev.preventDefault();
+      report("unhandled rejection", ev.reason);
+    };
+    globalThis.addEventListener("error", this.#onError);
+    globalThis.addEventListener("unhandledrejection", this.#onRejection);
+  }
+
+  /** Removes the handlers. */
+  [Symbol.dispose](): void {
+    globalThis.removeEventListener("error", this.#onError);
+    globalThis.removeEventListener("unhandledrejection", this.#onRejection);
+  }
+}
