@@ -39,7 +39,8 @@ options:
   --device TYPE[,id=NAME]  a device to serve (repeatable; default: testdev).
                            types: ${builtinNames()}, or a device module
                            by path or URL (./my_dev.ts), which also takes
-                           its own KEY=VALUE options (ctx.params)
+                           its own KEY=VALUE options (ctx.params); a
+                           comma inside a value or path is written ,,
   --qemu PATH              QEMU binary (default: $IOHUB_QEMU if set, else
                            ${DEFAULT_QEMU} on PATH)
   --accel kvm|tcg          accelerator (default kvm; under tcg QEMU's proxy

@@ -57,6 +57,7 @@ options:
                                 file name, + index)
                     KEY=VALUE   (device modules) the module's own options,
                                 given to its factory as ctx.params
+                  a comma inside a value or path is written ,, (as QEMU)
                   TYPE is a built-in (${builtinNames()}) or a device
                   module: a path (./my_dev.ts) or URL whose default export
                   is a DeviceFactory (see lib/pci/mod.ts)

@@ -2,7 +2,7 @@
 // options a user may not pass because launch sets them itself.
 
 import { type Verbosity, verbosityFlags } from "../log.ts";
-import { isParamKey } from "../pci/devices/load.ts";
+import { isParamKey, quoteDeviceOption } from "../pci/devices/load.ts";
 import { defaultQemu } from "./probe.ts";
 
 /** The I/O port of the isa-debug-exit device the guest ends the run with. */
@@ -17,7 +17,7 @@ export interface LaunchDevice {
    * letter, then letters, digits, '-', '.' or '_'.
    */
   id: string;
-  /** A device module's own options, passed on as KEY=VALUE (no commas). */
+  /** A device module's own options, passed on as KEY=VALUE. */
   params?: Readonly<Record<string, string>>;
 }
 
@@ -178,18 +178,17 @@ export function remoteArguments(
   const args: string[] = [];
   devices.forEach((d, i) => {
     const params = Object.entries(d.params ?? {}).map(([k, v]) => {
-      // The remote would read a stray key, or a comma in a value, as
-      // options of its own.
-      if (!isParamKey(d.type, k) || v.includes(",")) {
+      // The remote would read a stray key as an option of its own.
+      if (!isParamKey(d.type, k)) {
         throw new RangeError(
-          `device ${d.id}: '${k}=${v}' is no option of a device module (KEY=VALUE, no comma)`,
+          `device ${d.id}: '${k}' is no option of a device module`,
         );
       }
-      return `,${k}=${v}`;
+      return `,${k}=${quoteDeviceOption(v)}`;
     });
     args.push(
       "--device",
-      `${d.type},fd=${fds[i]},id=${d.id}${params.join("")}`,
+      `${quoteDeviceOption(d.type)},fd=${fds[i]},id=${d.id}${params.join("")}`,
     );
   });
   if (opts.pollMicros !== undefined) {

@@ -11,6 +11,7 @@ import { parseLaunchArgs } from "../../lib/cli/launch.ts";
 import { FLOPPY_SIZE } from "../../lib/guest/boot_image.ts";
 import { buildGuest } from "../../lib/guest/build.ts";
 import { remoteArguments } from "../../lib/qemu/command_line.ts";
+import { splitDeviceValue } from "../../lib/pci/devices/load.ts";
 import { haveBinutils, haveQemu } from "../requirements.ts";
 import { withTempDir } from "../temp_dir.ts";
 import { iohub } from "./cli_run.ts";
@@ -89,9 +90,20 @@ Deno.test("launch: a device module's options reach the remote; one that would re
     ),
     ["--device", "./dev.ts,fd=7,id=a,rate=5,mode=x=y", "--ready-fd", "9"],
   );
+  // Commas in the path and in values are doubled, and come back whole.
+  const quoted = remoteArguments(
+    {},
+    [{ type: "./a,b=c.ts", id: "a", params: { list: "1,socket=/p" } }],
+    [7],
+    9,
+  )[1];
+  assertEquals(quoted, "./a,,b=c.ts,fd=7,id=a,list=1,,socket=/p");
+  assertEquals(splitDeviceValue(quoted), {
+    type: "./a,b=c.ts",
+    options: ["fd=7", "id=a", "list=1,socket=/p"],
+  });
   const bad: Record<string, string>[] = [
     { fd: "3" },
-    { rate: "1,socket=/p" },
     { "my-key": "1" },
   ];
   for (const params of bad) {

@@ -483,20 +483,22 @@ export default (ctx) => ({
     const keys = Object.keys(ctx.params);
     data[0] = off === 0 ? Number(ctx.params.rate ?? 0) : keys.length;
     data[1] = Object.isFrozen(ctx.params) ? 1 : 0;
+    data[2] = ctx.params.mode === "a=b,c" ? 1 : 0;
   },
   write() {},
 });
 `;
   await withModule("params.ts", echo, async (mod) => {
     await using r = spawnDevices([
-      `${mod},id=with,rate=42,mode=a=b,__proto__=x`,
+      `${mod},id=with,rate=42,mode=a=b,,c,__proto__=x`,
       `${mod},id=without`,
     ]);
     for (const c of r.clients) enable(c);
     const [withParams, without] = r.clients;
-    assertEquals(withParams.barRead(BAR0), 0x12an);
+    // ",," is a comma inside the value, as in QEMU's options.
+    assertEquals(withParams.barRead(BAR0), 0x1012an);
     // __proto__ is a key like any other.
-    assertEquals(withParams.barRead(BAR0 + 4n), 0x103n);
+    assertEquals(withParams.barRead(BAR0 + 4n), 0x10103n);
     assertEquals(without.barRead(BAR0), 0x100n);
     assertEquals(without.barRead(BAR0 + 4n), 0x100n);
   });

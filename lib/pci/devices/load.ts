@@ -41,18 +41,37 @@ export function isParamKey(type: string, key: string): boolean {
 /**
  * Splits a `--device TYPE,KEY=VALUE,...` value into its type and option
  * parts: the type runs up to the first part that looks like KEY=VALUE, so
- * a module path may hold commas.
+ * a module path may hold commas. As in QEMU's options, `,,` stands for a
+ * comma inside a part (see quoteDeviceOption).
  */
 export function splitDeviceValue(
   value: string,
 ): { type: string; options: string[] } {
-  const parts = value.split(",");
+  const parts = [""];
+  for (let i = 0; i < value.length; i++) {
+    if (value[i] !== ",") {
+      parts[parts.length - 1] += value[i];
+    } else if (value[i + 1] === ",") {
+      parts[parts.length - 1] += ",";
+      i++;
+    } else {
+      parts.push("");
+    }
+  }
   let typeEnd = 1;
   while (typeEnd < parts.length && !/^\w+=/.test(parts[typeEnd])) typeEnd++;
   return {
     type: parts.slice(0, typeEnd).join(","),
     options: parts.slice(typeEnd),
   };
+}
+
+/**
+ * A device type or option value written for a `--device` value: each comma
+ * doubled, so that splitDeviceValue gives it back whole.
+ */
+export function quoteDeviceOption(text: string): string {
+  return text.replaceAll(",", ",,");
 }
 
 /**
