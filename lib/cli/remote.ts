@@ -8,6 +8,7 @@ import {
   DeviceTypeError,
   isModuleType,
   moduleUrl,
+  REMOTE_DEVICE_OPTIONS,
   resolveDeviceType,
 } from "../pci/devices/load.ts";
 import type { DeviceFactory } from "../pci/device.ts";
@@ -121,11 +122,11 @@ export function defaultDeviceId(type: string, index: number): string {
 
 /** Parses one --device value (index names the default id). */
 export function parseDeviceSpec(value: string, index: number): RemoteDeviceArg {
-  const { type, own, params } = parseDeviceValue(value, {
-    fd: (v) => /^\d+$/.test(v),
-    socket: (v) => v !== "",
-    id: (v) => /^[\w.-]+$/.test(v),
-  }, "fd=N, socket=PATH or id=NAME");
+  const { type, own, params } = parseDeviceValue(
+    value,
+    REMOTE_DEVICE_OPTIONS,
+    "fd=N, socket=PATH or id=NAME",
+  );
   const id = own.get("id") ?? defaultDeviceId(type, index);
   const fd = own.has("fd") ? Number(own.get("fd")) : null;
   const path = own.get("socket") ?? null;

@@ -27,15 +27,28 @@ export function isModuleType(type: string): boolean {
 }
 
 const PARAM_KEY = /^[A-Za-z_]\w*$/;
-const RESERVED_KEYS: ReadonlySet<string> = new Set(["fd", "socket", "id"]);
+
+/**
+ * The remote's own options in a `--device` value, each with the check of
+ * its value (launch, which takes only `id`, hands its devices to a remote
+ * that reads them all).
+ */
+export const REMOTE_DEVICE_OPTIONS: Readonly<
+  Record<string, (value: string) => boolean>
+> = {
+  fd: (v) => /^\d+$/.test(v),
+  socket: (v) => v !== "",
+  id: (v) => /^[\w.-]+$/.test(v),
+};
 
 /**
  * Whether `key` may name an option of the device module `type` itself
  * (`rate=5`): only modules take them; a letter or '_', then letters,
- * digits or '_'; fd, socket and id are iohub's.
+ * digits or '_'; the remote's own options are not the module's.
  */
 export function isParamKey(type: string, key: string): boolean {
-  return isModuleType(type) && !RESERVED_KEYS.has(key) && PARAM_KEY.test(key);
+  return isModuleType(type) && !Object.hasOwn(REMOTE_DEVICE_OPTIONS, key) &&
+    PARAM_KEY.test(key);
 }
 
 /**
