@@ -79,6 +79,9 @@ export class DeviceHost implements Disposable {
   #level = false;
   #closed = false;
   #line = false;
+  // False while the factory runs: its config space is built from what the
+  // factory returns, so a level it sets meanwhile waits for it.
+  #built = false;
 
   /**
    * Builds the model with `build`, given the context that wires it to
@@ -111,6 +114,8 @@ export class DeviceHost implements Disposable {
     });
     this.#barSize = REGIONS.map((i) => this.config.regionSize(i));
     this.#barMemory = REGIONS.map((i) => this.config.regionIsMemory(i));
+    this.#built = true;
+    this.#updateLine();
   }
 
   /** Takes ownership of the channel to the device's proxy. */
@@ -296,7 +301,7 @@ export class DeviceHost implements Disposable {
 
   #setLevel(level: boolean): void {
     this.#level = level;
-    this.#updateLine();
+    if (this.#built) this.#updateLine();
   }
 
   /** Forwards INTx changes to the IOHUB, held low by Interrupt Disable. */

@@ -535,3 +535,35 @@ Deno.test("device module: our proxy sizes, maps and reads the expansion ROM", as
     assertEquals(p.barRead(0, 0, 4), 0n, "a ROM write reached the model");
   });
 });
+
+Deno.test("device module: setIrq from the factory or a constructor (reset() there) takes effect", async () => {
+  await withModule(
+    "eager.ts",
+    `export default class Eager {
+      identity = { vendorId: 0x1af4, deviceId: 0x10f6 };
+      bars = [];
+      #ctx;
+      constructor(ctx) {
+        this.#ctx = ctx;
+        this.reset();
+        ctx.setIrq(true);
+      }
+      read() {}
+      write() {}
+      reset() { this.#ctx.setIrq(false); }
+    }`,
+    async (mod) => {
+      await using r = spawnDevices(
+        [`${mod},id=eager`],
+        [],
+        (fd) => new ProxyDevice(fd, { name: "eager" }),
+      );
+      const p = r.clients[0];
+      p.setupIrqfd();
+      const sink = p.startUserSink();
+      assert(sink.wait(2000), "the level set in the constructor is delivered");
+      // Status register, Interrupt Status (bit 3).
+      assertEquals(p.configRead(0x06, 2) & 0x8, 0x8);
+    },
+  );
+});
