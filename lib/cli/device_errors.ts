@@ -23,14 +23,26 @@ export function devicesOnStack(
 ): string[] {
   const frames = stack.split("\n").filter((line) =>
     !OWN_CODE.some((own) => line.includes(own))
-  ).join("\n");
+  ).map(decoded).join("\n");
   const named = (match: (href: string) => boolean): string[] =>
-    [...owners].filter(([href]) => match(href)).flatMap(([, ids]) => ids);
+    [...owners].filter(([href]) => match(decoded(href))).flatMap(([, ids]) =>
+      ids
+    );
   const exact = named((href) => frames.includes(href));
   if (exact.length > 0) return exact;
   return named((href) =>
     frames.includes(href.slice(0, href.lastIndexOf("/") + 1))
   );
+}
+
+// V8 writes a frame's URL with some characters decoded (a space in a file
+// name, not in a directory's): both sides are compared decoded.
+function decoded(text: string): string {
+  try {
+    return decodeURI(text);
+  } catch {
+    return text;
+  }
 }
 
 /**

@@ -208,20 +208,23 @@ Deno.test("device module: errors from a device's timer and promise are logged wi
 });
 
 Deno.test("device module: an error from a file the module imports is logged with the module's devices", async () => {
-  await withTempDir("iohub-devmod-", async (dir) => {
-    Deno.mkdirSync(`${dir}/helpers`);
+  await withTempDir("iohub-devmod-", async (top) => {
+    // V8 prints such names partly decoded in its stacks.
+    const dir = `${top}/my dir é`;
+    Deno.mkdirSync(`${dir}/helpers`, { recursive: true });
     Deno.writeTextFileSync(
       `${dir}/helpers/tick.ts`,
       `export function tickOnce(): void {
         setTimeout(() => { throw new Error("helper broke"); }, 5);
       }`,
     );
-    const mod = `${dir}/helped.ts`;
+    const mod = `${dir}/helped ü.ts`;
     Deno.writeTextFileSync(
       mod,
       `import { tickOnce } from "./helpers/tick.ts";
       export default () => {
         tickOnce();
+        Promise.reject(new Error("module broke"));
         return {
           identity: { vendorId: 0x1af4, deviceId: 0x10f5 },
           bars: [],
@@ -238,6 +241,10 @@ Deno.test("device module: an error from a file the module imports is logged with
     assertMatch(
       stderr,
       /uncaught error in device code of helped: Error: helper broke\n\s+at .*helpers\/tick\.ts/,
+    );
+    assertMatch(
+      stderr,
+      /unhandled rejection in device code of helped: Error: module broke\n/,
     );
   });
 });
