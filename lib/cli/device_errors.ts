@@ -35,6 +35,19 @@ export function devicesOnStack(
   );
 }
 
+/**
+ * Where device code threw: the URL, line and column of the first frame of
+ * `stack` outside iohub's own code, or null when there is none.
+ */
+export function deviceFrame(stack: string): string | null {
+  for (const line of stack.split("\n").slice(1)) {
+    if (OWN_CODE.some((own) => line.includes(own))) continue;
+    const at = /((?:file|https?|data):.*:\d+:\d+)\)?\s*$/.exec(line);
+    if (at !== null) return at[1];
+  }
+  return null;
+}
+
 // V8 writes a frame's URL with some characters decoded (a space in a file
 // name, not in a directory's): both sides are compared decoded.
 function decoded(text: string): string {

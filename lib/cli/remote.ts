@@ -36,7 +36,7 @@ import {
   VERBOSITY_OPTIONS,
   verbosityOf,
 } from "./common.ts";
-import { DeviceErrorReports } from "./device_errors.ts";
+import { DeviceErrorReports, deviceFrame } from "./device_errors.ts";
 import { parseDeviceValue } from "./device_value.ts";
 import { EXIT } from "../qemu/outcome.ts";
 
@@ -300,44 +300,61 @@ export const remoteCommand: Command = {
     {
       using tracer = trace === null ? null : openTracer(trace);
       const heartbeat = new Heartbeat();
-      using remote = new Remote({
-        log,
-        pollMicros,
-        pollMaxMicros,
-        tracer: tracer ?? undefined,
-        timeRequests: control !== null,
-        onAnswered: () => heartbeat.beat(),
-      });
-      devices.forEach((d, i) => {
-        try {
-          remote.addDevice({
-            id: d.id,
-            type: d.type,
-            factory: factories[i],
-            endpoint: d.endpoint,
-            params: d.params,
-          });
-        } catch (e) {
-          throw addDeviceError(d.type, e);
+      const watch = (): Promise<Watchdog> =>
+        Watchdog.start({
+          heartbeat,
+          names: devices.map((d) => d.id),
+          statuses: SIGNAL_STATUS,
+          log: (line) => log(line, "error"),
+        });
+      // Device factories run on this thread: should one never return, only
+      // the watchdog can answer a signal.
+      let watchdog: Watchdog | null = await watch();
+      try {
+        using remote = new Remote({
+          log,
+          pollMicros,
+          pollMaxMicros,
+          tracer: tracer ?? undefined,
+          timeRequests: control !== null,
+          heartbeat,
+        });
+        devices.forEach((d, i) => {
+          heartbeat.enter(i);
+          try {
+            remote.addDevice({
+              id: d.id,
+              type: d.type,
+              factory: factories[i],
+              endpoint: d.endpoint,
+              params: d.params,
+            });
+          } catch (e) {
+            throw addDeviceError(d, e);
+          }
+          heartbeat.beat();
+        });
+        await using controlSocket = control === null
+          ? null
+          : openControl(control);
+        if (sandbox !== null) {
+          // Landlock binds the threads the confined thread creates, not
+          // those that run already: the watchdog's thread is made anew.
+          watchdog[Symbol.dispose]();
+          watchdog = null;
+          await applySandbox(sandbox);
+          watchdog = await watch();
         }
-      });
-      await using controlSocket = control === null
-        ? null
-        : openControl(control);
-      if (sandbox !== null) await applySandbox(sandbox);
-      controlSocket?.serve(() => remote.state());
-      // After the sandbox, so that its thread is confined too.
-      using _watchdog = await Watchdog.start(
-        heartbeat,
-        SIGNAL_STATUS,
-        (line) => log(line, "error"),
-      );
-      serving = true;
-      for (const [line, severity] of held) sink(line, severity);
-      // Everything that can fail at start has run: the launcher may start
-      // QEMU now, and a failure before this left the pipe unwritten.
-      ready?.signal();
-      status = await serve(remote, log, stop.signal);
+        controlSocket?.serve(() => remote.state());
+        serving = true;
+        for (const [line, severity] of held) sink(line, severity);
+        // Everything that can fail at start has run: the launcher may start
+        // QEMU now, and a failure before this left the pipe unwritten.
+        ready?.signal();
+        status = await serve(remote, log, stop.signal);
+      } finally {
+        watchdog?.[Symbol.dispose]();
+      }
     }
     // Closed now: a signal that came while the sockets closed counts too.
     return signalStatus(stop.signal) ?? status;
@@ -387,14 +404,20 @@ function openControl(path: string): ControlSocket {
 
 // A bad model or a socket path in use is the command line's fault (exit
 // 2); a factory that throws is the module's, named with its first line.
-function addDeviceError(type: string, e: unknown): Error {
+function addDeviceError(d: RemoteDeviceArg, e: unknown): Error {
+  const device = `${d.type} (id ${d.id})`;
   if (e instanceof DeviceModelError) {
-    return new UsageError(`${type}: malformed device model: ${e.message}`);
+    return new UsageError(`${device}: malformed device model: ${e.message}`);
   }
   if (e instanceof SocketInUseError) return new UsageError(e.message);
   if (e instanceof SysError) return e;
   const why = e instanceof Error ? e.message : String(e);
-  return new UsageError(`${type}: the device factory failed: ${why}`);
+  const at = e instanceof Error ? deviceFrame(e.stack ?? "") : null;
+  return new UsageError(
+    `${device}: the device factory failed: ${why}${
+      at === null ? "" : ` (at ${at})`
+    }`,
+  );
 }
 
 /**

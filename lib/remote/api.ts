@@ -6,6 +6,7 @@ import type { DeviceFactory } from "../pci/device.ts";
 import type { RequestStats } from "./device_stats.ts";
 import type { PirqCounters } from "./iohub.ts";
 import type { Tracer } from "./trace.ts";
+import type { Heartbeat } from "./watchdog.ts";
 
 /**
  * How the remote's loop found each batch of events: already pending, caught
@@ -61,8 +62,11 @@ export interface RemoteOptions {
   tracer?: Tracer;
   /** Times every request for the latency figures of state(). */
   timeRequests?: boolean;
-  /** Called after each request a device answered (a watchdog's heartbeat). */
-  onAnswered?: () => void;
+  /**
+   * Told whose request is served and when it was answered, for a
+   * watchdog.
+   */
+  heartbeat?: Heartbeat;
 }
 
 /** One device in Remote.state(). */

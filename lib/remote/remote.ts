@@ -26,6 +26,7 @@ import { GuestMemoryError } from "./guest_memory.ts";
 import { Iohub, mapIrq, NUM_PIRQS, type PirqCounters } from "./iohub.ts";
 import { listenReplacingStale } from "./listen.ts";
 import { PollWindow } from "../mpqemu/poll_window.ts";
+import type { Heartbeat } from "./watchdog.ts";
 
 export type {
   DeviceEndpoint,
@@ -89,7 +90,7 @@ export class Remote implements Disposable {
   readonly #poll: PollWindow;
   readonly #tracer: Tracer | null;
   readonly #timed: boolean;
-  readonly #onAnswered: () => void;
+  readonly #heartbeat: Heartbeat | null;
   readonly #created = performance.now();
   #failed = false;
   #open = 0;
@@ -101,7 +102,7 @@ export class Remote implements Disposable {
   /** A remote with no devices yet. */
   constructor(options: RemoteOptions) {
     this.#log = options.log;
-    this.#onAnswered = options.onAnswered ?? (() => {});
+    this.#heartbeat = options.heartbeat ?? null;
     this.#tracer = options.tracer ?? null;
     this.#timed = this.#tracer !== null || (options.timeRequests ?? false);
     this.#poll = options.pollMicros === undefined
@@ -362,12 +363,14 @@ export class Remote implements Disposable {
       // unless replies start to queue up.
       do {
         state = ch.receive(true);
-        if (state === Received.MESSAGE) this.#handleMessage(host);
+        if (state === Received.MESSAGE) this.#handleMessage(slot);
       } while (
         state === Received.MESSAGE && ch.hasBuffered && ch.queued === 0
       );
     } catch (e) {
       this.#closeOnError(slot, e);
+      // The device's code returned, by throwing (and its close() ran).
+      this.#heartbeat?.beat();
       return true;
     }
     if (state === Received.EOF) {
@@ -394,8 +397,10 @@ export class Remote implements Disposable {
     );
   }
 
-  #handleMessage(host: DeviceHost): void {
+  #handleMessage(slot: Slot): void {
+    const host = slot.host;
     const cmd = host.channel.rx.cmd;
+    this.#heartbeat?.enter(slot.index);
     host.stats.count(cmd);
     let outcome: number;
     if (this.#timed) {
@@ -415,7 +420,7 @@ export class Remote implements Disposable {
     } else {
       outcome = host.handle();
     }
-    this.#onAnswered();
+    this.#heartbeat?.beat();
     if (outcome !== Outcome.REFUSED) return;
     if (host.refusals > LOGGED_REFUSALS) return;
     const more = host.refusals === LOGGED_REFUSALS

@@ -10,17 +10,27 @@ import { within } from "../timer.ts";
 /**
  * The JS thread's heartbeat: beat() after each request a device answered,
  * and a timer beats while the event loop turns (timers and promises of
- * device code ran and returned).
+ * device code ran and returned). enter() says whose code runs until the
+ * next beat, so that a silence can name the device.
  */
 export class Heartbeat {
-  /** The beat count, shared with the watchdog's thread. */
-  readonly count: Int32Array<SharedArrayBuffer> = new Int32Array(
-    new SharedArrayBuffer(4),
+  /**
+   * Shared with the watchdog's thread: the beat count, and the index of
+   * the device whose code runs plus 1 (0: none known).
+   */
+  readonly shared: Int32Array<SharedArrayBuffer> = new Int32Array(
+    new SharedArrayBuffer(8),
   );
+
+  /** Device `index` (its place among the remote's devices) runs now. */
+  enter(index: number): void {
+    Atomics.store(this.shared, 1, index + 1);
+  }
 
   /** Device code returned. */
   beat(): void {
-    Atomics.add(this.count, 0, 1);
+    Atomics.store(this.shared, 1, 0);
+    Atomics.add(this.shared, 0, 1);
   }
 }
 
@@ -52,12 +62,16 @@ self.onmessage = async ({ data }) => {
   }).symbols;
   const say = (line) =>
     Deno.stderr.writeSync(new TextEncoder().encode("iohub remote: " + line + "\\n"));
+  beat = new Int32Array(data.beat);
+  const code = () => {
+    const device = data.names[Atomics.load(beat, 1) - 1];
+    return device === undefined ? "device code" : "device code of " + device;
+  };
   const exitFor = (signal) => {
-    say(signal + ": device code has not returned for " + secs() +
+    say(signal + ": " + code() + " has not returned for " + secs() +
       " s; exiting without closing the channels");
     libc._exit(data.statuses[signal]);
   };
-  beat = new Int32Array(data.beat);
   const check = () => {
     const b = Atomics.load(beat, 0);
     // A beat since the signal came: the JS thread is back and answers it.
@@ -70,7 +84,7 @@ self.onmessage = async ({ data }) => {
       exitFor(pending.signal);
     } else if (!warned && silentFor() >= data.warnMs) {
       warned = true;
-      say("device code has not returned for " + secs() +
+      say(code() + " has not returned for " + secs() +
         " s: no device is served until it does; SIGINT or SIGTERM ends the process");
     }
   };
@@ -93,27 +107,35 @@ self.onmessage = async ({ data }) => {
 // CPU; it is waited for before the remote serves, but not for ever.
 const START_TIMEOUT_MS = 5000;
 
+/** What a Watchdog watches and how it answers. */
+export interface WatchdogOptions {
+  /** The JS thread's heartbeat. */
+  heartbeat: Heartbeat;
+  /** The devices' ids, by the index Heartbeat.enter() is given. */
+  names: readonly string[];
+  /** The signals it answers while the thread is silent: name -> exit status. */
+  statuses: Readonly<Record<string, number>>;
+  /** Where a failure of the watchdog itself is reported. */
+  log: (line: string) => void;
+}
+
 /**
  * Watches a Heartbeat from a worker (see above) until disposed: reports a
- * silence, and answers the signals in `statuses` (name: exit status) while
- * it lasts. Start it after the sandbox is applied, so its thread is
- * confined as well.
+ * silence, naming the device whose code runs when known, and answers the
+ * signals in `statuses` while it lasts. Under --sandbox, start it (again)
+ * after the sandbox is applied, so that its thread is confined as well.
  */
 export class Watchdog implements Disposable {
   readonly #timer: ReturnType<typeof setInterval>;
   readonly #worker: Worker;
 
   /**
-   * Starts the worker and the event loop's beat of `heartbeat`; resolves
-   * once the worker watches (or failed, logged through `log`), so its
-   * start-up is over before the remote serves.
+   * Starts the worker and the event loop's beat of the heartbeat; resolves
+   * once the worker watches (or failed, logged), so that its start-up is
+   * over before what it watches begins.
    */
-  static async start(
-    heartbeat: Heartbeat,
-    statuses: Readonly<Record<string, number>>,
-    log: (line: string) => void,
-  ): Promise<Watchdog> {
-    const dog = new Watchdog(heartbeat, statuses, log);
+  static async start(options: WatchdogOptions): Promise<Watchdog> {
+    const dog = new Watchdog(options);
     const watching = new Promise((w) => dog.#worker.onmessage = w);
     await within(Promise.race([watching, dog.#failed]), START_TIMEOUT_MS);
     return dog;
@@ -122,9 +144,7 @@ export class Watchdog implements Disposable {
   readonly #failed: Promise<void>;
 
   private constructor(
-    heartbeat: Heartbeat,
-    statuses: Readonly<Record<string, number>>,
-    log: (line: string) => void,
+    { heartbeat, names, statuses, log }: WatchdogOptions,
   ) {
     this.#worker = new Worker(
       `data:text/javascript,${encodeURIComponent(WATCHDOG_JS)}`,
@@ -139,7 +159,8 @@ export class Watchdog implements Disposable {
       };
     });
     this.#worker.postMessage({
-      beat: heartbeat.count.buffer,
+      beat: heartbeat.shared.buffer,
+      names,
       libc: LIBC_NAME,
       statuses,
       beatMs: BEAT_MS,

@@ -286,9 +286,9 @@ function readRegister4(c: Client, times = 1): void {
 }
 
 const STUCK =
-  /^iohub remote: device code has not returned for [\d.]+ s: no device is served until it does; SIGINT or SIGTERM ends the process$/m;
+  /^iohub remote: device code of dev has not returned for [\d.]+ s: no device is served until it does; SIGINT or SIGTERM ends the process$/m;
 const STUCK_EXIT =
-  /^iohub remote: SIGTERM: device code has not returned for [\d.]+ s; exiting without closing the channels$/m;
+  /^iohub remote: SIGTERM: device code of dev has not returned for [\d.]+ s; exiting without closing the channels$/m;
 
 // A device callback that never returns holds the one JS thread, signal
 // handlers included: the watchdog thread says so, and ends the process on
@@ -296,11 +296,30 @@ const STUCK_EXIT =
 Deno.test("remote: a device callback that never returns is reported, and SIGTERM still ends the remote", async () => {
   await withModuleRemote("for (;;) {}", async (child, c, stderr) => {
     readRegister4(c);
-    await stderr.until("device code has not returned for");
+    await stderr.until("has not returned for");
     assertMatch(stderr.text, STUCK);
     child.kill("SIGTERM");
     await stderr.all();
     const status = await statusWithin(child);
+    assertEquals([status.code, status.signal], [143, null], stderr.text);
+    assertMatch(stderr.text, STUCK_EXIT);
+  });
+});
+
+Deno.test("remote: a factory that never returns is reported, and SIGTERM still ends the remote", async () => {
+  await withTempDir("iohub-remote-signals-", async (dir) => {
+    const mod = `${dir}/dev.ts`;
+    Deno.writeTextFileSync(mod, `export default () => { for (;;) {} };`);
+    await using child = startRemote(
+      "--device",
+      `${mod},socket=${dir}/a.sock,id=dev`,
+    );
+    const stderr = new Lines(child.stderr);
+    await stderr.until("has not returned for");
+    assertMatch(stderr.text, STUCK);
+    child.kill("SIGTERM");
+    const status = await statusWithin(child);
+    await stderr.all();
     assertEquals([status.code, status.signal], [143, null], stderr.text);
     assertMatch(stderr.text, STUCK_EXIT);
   });

@@ -304,7 +304,8 @@ Deno.test("device module: bad modules are one line naming the module, exit 2", a
     [
       "throws.ts",
       `export default () => { throw new Error("no hardware"); };`,
-      "the device factory failed: no hardware",
+      // The device and where it threw are on the line too.
+      "(id throws0): the device factory failed: no hardware (at file:///",
     ],
     [
       "throwsstring.ts",
