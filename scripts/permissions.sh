@@ -8,7 +8,7 @@
 #                  --serial FILE at any path; guest images; device code
 #   --allow-net    device code (a device backed by a TCP service)
 #   --allow-run    QEMU (--qemu PATH), the remote (this program), as/ld,
-#                  setpriv
+#                  setpriv, /bin/sh (a sandboxed remote's socket files)
 #   --allow-env    PATH (finding setpriv), IOHUB_QEMU, HOME and
 #                  XDG_CACHE_HOME (a compiled binary's image cache); any
 #                  variable for device code

@@ -19,6 +19,7 @@ import { ControlSocket } from "../remote/control.ts";
 import { SocketInUseError } from "../remote/listen.ts";
 import { applySandbox, type SandboxOptions } from "../remote/sandbox.ts";
 import { Tracer } from "../remote/trace.ts";
+import { removeAtExit } from "../remote/socket_reaper.ts";
 import { Heartbeat, Watchdog } from "../remote/watchdog.ts";
 import {
   type LogSink,
@@ -342,6 +343,13 @@ export const remoteCommand: Command = {
           // those that run already: the watchdog's thread is made anew.
           watchdog[Symbol.dispose]();
           watchdog = null;
+          // Confined, the remote may not remove its socket files.
+          removeAtExit([
+            ...devices.flatMap((d) =>
+              d.endpoint.kind === "socket" ? [d.endpoint.path] : []
+            ),
+            ...(control === null ? [] : [control]),
+          ]);
           await applySandbox(sandbox);
           watchdog = await watch();
         }

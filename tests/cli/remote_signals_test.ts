@@ -5,6 +5,7 @@
 import {
   assert,
   assertEquals,
+  assertFalse,
   assertMatch,
   assertStringIncludes,
 } from "@std/assert";
@@ -14,6 +15,7 @@ import { Client } from "../remote/remote_process.ts";
 import { withTempDir } from "../temp_dir.ts";
 import { signalChild } from "../../lib/qemu/supervise.ts";
 import { within } from "../../lib/timer.ts";
+import { haveLandlock } from "../requirements.ts";
 import { BIN } from "./cli_run.ts";
 
 function exists(path: string): boolean {
@@ -119,6 +121,81 @@ for (const [signal, status] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
     });
   });
 }
+
+/** Waits up to `ms` for `path` to be gone; whether it is. */
+async function goneWithin(path: string, ms = 3000): Promise<boolean> {
+  for (const end = performance.now() + ms; performance.now() < end;) {
+    if (!exists(path)) return true;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return !exists(path);
+}
+
+// A sandboxed remote may not unlink: the files go once it has ended.
+Deno.test({
+  name:
+    "remote --sandbox: socket files are removed after SIGTERM and SIGKILL, a file put in their place is not",
+  ignore: !haveLandlock(),
+}, async () => {
+  await withTempDir("iohub-remote-signals-", async (dir) => {
+    const a = `${dir}/a.sock`;
+    const ctl = `${dir}/ctl.sock`;
+    {
+      await using child = startRemote(
+        "--sandbox",
+        "--control",
+        ctl,
+        "--device",
+        `testdev,socket=${a},id=a`,
+      );
+      const c = await connectWhenListening(a);
+      try {
+        assertEquals(c.cfgRead(0), 0x10b11234n);
+        child.kill("SIGTERM");
+        assertEquals((await child.status).code, 143);
+      } finally {
+        c.close();
+      }
+      assert(await goneWithin(a), "device socket removed");
+      assert(await goneWithin(ctl), "control socket removed");
+    }
+    {
+      await using child = startRemote(
+        "--sandbox",
+        "--device",
+        `testdev,socket=${a},id=a`,
+      );
+      const c = await connectWhenListening(a);
+      c.close();
+      child.kill("SIGKILL");
+      await child.status;
+      assert(await goneWithin(a), "removed after SIGKILL too");
+    }
+    {
+      await using child = startRemote(
+        "--sandbox",
+        "--device",
+        `testdev,socket=${a},id=a`,
+      );
+      const c = await connectWhenListening(a);
+      try {
+        // Connected, the remote listens no more: another may take the path.
+        Deno.removeSync(a);
+        const other = listenUnix(a);
+        try {
+          child.kill("SIGTERM");
+          await child.status;
+          assertFalse(await goneWithin(a, 500), "another's socket is kept");
+        } finally {
+          closeFd(other);
+          Deno.removeSync(a);
+        }
+      } finally {
+        c.close();
+      }
+    }
+  });
+});
 
 // After the last channel ended the remote still closes its control socket
 // (up to 200 ms): a SIGTERM then used to find no listener and kill it by
