@@ -208,8 +208,10 @@ export function validateModel(model: DeviceModel): DeviceModel {
       throw new DeviceModelError(m, "not a function");
     }
   }
-  if (model.reset !== undefined && typeof model.reset !== "function") {
-    throw new DeviceModelError("reset", "not a function");
+  for (const m of ["reset", "close"] as const) {
+    if (model[m] !== undefined && typeof model[m] !== "function") {
+      throw new DeviceModelError(m, "not a function");
+    }
   }
   checkLayout(model.identity, model.bars, model);
   return model;

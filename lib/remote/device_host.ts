@@ -82,6 +82,8 @@ export class DeviceHost implements Disposable {
   // False while the factory runs: its config space is built from what the
   // factory returns, so a level it sets meanwhile waits for it.
   #built = false;
+  #warnedLateRead = false;
+  readonly #log: ((line: string) => void) | undefined;
 
   /**
    * Builds the model with `build`, given the context that wires it to
@@ -99,6 +101,7 @@ export class DeviceHost implements Disposable {
     this.id = id;
     this.pirq = pirq;
     this.#iohub = iohub;
+    this.#log = log;
     this.model = build({
       setIrq: (level) => {
         if (!this.#closed) this.#setLevel(level);
@@ -241,8 +244,9 @@ export class DeviceHost implements Disposable {
       this.#retNumber(0);
     } else {
       ch.tx.encodeRetNumber(0);
-      this.model.read(bar, offset, this.#txData[idx]);
+      const late: unknown = this.model.read(bar, offset, this.#txData[idx]);
       ch.send(ch.tx);
+      if (late !== undefined) this.#lateRead(late);
     }
     const fault = this.memory.takeFault();
     if (fault !== null) {
@@ -252,6 +256,17 @@ export class DeviceHost implements Disposable {
       return Outcome.REFUSED;
     }
     return Outcome.OK;
+  }
+
+  // An async read() answers with what `data` held when it returned: say
+  // so once, since the peer sees no error.
+  #lateRead(returned: unknown): void {
+    if (this.#warnedLateRead) return;
+    if (typeof (returned as { then?: unknown })?.then !== "function") return;
+    this.#warnedLateRead = true;
+    this.#log?.(
+      `${this.id}: read() returned a promise: the peer got what data held when it returned (a read must fill data before returning)`,
+    );
   }
 
   /** The BAR holding all of [addr, addr+size) in the right space, or -1. */

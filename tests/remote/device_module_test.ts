@@ -323,6 +323,11 @@ Deno.test("device module: bad modules are one line naming the module, exit 2", a
       "malformed device model: model: the factory returned a promise",
     ],
     [
+      "badclose.ts",
+      `export default () => ({ identity: { vendorId: 1, deviceId: 2 }, bars: [], read() {}, write() {}, close: "x" });`,
+      "malformed device model: close: not a function",
+    ],
+    [
       "caps.ts",
       `export default () => ({ identity: { vendorId: 1, deviceId: 2 }, bars: [], capabilities: {}, read() {}, write() {} });`,
       "malformed device model: capabilities: expected an array",
@@ -572,6 +577,29 @@ Deno.test("device module: setIrq from the factory or a constructor (reset() ther
       assert(sink.wait(2000), "the level set in the constructor is delivered");
       // Status register, Interrupt Status (bit 3).
       assertEquals(p.configRead(0x06, 2) & 0x8, 0x8);
+    },
+  );
+});
+
+Deno.test("device module: an async read() is answered with what data held, and said once", async () => {
+  await withModule(
+    "lateread.ts",
+    `export default () => ({
+      identity: { vendorId: 0x1af4, deviceId: 0x10f7 },
+      bars: [{ size: 4096, space: "memory" }],
+      async read(_bar, _off, data) { await null; data[0] = 7; },
+      write() {},
+    });`,
+    async (mod) => {
+      await using r = spawnDevices([`${mod},id=late`]);
+      const c = r.clients[0];
+      enable(c);
+      assertEquals(c.barRead(BAR0), 0n);
+      assertEquals(c.barRead(BAR0), 0n);
+      const stderr = await assertExit(r, 0);
+      const warning =
+        "late: read() returned a promise: the peer got what data held when it returned";
+      assertEquals(stderr.split(warning).length, 2, stderr);
     },
   );
 });
