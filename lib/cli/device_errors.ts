@@ -10,6 +10,11 @@ const OWN_CODE = [
   new URL("../../ffi/", import.meta.url).href,
 ];
 
+// How often an error that keeps coming is reported again (ms), and how
+// many distinct errors are remembered for that.
+const REPEAT_MS = 10_000;
+const MAX_KNOWN = 256;
+
 /**
  * The ids of the devices whose code is on `stack` (`owners`: module URL ->
  * device ids): those whose module has a frame there, else, for code in a
@@ -70,13 +75,25 @@ export class DeviceErrorReports implements Disposable {
   readonly #onError: (ev: ErrorEvent) => void;
   readonly #onRejection: (ev: PromiseRejectionEvent) => void;
 
+  readonly #repeats = new Map<string, { last: number; since: number }>();
+
   /** Installs the handlers; `owners` maps module URLs to device ids. */
   constructor(log: LogSink, owners: ReadonlyMap<string, readonly string[]>) {
     const report = (what: string, e: unknown): void => {
       const stack = e instanceof Error ? (e.stack ?? e.message) : String(e);
       const ids = devicesOnStack(stack, owners);
       const of = ids.length === 0 ? "" : ` of ${ids.join(", ")}`;
-      log(`${what} in device code${of}: ${stack}`, "error");
+      const seen = this.#repeated(`${what}\n${stack}`);
+      if (seen === null) {
+        log(`${what} in device code${of}: ${stack}`, "error");
+      } else if (seen > 0) {
+        log(
+          `${what} in device code${of} again, ${seen} times in the last ${
+            REPEAT_MS / 1000
+          } s: ${stack.split("\n")[0]}`,
+          "error",
+        );
+      }
     };
     this.#onError = (ev) => {
       ev.preventDefault();
@@ -88,6 +105,25 @@ export class DeviceErrorReports implements Disposable {
     };
     globalThis.addEventListener("error", this.#onError);
     globalThis.addEventListener("unhandledrejection", this.#onRejection);
+  }
+
+  // A timer that throws on every tick must not flood the log: the first
+  // report is whole, then one line at most every REPEAT_MS with how often
+  // it came. null: new; 0: not yet to be reported; else the count.
+  #repeated(key: string): number | null {
+    const now = performance.now();
+    const seen = this.#repeats.get(key);
+    if (seen === undefined) {
+      if (this.#repeats.size >= MAX_KNOWN) this.#repeats.clear();
+      this.#repeats.set(key, { last: now, since: 0 });
+      return null;
+    }
+    seen.since++;
+    if (now - seen.last < REPEAT_MS) return 0;
+    const count = seen.since;
+    seen.last = now;
+    seen.since = 0;
+    return count;
   }
 
   /** Removes the handlers. */

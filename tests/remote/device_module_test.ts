@@ -603,3 +603,25 @@ Deno.test("device module: an async read() is answered with what data held, and s
     },
   );
 });
+
+Deno.test("device module: a timer that throws on every tick is reported once, not on every tick", async () => {
+  await withModule(
+    "noisy.ts",
+    `export default () => {
+      const timer = setInterval(() => { throw new Error("tick broke"); }, 5);
+      return {
+        identity: { vendorId: 0x1af4, deviceId: 0x10f8 },
+        bars: [],
+        read() {},
+        write() {},
+        close() { clearInterval(timer); },
+      };
+    };`,
+    async (mod) => {
+      await using r = spawnDevices([`${mod},id=noisy`]);
+      await new Promise((done) => setTimeout(done, 400));
+      const stderr = await assertExit(r, 0);
+      assertEquals(stderr.split("Error: tick broke").length, 2, stderr);
+    },
+  );
+});
