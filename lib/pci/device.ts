@@ -10,7 +10,7 @@ import type {
 } from "./config.ts";
 
 export type { BarSpec, CapabilitySpec, PciIdentity, RomSpec };
-export { getLe, setLe } from "../le.ts";
+export { getLe, getLe64, setLe, setLe64 } from "../le.ts";
 
 /** What the remote offers a device model. */
 export interface DeviceContext {

@@ -48,6 +48,6 @@ export type {
   PciIdentity,
   RomSpec,
 } from "./device.ts";
-export { getLe, setLe } from "./device.ts";
+export { getLe, getLe64, setLe, setLe64 } from "./device.ts";
 export { ROM_REGION } from "./config.ts";
 export { DeviceModelError } from "./validate.ts";
