@@ -326,11 +326,14 @@ export const launchCommand: Command = {
           );
         },
       });
-      // The remote names a module by the URL it was handed; the user
-      // knows it by what they typed.
+      // The remote's line starts with the URL it was handed; the user knows
+      // the module by what they typed. The URL later in the line (where a
+      // module was looked for) stays.
       let message = result.message;
       for (const [href, type] of given) {
-        message = message.replaceAll(href, type);
+        if (message.startsWith(href)) {
+          message = type + message.slice(href.length);
+        }
       }
       log(message, result.status === EXIT.OK ? "info" : "error");
       return result.status;

@@ -413,18 +413,19 @@ function openControl(path: string): ControlSocket {
 // A bad model or a socket path in use is the command line's fault (exit
 // 2); a factory that throws is the module's, named with its first line.
 function addDeviceError(d: RemoteDeviceArg, e: unknown): Error {
-  const device = `${d.type} (id ${d.id})`;
   if (e instanceof DeviceModelError) {
-    return new UsageError(`${device}: malformed device model: ${e.message}`);
+    return new UsageError(
+      `${d.type}: malformed device model: ${e.message} (device ${d.id})`,
+    );
   }
   if (e instanceof SocketInUseError) return new UsageError(e.message);
   if (e instanceof SysError) return e;
   const why = e instanceof Error ? e.message : String(e);
   const at = e instanceof Error ? deviceFrame(e.stack ?? "") : null;
   return new UsageError(
-    `${device}: the device factory failed: ${why}${
-      at === null ? "" : ` (at ${at})`
-    }`,
+    `${d.type}: the device factory failed: ${why} (device ${d.id}${
+      at === null ? "" : `, at ${at}`
+    })`,
   );
 }
 

@@ -811,6 +811,20 @@ function processesWith(s: string): string[] {
 }
 
 qemuTest(
+  "launch: a module that is not there names the URL it was looked for at",
+  async () => {
+    await withTempDir("iohub-launch-", async (dir) => {
+      const r = await launchTcg(`${dir}/nothere.ts`, 30);
+      assertEquals(r.code, EXIT.USAGE, r.stderr);
+      assertStringIncludes(
+        r.stderr,
+        `iohub: ${dir}/nothere.ts: cannot load the module: Module not found "file://${dir}/nothere.ts"`,
+      );
+    });
+  },
+);
+
+qemuTest(
   "launch: a device the remote refuses is its one line and exit 2; QEMU never starts",
   async (t) => {
     await withTempDir("iohub-launch-", async (dir) => {

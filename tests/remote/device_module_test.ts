@@ -305,7 +305,7 @@ Deno.test("device module: bad modules are one line naming the module, exit 2", a
       "throws.ts",
       `export default () => { throw new Error("no hardware"); };`,
       // The device and where it threw are on the line too.
-      "(id throws0): the device factory failed: no hardware (at file:///",
+      "the device factory failed: no hardware (device throws0, at file:///",
     ],
     [
       "throwsstring.ts",
@@ -322,6 +322,8 @@ Deno.test("device module: bad modules are one line naming the module, exit 2", a
       `export default async () => ({ identity: { vendorId: 1, deviceId: 2 }, bars: [], read() {}, write() {} });`,
       "malformed device model: model: the factory returned a promise",
     ],
+    // An option without "=" reads as part of the path.
+    ["nothere.ts,step", "", "options after the module are KEY=VALUE"],
     [
       "badclose.ts",
       `export default () => ({ identity: { vendorId: 1, deviceId: 2 }, bars: [], read() {}, write() {}, close: "x" });`,

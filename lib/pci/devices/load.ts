@@ -174,7 +174,14 @@ async function importWithin(
     return await loading;
   } catch (e) {
     if (e instanceof DeviceTypeError) throw e;
-    throw new DeviceTypeError(type, `cannot load the module: ${loadError(e)}`);
+    // "./dev.ts,step" reads as one path: an option without "=" joined it.
+    const hint = type.includes(",") && /not found/i.test(String(e))
+      ? " (options after the module are KEY=VALUE; the rest is its path)"
+      : "";
+    throw new DeviceTypeError(
+      type,
+      `cannot load the module: ${loadError(e)}${hint}`,
+    );
   }
 }
 
