@@ -8,13 +8,11 @@ import {
   acceptUnix,
   closeFd,
   connectUnix,
-  Errno,
   MsgIo,
   pollReadable,
   pollWritable,
   readBefore,
   setNonblocking,
-  SysError,
   WOULD_BLOCK,
 } from "../../ffi/mod.ts";
 import { listenReplacingStale } from "./listen.ts";
@@ -147,7 +145,13 @@ export async function readControl(
     for (;;) {
       const n = await readBefore(fd, buf, deadline);
       if (n === null) {
-        throw new SysError("read", Errno.EAGAIN, "no answer in time");
+        // Connecting succeeds while the remote's thread is busy: the kernel
+        // accepts on its behalf.
+        throw new Error(
+          `connected, but no answer within ${
+            timeoutMs / 1000
+          } s (a remote whose device code does not return answers nothing; see its log)`,
+        );
       }
       if (n === 0) break;
       text += decoder.decode(buf.subarray(0, n), { stream: true });

@@ -2,8 +2,14 @@
 // JSON line per message and INTx event, `--control PATH` answers
 // `iohub stats PATH` with live counters; on the remote and during the demo.
 
-import { assert, assertEquals, assertStringIncludes } from "@std/assert";
-import { EventFd } from "../../ffi/mod.ts";
+import {
+  assert,
+  assertEquals,
+  assertRejects,
+  assertStringIncludes,
+} from "@std/assert";
+import { closeFd, EventFd, listenUnix } from "../../ffi/mod.ts";
+import { readControl } from "../../lib/remote/control.ts";
 import type { RemoteState } from "../../lib/remote/remote.ts";
 import { spawnDevices } from "../remote/remote_process.ts";
 import { haveBinutils, haveQemu } from "../requirements.ts";
@@ -163,4 +169,22 @@ Deno.test({
       assert(recs.some((x) => x.cmd === "DEVICE_RESET"), "the reset is traced");
     });
   },
+});
+
+Deno.test("stats: a control socket that accepts but never answers is one clear line, exit 1", async () => {
+  await withTempDir("iohub-observe-", async (dir) => {
+    const path = `${dir}/silent.sock`;
+    // Listening, never accepting: the kernel completes the connection, as
+    // for a remote whose thread is stuck in device code.
+    const fd = listenUnix(path);
+    try {
+      await assertRejects(
+        () => readControl(path, 200),
+        Error,
+        "connected, but no answer within 0.2 s",
+      );
+    } finally {
+      closeFd(fd);
+    }
+  });
 });
