@@ -79,14 +79,15 @@ export function mmap(
 }
 
 /**
- * The seals of a memfd (F_GET_SEALS); 0 for a file that takes none (EINVAL:
- * not shmem), which is as unsealed as a memfd without seals.
+ * The seals of a shared-memory file (F_GET_SEALS: a memfd, a tmpfs or a
+ * hugetlbfs file), or null for a file anywhere else (EINVAL). The kernel
+ * answers without asking the file's filesystem.
  */
-export function fileSeals(fd: number): number {
+export function shmemSeals(fd: number): number | null {
   const r = libc.fcntl(fd, F_GET_SEALS, 0);
   if (r === -1) {
     const e = errno();
-    if (e === 22 /* EINVAL */) return 0;
+    if (e === 22 /* EINVAL */) return null;
     throw new SysError("fcntl(F_GET_SEALS)", e);
   }
   return r;

@@ -1,13 +1,15 @@
 // Guest RAM as the proxy shares it with SYNC_SYSMEM, and bounds-checked DMA
-// into it. A region is mapped only when its file is sealed against
-// shrinking; any other file is reached with pread/pwrite, because a file the
-// peer truncates under a mapping would kill the whole remote with SIGBUS.
+// into it. Only shared memory is taken (a memfd, a tmpfs or hugetlbfs
+// file): fstat or pread on a file elsewhere (FUSE, NFS) may never return,
+// and the thread that would wait serves every device. A region is mapped
+// only when its file is sealed against shrinking; any other is reached with
+// pread/pwrite, because a file the peer truncates under a mapping would
+// kill the whole remote with SIGBUS.
 
 import type { SysmemRegion } from "../mpqemu/mod.ts";
 import {
   dupCloexec,
   F_SEAL_SHRINK,
-  fileSeals,
   fileSize,
   MAP_SHARED,
   type Mapping,
@@ -17,6 +19,7 @@ import {
   PROT_READ,
   PROT_WRITE,
   pwriteFd,
+  shmemSeals,
   SysError,
 } from "../../ffi/mod.ts";
 
@@ -66,8 +69,9 @@ export class GuestMemory implements Disposable {
       specs.forEach((s, i) => {
         try {
           if (s.size === 0n) return;
+          // Addresses are numbers from here on: their sums must stay exact.
           if (
-            s.gpa > MAX_SAFE || s.size > MAX_SAFE || s.offset > MAX_SAFE ||
+            s.gpa + s.size > MAX_SAFE || s.offset + s.size > MAX_SAFE ||
             s.offset < 0n
           ) {
             throw new GuestMemoryError(
@@ -80,6 +84,13 @@ export class GuestMemory implements Disposable {
           const offset = Number(s.offset);
           if (offset % 4096 !== 0) {
             throw new GuestMemoryError(i, `offset ${offset} not page-aligned`);
+          }
+          const seals = shmemSeals(s.fd);
+          if (seals === null) {
+            throw new GuestMemoryError(
+              i,
+              "not shared memory (a memfd, tmpfs or hugetlbfs file): a file elsewhere could stall the remote",
+            );
           }
           // Mapping past the end of the file would SIGBUS on access.
           const fsize = fileSize(s.fd);
@@ -96,7 +107,7 @@ export class GuestMemory implements Disposable {
           }
           // QEMU's memory-backend-memfd seals by default (seal=on): such RAM
           // is mapped. Adding the seal ourselves would change the peer's file.
-          const sealed = (fileSeals(s.fd) & F_SEAL_SHRINK) !== 0;
+          const sealed = (seals & F_SEAL_SHRINK) !== 0;
           next.push({
             gpa,
             end: gpa + size,
@@ -129,6 +140,10 @@ export class GuestMemory implements Disposable {
 
   /** The region holding all of [gpa, gpa+len), or null. */
   #find(gpa: number, len: number): Region | null {
+    // Past 2^53 a sum is rounded, and could pass a bound it crosses.
+    if (!Number.isSafeInteger(gpa) || !Number.isSafeInteger(gpa + len)) {
+      return null;
+    }
     for (const r of this.#regions) {
       if (gpa >= r.gpa && gpa + len <= r.end) return r;
     }

@@ -149,3 +149,65 @@ Deno.test("guest memory: a file the peer shrank fails reads and writes, and is n
       closeFd(fd);
     }
   }));
+
+Deno.test("guest memory: only shared memory is taken; a file on another filesystem is refused without touching it", async () => {
+  await assertNoFdLeak(async () => {
+    // /dev/shm is tmpfs: a file there is shared memory like a memfd.
+    const shm = `/dev/shm/iohub-guest-memory-${Deno.pid}`;
+    const disk = await Deno.makeTempFile({ dir: Deno.cwd() });
+    try {
+      for (const path of [shm, disk]) {
+        Deno.writeFileSync(path, new Uint8Array(PAGE));
+      }
+      const shmFd = openPath(shm, 2 /* O_RDWR */);
+      const diskFd = openPath(disk, 2 /* O_RDWR */);
+      using mem = new GuestMemory();
+      try {
+        mem.replace([{ gpa: 0n, size: BigInt(PAGE), offset: 0n, fd: shmFd }]);
+        assertEquals(mem.regionCount, 1);
+        const e = assertThrows(
+          () =>
+            mem.replace([
+              { gpa: 0n, size: BigInt(PAGE), offset: 0n, fd: diskFd },
+            ]),
+          GuestMemoryError,
+        );
+        assertEquals(
+          e.message,
+          "SYNC_SYSMEM: region 0: not shared memory (a memfd, tmpfs or hugetlbfs file): a file elsewhere could stall the remote",
+        );
+        assertEquals(mem.regionCount, 1, "the previous map stays");
+      } finally {
+        closeFd(shmFd);
+        closeFd(diskFd);
+      }
+    } finally {
+      Deno.removeSync(shm);
+      Deno.removeSync(disk);
+    }
+  });
+});
+
+Deno.test("guest memory: addresses stay exact: a region ending past 2^53 is refused, an access there too", () =>
+  assertNoFdLeak(() => {
+    const fd = memfd("ram", 2 * PAGE);
+    using mem = new GuestMemory();
+    try {
+      const top = 2n ** 53n - BigInt(PAGE);
+      assertThrows(
+        () =>
+          mem.replace([{ gpa: top, size: BigInt(2 * PAGE), offset: 0n, fd }]),
+        GuestMemoryError,
+        "out of range",
+      );
+      // The highest region numbers hold exactly.
+      const gpa = 2n ** 53n - 1n - BigInt(PAGE);
+      mem.replace([{ gpa, size: BigInt(PAGE), offset: 0n, fd }]);
+      const buf = new Uint8Array(4);
+      assert(mem.write(Number(gpa), buf));
+      assertFalse(mem.write(Number(gpa) + PAGE - 2, buf), "across its end");
+      assertFalse(mem.read(2 ** 53, buf), "beyond exact numbers");
+    } finally {
+      closeFd(fd);
+    }
+  }));
