@@ -44,19 +44,60 @@ export class GuestMemoryError extends Error {
 }
 
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+/**
+ * Address space that mappings of guest RAM may take together: a sparse
+ * sealed memfd maps terabytes at no cost to its peer, and a process whose
+ * address space is full fails every allocation (V8's among them). Regions
+ * beyond it are reached with pread/pwrite, as unsealed ones are.
+ */
+export class MapBudget {
+  /** The bytes all mappings may take. */
+  readonly limit: number;
+  #used = 0;
 
-function release(r: Region): void {
-  try {
-    r.map?.unmap();
-  } finally {
-    r.file?.close();
+  /** A budget of `limit` bytes. */
+  constructor(limit: number) {
+    this.limit = limit;
+  }
+
+  /** Takes `bytes` if they fit; whether they did. */
+  take(bytes: number): boolean {
+    if (this.#used + bytes > this.limit) return false;
+    this.#used += bytes;
+    return true;
+  }
+
+  /** Gives back `bytes` taken before. */
+  give(bytes: number): void {
+    this.#used -= bytes;
   }
 }
+
+// Every device of the process shares one budget: 32 TiB of the 128 TiB a
+// process has.
+const PROCESS_BUDGET = new MapBudget(2 ** 45);
 
 /** The guest-physical memory map of one device's peer. */
 export class GuestMemory implements Disposable {
   #regions: Region[] = [];
   #fault: string | null = null;
+  readonly #budget: MapBudget;
+
+  /** Empty; its mappings take from `budget` (default: the process's). */
+  constructor(budget: MapBudget = PROCESS_BUDGET) {
+    this.#budget = budget;
+  }
+
+  #release(r: Region): void {
+    try {
+      if (r.map !== null) {
+        this.#budget.give(r.end - r.gpa);
+        r.map.unmap();
+      }
+    } finally {
+      r.file?.close();
+    }
+  }
 
   /**
    * Replaces the whole map with `specs`. All-or-nothing: if one region is
@@ -107,14 +148,26 @@ export class GuestMemory implements Disposable {
           }
           // QEMU's memory-backend-memfd seals by default (seal=on): such RAM
           // is mapped. Adding the seal ourselves would change the peer's file.
-          const sealed = (seals & F_SEAL_SHRINK) !== 0;
+          let map: Mapping | null = null;
+          if ((seals & F_SEAL_SHRINK) !== 0 && this.#budget.take(size)) {
+            try {
+              map = mmap(
+                size,
+                PROT_READ | PROT_WRITE,
+                MAP_SHARED,
+                s.fd,
+                offset,
+              );
+            } catch (e) {
+              this.#budget.give(size);
+              throw e;
+            }
+          }
           next.push({
             gpa,
             end: gpa + size,
-            map: sealed
-              ? mmap(size, PROT_READ | PROT_WRITE, MAP_SHARED, s.fd, offset)
-              : null,
-            file: sealed ? null : new OwnedFd(dupCloexec(s.fd)),
+            map,
+            file: map === null ? new OwnedFd(dupCloexec(s.fd)) : null,
             offset,
             faulted: false,
           });
@@ -126,7 +179,7 @@ export class GuestMemory implements Disposable {
         }
       });
     } catch (e) {
-      for (const r of next) release(r);
+      for (const r of next) this.#release(r);
       throw e;
     }
     this.#unmapAll();
@@ -219,7 +272,7 @@ export class GuestMemory implements Disposable {
   #unmapAll(): void {
     const old = this.#regions;
     this.#regions = [];
-    for (const r of old) release(r);
+    for (const r of old) this.#release(r);
   }
 
   /** Unmaps everything. */

@@ -20,6 +20,7 @@ import { libc } from "../../ffi/libc.ts";
 import {
   GuestMemory,
   GuestMemoryError,
+  MapBudget,
 } from "../../lib/remote/guest_memory.ts";
 import { assertNoFdLeak } from "../fd_check.ts";
 
@@ -207,6 +208,37 @@ Deno.test("guest memory: addresses stay exact: a region ending past 2^53 is refu
       assert(mem.write(Number(gpa), buf));
       assertFalse(mem.write(Number(gpa) + PAGE - 2, buf), "across its end");
       assertFalse(mem.read(2 ** 53, buf), "beyond exact numbers");
+    } finally {
+      closeFd(fd);
+    }
+  }));
+
+Deno.test("guest memory: mappings beyond the address-space budget are reached with pread/pwrite, and give it back", () =>
+  assertNoFdLeak(() => {
+    const fd = memfd("ram", 4 * PAGE, MFD_ALLOW_SEALING);
+    addSeals(fd, F_SEAL_SHRINK);
+    const budget = new MapBudget(3 * PAGE);
+    using a = new GuestMemory(budget);
+    using b = new GuestMemory(budget);
+    try {
+      const region = (gpa: bigint, pages: number) => ({
+        gpa,
+        size: BigInt(pages * PAGE),
+        offset: 0n,
+        fd,
+      });
+      a.replace([region(0n, 2)]);
+      b.replace([region(0n, 2)]);
+      assertEquals([a.unmappedCount, b.unmappedCount], [0, 1]);
+      // The same bytes, whichever way they are reached.
+      const out = new Uint8Array([1, 2, 3, 4]);
+      assert(a.write(PAGE, out));
+      const back = new Uint8Array(4);
+      assert(b.read(PAGE, back));
+      assertEquals(back, out);
+      a.close();
+      b.replace([region(0n, 3)]);
+      assertEquals(b.unmappedCount, 0, "a's share came back");
     } finally {
       closeFd(fd);
     }
