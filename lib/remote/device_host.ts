@@ -36,6 +36,8 @@ export const Outcome = {
 } as const;
 
 const SIZE_INDEX = [-1, 0, 1, -1, 2, -1, -1, -1, 3];
+// The I/O port space of QEMU's remote machine.
+const IO_SPACE = 0x10000;
 const SIZES = [1, 2, 4, 8];
 const REGIONS = Array.from({ length: NUM_REGIONS }, (_, i) => i);
 
@@ -200,23 +202,60 @@ export class DeviceHost implements Disposable {
     const addr = rx.cfgAddr;
     const len = rx.cfgLen;
     // QEMU's bound: the 4-byte value field must fit, whatever len says.
-    if (addr + 4 > CONFIG_SIZE || (len !== 1 && len !== 2 && len !== 4)) {
-      this.lastRefusal = `${cmdName(rx.cmd)}: addr 0x${
-        addr.toString(16)
-      } len ${len} outside config space`;
-      this.channel.sendRet(UINT64_MAX);
-      this.stats.refusals++;
-      return Outcome.REFUSED;
+    if (addr + 4 > CONFIG_SIZE) {
+      return this.#refuseConfig(`addr 0x${addr.toString(16)} + 4 passes 0x100`);
     }
-    if (!write) {
-      this.#retNumber(this.config.read(addr, len));
+    if (len === 1 || len === 2 || len === 4) {
+      if (!write) {
+        this.#retNumber(this.config.read(addr, len));
+        return Outcome.OK;
+      }
+      this.#configEffect(this.config.write(addr, rx.cfgVal, len));
+      this.#retNumber(0);
       return Outcome.OK;
     }
-    const effect = this.config.write(addr, rx.cfgVal, len);
-    if (effect & ConfigEffect.BARS) this.#decodeBars();
-    if (effect & ConfigEffect.INTX) this.#updateLine();
+    return this.#oddConfig(write, addr, len, rx.cfgVal);
+  }
+
+  // Lengths other than 1, 2 and 4 are QEMU 7.2's too, byte by byte, where
+  // its pci_default_read/write_config take them: a read of 0 or 3 bytes, a
+  // write of len bytes (zeros past the 4 of the value, none for len <= 0)
+  // inside config space. Where QEMU would abort, the access is refused.
+  #oddConfig(write: boolean, addr: number, len: number, val: number): number {
+    if (!write) {
+      if (len !== 0 && len !== 3) {
+        return this.#refuseConfig(`len ${len} is not 1, 2 or 4`);
+      }
+      let value = 0;
+      for (let i = len - 1; i >= 0; i--) {
+        value = value * 256 + this.config.read(addr + i, 1);
+      }
+      this.#retNumber(value);
+      return Outcome.OK;
+    }
+    if (addr + len > CONFIG_SIZE) {
+      return this.#refuseConfig(
+        `len ${len} at 0x${addr.toString(16)} passes 0x100`,
+      );
+    }
+    for (let i = 0; i < len; i++) {
+      const byte = i < 4 ? (val >>> (8 * i)) & 0xff : 0;
+      this.#configEffect(this.config.write(addr + i, byte, 1));
+    }
     this.#retNumber(0);
     return Outcome.OK;
+  }
+
+  #configEffect(effect: number): void {
+    if (effect & ConfigEffect.BARS) this.#decodeBars();
+    if (effect & ConfigEffect.INTX) this.#updateLine();
+  }
+
+  #refuseConfig(why: string): number {
+    this.lastRefusal = `${cmdName(this.channel.rx.cmd)}: ${why}`;
+    this.channel.sendRet(UINT64_MAX);
+    this.stats.refusals++;
+    return Outcome.REFUSED;
   }
 
   #bar(write: boolean): number {
@@ -229,11 +268,22 @@ export class DeviceHost implements Disposable {
       ? -1
       : this.#decode(addr, size, rx.barMemory);
     if (bar < 0) {
-      this.lastRefusal = `${cmdName(rx.cmd)}: ${size} bytes at ${
-        rx.barMemory ? "memory" : "I/O"
-      } 0x${rx.barAddr.toString(16)} hit no BAR`;
-      ch.sendRet(UINT64_MAX);
+      this.lastRefusal = `${cmdName(rx.cmd)}: ${
+        idx < 0
+          ? `size ${size} is not 1, 2, 4 or 8`
+          : `${size} bytes at ${rx.barMemory ? "memory" : "I/O"} 0x${
+            rx.barAddr.toString(16)
+          } hit no BAR`
+      }`;
       this.stats.refusals++;
+      // QEMU's remote reads unused ports below 0x10000 as all ones of the
+      // access's width and ignores writes to them; elsewhere it fails the
+      // access with UINT64_MAX.
+      if (!rx.barMemory && size <= 4 && idx >= 0 && addr + size <= IO_SPACE) {
+        this.#retNumber(write ? 0 : 2 ** (8 * size) - 1);
+      } else {
+        ch.sendRet(UINT64_MAX);
+      }
       return Outcome.REFUSED;
     }
     const offset = addr - this.#barBase[bar];

@@ -79,14 +79,42 @@ Deno.test("remote: config space identity and QEMU's BAR sizing sequence", async 
   assertEquals(c.cfgRead(0xfc, 4), 0n);
   assertEquals(c.cfgRead(0xfd, 1), UINT64_MAX);
   assertEquals(c.cfgWrite(0x100, 0), UINT64_MAX);
-  assertEquals(c.cfgRead(0x10, 3), UINT64_MAX);
+  // Other lengths as QEMU 7.2's pci_default_read/write_config take them:
+  // 0 or 3 bytes read; len bytes written (zeros past the value's 4), none
+  // for len <= 0; what would make QEMU abort is refused.
+  assertEquals(c.cfgRead(0x00, 3), 0xb11234n);
+  assertEquals(c.cfgRead(0x00, 0), 0n);
+  assertEquals(c.cfgRead(0x00, 5), UINT64_MAX);
+  assertEquals(c.cfgRead(0x00, -1), UINT64_MAX);
+  assertEquals(c.cfgWrite(0x3c, 0x5a5a5a5a, 8), 0n);
+  assertEquals(c.cfgRead(0x3c, 1), 0x5an);
+  assertEquals(c.cfgWrite(0x3c, 0x77, -1), 0n);
+  assertEquals(c.cfgRead(0x3c, 1), 0x5an);
+  assertEquals(c.cfgWrite(0x10, 0xfebf0000, 3), 0n);
+  assertEquals(c.cfgRead(0x10), 0x00bf0000n);
+  c.cfgWrite(0x10, 0);
+  assertEquals(c.cfgWrite(0xf8, 0, 9), UINT64_MAX);
   // Read-only registers ignore writes.
   c.cfgWrite(0x00, 0);
   assertEquals(c.cfgRead(0x00), 0x10b11234n);
+  assertEquals(c.barRead(0x1000n, 3, false), UINT64_MAX);
+  // Unused I/O ports read as all ones of the access's width and ignore
+  // writes, as in QEMU's remote; past 0x10000, memory or size 8: UINT64_MAX.
+  assertEquals(c.barRead(0x1000n, 4, false), 0xffffffffn);
+  assertEquals(c.barRead(0x1000n, 1, false), 0xffn);
+  assertEquals(c.barRead(0xfffen, 2, false), 0xffffn);
+  assertEquals(c.barWrite(0x1000n, 5n, 4, false), 0n);
+  assertEquals(c.barRead(0xfffen, 4, false), UINT64_MAX);
+  assertEquals(c.barRead(0x1000n, 8, false), UINT64_MAX);
+  assertEquals(c.barRead(0x1000n, 4, true), UINT64_MAX);
   await assertExit(
     r,
     0,
-    "dev: refused: PCI_CFGREAD: addr 0xfd len 1 outside config space",
+    "dev: refused: PCI_CFGREAD: addr 0xfd + 4 passes 0x100",
+    "dev: refused: PCI_CFGREAD: len 5 is not 1, 2 or 4",
+    "dev: refused: PCI_CFGWRITE: len 9 at 0xf8 passes 0x100",
+    "dev: refused: BAR_READ: 4 bytes at I/O 0x1000 hit no BAR",
+    "dev: refused: BAR_READ: size 3 is not 1, 2, 4 or 8",
   );
 });
 
@@ -134,7 +162,8 @@ Deno.test("remote: registers through BAR0 (memory) and BAR1 (I/O)", async () => 
   assertEquals(c.barRead(BAR0), UINT64_MAX);
   c.cfgWrite(0x04, 0x2, 2);
   assertEquals(c.barRead(BAR0), BigInt(TESTDEV_ID));
-  assertEquals(c.barRead(BAR1, 4, false), UINT64_MAX);
+  // I/O decoding off: the port is unused, all ones as in QEMU's remote.
+  assertEquals(c.barRead(BAR1, 4, false), 0xffffffffn);
   c.cfgWrite(0x04, 0x3, 2);
   assertEquals(c.barRead(BAR1, 4, false), BigInt(TESTDEV_ID));
   assertEquals(c.barWrite(BAR0 + 4n, 0xcafef00dn), 0n);
@@ -157,7 +186,8 @@ Deno.test("remote: registers through BAR0 (memory) and BAR1 (I/O)", async () => 
   assertEquals(c.barWrite(BAR0, 0n, 16), UINT64_MAX);
   assertEquals(c.barRead(BAR0 + 0xffcn, 8), UINT64_MAX);
   assertEquals(c.barRead(BAR0 + 0x1000n), UINT64_MAX);
-  assertEquals(c.barRead(BAR1 + 0x40n, 4, false), UINT64_MAX);
+  // Past the I/O BAR is an unused port (see above).
+  assertEquals(c.barRead(BAR1 + 0x40n, 4, false), 0xffffffffn);
   assertEquals(c.barRead(0xffff_ffff_ffff_fff0n), UINT64_MAX);
   // Moving a BAR moves the decode.
   c.cfgWrite(0x10, 0xfe000000);
