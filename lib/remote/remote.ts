@@ -12,6 +12,7 @@ import {
   EPOLLOUT,
   Errno,
   EventFd,
+  setCloexec,
   setNonblocking,
   SysError,
 } from "../../ffi/mod.ts";
@@ -179,6 +180,9 @@ export class Remote implements Disposable {
   #attach(index: number, slot: Slot, fd: number): void {
     const channel = new Channel(fd);
     try {
+      // An inherited fd= socket must not live on in a process this one
+      // starts (the sandbox's socket reaper): its peer would never see EOF.
+      setCloexec(fd, true);
       setNonblocking(fd, true);
       this.#epoll.add(fd, EPOLLIN, TOKEN_CHANNEL + index);
     } catch (e) {

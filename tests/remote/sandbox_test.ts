@@ -9,7 +9,14 @@ import {
   assertMatch,
   assertStringIncludes,
 } from "@std/assert";
-import { closeFd, EventFd, memfd } from "../../ffi/mod.ts";
+import {
+  closeFd,
+  EventFd,
+  memfd,
+  pollReadable,
+  readFd,
+  writeFd,
+} from "../../ffi/mod.ts";
 import { Reg, TESTDEV_ID } from "../../lib/pci/devices/testdev.ts";
 import { spawnWithSockets } from "../../lib/qemu/socket_child.ts";
 import { iohub, MAIN, printedLaunch } from "../cli/cli_run.ts";
@@ -140,6 +147,31 @@ Deno.test({
     assertStringIncludes(status, "Seccomp:\t2");
     const { code, stderr } = await r.finish();
     assertEquals(code, 0, stderr);
+  });
+});
+
+Deno.test({
+  name:
+    "sandbox: a channel the remote drops gives its peer EOF at once, though the socket reaper runs",
+  ignore: !landlock,
+}, async () => {
+  await withTempDir("iohub-sandbox-", async (dir) => {
+    // --control makes the remote start the reaper, which must not inherit
+    // the fd= sockets.
+    await using r = spawnRemote(["bad", "good"], [
+      "--sandbox",
+      "--control",
+      `${dir}/ctl.sock`,
+    ]);
+    const [bad, good] = r.clients;
+    assertEquals(good.cfgRead(0), 0x10b11234n);
+    // An unknown command: the remote closes this channel alone.
+    writeFd(bad.ch.fd, new Uint8Array(16).fill(0x63));
+    assert(await pollReadable(bad.ch.fd, 2000), "EOF within 2 s");
+    assertEquals(readFd(bad.ch.fd, new Uint8Array(8)), 0);
+    assertEquals(good.cfgRead(0), 0x10b11234n);
+    const { code } = await r.finish();
+    assertEquals(code, 1);
   });
 });
 
