@@ -27,6 +27,8 @@ const blocking = {
   pwrite: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
   /** int fstat(int fd, struct stat *st) */
   fstat: { parameters: ["i32", "buffer"], result: "i32" },
+  /** int fstatfs(int fd, struct statfs *buf) */
+  fstatfs: { parameters: ["i32", "buffer"], result: "i32" },
   /** int fcntl(int fd, int cmd, int arg) */
   fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
   /** int open(const char *path, int flags, mode_t mode) */

@@ -93,6 +93,21 @@ export function shmemSeals(fd: number): number | null {
   return r;
 }
 
+// struct statfs on x86_64: 120 bytes, f_type (long) at 0.
+const statfsBuf = new Uint8Array(120);
+const HUGETLBFS_MAGIC = 0x958458f6n;
+
+/**
+ * Whether `fd`, a shared-memory file (see shmemSeals), is on hugetlbfs.
+ * fstatfs asks the file's filesystem, which for shared memory is the
+ * kernel's own: call it only once shmemSeals said so.
+ */
+export function isHugetlbfs(fd: number): boolean {
+  check(libc.fstatfs(fd, statfsBuf), "fstatfs");
+  return new DataView(statfsBuf.buffer).getBigInt64(0, true) ===
+    HUGETLBFS_MAGIC;
+}
+
 /** Adds `seals` to a memfd made with MFD_ALLOW_SEALING (F_ADD_SEALS). */
 export function addSeals(fd: number, seals: number): void {
   check(libc.fcntl(fd, F_ADD_SEALS, seals), "fcntl(F_ADD_SEALS)");

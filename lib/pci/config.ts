@@ -7,6 +7,8 @@ import { checkLayout } from "./validate.ts";
 
 /** Size of conventional PCI config space. */
 export const CONFIG_SIZE = 256;
+/** Size of the I/O port space (QEMU's `io` region): ports below it exist. */
+export const IO_SPACE_SIZE = 0x10000;
 /** Config register offsets iohub touches. */
 export const PCI_VENDOR_ID = 0x00;
 /** Device ID register. */
@@ -365,7 +367,11 @@ export class PciConfig {
     const base = high * 2 ** 32 + low -
       (high * 2 ** 32 + low) % bar.size;
     const last = base + bar.size - 1;
-    const limit = io ? 0xffff : bar.is64 ? MAX_DECODED - 1 : 0xfffffffe;
+    const limit = io
+      ? IO_SPACE_SIZE - 1
+      : bar.is64
+      ? MAX_DECODED - 1
+      : 0xfffffffe;
     if (base === 0 || last > limit) return BAR_UNMAPPED;
     return base;
   }

@@ -13,6 +13,7 @@ import {
   CMD_INTX_DISABLE,
   CONFIG_SIZE,
   ConfigEffect,
+  IO_SPACE_SIZE,
   NUM_REGIONS,
   PciConfig,
   ROM_REGION,
@@ -36,8 +37,6 @@ export const Outcome = {
 } as const;
 
 const SIZE_INDEX = [-1, 0, 1, -1, 2, -1, -1, -1, 3];
-// The I/O port space of QEMU's remote machine.
-const IO_SPACE = 0x10000;
 const SIZES = [1, 2, 4, 8];
 const REGIONS = Array.from({ length: NUM_REGIONS }, (_, i) => i);
 
@@ -203,7 +202,9 @@ export class DeviceHost implements Disposable {
     const len = rx.cfgLen;
     // QEMU's bound: the 4-byte value field must fit, whatever len says.
     if (addr + 4 > CONFIG_SIZE) {
-      return this.#refuseConfig(`addr 0x${addr.toString(16)} + 4 passes 0x100`);
+      return this.#refuseConfig(
+        `addr 0x${addr.toString(16)} + 4 passes ${CONFIG_SIZE}`,
+      );
     }
     if (len === 1 || len === 2 || len === 4) {
       if (!write) {
@@ -220,7 +221,8 @@ export class DeviceHost implements Disposable {
   // Lengths other than 1, 2 and 4 are QEMU 7.2's too, byte by byte, where
   // its pci_default_read/write_config take them: a read of 0 or 3 bytes, a
   // write of len bytes (zeros past the 4 of the value, none for len <= 0)
-  // inside config space. Where QEMU would abort, the access is refused.
+  // whose end, computed unsigned as QEMU asserts it, stays inside config
+  // space. Where QEMU would abort, the access is refused.
   #oddConfig(write: boolean, addr: number, len: number, val: number): number {
     if (!write) {
       if (len !== 0 && len !== 3) {
@@ -233,9 +235,9 @@ export class DeviceHost implements Disposable {
       this.#retNumber(value);
       return Outcome.OK;
     }
-    if (addr + len > CONFIG_SIZE) {
+    if (((addr + len) >>> 0) > CONFIG_SIZE) {
       return this.#refuseConfig(
-        `len ${len} at 0x${addr.toString(16)} passes 0x100`,
+        `len ${len} at 0x${addr.toString(16)} passes ${CONFIG_SIZE}`,
       );
     }
     for (let i = 0; i < len; i++) {
@@ -276,14 +278,14 @@ export class DeviceHost implements Disposable {
           } hit no BAR`
       }`;
       this.stats.refusals++;
-      // QEMU's remote reads unused ports below 0x10000 as all ones of the
-      // access's width and ignores writes to them; elsewhere it fails the
-      // access with UINT64_MAX.
-      if (!rx.barMemory && size <= 4 && idx >= 0 && addr + size <= IO_SPACE) {
-        this.#retNumber(write ? 0 : 2 ** (8 * size) - 1);
-      } else {
-        ch.sendRet(UINT64_MAX);
-      }
+      // QEMU's remote reads unused I/O ports as all ones of the access's
+      // width (8 bytes: UINT64_MAX) and takes writes to them with 0; any
+      // other access it fails with UINT64_MAX.
+      const unusedPort = !rx.barMemory && idx >= 0 && addr >= 0 &&
+        addr + size <= IO_SPACE_SIZE;
+      if (unusedPort && write) this.#retNumber(0);
+      else if (unusedPort && size < 8) this.#retNumber(2 ** (8 * size) - 1);
+      else ch.sendRet(UINT64_MAX);
       return Outcome.REFUSED;
     }
     const offset = addr - this.#barBase[bar];

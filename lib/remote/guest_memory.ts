@@ -1,7 +1,7 @@
 // Guest RAM as the proxy shares it with SYNC_SYSMEM, and bounds-checked DMA
-// into it. Only shared memory is taken (a memfd, a tmpfs or hugetlbfs
-// file): fstat or pread on a file elsewhere (FUSE, NFS) may never return,
-// and the thread that would wait serves every device. A region is mapped
+// into it. Only shared memory is taken (a memfd or a tmpfs file, not
+// hugetlbfs): fstat or pread on a file elsewhere (FUSE, NFS) may never
+// return, and the thread that would wait serves every device. A region is mapped
 // only when its file is sealed against shrinking; any other is reached with
 // pread/pwrite, because a file the peer truncates under a mapping would
 // kill the whole remote with SIGBUS.
@@ -11,6 +11,7 @@ import {
   dupCloexec,
   F_SEAL_SHRINK,
   fileSize,
+  isHugetlbfs,
   MAP_SHARED,
   type Mapping,
   mmap,
@@ -130,7 +131,16 @@ export class GuestMemory implements Disposable {
           if (seals === null) {
             throw new GuestMemoryError(
               i,
-              "not shared memory (a memfd, tmpfs or hugetlbfs file): a file elsewhere could stall the remote",
+              "not shared memory (a memfd or a tmpfs file): a file elsewhere could stall the remote",
+            );
+          }
+          // A mapping of hugetlbfs faults with SIGBUS once the peer punches
+          // a hole (sealing allows it) and takes the free huge pages, and
+          // hugetlbfs takes no pwrite to reach it otherwise.
+          if (isHugetlbfs(s.fd)) {
+            throw new GuestMemoryError(
+              i,
+              "on hugetlbfs, whose mapping its peer can make fault (SIGBUS): use a memfd without hugetlb",
             );
           }
           // Mapping past the end of the file would SIGBUS on access.

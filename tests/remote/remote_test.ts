@@ -90,6 +90,8 @@ Deno.test("remote: config space identity and QEMU's BAR sizing sequence", async 
   assertEquals(c.cfgRead(0x3c, 1), 0x5an);
   assertEquals(c.cfgWrite(0x3c, 0x77, -1), 0n);
   assertEquals(c.cfgRead(0x3c, 1), 0x5an);
+  // QEMU asserts addr + len <= 256 computed unsigned: -1 at 0 wraps.
+  assertEquals(c.cfgWrite(0x00, 0x77, -1), UINT64_MAX);
   assertEquals(c.cfgWrite(0x10, 0xfebf0000, 3), 0n);
   assertEquals(c.cfgRead(0x10), 0x00bf0000n);
   c.cfgWrite(0x10, 0);
@@ -104,15 +106,19 @@ Deno.test("remote: config space identity and QEMU's BAR sizing sequence", async 
   assertEquals(c.barRead(0x1000n, 1, false), 0xffn);
   assertEquals(c.barRead(0xfffen, 2, false), 0xffffn);
   assertEquals(c.barWrite(0x1000n, 5n, 4, false), 0n);
+  assertEquals(c.barWrite(0x1000n, 5n, 8, false), 0n);
   assertEquals(c.barRead(0xfffen, 4, false), UINT64_MAX);
+  assertEquals(c.barWrite(0xfffen, 5n, 4, false), UINT64_MAX);
   assertEquals(c.barRead(0x1000n, 8, false), UINT64_MAX);
+  assertEquals(c.barRead(1n << 60n, 4, false), UINT64_MAX);
+  assertEquals(c.barWrite(1n << 60n, 0n, 4, false), UINT64_MAX);
   assertEquals(c.barRead(0x1000n, 4, true), UINT64_MAX);
   await assertExit(
     r,
     0,
-    "dev: refused: PCI_CFGREAD: addr 0xfd + 4 passes 0x100",
+    "dev: refused: PCI_CFGREAD: addr 0xfd + 4 passes 256",
     "dev: refused: PCI_CFGREAD: len 5 is not 1, 2 or 4",
-    "dev: refused: PCI_CFGWRITE: len 9 at 0xf8 passes 0x100",
+    "dev: refused: PCI_CFGWRITE: len 9 at 0xf8 passes 256",
     "dev: refused: BAR_READ: 4 bytes at I/O 0x1000 hit no BAR",
     "dev: refused: BAR_READ: size 3 is not 1, 2, 4 or 8",
   );
