@@ -46,6 +46,8 @@ const ERRNO_NAMES: Record<number, string> = {
 
 /** errno values that callers test for by number. */
 export const Errno = {
+  ENOENT: 2,
+  ESRCH: 3,
   EINTR: 4,
   EBADF: 9,
   EAGAIN: 11,

@@ -1,7 +1,7 @@
 // Memory mappings (mmap/munmap) and anonymous shared files (memfd_create):
 // guest RAM, KVM's vcpu run area, and the regions SYNC_SYSMEM shares.
 
-import { check, errno, SysError } from "./errors.ts";
+import { check, Errno, errno, SysError } from "./errors.ts";
 import { cString } from "./fd.ts";
 import { libc } from "./libc.ts";
 
@@ -87,7 +87,7 @@ export function shmemSeals(fd: number): number | null {
   const r = libc.fcntl(fd, F_GET_SEALS, 0);
   if (r === -1) {
     const e = errno();
-    if (e === 22 /* EINVAL */) return null;
+    if (e === Errno.EINVAL) return null;
     throw new SysError("fcntl(F_GET_SEALS)", e);
   }
   return r;

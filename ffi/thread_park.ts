@@ -2,6 +2,7 @@
 // that never returns, so code that would run on such a thread (async file
 // ops, non-blocking FFI calls) runs on a thread created later instead.
 
+import { Errno, SysError } from "./errors.ts";
 import { closeFd, cString, O_CLOEXEC, openPath, pipe, preadFd } from "./fd.ts";
 import { libc } from "./libc.ts";
 import { addressOf, Syscall, syscall } from "./syscalls.ts";
@@ -62,6 +63,41 @@ function procText(fd: number): string {
   return new TextDecoder().decode(text.subarray(0, n));
 }
 
+/** A thread of this process and its name (/proc/self/task/TID/comm). */
+export interface NamedThread {
+  /** The thread id. */
+  tid: number;
+  /** Its name, at most 15 bytes ("tokio-runtime-w", "worker-1"...). */
+  name: string;
+}
+
+// Whether a /proc file of a thread could not be opened because the thread
+// ended between listing and opening.
+function vanished(e: unknown): boolean {
+  return e instanceof SysError &&
+    (e.errno === Errno.ENOENT || e.errno === Errno.ESRCH);
+}
+
+/** The threads of this process with their names; ones that end meanwhile are left out. */
+export function namedThreads(): NamedThread[] {
+  const out: NamedThread[] = [];
+  for (const tid of taskIds()) {
+    let comm: number;
+    try {
+      comm = openPath(`/proc/self/task/${tid}/comm`, 0);
+    } catch (e) {
+      if (vanished(e)) continue;
+      throw e;
+    }
+    try {
+      out.push({ tid, name: procText(comm).trim() });
+    } finally {
+      closeFd(comm);
+    }
+  }
+  return out;
+}
+
 /**
  * The threads of this process whose name is `name` (Deno's blocking pool:
  * "tokio-runtime-w"), each with an open fd on its /proc syscall file. Call
@@ -70,19 +106,16 @@ function procText(fd: number): string {
 export function watchThreads(name: string): Watched[] {
   const out: Watched[] = [];
   try {
-    for (const tid of taskIds()) {
-      const comm = openPath(`/proc/self/task/${tid}/comm`, 0);
-      let same: boolean;
+    for (const t of namedThreads()) {
+      if (t.name !== name) continue;
       try {
-        same = procText(comm).trim() === name;
-      } finally {
-        closeFd(comm);
+        out.push({
+          tid: t.tid,
+          syscallFd: openPath(`/proc/self/task/${t.tid}/syscall`, 0),
+        });
+      } catch (e) {
+        if (!vanished(e)) throw e;
       }
-      if (!same) continue;
-      out.push({
-        tid,
-        syscallFd: openPath(`/proc/self/task/${tid}/syscall`, 0),
-      });
     }
   } catch (e) {
     unwatch(out);

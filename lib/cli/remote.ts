@@ -339,10 +339,6 @@ export const remoteCommand: Command = {
           ? null
           : openControl(control);
         if (sandbox !== null) {
-          // Landlock binds the threads the confined thread creates, not
-          // those that run already: the watchdog's thread is made anew.
-          watchdog[Symbol.dispose]();
-          watchdog = null;
           // Confined, the remote may not remove its socket files.
           removeAtExit([
             ...devices.flatMap((d) =>
@@ -350,8 +346,13 @@ export const remoteCommand: Command = {
             ),
             ...(control === null ? [] : [control]),
           ]);
-          await applySandbox(sandbox);
-          watchdog = await watch();
+          // Landlock binds the threads the confined thread creates, not
+          // those that run already: the watchdog's thread is made anew, and
+          // the old one keeps watching until then.
+          await applySandbox(sandbox, { tids: [watchdog.tid] });
+          const confined = await watch();
+          watchdog[Symbol.dispose]();
+          watchdog = confined;
         }
         controlSocket?.serve(() => remote.state());
         serving = true;

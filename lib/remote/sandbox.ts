@@ -8,6 +8,7 @@ import {
   denySyscalls,
   fsRightsOfAbi,
   landlockAbi,
+  namedThreads,
   parkThreads,
   poolCanOpen,
   Ruleset,
@@ -22,6 +23,15 @@ import {
 export interface SandboxOptions {
   /** Files and directories the devices may read and write (not execute). */
   allowPaths: readonly string[];
+}
+
+/**
+ * Threads the sandbox may leave unconfined by Landlock: ones running only
+ * iohub's own code, ended right after it (the watchdog it replaces).
+ */
+export interface SandboxExemptions {
+  /** Thread ids. */
+  tids: readonly number[];
 }
 
 /** The sandbox could not be set up (no Landlock, a path that is missing). */
@@ -49,6 +59,9 @@ const RW_DIR = RW_FILE | AccessFs.READ_DIR | AccessFs.REMOVE_DIR |
 // already runs: its threads are parked for good in a poll(2), so the pool
 // grows new threads, spawned from the confined main thread.
 const POOL_THREAD = "tokio-runtime-w";
+// A Worker runs JavaScript on a thread of its own, named so by Deno: one a
+// device started before the sandbox would stay free of Landlock.
+const WORKER_THREAD = /^worker-\d+$/;
 // What must not happen from any thread is also refused by seccomp, which
 // covers them all (TSYNC): no exec, no socket(2) (every TCP connection,
 // and connect() to a UNIX socket path, which Landlock ABI 7 does not
@@ -69,11 +82,23 @@ const DENIED = [
  * /proc/self/fdinfo (SET_IRQFD checks an eventfd there) and the
  * `allowPaths`, no TCP bind or connect, no new sockets, no exec, no
  * signals or abstract sockets outside the process, no_new_privs.
- * Throws SandboxError where Landlock is missing or older than ABI 6.
+ * Throws SandboxError where Landlock is missing or older than ABI 6, and
+ * where a Worker other than the `exempt` threads runs already.
  * The parked threads' calls never settle: the program must end with
  * Deno.exit(), as main.ts does.
  */
-export async function applySandbox(options: SandboxOptions): Promise<void> {
+export async function applySandbox(
+  options: SandboxOptions,
+  exempt: SandboxExemptions = { tids: [] },
+): Promise<void> {
+  const worker = namedThreads().find((t) =>
+    WORKER_THREAD.test(t.name) && !exempt.tids.includes(t.tid)
+  );
+  if (worker !== undefined) {
+    throw new SandboxError(
+      `a Worker started before the sandbox (thread ${worker.name}) would stay unconfined: start workers once the remote serves`,
+    );
+  }
   let abi: number;
   try {
     abi = landlockAbi();

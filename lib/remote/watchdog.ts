@@ -59,6 +59,7 @@ const secs = () => (silentFor() / 1000).toFixed(1);
 self.onmessage = async ({ data }) => {
   const libc = Deno.dlopen(data.libc, {
     _exit: { parameters: ["i32"], result: "void" },
+    gettid: { parameters: [], result: "i32" },
   }).symbols;
   const say = (line) =>
     Deno.stderr.writeSync(new TextEncoder().encode("iohub remote: " + line + "\\n"));
@@ -99,7 +100,7 @@ self.onmessage = async ({ data }) => {
   // the remote serves rather than in its first idle second.
   check();
   await new Promise((turned) => setTimeout(turned, 0));
-  self.postMessage("watching");
+  self.postMessage({ tid: libc.gettid() });
 };
 `;
 
@@ -136,9 +137,21 @@ export class Watchdog implements Disposable {
    */
   static async start(options: WatchdogOptions): Promise<Watchdog> {
     const dog = new Watchdog(options);
-    const watching = new Promise((w) => dog.#worker.onmessage = w);
+    const watching = new Promise<void>((w) =>
+      dog.#worker.onmessage = (e: MessageEvent<{ tid: number }>) => {
+        dog.#tid = e.data.tid;
+        w();
+      }
+    );
     await within(Promise.race([watching, dog.#failed]), START_TIMEOUT_MS);
     return dog;
+  }
+
+  #tid = -1;
+
+  /** The thread the watchdog runs on (-1 until it watches). */
+  get tid(): number {
+    return this.#tid;
   }
 
   readonly #failed: Promise<void>;

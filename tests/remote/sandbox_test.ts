@@ -19,8 +19,9 @@ import {
 } from "../../ffi/mod.ts";
 import { Reg, TESTDEV_ID } from "../../lib/pci/devices/testdev.ts";
 import { spawnWithSockets } from "../../lib/qemu/socket_child.ts";
-import { iohub, MAIN, printedLaunch } from "../cli/cli_run.ts";
+import { BIN, iohub, MAIN, printedLaunch } from "../cli/cli_run.ts";
 import { haveLandlock } from "../requirements.ts";
+import { within } from "../../lib/timer.ts";
 import { withTempDir } from "../temp_dir.ts";
 import { Client, spawnRemote } from "./remote_process.ts";
 
@@ -172,6 +173,90 @@ Deno.test({
     assertEquals(good.cfgRead(0), 0x10b11234n);
     const { code } = await r.finish();
     assertEquals(code, 1);
+  });
+});
+
+/** `bin/iohub remote ARGS` with stderr piped. */
+function remoteCli(...args: string[]): Deno.ChildProcess {
+  return new Deno.Command(BIN, {
+    args: ["remote", ...args],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+}
+
+const DEVICE_BODY =
+  `({ identity: { vendorId: 0x1af4, deviceId: 0x10f9 }, bars: [], read() {}, write() {} })`;
+
+Deno.test({
+  name:
+    "sandbox: a Worker a device started before the sandbox is refused, not left unconfined",
+  ignore: !landlock,
+}, async () => {
+  await withTempDir("iohub-sandbox-", async (dir) => {
+    const mod = `${dir}/worker.ts`;
+    Deno.writeTextFileSync(
+      mod,
+      `new Worker("data:text/javascript,setInterval(() => {}, 1000)", { type: "module" });
+      export default () => ${DEVICE_BODY};`,
+    );
+    await using child = remoteCli(
+      "--sandbox",
+      "--device",
+      `${mod},socket=${dir}/a.sock`,
+    );
+    // A remote that took the sandbox would serve on: that fails the test.
+    const output = child.output();
+    assert(await within(output, 20_000), "the remote refused to start");
+    const out = await output;
+    const stderr = new TextDecoder().decode(out.stderr);
+    assertEquals(out.code, 1, stderr);
+    assertMatch(
+      stderr,
+      /^iohub: --sandbox: a Worker started before the sandbox \(thread worker-\d+\) would stay unconfined/,
+    );
+    assertEquals(stderr.trim().split("\n").length, 1, stderr);
+  });
+});
+
+Deno.test({
+  name:
+    "sandbox: device code stuck while the sandbox is applied is still answered by the watchdog",
+  ignore: !landlock,
+}, async () => {
+  await withTempDir("iohub-sandbox-", async (dir) => {
+    const mod = `${dir}/stuck.ts`;
+    // The timer fires at the first turn of the event loop after the
+    // factory: inside the sandbox's own awaits.
+    Deno.writeTextFileSync(
+      mod,
+      `export default () => { setTimeout(() => { for (;;) {} }, 0); return ${DEVICE_BODY}; };`,
+    );
+    await using child = remoteCli(
+      "--sandbox",
+      "--device",
+      `${mod},socket=${dir}/a.sock`,
+    );
+    const reader = child.stderr.pipeThrough(new TextDecoderStream())
+      .getReader();
+    let text = "";
+    while (!text.includes("has not returned")) {
+      const reading = reader.read();
+      assert(await within(reading, 20_000), `no watchdog line: ${text}`);
+      const read = await reading;
+      if (read.done) break;
+      text += read.value;
+    }
+    assertStringIncludes(text, "device code has not returned for");
+    child.kill("SIGTERM");
+    assert(await within(child.status, 20_000), "SIGTERM was answered");
+    for (let r = await reader.read(); !r.done; r = await reader.read()) {
+      text += r.value;
+    }
+    const status = await child.status;
+    assertEquals(status.code, 143, text);
+    assertStringIncludes(text, "SIGTERM: device code has not returned");
   });
 });
 
