@@ -331,7 +331,7 @@ export const launchCommand: Command = {
       // module was looked for) stays.
       let message = result.message;
       for (const [href, type] of given) {
-        if (message.startsWith(href)) {
+        if (message.startsWith(`${href}:`)) {
           message = type + message.slice(href.length);
         }
       }

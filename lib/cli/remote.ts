@@ -37,7 +37,7 @@ import {
   VERBOSITY_OPTIONS,
   verbosityOf,
 } from "./common.ts";
-import { DeviceErrorReports, deviceFrame } from "./device_errors.ts";
+import { DeviceErrorReports, deviceFrame } from "../remote/device_errors.ts";
 import { parseDeviceValue } from "./device_value.ts";
 import { EXIT } from "../qemu/outcome.ts";
 

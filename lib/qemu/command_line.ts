@@ -194,11 +194,13 @@ export function remoteArguments(
   if (opts.pollMicros !== undefined) {
     args.push("--poll-us", String(opts.pollMicros));
   }
-  if (opts.trace !== undefined) args.push("--trace", opts.trace);
-  if (opts.control !== undefined) args.push("--control", opts.control);
+  // KEY=VALUE in one argument: a value that starts with "-" must not read
+  // as an option of its own.
+  if (opts.trace !== undefined) args.push(`--trace=${opts.trace}`);
+  if (opts.control !== undefined) args.push(`--control=${opts.control}`);
   if (opts.sandbox !== undefined) {
     args.push("--sandbox");
-    for (const p of opts.sandbox.allowPaths) args.push("--allow-path", p);
+    for (const p of opts.sandbox.allowPaths) args.push(`--allow-path=${p}`);
   }
   args.push(...verbosityFlags(opts.verbosity ?? "normal"));
   args.push("--ready-fd", String(readyFd));

@@ -148,7 +148,9 @@ export async function readControl(
         // Connecting succeeds while the remote's thread is busy: the kernel
         // accepts on its behalf.
         throw new Error(
-          `connected, but no answer within ${
+          `connected, but ${
+            text === "" ? "no" : "an incomplete"
+          } answer within ${
             timeoutMs / 1000
           } s (a remote whose device code does not return answers nothing; see its log)`,
         );

@@ -34,6 +34,25 @@ Deno.test("launch: --quiet and --verbose reach the remote's command line", () =>
   }
 });
 
+Deno.test("launch: paths that start with '-' reach the remote as values, not options", () => {
+  const { options } = parseLaunchArgs([
+    "--trace=-t.jsonl",
+    "--control=--ctl",
+    "--sandbox",
+    "--allow-path=-data",
+  ]);
+  assertEquals(remoteArguments(options, options.devices!, [7], 9), [
+    "--device",
+    "testdev,fd=7,id=testdev0",
+    "--trace=-t.jsonl",
+    "--control=--ctl",
+    "--sandbox",
+    "--allow-path=-data",
+    "--ready-fd",
+    "9",
+  ]);
+});
+
 Deno.test({
   name: "launch --quiet: a run that passes prints nothing on stderr",
   ignore: !(haveQemu() && haveBinutils()),

@@ -234,9 +234,9 @@ Deno.test("device module: an error from a file the module imports is logged with
       };`,
     );
     await using r = spawnDevices([`${mod},id=helped`, "testdev,id=good"]);
-    // The helper's timer fires 5 ms after the factory ran, long before.
-    await new Promise((done) => setTimeout(done, 300));
+    // Served: the factory ran, and its helper's timer fires 5 ms later.
     assertEquals(r.clients[1].cfgRead(0), 0x10b11234n);
+    await new Promise((done) => setTimeout(done, 300));
     const stderr = await assertExit(r, 0);
     assertMatch(
       stderr,
@@ -621,6 +621,8 @@ Deno.test("device module: a timer that throws on every tick is reported once, no
     };`,
     async (mod) => {
       await using r = spawnDevices([`${mod},id=noisy`]);
+      // Served: the factory ran; its timer then throws every 5 ms.
+      r.clients[0].cfgRead(0);
       await new Promise((done) => setTimeout(done, 400));
       const stderr = await assertExit(r, 0);
       assertEquals(stderr.split("Error: tick broke").length, 2, stderr);

@@ -370,7 +370,7 @@ Deno.test("sandbox: launch --sandbox --allow-path passes both to the remote", as
   );
   assertMatch(
     remote,
-    /^remote: .* remote --device testdev,fd=\d+,id=\w+ --sandbox --allow-path \/tmp\/dev-data --ready-fd \d+$/,
+    /^remote: .* remote --device testdev,fd=\d+,id=\w+ --sandbox --allow-path=\/tmp\/dev-data --ready-fd \d+$/,
   );
   const bad = await iohub("launch", "--allow-path", "/tmp");
   assertEquals(bad.code, 2);

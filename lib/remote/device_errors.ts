@@ -87,10 +87,11 @@ export class DeviceErrorReports implements Disposable {
       if (seen === null) {
         log(`${what} in device code${of}: ${stack}`, "error");
       } else if (seen > 0) {
+        const times = seen === 1 ? "once" : `${seen} times`;
         log(
-          `${what} in device code${of} again, ${seen} times in the last ${
-            REPEAT_MS / 1000
-          } s: ${stack.split("\n")[0]}`,
+          `${what} in device code${of} again, ${times} since it was last logged: ${
+            stack.split("\n")[0]
+          }`,
           "error",
         );
       }
