@@ -129,6 +129,8 @@ export class ProxyDevice implements Disposable {
   #vm: IrqfdRegistrar | null = null;
   #gsi = -1;
   #sink: UserIrqSink | null = null;
+  // What the sink signals EOIs through; made with it, closed with us.
+  #signaller: EventfdSignaller | null = null;
   // The header as the proxy wrote it, with the BAR layout the probe found;
   // null before probe(), when no BAR can decode.
   #config: PciConfig | null = null;
@@ -293,7 +295,11 @@ export class ProxyDevice implements Disposable {
     if (this.#vm !== null) {
       throw new ProxyError(this.#name, "startUserSink", "attached to KVM");
     }
-    this.#sink ??= new UserIrqSink(this);
+    if (this.#sink === null) {
+      const signaller = new EventfdSignaller();
+      this.#signaller = signaller;
+      this.#sink = new UserIrqSink(this, signaller);
+    }
     return this.#sink;
   }
 
@@ -551,13 +557,17 @@ export class ProxyDevice implements Disposable {
     this.#config?.reset();
   }
 
-  /** Detaches from KVM, closes the socket and the irqfd pair; idempotent. */
+  /**
+   * Detaches from KVM, closes the socket, the irqfd pair and the user
+   * sink's EOI signaller; idempotent.
+   */
   close(): void {
     try {
       this.detachKvm();
     } finally {
-      this.#sink?.close();
       this.#sink = null;
+      this.#signaller?.close();
+      this.#signaller = null;
       this.#irq?.close();
       this.#irq = null;
       if (!this.#ch.closed) this.#ch.close();
@@ -576,14 +586,18 @@ export class ProxyDevice implements Disposable {
  * KVM's level-triggered irqfd does after the guest's EOI. The remote then
  * re-asserts if its level is still high.
  */
-export class UserIrqSink implements Disposable {
+export class UserIrqSink {
   readonly #proxy: ProxyDevice;
-  readonly #signaller = new EventfdSignaller();
+  readonly #signaller: EventfdSignaller;
   #delivered = 0;
 
-  /** Use ProxyDevice.startUserSink(), which owns the sink. */
-  constructor(proxy: ProxyDevice) {
+  /**
+   * Use ProxyDevice.startUserSink(): the proxy owns the sink and the
+   * `signaller` its EOIs go through, and closes both.
+   */
+  constructor(proxy: ProxyDevice, signaller: EventfdSignaller) {
     this.#proxy = proxy;
+    this.#signaller = signaller;
   }
 
   /** Assertions delivered so far. */
@@ -630,16 +644,6 @@ export class UserIrqSink implements Disposable {
   /** End of interrupt: the line is lowered; the remote re-asserts if needed. */
   eoi(): void {
     this.#irq().signalResample(this.#signaller);
-  }
-
-  /** Releases the AIO context EOIs go through; ProxyDevice.close() calls it. */
-  close(): void {
-    this.#signaller.close();
-  }
-
-  /** Same as close(), for `using`. */
-  [Symbol.dispose](): void {
-    this.close();
   }
 }
 
