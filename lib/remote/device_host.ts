@@ -40,6 +40,24 @@ const SIZE_INDEX = [-1, 0, 1, -1, 2, -1, -1, -1, 3];
 const SIZES = [1, 2, 4, 8];
 const REGIONS = Array.from({ length: NUM_REGIONS }, (_, i) => i);
 
+/** What a DeviceHost is built from. */
+export interface DeviceHostOptions {
+  /** The device's name in logs. */
+  id: string;
+  /** Its PIRQ in the IOHUB. */
+  pirq: number;
+  /** Builds the model (the factory, validated) from its context. */
+  build: (ctx: DeviceContext) => DeviceModel;
+  /** The IOHUB its INTx goes to. */
+  iohub: Iohub;
+  /** Where the model's own lines go (prefixed with the id). */
+  log?: (line: string) => void;
+  /** The module's own --device options (ctx.params). */
+  params?: Readonly<Record<string, string>>;
+  /** Told about every INTx edge, the factory's own included (tracing). */
+  onIntx?: (level: boolean) => void;
+}
+
 /**
  * A device model plus everything the remote keeps for it. The model lives
  * as long as the remote; a channel is attached once its peer is there.
@@ -67,8 +85,6 @@ export class DeviceHost implements Disposable {
   lastRefusal = "";
   /** Requests, refusals and service times, for the control socket. */
   readonly stats: DeviceStats = new DeviceStats();
-  /** Told about every INTx edge the device makes (tracing). */
-  onIntx: ((level: boolean) => void) | null = null;
 
   readonly #iohub: Iohub;
   readonly #barBase = new Array<number>(NUM_REGIONS).fill(BAR_UNMAPPED);
@@ -85,24 +101,20 @@ export class DeviceHost implements Disposable {
   #built = false;
   #warnedLateRead = false;
   readonly #log: ((line: string) => void) | undefined;
+  readonly #onIntx: ((level: boolean) => void) | undefined;
 
   /**
-   * Builds the model with `build`, given the context that wires it to
-   * `iohub` on `pirq` and to this host's guest memory, with its `params`;
-   * the model's log lines go to `log`, prefixed with the device's id.
+   * Builds the model with `build`, given the context that wires it to the
+   * IOHUB on its PIRQ and to this host's guest memory (see DeviceHostOptions).
    */
   constructor(
-    id: string,
-    pirq: number,
-    build: (ctx: DeviceContext) => DeviceModel,
-    iohub: Iohub,
-    log?: (line: string) => void,
-    params: Readonly<Record<string, string>> = {},
+    { id, pirq, build, iohub, log, params = {}, onIntx }: DeviceHostOptions,
   ) {
     this.id = id;
     this.pirq = pirq;
     this.#iohub = iohub;
     this.#log = log;
+    this.#onIntx = onIntx;
     this.model = build({
       setIrq: (level) => {
         if (!this.#closed) this.#setLevel(level);
@@ -378,7 +390,7 @@ export class DeviceHost implements Disposable {
     if (line === this.#line) return;
     this.#line = line;
     this.#iohub.setIrq(this.pirq, line);
-    this.onIntx?.(line);
+    this.#onIntx?.(line);
   }
 
   /**

@@ -133,15 +133,19 @@ export class Remote implements Disposable {
     if (index >= MAX_DEVICES) {
       throw new RangeError(`at most ${MAX_DEVICES} devices per remote`);
     }
-    const host = new DeviceHost(
-      spec.id,
-      mapIrq(index),
-      (ctx) => validateModel(spec.factory(ctx)),
-      this.iohub,
+    const tracer = this.#tracer;
+    const host = new DeviceHost({
+      id: spec.id,
+      pirq: mapIrq(index),
+      build: (ctx) => validateModel(spec.factory(ctx)),
+      iohub: this.iohub,
       // A device's own lines (DeviceContext.log) are info: --quiet hides them.
-      (line) => this.#log(line, "info"),
-      spec.params,
-    );
+      log: (line) => this.#log(line, "info"),
+      params: spec.params,
+      onIntx: tracer === null
+        ? undefined
+        : (level) => tracer.event(spec.id, "intx", { level: level ? 1 : 0 }),
+    });
     const slot: Slot = {
       index,
       spec,
@@ -152,11 +156,6 @@ export class Remote implements Disposable {
       stallTimer: undefined,
       closedIntx: null,
     };
-    const tracer = this.#tracer;
-    if (tracer !== null) {
-      host.onIntx = (level) =>
-        tracer.event(spec.id, "intx", { level: level ? 1 : 0 });
-    }
     if (spec.endpoint.kind === "fd") {
       this.#attach(index, slot, spec.endpoint.fd);
       this.#log(`${spec.id}: serving on fd ${spec.endpoint.fd}`, "detail");

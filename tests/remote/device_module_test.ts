@@ -629,3 +629,30 @@ Deno.test("device module: a timer that throws on every tick is reported once, no
     },
   );
 });
+
+Deno.test("device module: --trace records an INTx edge the factory makes", async () => {
+  await withModule(
+    "early.ts",
+    `export default (ctx) => {
+      ctx.setIrq(true);
+      return { identity: { vendorId: 0x1af4, deviceId: 0x10fa }, bars: [], read() {}, write() {} };
+    };`,
+    async (mod) => {
+      await withTempDir("iohub-trace-", async (dir) => {
+        const trace = `${dir}/t.jsonl`;
+        {
+          await using r = spawnDevices([`${mod},id=early`], [
+            "--trace",
+            trace,
+          ]);
+          r.clients[0].cfgRead(0);
+          await assertExit(r, 0);
+        }
+        const events = Deno.readTextFileSync(trace).trim().split("\n")
+          .map((l) => JSON.parse(l));
+        const intx = events.filter((e) => e.event === "intx");
+        assertEquals(intx.map((e) => [e.dev, e.level]), [["early", 1]]);
+      });
+    },
+  );
+});

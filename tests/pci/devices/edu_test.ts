@@ -390,7 +390,13 @@ Deno.test("edu: reset restores power-on state and cancels completions", async ()
 Deno.test("edu: closing its host drops pending completions", async () => {
   const logs: string[] = [];
   using iohub = new Iohub({ watch: () => {}, unwatch: () => {} });
-  const host = new DeviceHost("edu0", 8, createEdu, iohub, (l) => logs.push(l));
+  const host = new DeviceHost({
+    id: "edu0",
+    pirq: 8,
+    build: createEdu,
+    iohub,
+    log: (l) => logs.push(l),
+  });
   host.model.write(0, EduReg.DMA_SRC, Uint8Array.of(0, 0x10, 0, 0));
   host.model.write(0, EduReg.DMA_COUNT, Uint8Array.of(4, 0, 0, 0));
   host.model.write(
