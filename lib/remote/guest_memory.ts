@@ -45,20 +45,29 @@ export class GuestMemoryError extends Error {
 }
 
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+// The address space a region's mapping takes (0 when it is not mapped).
+function mappedBytes(r: Region): number {
+  return r.map === null ? 0 : r.end - r.gpa;
+}
 /**
- * Address space that mappings of guest RAM may take together: a sparse
- * sealed memfd maps terabytes at no cost to its peer, and a process whose
- * address space is full fails every allocation (V8's among them). Regions
- * beyond it are reached with pread/pwrite, as unsealed ones are.
+ * Address space that mappings of guest RAM may take together, and each
+ * device's map alone: a sparse sealed memfd maps terabytes at no cost to
+ * its peer, and a process whose address space is full fails every
+ * allocation (V8's among them). Regions beyond either bound are reached
+ * with pread/pwrite, as unsealed ones are; one peer cannot take all of it.
  */
 export class MapBudget {
   /** The bytes all mappings may take. */
   readonly limit: number;
+  /** The bytes one device's mappings may take. */
+  readonly perDevice: number;
   #used = 0;
 
-  /** A budget of `limit` bytes. */
-  constructor(limit: number) {
+  /** A budget of `limit` bytes, `perDevice` of them for one device. */
+  constructor(limit: number, perDevice: number) {
     this.limit = limit;
+    this.perDevice = perDevice;
   }
 
   /** Takes `bytes` if they fit; whether they did. */
@@ -72,11 +81,16 @@ export class MapBudget {
   give(bytes: number): void {
     this.#used -= bytes;
   }
+
+  /** Takes back `bytes` given back a moment ago (they still fit). */
+  restore(bytes: number): void {
+    this.#used += bytes;
+  }
 }
 
 // Every device of the process shares one budget: 32 TiB of the 128 TiB a
-// process has.
-const PROCESS_BUDGET = new MapBudget(2 ** 45);
+// process has, 4 TiB (a large guest's RAM) for one device.
+const PROCESS_BUDGET = new MapBudget(2 ** 45, 2 ** 42);
 
 /** The guest-physical memory map of one device's peer. */
 export class GuestMemory implements Disposable {
@@ -89,10 +103,12 @@ export class GuestMemory implements Disposable {
     this.#budget = budget;
   }
 
-  #release(r: Region): void {
+  // Unmaps and closes a region; `giveBack` returns its mapping's bytes to
+  // the budget (replace() has already for the map it replaces).
+  #release(r: Region, giveBack: boolean): void {
     try {
       if (r.map !== null) {
-        this.#budget.give(r.end - r.gpa);
+        if (giveBack) this.#budget.give(mappedBytes(r));
         r.map.unmap();
       }
     } finally {
@@ -107,6 +123,10 @@ export class GuestMemory implements Disposable {
    */
   replace(specs: readonly SysmemRegion[]): void {
     const next: Region[] = [];
+    // The map being replaced makes room for its successor.
+    const held = this.#regions.reduce((n, r) => n + mappedBytes(r), 0);
+    this.#budget.give(held);
+    let share = 0;
     try {
       specs.forEach((s, i) => {
         try {
@@ -159,7 +179,10 @@ export class GuestMemory implements Disposable {
           // QEMU's memory-backend-memfd seals by default (seal=on): such RAM
           // is mapped. Adding the seal ourselves would change the peer's file.
           let map: Mapping | null = null;
-          if ((seals & F_SEAL_SHRINK) !== 0 && this.#budget.take(size)) {
+          if (
+            (seals & F_SEAL_SHRINK) !== 0 &&
+            share + size <= this.#budget.perDevice && this.#budget.take(size)
+          ) {
             try {
               map = mmap(
                 size,
@@ -172,6 +195,7 @@ export class GuestMemory implements Disposable {
               this.#budget.give(size);
               throw e;
             }
+            share += size;
           }
           next.push({
             gpa,
@@ -189,11 +213,13 @@ export class GuestMemory implements Disposable {
         }
       });
     } catch (e) {
-      for (const r of next) this.#release(r);
+      for (const r of next) this.#release(r, true);
+      this.#budget.restore(held);
       throw e;
     }
-    this.#unmapAll();
+    const old = this.#regions;
     this.#regions = next;
+    for (const r of old) this.#release(r, false);
   }
 
   /** Number of mapped regions. */
@@ -282,7 +308,7 @@ export class GuestMemory implements Disposable {
   #unmapAll(): void {
     const old = this.#regions;
     this.#regions = [];
-    for (const r of old) this.#release(r);
+    for (const r of old) this.#release(r, true);
   }
 
   /** Unmaps everything. */

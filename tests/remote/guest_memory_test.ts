@@ -207,11 +207,11 @@ Deno.test("guest memory: addresses stay exact: a region ending past 2^53 is refu
     }
   }));
 
-Deno.test("guest memory: mappings beyond the address-space budget are reached with pread/pwrite, and give it back", () =>
+Deno.test("guest memory: mappings beyond the address-space budget, or one device's share of it, are reached with pread/pwrite", () =>
   assertNoFdLeak(() => {
     const fd = memfd("ram", 4 * PAGE, MFD_ALLOW_SEALING);
     addSeals(fd, F_SEAL_SHRINK);
-    const budget = new MapBudget(3 * PAGE);
+    const budget = new MapBudget(3 * PAGE, 2 * PAGE);
     using a = new GuestMemory(budget);
     using b = new GuestMemory(budget);
     try {
@@ -222,6 +222,8 @@ Deno.test("guest memory: mappings beyond the address-space budget are reached wi
         fd,
       });
       a.replace([region(0n, 2)]);
+      // The same map again replaces the first: it is not counted twice.
+      a.replace([region(0n, 2)]);
       b.replace([region(0n, 2)]);
       assertEquals([a.unmappedCount, b.unmappedCount], [0, 1]);
       // The same bytes, whichever way they are reached.
@@ -231,13 +233,21 @@ Deno.test("guest memory: mappings beyond the address-space budget are reached wi
       assert(b.read(PAGE, back));
       assertEquals(back, out);
       a.close();
-      b.replace([region(0n, 3)]);
+      b.replace([region(0n, 2)]);
       assertEquals(b.unmappedCount, 0, "a's share came back");
+      b.replace([region(0n, 1), region(0x10000n, 2)]);
+      assertEquals(b.unmappedCount, 1, "one device maps 2 pages at most");
+      // A map refused whole leaves the budget as it was.
+      assertThrows(() => b.replace([region(0n, 1), region(0n, 1)]));
+      // b still maps 1 page: a takes 2, and a third device finds none left.
+      a.replace([region(0n, 2)]);
+      using c = new GuestMemory(budget);
+      c.replace([region(0n, 1)]);
+      assertEquals([a.unmappedCount, c.unmappedCount], [0, 1]);
     } finally {
       closeFd(fd);
     }
   }));
-
 Deno.test("guest memory: hugetlbfs RAM is refused: its peer could make a mapping of it fault", () =>
   assertNoFdLeak(() => {
     const MFD_HUGETLB = 4;
