@@ -338,14 +338,17 @@ export const remoteCommand: Command = {
         await using controlSocket = control === null
           ? null
           : openControl(control);
-        if (sandbox !== null) {
+        const sockets = [
+          ...devices.flatMap((d) =>
+            d.endpoint.kind === "socket" ? [d.endpoint.path] : []
+          ),
+          ...(control === null ? [] : [control]),
+        ];
+        if (sandbox === null) {
+          watchdog.removeOnExit(sockets);
+        } else {
           // Confined, the remote may not remove its socket files.
-          removeAtExit([
-            ...devices.flatMap((d) =>
-              d.endpoint.kind === "socket" ? [d.endpoint.path] : []
-            ),
-            ...(control === null ? [] : [control]),
-          ]);
+          removeAtExit(sockets);
           // Landlock binds the threads the confined thread creates, not
           // those that run already: the watchdog's thread is made anew, and
           // the old one keeps watching until then.

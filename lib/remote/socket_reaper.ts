@@ -16,6 +16,15 @@ while [ "$#" -ge 2 ]; do
   shift 2
 done`;
 
+function reaper([program, ...args]: string[]): Deno.ChildProcess {
+  return new Deno.Command(program, {
+    args,
+    stdin: "piped",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+}
+
 // The reapers' stdin pipes: held, never written, for as long as the
 // process lives; their write ends close only when it ends.
 const held: WritableStream<Uint8Array>[] = [];
@@ -31,12 +40,17 @@ export function removeAtExit(paths: readonly string[]): void {
     return [path, `${st.dev}:${st.ino}`];
   });
   if (pairs.length === 0) return;
-  const child = new Deno.Command("/bin/sh", {
-    args: ["-c", SCRIPT, "iohub-socket-reaper", ...pairs],
-    stdin: "piped",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
+  const shell = ["/bin/sh", "-c", SCRIPT, "iohub-socket-reaper", ...pairs];
+  // In a session of its own, a kill of the remote's process group (a
+  // launcher's SIGKILL) does not take the reaper with it; without setsid
+  // (util-linux), the shell runs in the remote's group.
+  let child: Deno.ChildProcess;
+  try {
+    child = reaper(["setsid", ...shell]);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    child = reaper(shell);
+  }
   // Its status is never awaited: the remote must not wait for it to end.
   child.unref();
   held.push(child.stdin);

@@ -54,9 +54,25 @@ let last = -1;
 let since = Date.now();
 let warned = false;
 let pending = null;
+let sockets = [];
 const silentFor = () => Date.now() - since;
 const secs = () => (silentFor() / 1000).toFixed(1);
+// Each file still the socket the remote made (same device and inode).
+const removeSockets = () => {
+  for (const { path, dev, ino } of sockets) {
+    try {
+      const st = Deno.lstatSync(path);
+      if (st.isSocket && st.dev === dev && st.ino === ino) Deno.removeSync(path);
+    } catch {
+      // Gone already, or not ours to remove.
+    }
+  }
+};
 self.onmessage = async ({ data }) => {
+  if (data.sockets !== undefined) {
+    sockets = data.sockets;
+    return;
+  }
   const libc = Deno.dlopen(data.libc, {
     _exit: { parameters: ["i32"], result: "void" },
     gettid: { parameters: [], result: "i32" },
@@ -71,6 +87,7 @@ self.onmessage = async ({ data }) => {
   const exitFor = (signal) => {
     say(signal + ": " + code() + " has not returned for " + secs() +
       " s; exiting without closing the channels");
+    removeSockets();
     libc._exit(data.statuses[signal]);
   };
   const check = () => {
@@ -183,6 +200,19 @@ export class Watchdog implements Disposable {
     this.#timer = setInterval(() => heartbeat.beat(), BEAT_MS);
     // The heartbeat must not keep a remote that is done alive.
     Deno.unrefTimer(this.#timer);
+  }
+
+  /**
+   * Has the socket files at `paths` removed should the watchdog end the
+   * process, if they are still the sockets they are now. Without
+   * --sandbox: a sandboxed process may remove no file (see socket_reaper).
+   */
+  removeOnExit(paths: readonly string[]): void {
+    const sockets = paths.map((path) => {
+      const st = Deno.lstatSync(path);
+      return { path, dev: st.dev, ino: st.ino };
+    });
+    this.#worker.postMessage({ sockets });
   }
 
   /** Stops the event loop's beat and the worker. */

@@ -174,6 +174,8 @@ Deno.test({
     {
       await using child = startRemote(
         "--sandbox",
+        "--control",
+        ctl,
         "--device",
         `testdev,socket=${a},id=a`,
       );
@@ -185,7 +187,9 @@ Deno.test({
         try {
           child.kill("SIGTERM");
           await child.status;
-          assertFalse(await goneWithin(a, 500), "another's socket is kept");
+          // Once the reaper has removed the control socket it is done.
+          assert(await goneWithin(ctl), "the reaper ran");
+          assert(exists(a), "another's socket is kept");
         } finally {
           closeFd(other);
           Deno.removeSync(a);
@@ -314,6 +318,7 @@ function withModuleRemote(
     child: Deno.ChildProcess,
     c: Client,
     stderr: Lines,
+    control: string,
   ) => Promise<void>,
 ): Promise<void> {
   return withTempDir("iohub-remote-signals-", async (dir) => {
@@ -331,13 +336,19 @@ function withModuleRemote(
       });`,
     );
     const a = `${dir}/a.sock`;
-    await using child = startRemote("--device", `${mod},socket=${a},id=dev`);
+    const control = `${dir}/ctl.sock`;
+    await using child = startRemote(
+      "--control",
+      control,
+      "--device",
+      `${mod},socket=${a},id=dev`,
+    );
     const c = await connectWhenListening(a);
     try {
       c.cfgWrite(0x10, 0xfebf0000);
       c.cfgWrite(0x04, 0x2, 2);
       assertEquals(c.barRead(0xfebf0000n), 0n);
-      await fn(child, c, new Lines(child.stderr));
+      await fn(child, c, new Lines(child.stderr), control);
     } finally {
       c.close();
     }
@@ -371,15 +382,17 @@ const STUCK_EXIT =
 // handlers included: the watchdog thread says so, and ends the process on
 // SIGTERM.
 Deno.test("remote: a device callback that never returns is reported, and SIGTERM still ends the remote", async () => {
-  await withModuleRemote("for (;;) {}", async (child, c, stderr) => {
+  await withModuleRemote("for (;;) {}", async (child, c, stderr, control) => {
     readRegister4(c);
     await stderr.until("has not returned for");
     assertMatch(stderr.text, STUCK);
+    assert(exists(control));
     child.kill("SIGTERM");
     await stderr.all();
     const status = await statusWithin(child);
     assertEquals([status.code, status.signal], [143, null], stderr.text);
     assertMatch(stderr.text, STUCK_EXIT);
+    assert(!exists(control), "the watchdog removed the control socket");
   });
 });
 
