@@ -21,7 +21,7 @@ export interface LatencySummary {
 export interface RequestStats {
   /** Requests by command name (BAR_READ, PCI_CFGWRITE...). */
   requests: Record<string, number>;
-  /** Accesses refused (answered with all ones). */
+  /** Accesses refused: out of range, or hitting no BAR (logged as such). */
   refusals: number;
   /** Service time of the requests timed so far. */
   latencyUs: LatencySummary;

@@ -34,7 +34,7 @@ export class Tracer implements Disposable {
   /**
    * Records a served request: `rx` the request, `tx` the reply (for reads),
    * `t` when it started, `us` how long it took, and whether it was refused
-   * (answered with all ones). Addresses and values are hex strings.
+   * (out of range, or hitting no BAR). Addresses and values are hex strings.
    */
   message(
     dev: string,
