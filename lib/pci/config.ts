@@ -278,20 +278,33 @@ export class PciConfig {
   }
 
   /**
-   * Reads `len` (1, 2 or 4) bytes at `addr`, little endian; a capability's
-   * read hook has the last word on its own registers.
+   * Reads `len` (1 to 4) bytes at `addr`, little endian; a capability's
+   * read hook has the last word on its own registers (each capability the
+   * access touches is asked for its part).
    */
   read(addr: number, len: number): number {
-    const value = this.#raw(addr, len);
     const c = this.#capOf[addr];
-    if (c < 0) return value;
-    const cap = this.#caps[c];
-    if (cap.spec.read === undefined) return value;
-    return cap.spec.read(addr - cap.start, len, value) >>> 0;
+    if (this.#onePart(addr, len, c)) {
+      const value = this.#rawN(addr, len);
+      const cap = c < 0 ? undefined : this.#caps[c];
+      return cap?.spec.read === undefined
+        ? value
+        : lowBytes(cap.spec.read(addr - cap.start, len, value), len);
+    }
+    let value = 0;
+    this.#eachPart(addr, len, (at, n, cap) => {
+      const part = this.#rawN(at, n);
+      const got = cap?.spec.read === undefined
+        ? part
+        : lowBytes(cap.spec.read(at - cap.start, n, part), n);
+      value += got * 2 ** (8 * (at - addr));
+    });
+    return value;
   }
 
   /**
-   * Writes `len` bytes of `val` at `addr` through the masks; returns the
+   * Writes `len` (1 to 4) bytes of `val` at `addr` through the masks, then
+   * tells each capability the access touched about its part; returns the
    * ConfigEffect bits of what changed.
    */
   write(addr: number, val: number, len: number): number {
@@ -305,9 +318,15 @@ export class PciConfig {
         ~(b & this.#w1cmask[a]);
     }
     const c = this.#capOf[addr];
-    if (c >= 0) {
-      const cap = this.#caps[c];
-      cap.spec.write?.(addr - cap.start, this.#raw(addr, len), len);
+    if (this.#onePart(addr, len, c)) {
+      if (c >= 0) {
+        const cap = this.#caps[c];
+        cap.spec.write?.(addr - cap.start, this.#rawN(addr, len), len);
+      }
+    } else {
+      this.#eachPart(addr, len, (at, n, cap) => {
+        cap?.spec.write?.(at - cap.start, this.#rawN(at, n), n);
+      });
     }
     const cmd = this.command;
     let effect: number = oldBars ? ConfigEffect.BARS : ConfigEffect.NONE;
@@ -316,14 +335,36 @@ export class PciConfig {
     return effect;
   }
 
-  #raw(addr: number, len: number): number {
-    switch (len) {
-      case 1:
-        return this.#bytes[addr];
-      case 2:
-        return this.#view.getUint16(addr, true);
-      default:
-        return this.#view.getUint32(addr, true);
+  // `n` bytes at `addr` as they are, little endian.
+  #rawN(addr: number, n: number): number {
+    let v = 0;
+    for (let i = n - 1; i >= 0; i--) v = v * 256 + this.#bytes[addr + i];
+    return v;
+  }
+
+  // Whether all of [addr, addr + len) lies in capability `c` (or in none).
+  #onePart(addr: number, len: number, c: number): boolean {
+    for (let i = 1; i < len; i++) if (this.#capOf[addr + i] !== c) return false;
+    return true;
+  }
+
+  // Calls `fn` for each run of [addr, addr + len) that lies in one
+  // capability (or in none): an access may straddle two of them.
+  #eachPart(
+    addr: number,
+    len: number,
+    fn: (
+      at: number,
+      n: number,
+      cap: { start: number; spec: CapabilitySpec } | undefined,
+    ) => void,
+  ): void {
+    for (let at = addr; at < addr + len;) {
+      const c = this.#capOf[at];
+      let end = at + 1;
+      while (end < addr + len && this.#capOf[end] === c) end++;
+      fn(at, end - at, c < 0 ? undefined : this.#caps[c]);
+      at = end;
     }
   }
 
@@ -397,4 +438,9 @@ export class PciConfig {
     if (i === ROM_REGION) return this.#rom !== null;
     return this.#bars[i]?.space === "memory";
   }
+}
+
+// The `n` low bytes of a hook's answer: it may set bits beyond its width.
+function lowBytes(v: number, n: number): number {
+  return n >= 4 ? v >>> 0 : (v >>> 0) % 2 ** (8 * n);
 }

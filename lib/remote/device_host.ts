@@ -240,11 +240,7 @@ export class DeviceHost implements Disposable {
       if (len !== 0 && len !== 3) {
         return this.#refuseConfig(`len ${len} is not 1, 2 or 4`);
       }
-      let value = 0;
-      for (let i = len - 1; i >= 0; i--) {
-        value = value * 256 + this.config.read(addr + i, 1);
-      }
-      this.#retNumber(value);
+      this.#retNumber(len === 0 ? 0 : this.config.read(addr, len));
       return Outcome.OK;
     }
     if (((addr + len) >>> 0) > CONFIG_SIZE) {

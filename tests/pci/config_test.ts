@@ -172,6 +172,35 @@ Deno.test("config: capabilities form a list with masks and device hooks", () => 
   assertEquals(c.read(0x44, 2), 0x0055, "reset restores the initial values");
 });
 
+Deno.test("config: an access across two capabilities reaches both hooks, each with its part", () => {
+  const calls: string[] = [];
+  const hooked = (name: string) => ({
+    id: 0x09,
+    length: 4,
+    writable: [0xff, 0xff],
+    read: (off: number, len: number, v: number) => {
+      calls.push(`${name} read ${off}/${len}`);
+      // A hook may answer beyond its width: only its bytes count.
+      return off === 2 ? 0x5a5a5a5a : v;
+    },
+    write: (off: number, v: number, len: number) =>
+      calls.push(`${name} write ${off}/${len}=${v.toString(16)}`),
+  });
+  const c = new PciConfig({ vendorId: 0x1af4, deviceId: 1 }, [], {
+    capabilities: [hooked("A"), hooked("B")],
+  });
+  // A at 0x40..0x43, B at 0x44..0x47.
+  c.write(0x43, 0x44332211, 4);
+  // B's first two bytes are its ID and next pointer, read-only.
+  assertEquals(calls, ["A write 3/1=11", "B write 0/3=440009"]);
+  calls.length = 0;
+  assertEquals(c.read(0x42, 1), 0x5a, "a hook's answer keeps to its width");
+  assertEquals(c.read(0x43, 4), 0x44000911);
+  assertEquals(calls, ["A read 2/1", "A read 3/1", "B read 0/3"]);
+  // A header byte and a capability in one access.
+  assertEquals(c.read(0x3f, 2), 0x0900 | c.read(0x3f, 1));
+});
+
 Deno.test("config: identity defaults", () => {
   const c = new PciConfig({ vendorId: 0x1af4, deviceId: 0x1000 }, []);
   assertEquals(c.read(0x08, 4), 0xff000000, "revision 0, class unassigned");
