@@ -9,6 +9,8 @@ const blocking = {
   strerror: { parameters: ["i32"], result: "pointer" },
   /** int close(int fd) */
   close: { parameters: ["i32"], result: "i32" },
+  /** ssize_t readlink(const char *path, char *buf, size_t size) */
+  readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
   /** ssize_t read(int fd, void *buf, size_t n) */
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   /** ssize_t write(int fd, const void *buf, size_t n) */
@@ -118,6 +120,7 @@ function offThread<const F extends Deno.ForeignFunction>(
 const symbols = {
   ...blocking,
   open_async: offThread("open", blocking.open),
+  close_async: offThread("close", blocking.close),
   epoll_wait_async: offThread("epoll_wait", blocking.epoll_wait),
   poll_async: offThread("poll", blocking.poll),
   ioctl_async: offThread("ioctl", blocking.ioctl_val),

@@ -14,3 +14,4 @@ export * from "./landlock.ts";
 export * from "./seccomp.ts";
 export * from "./syscalls.ts";
 export * from "./thread_park.ts";
+export * from "./peer_fd.ts";

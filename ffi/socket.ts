@@ -334,10 +334,4 @@ export class MsgIo {
     }
     return n;
   }
-
-  /** Closes every fd the last recv() delivered, and forgets them. */
-  closeReceived(): void {
-    for (let i = 0; i < this.numFds; i++) closeFd(this.fds[i]);
-    this.numFds = 0;
-  }
 }

@@ -2,7 +2,7 @@
 // over one connected UNIX stream socket, resuming partial messages.
 
 import {
-  closeFd,
+  closePeerFd,
   Errno,
   MSG_DONTWAIT,
   MsgIo,
@@ -271,7 +271,7 @@ export class Channel extends OwnedFd {
         if (this.#numFds < this.#fds.length) {
           this.#fds[this.#numFds++] = io.fds[i];
         } else {
-          closeFd(io.fds[i]);
+          closePeerFd(io.fds[i]);
         }
       }
       io.numFds = 0;
@@ -310,7 +310,7 @@ export class Channel extends OwnedFd {
   }
 
   #dropFds(): void {
-    for (let i = 0; i < this.#numFds; i++) closeFd(this.#fds[i]);
+    for (let i = 0; i < this.#numFds; i++) closePeerFd(this.#fds[i]);
     this.#numFds = 0;
   }
 

@@ -4,6 +4,7 @@
 
 import {
   closeFd,
+  closePeerFd,
   EventFd,
   eventfd,
   eventfdInfo,
@@ -69,8 +70,8 @@ export class IrqLevelEvent implements Disposable {
       }
       return new IrqLevelEvent(irqfd, resamplefd, [irq.id, rs.id]);
     } catch (e) {
-      closeFd(irqfd);
-      closeFd(resamplefd);
+      closePeerFd(irqfd);
+      closePeerFd(resamplefd);
       throw e;
     }
   }

@@ -6,7 +6,7 @@
 // routes the INTx pair into KVM or a user-space sink.
 
 import {
-  closeFd,
+  closePeerFd,
   type EventFd,
   EventfdSignaller,
   pollReadable,
@@ -193,7 +193,7 @@ export class ProxyDevice implements Disposable {
       throw new ProxyError(this.#name, cmd, "remote closed the connection");
     }
     // A RET carries no fds; any that came are ours to close.
-    for (let i = 0; i < ch.rxNumFds; i++) closeFd(ch.rxFds[i]);
+    for (let i = 0; i < ch.rxNumFds; i++) closePeerFd(ch.rxFds[i]);
     if (ch.rx.cmd !== Cmd.RET) {
       throw new ProxyError(
         this.#name,

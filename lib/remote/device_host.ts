@@ -3,7 +3,7 @@
 // validates each request of its mpqemu channel and answers it the way QEMU
 // 7.2's remote does.
 
-import { closeFd } from "../../ffi/mod.ts";
+import { closePeerFd } from "../../ffi/mod.ts";
 import type { DeviceContext, DeviceModel } from "../pci/device.ts";
 import { DeviceStats } from "./device_stats.ts";
 import { GuestMemory } from "./guest_memory.ts";
@@ -205,7 +205,7 @@ export class DeviceHost implements Disposable {
 
   #closeFds(): void {
     const ch = this.channel;
-    for (let i = 0; i < ch.rxNumFds; i++) closeFd(ch.rxFds[i]);
+    for (let i = 0; i < ch.rxNumFds; i++) closePeerFd(ch.rxFds[i]);
   }
 
   #config(write: boolean): number {

@@ -5,7 +5,6 @@
 import {
   assert,
   assertEquals,
-  assertFalse,
   assertMatch,
   assertStringIncludes,
 } from "@std/assert";
