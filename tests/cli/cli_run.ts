@@ -79,6 +79,22 @@ export async function iohubOk(...args: string[]): Promise<string> {
 export const BIN = new URL("../../bin/iohub", import.meta.url).pathname;
 
 /**
+ * `bin/iohub remote ARGS` with stderr piped, through bin/iohub with the
+ * permissions a user's remote has (a test run with --allow-all would hide
+ * what those permissions refuse). A test that does not wait for it at once
+ * holds it with `await using`: disposing sends SIGTERM to a remote still
+ * running, so failing early leaves none serving.
+ */
+export function startRemote(...args: string[]): Deno.ChildProcess {
+  return new Deno.Command(BIN, {
+    args: ["remote", ...args],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+}
+
+/**
  * Serves device module `mod` (identity 1af4:10f1) through `bin/iohub remote`
  * on a socketpair, checks its config identity, and that the remote ends
  * with status 0 once the peer closes.

@@ -15,7 +15,7 @@ import { withTempDir } from "../temp_dir.ts";
 import { signalChild } from "../../lib/qemu/supervise.ts";
 import { within } from "../../lib/timer.ts";
 import { haveLandlock } from "../requirements.ts";
-import { BIN } from "./cli_run.ts";
+import { startRemote } from "./cli_run.ts";
 
 function exists(path: string): boolean {
   try {
@@ -24,19 +24,6 @@ function exists(path: string): boolean {
   } catch {
     return false;
   }
-}
-
-// Through bin/iohub, with the permissions a user's remote has (a test run
-// with --allow-all would hide what those permissions refuse). A test that
-// does not wait for it at once holds it with `await using`: disposing sends
-// SIGTERM to a remote still running, so failing early leaves none serving.
-function startRemote(...args: string[]): Deno.ChildProcess {
-  return new Deno.Command(BIN, {
-    args: ["remote", ...args],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
 }
 
 async function connectWhenListening(path: string): Promise<Client> {
@@ -139,14 +126,15 @@ Deno.test({
   await withTempDir("iohub-remote-signals-", async (dir) => {
     const a = `${dir}/a.sock`;
     const ctl = `${dir}/ctl.sock`;
-    {
-      await using child = startRemote(
+    const sandboxed = (...extra: string[]): Deno.ChildProcess =>
+      startRemote(
         "--sandbox",
-        "--control",
-        ctl,
+        ...extra,
         "--device",
         `testdev,socket=${a},id=a`,
       );
+    {
+      await using child = sandboxed("--control", ctl);
       const c = await connectWhenListening(a);
       try {
         assertEquals(c.cfgRead(0), 0x10b11234n);
@@ -159,11 +147,7 @@ Deno.test({
       assert(await goneWithin(ctl), "control socket removed");
     }
     {
-      await using child = startRemote(
-        "--sandbox",
-        "--device",
-        `testdev,socket=${a},id=a`,
-      );
+      await using child = sandboxed();
       const c = await connectWhenListening(a);
       c.close();
       child.kill("SIGKILL");
@@ -171,13 +155,7 @@ Deno.test({
       assert(await goneWithin(a), "removed after SIGKILL too");
     }
     {
-      await using child = startRemote(
-        "--sandbox",
-        "--control",
-        ctl,
-        "--device",
-        `testdev,socket=${a},id=a`,
-      );
+      await using child = sandboxed("--control", ctl);
       const c = await connectWhenListening(a);
       try {
         // Connected, the remote listens no more: another may take the path.

@@ -19,7 +19,7 @@ import {
 } from "../../ffi/mod.ts";
 import { Reg, TESTDEV_ID } from "../../lib/pci/devices/testdev.ts";
 import { spawnWithSockets } from "../../lib/qemu/socket_child.ts";
-import { BIN, iohub, MAIN, printedLaunch } from "../cli/cli_run.ts";
+import { iohub, MAIN, printedLaunch, startRemote } from "../cli/cli_run.ts";
 import { haveLandlock } from "../requirements.ts";
 import { within } from "../../lib/timer.ts";
 import { withTempDir } from "../temp_dir.ts";
@@ -176,16 +176,6 @@ Deno.test({
   });
 });
 
-/** `bin/iohub remote ARGS` with stderr piped. */
-function remoteCli(...args: string[]): Deno.ChildProcess {
-  return new Deno.Command(BIN, {
-    args: ["remote", ...args],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-}
-
 const DEVICE_BODY =
   `({ identity: { vendorId: 0x1af4, deviceId: 0x10f9 }, bars: [], read() {}, write() {} })`;
 
@@ -201,7 +191,7 @@ Deno.test({
       `new Worker("data:text/javascript,setInterval(() => {}, 1000)", { type: "module" });
       export default () => ${DEVICE_BODY};`,
     );
-    await using child = remoteCli(
+    await using child = startRemote(
       "--sandbox",
       "--device",
       `${mod},socket=${dir}/a.sock`,
@@ -233,7 +223,7 @@ Deno.test({
       mod,
       `export default () => { setTimeout(() => { for (;;) {} }, 0); return ${DEVICE_BODY}; };`,
     );
-    await using child = remoteCli(
+    await using child = startRemote(
       "--sandbox",
       "--device",
       `${mod},socket=${dir}/a.sock`,
