@@ -1,13 +1,13 @@
-// The grammar of a `--device` value, shared by `remote` and `launch`:
-// TYPE,KEY=VALUE,... with iohub's own keys, which each command lists, and a
-// device module's own options (ctx.params).
+// A `--device` value checked for `remote` and `launch`: the grammar
+// (lib/pci/devices/options.ts) with each command's own keys, and a device
+// module's own options (ctx.params), as one usage error line when wrong.
 
+import { isModuleType } from "../pci/devices/load.ts";
 import {
-  isModuleType,
   isParamKey,
   noParams,
   splitDeviceValue,
-} from "../pci/devices/load.ts";
+} from "../pci/devices/options.ts";
 import { UsageError } from "./common.ts";
 
 /** A `--device` value taken apart. */

@@ -8,9 +8,9 @@ import {
   DeviceTypeError,
   isModuleType,
   moduleUrl,
-  REMOTE_DEVICE_OPTIONS,
   resolveDeviceType,
 } from "../pci/devices/load.ts";
+import { REMOTE_DEVICE_OPTIONS } from "../pci/devices/options.ts";
 import type { DeviceFactory } from "../pci/device.ts";
 import { builtinNames } from "../pci/devices/mod.ts";
 import { DeviceModelError } from "../pci/validate.ts";

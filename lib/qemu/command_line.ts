@@ -2,7 +2,7 @@
 // options a user may not pass because launch sets them itself.
 
 import { type Verbosity, verbosityFlags } from "../log.ts";
-import { isParamKey, quoteDeviceOption } from "../pci/devices/load.ts";
+import { isParamKey, quoteDeviceOption } from "../pci/devices/options.ts";
 import { defaultQemu } from "./probe.ts";
 
 /** The I/O port of the isa-debug-exit device the guest ends the run with. */

@@ -11,7 +11,7 @@ import { parseLaunchArgs } from "../../lib/cli/launch.ts";
 import { FLOPPY_SIZE } from "../../lib/guest/boot_image.ts";
 import { buildGuest } from "../../lib/guest/build.ts";
 import { remoteArguments } from "../../lib/qemu/command_line.ts";
-import { splitDeviceValue } from "../../lib/pci/devices/load.ts";
+import { splitDeviceValue } from "../../lib/pci/devices/options.ts";
 import { haveBinutils, haveQemu } from "../requirements.ts";
 import { withTempDir } from "../temp_dir.ts";
 import { iohub } from "./cli_run.ts";

@@ -15,7 +15,7 @@ import { parseLaunchArgs } from "../../lib/cli/launch.ts";
 import { kvmUnavailableReason } from "../../lib/kvm/mod.ts";
 import { buildGuest } from "../../lib/guest/build.ts";
 import { parentDeathPrefix } from "../../lib/qemu/command_line.ts";
-import { splitDeviceValue } from "../../lib/pci/devices/load.ts";
+import { splitDeviceValue } from "../../lib/pci/devices/options.ts";
 import {
   launch,
   launchCommands,
