@@ -120,7 +120,6 @@ function offThread<const F extends Deno.ForeignFunction>(
 const symbols = {
   ...blocking,
   open_async: offThread("open", blocking.open),
-  close_async: offThread("close", blocking.close),
   epoll_wait_async: offThread("epoll_wait", blocking.epoll_wait),
   poll_async: offThread("poll", blocking.poll),
   ioctl_async: offThread("ioctl", blocking.ioctl_val),

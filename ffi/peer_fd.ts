@@ -1,46 +1,98 @@
-// Closing an fd a peer sent. close(2) can wait on someone else: the last
-// close of a file on FUSE sends its daemon a FLUSH and waits for the answer,
-// uninterruptibly, for as long as the daemon likes. An fd whose kind cannot
-// wait is closed at once; any other on a thread of Deno's blocking pool,
-// where a close that never returns holds only that thread.
+// Closing an fd a peer sent. close(2) can wait on the peer, uninterruptibly
+// and for as long as it likes: the last close of a FUSE file sends its
+// daemon a FLUSH, a TCP socket with SO_LINGER waits for its queue to drain,
+// and closing an eventfd or a pipe takes locks a peer's stuck thread may
+// hold; a UNIX socket's queue may carry any of these as SCM_RIGHTS. No kind
+// of fd is safe, so once a PeerFdCloser runs, every peer fd is closed on its
+// thread: a close that never returns holds only that thread.
 
-import { closeFd, cString } from "./fd.ts";
-import { libc } from "./libc.ts";
-import { shmemSeals } from "./mman.ts";
+import { closeFd } from "./fd.ts";
+import { LIBC_NAME } from "./libc.ts";
 
-const link = new Uint8Array(64);
-// What /proc/self/fd/N links to for files no filesystem stands behind:
-// eventfds and other anonymous inodes, sockets, pipes.
-const NO_FILESYSTEM = /^(anon_inode:|socket:\[|pipe:\[)/;
-
-/**
- * Closes `fd`, received from a peer: at once when closing cannot wait
- * (shared memory, an anonymous inode such as an eventfd, a socket, a
- * pipe), else off the JS thread, without waiting for the close to end.
- */
-export function closePeerFd(fd: number): void {
-  if (closesAtOnce(fd)) {
-    closeFd(fd);
+// The closer's code, plain JavaScript from a data: URL (it may start under
+// --sandbox, when no file can be read).
+const CLOSER_JS = `
+self.onmessage = ({ data }) => {
+  if (data === "done") {
+    self.close();
     return;
   }
-  // Nothing to wait for: a close that fails leaves nothing to undo, and
-  // one that never returns must not hold anything up.
-  void libc.close_async(fd);
+  if (data.libc !== undefined) {
+    self.close_ = Deno.dlopen(data.libc, {
+      close: { parameters: ["i32"], result: "i32" },
+    }).symbols.close;
+    self.pending = new Int32Array(data.pending);
+    self.postMessage("ready");
+    return;
+  }
+  self.close_(data);
+  Atomics.sub(self.pending, 0, 1);
+};
+`;
+
+let current: PeerFdCloser | null = null;
+
+/**
+ * Closes `fd`, received from a peer: on the running PeerFdCloser's thread,
+ * or here when none runs (before a remote serves, and in processes that
+ * trust their peers less dearly, such as the proxy).
+ */
+export function closePeerFd(fd: number): void {
+  if (current === null) closeFd(fd);
+  else current.close(fd);
 }
 
-// Neither readlink on /proc nor F_GET_SEALS asks the file's filesystem.
-function closesAtOnce(fd: number): boolean {
-  const n = Number(
-    libc.readlink(cString(`/proc/self/fd/${fd}`), link, BigInt(link.length)),
-  );
-  if (n > 0) {
-    const target = new TextDecoder().decode(link.subarray(0, n));
-    if (NO_FILESYSTEM.test(target)) return true;
+/**
+ * A thread of its own that closes peer fds (see above), installed for
+ * closePeerFd() while it lives. Start it after --sandbox, so that its
+ * thread is confined too.
+ */
+export class PeerFdCloser implements Disposable {
+  readonly #worker: Worker;
+  readonly #pending = new Int32Array(new SharedArrayBuffer(4));
+
+  /** Starts the thread and installs it once it runs. */
+  static async start(): Promise<PeerFdCloser> {
+    const closer = new PeerFdCloser();
+    await new Promise((ready, failed) => {
+      closer.#worker.onmessage = ready;
+      closer.#worker.onerror = (e) => {
+        e.preventDefault();
+        failed(new Error(`the fd closer did not start: ${e.message}`));
+      };
+    });
+    current = closer;
+    return closer;
   }
-  try {
-    return shmemSeals(fd) !== null;
-  } catch {
-    // A bad fd: nothing to wait for either.
-    return true;
+
+  private constructor() {
+    this.#worker = new Worker(
+      `data:text/javascript,${encodeURIComponent(CLOSER_JS)}`,
+      { type: "module" },
+    );
+    this.#worker.postMessage({
+      libc: LIBC_NAME,
+      pending: this.#pending.buffer,
+    });
+  }
+
+  /** Closes that have been asked for and not done (a stuck one stays). */
+  get pending(): number {
+    return Atomics.load(this.#pending, 0);
+  }
+
+  /** Hands `fd` to the thread to close. */
+  close(fd: number): void {
+    Atomics.add(this.#pending, 0, 1);
+    this.#worker.postMessage(fd);
+  }
+
+  /**
+   * Uninstalls it; the thread ends once it has made the closes asked for
+   * (it is not waited for: a stuck close would hold it for ever).
+   */
+  [Symbol.dispose](): void {
+    if (current === this) current = null;
+    this.#worker.postMessage("done");
   }
 }

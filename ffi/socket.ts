@@ -39,6 +39,9 @@ const IOVEC_SIZE = 16;
 const CMSG_HDR = 16;
 
 /** CMSG_SPACE for `n` ints. */
+// The most fds Linux passes in one message (include/net/scm.h).
+const SCM_MAX_FD = 253;
+
 function cmsgSpace(n: number): number {
   return CMSG_HDR + ((n * 4 + 7) & ~7);
 }
@@ -224,11 +227,16 @@ export class MsgIo {
   readonly #sendB = new AddressCache();
   readonly #recvInto = new AddressCache();
 
-  /** Sizes the control buffer for at most `maxFds` fds per message. */
+  /**
+   * Sends at most `maxFds` fds per message; receives as many as the kernel
+   * passes in one (SCM_MAX_FD): any it had to drop for want of room it
+   * would close itself, on this thread, and a peer's fd may take for ever
+   * to close (see peer_fd.ts). Refusing extra fds is the caller's part.
+   */
   constructor(maxFds: number) {
     this.#maxFds = maxFds;
-    this.fds = new Int32Array(maxFds);
-    this.#ctl = new Uint8Array(cmsgSpace(maxFds));
+    this.fds = new Int32Array(SCM_MAX_FD);
+    this.#ctl = new Uint8Array(cmsgSpace(SCM_MAX_FD));
     this.#ctlView = new DataView(this.#ctl.buffer);
     this.#ctlAddr = address(this.#ctl);
     setU64(this.#hdrView, 16, address(this.#iov));
@@ -326,7 +334,7 @@ export class MsgIo {
         c.getInt32(off + 12, true) === SCM_RIGHTS
       ) {
         const count = Math.floor((clen - CMSG_HDR) / 4);
-        for (let i = 0; i < count && this.numFds < this.#maxFds; i++) {
+        for (let i = 0; i < count && this.numFds < SCM_MAX_FD; i++) {
           this.fds[this.numFds++] = c.getInt32(off + CMSG_HDR + i * 4, true);
         }
       }

@@ -3,7 +3,11 @@
 // built-in types or device modules loaded by path or URL.
 
 import { parseArgs } from "@std/cli/parse-args";
-import { notConnectedUnixStream, SysError } from "../../ffi/mod.ts";
+import {
+  notConnectedUnixStream,
+  PeerFdCloser,
+  SysError,
+} from "../../ffi/mod.ts";
 import {
   DeviceTypeError,
   isModuleType,
@@ -311,6 +315,7 @@ export const remoteCommand: Command = {
       // Device factories run on this thread: should one never return, only
       // the watchdog can answer a signal.
       let watchdog: Watchdog | null = await watch();
+      let closer: PeerFdCloser | null = null;
       try {
         using remote = new Remote({
           log,
@@ -357,6 +362,9 @@ export const remoteCommand: Command = {
           watchdog[Symbol.dispose]();
           watchdog = confined;
         }
+        // From here every fd a peer sends is closed on a thread of its own
+        // (after the sandbox, so that thread is confined too).
+        closer = await PeerFdCloser.start();
         controlSocket?.serve(() => remote.state());
         serving = true;
         for (const [line, severity] of held) sink(line, severity);
@@ -365,6 +373,7 @@ export const remoteCommand: Command = {
         ready?.signal();
         status = await serve(remote, log, stop.signal);
       } finally {
+        closer?.[Symbol.dispose]();
         watchdog?.[Symbol.dispose]();
       }
     }

@@ -266,6 +266,7 @@ export class Channel extends OwnedFd {
     const io = this.#io;
     const n = io.recv(this.fd, buf, len, flags, off);
     if (n === WOULD_BLOCK) return n;
+    const tooMany = io.numFds > REMOTE_MAX_FDS;
     if (io.numFds > 0) {
       for (let i = 0; i < io.numFds; i++) {
         if (this.#numFds < this.#fds.length) {
@@ -277,7 +278,7 @@ export class Channel extends OwnedFd {
       io.numFds = 0;
       this.#fdsAt = this.#fdOwner(off, off + n);
     }
-    if (io.truncated) {
+    if (io.truncated || tooMany) {
       throw new ProtocolError(
         this.#end + n >= HEADER_SIZE ? cmdName(this.rx.cmd) : "header",
         "num_fds",
@@ -314,9 +315,12 @@ export class Channel extends OwnedFd {
     this.#numFds = 0;
   }
 
-  /** Closes the socket and any fds of a partial message. */
+  /**
+   * Closes the socket and any fds of a partial message, as fds a peer
+   * sent: the socket's queue may hold the peer's fds too.
+   */
   override close(): void {
     this.#dropFds();
-    super.close();
+    if (!this.closed) closePeerFd(this.release());
   }
 }
