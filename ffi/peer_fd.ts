@@ -30,6 +30,10 @@ self.onmessage = ({ data }) => {
 };
 `;
 
+// Taken when iohub's modules load, before any device module does: device
+// code may replace the global Worker, and must not get to run this thread.
+const WorkerClass = Worker;
+
 let current: PeerFdCloser | null = null;
 
 /**
@@ -66,7 +70,7 @@ export class PeerFdCloser implements Disposable {
   }
 
   private constructor() {
-    this.#worker = new Worker(
+    this.#worker = new WorkerClass(
       `data:text/javascript,${encodeURIComponent(CLOSER_JS)}`,
       { type: "module" },
     );

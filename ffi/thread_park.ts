@@ -98,6 +98,28 @@ export function namedThreads(): NamedThread[] {
   return out;
 }
 
+/** The processes this one started and that still run (or await reaping). */
+export function childProcesses(): number[] {
+  const out: number[] = [];
+  for (const tid of taskIds()) {
+    let fd: number;
+    try {
+      fd = openPath(`/proc/self/task/${tid}/children`, 0);
+    } catch (e) {
+      if (vanished(e)) continue;
+      throw e;
+    }
+    try {
+      for (const pid of procText(fd).trim().split(/\s+/)) {
+        if (pid !== "") out.push(Number(pid));
+      }
+    } finally {
+      closeFd(fd);
+    }
+  }
+  return out;
+}
+
 /**
  * The threads of this process whose name is `name` (Deno's blocking pool:
  * "tokio-runtime-w"), each with an open fd on its /proc syscall file. Call

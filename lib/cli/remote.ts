@@ -21,7 +21,11 @@ import { DeviceModelError } from "../pci/validate.ts";
 import { type DeviceEndpoint, MAX_DEVICES, Remote } from "../remote/remote.ts";
 import { ControlSocket } from "../remote/control.ts";
 import { SocketInUseError } from "../remote/listen.ts";
-import { applySandbox, type SandboxOptions } from "../remote/sandbox.ts";
+import {
+  applySandbox,
+  type SandboxOptions,
+  threadsBeforeDevices,
+} from "../remote/sandbox.ts";
 import { Tracer } from "../remote/trace.ts";
 import { removeAtExit } from "../remote/socket_reaper.ts";
 import { Heartbeat, Watchdog } from "../remote/watchdog.ts";
@@ -287,15 +291,6 @@ export const remoteCommand: Command = {
       if (serving) sink(line, severity);
       else held.push([line, severity]);
     };
-    const factories: DeviceFactory[] = [];
-    for (const d of devices) {
-      try {
-        factories.push(await resolveDeviceType(d.type));
-      } catch (e) {
-        if (e instanceof DeviceTypeError) throw new UsageError(e.message);
-        throw e;
-      }
-    }
     // From here until the remote and its sockets are closed, SIGINT and
     // SIGTERM stop it cleanly; a signal that comes after serving ended, while
     // they close, still sets the exit status instead of killing the process.
@@ -312,11 +307,23 @@ export const remoteCommand: Command = {
           statuses: SIGNAL_STATUS,
           log: (line) => log(line, "error"),
         });
-      // Device factories run on this thread: should one never return, only
-      // the watchdog can answer a signal.
+      // Device code runs on this thread from the modules' top level on:
+      // should it never return, only the watchdog can answer a signal.
       let watchdog: Watchdog | null = await watch();
       let closer: PeerFdCloser | null = null;
       try {
+        // The threads iohub runs before any device code (Deno starts one
+        // for signals with the first listener, above).
+        const before = sandbox === null ? [] : threadsBeforeDevices();
+        const factories: DeviceFactory[] = [];
+        for (const d of devices) {
+          try {
+            factories.push(await resolveDeviceType(d.type));
+          } catch (e) {
+            if (e instanceof DeviceTypeError) throw new UsageError(e.message);
+            throw e;
+          }
+        }
         using remote = new Remote({
           log,
           pollMicros,
@@ -353,11 +360,15 @@ export const remoteCommand: Command = {
           watchdog.removeOnExit(sockets);
         } else {
           // Confined, the remote may not remove its socket files.
-          removeAtExit(sockets);
+          const reaper = removeAtExit(sockets);
           // Landlock binds the threads the confined thread creates, not
           // those that run already: the watchdog's thread is made anew, and
           // the old one keeps watching until then.
-          await applySandbox(sandbox, { tids: [watchdog.tid] });
+          await applySandbox(sandbox, {
+            before,
+            tids: [watchdog.tid],
+            pids: reaper === null ? [] : [reaper],
+          });
           const confined = await watch();
           watchdog[Symbol.dispose]();
           watchdog = confined;

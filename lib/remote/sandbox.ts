@@ -5,6 +5,7 @@
 import {
   AccessFs,
   AccessNet,
+  childProcesses,
   denySyscalls,
   fsRightsOfAbi,
   landlockAbi,
@@ -26,12 +27,27 @@ export interface SandboxOptions {
 }
 
 /**
- * Threads the sandbox may leave unconfined by Landlock: ones running only
- * iohub's own code, ended right after it (the watchdog it replaces).
+ * What the sandbox may leave unconfined: the threads that ran before any
+ * device code did (`before`, from threadsBeforeDevices()), and iohub's own
+ * threads and processes started since (the watchdog it replaces, the
+ * socket reaper).
  */
 export interface SandboxExemptions {
+  /** Thread ids of the process before device code ran. */
+  before: readonly number[];
   /** Thread ids. */
   tids: readonly number[];
+  /** Child process ids. */
+  pids: readonly number[];
+}
+
+/**
+ * The process's threads now: call before loading device modules, and hand
+ * the result to applySandbox(), which refuses threads device code started
+ * since (a Worker stays free of Landlock, whatever it renames its thread).
+ */
+export function threadsBeforeDevices(): number[] {
+  return namedThreads().map((t) => t.tid);
 }
 
 /** The sandbox could not be set up (no Landlock, a path that is missing). */
@@ -59,9 +75,6 @@ const RW_DIR = RW_FILE | AccessFs.READ_DIR | AccessFs.REMOVE_DIR |
 // already runs: its threads are parked for good in a poll(2), so the pool
 // grows new threads, spawned from the confined main thread.
 const POOL_THREAD = "tokio-runtime-w";
-// A Worker runs JavaScript on a thread of its own, named so by Deno: one a
-// device started before the sandbox would stay free of Landlock.
-const WORKER_THREAD = /^worker-\d+$/;
 // What must not happen from any thread is also refused by seccomp, which
 // covers them all (TSYNC): no exec, no socket(2) (every TCP connection,
 // and connect() to a UNIX socket path, which Landlock ABI 7 does not
@@ -83,20 +96,29 @@ const DENIED = [
  * `allowPaths`, no TCP bind or connect, no new sockets, no exec, no
  * signals or abstract sockets outside the process, no_new_privs.
  * Throws SandboxError where Landlock is missing or older than ABI 6, and
- * where a Worker other than the `exempt` threads runs already.
+ * where a thread or process other than the `exempt` ones runs already.
  * The parked threads' calls never settle: the program must end with
  * Deno.exit(), as main.ts does.
  */
 export async function applySandbox(
   options: SandboxOptions,
-  exempt: SandboxExemptions = { tids: [] },
+  exempt: SandboxExemptions,
 ): Promise<void> {
-  const worker = namedThreads().find((t) =>
-    WORKER_THREAD.test(t.name) && !exempt.tids.includes(t.tid)
+  // Deno's pool grows on demand: its new threads are parked below, and one
+  // that only takes the pool's name is not, which fails the sandbox.
+  const stray = namedThreads().find((t) =>
+    t.name !== POOL_THREAD && !exempt.before.includes(t.tid) &&
+    !exempt.tids.includes(t.tid)
   );
-  if (worker !== undefined) {
+  if (stray !== undefined) {
     throw new SandboxError(
-      `a Worker started before the sandbox (thread ${worker.name}) would stay unconfined: start workers once the remote serves`,
+      `a thread started by device code before the sandbox (${stray.name}, a Worker?) would stay unconfined: start workers once the remote serves`,
+    );
+  }
+  const child = childProcesses().find((pid) => !exempt.pids.includes(pid));
+  if (child !== undefined) {
+    throw new SandboxError(
+      `a process started before the sandbox (pid ${child}) would stay unconfined: start processes once the remote serves (the sandbox then refuses them)`,
     );
   }
   let abi: number;

@@ -32,14 +32,15 @@ const held: WritableStream<Uint8Array>[] = [];
 /**
  * Has the socket files at `paths` removed once this process has ended, if
  * they are still the sockets they are now. Call before the sandbox (it
- * starts a process and reads the files' identities).
+ * starts a process and reads the files' identities); returns the pid of the
+ * process it started, or null when there was nothing to remove.
  */
-export function removeAtExit(paths: readonly string[]): void {
+export function removeAtExit(paths: readonly string[]): number | null {
   const pairs = paths.flatMap((path) => {
     const st = Deno.statSync(path);
     return [path, `${st.dev}:${st.ino}`];
   });
-  if (pairs.length === 0) return;
+  if (pairs.length === 0) return null;
   const shell = ["/bin/sh", "-c", SCRIPT, "iohub-socket-reaper", ...pairs];
   // In a session of its own, a kill of the remote's process group (a
   // launcher's SIGKILL) does not take the reaper with it; without setsid
@@ -54,4 +55,5 @@ export function removeAtExit(paths: readonly string[]): void {
   // Its status is never awaited: the remote must not wait for it to end.
   child.unref();
   held.push(child.stdin);
+  return child.pid;
 }

@@ -121,6 +121,10 @@ self.onmessage = async ({ data }) => {
 };
 `;
 
+// Taken when iohub's modules load, before any device module does: device
+// code may replace the global Worker, and must not get to run this thread.
+const WorkerClass = Worker;
+
 // Starting the worker (an isolate, its module, libc) takes tens of ms of
 // CPU; it is waited for before the remote serves, but not for ever.
 const START_TIMEOUT_MS = 5000;
@@ -176,7 +180,7 @@ export class Watchdog implements Disposable {
   private constructor(
     { heartbeat, names, statuses, log }: WatchdogOptions,
   ) {
-    this.#worker = new Worker(
+    this.#worker = new WorkerClass(
       `data:text/javascript,${encodeURIComponent(WATCHDOG_JS)}`,
       { type: "module" },
     );

@@ -179,16 +179,69 @@ Deno.test({
 const DEVICE_BODY =
   `({ identity: { vendorId: 0x1af4, deviceId: 0x10f9 }, bars: [], read() {}, write() {} })`;
 
+// A Worker that takes the name of one of Deno's own threads, so that no
+// name tells it apart.
+const RENAMED_WORKER = `
+const libc = Deno.dlopen("libc.so.6", {
+  prctl: { parameters: ["i32", "buffer"], result: "i32" },
+}).symbols;
+libc.prctl(15, new TextEncoder().encode("V8 DefaultWorke\\0"));
+setInterval(() => {}, 1000);
+`;
+
 Deno.test({
   name:
-    "sandbox: a Worker a device started before the sandbox is refused, not left unconfined",
+    "sandbox: a Worker a device started before the sandbox is refused, whatever its thread is named",
+  ignore: !landlock,
+}, async (t) => {
+  for (
+    const [name, code] of [
+      ["plain", "setInterval(() => {}, 1000)"],
+      ["renamed", RENAMED_WORKER],
+    ]
+  ) {
+    await t.step(name, async () => {
+      await withTempDir("iohub-sandbox-", async (dir) => {
+        const mod = `${dir}/worker.ts`;
+        Deno.writeTextFileSync(
+          mod,
+          `new Worker("data:text/javascript," + encodeURIComponent(${
+            JSON.stringify(code)
+          }), { type: "module" });
+          await new Promise((done) => setTimeout(done, 300));
+          export default () => ${DEVICE_BODY};`,
+        );
+        await using child = startRemote(
+          "--sandbox",
+          "--device",
+          `${mod},socket=${dir}/a.sock`,
+        );
+        // A remote that took the sandbox would serve on: that fails the test.
+        const output = child.output();
+        assert(await within(output, 20_000), "the remote refused to start");
+        const out = await output;
+        const stderr = new TextDecoder().decode(out.stderr);
+        assertEquals(out.code, 1, stderr);
+        assertMatch(
+          stderr,
+          /^iohub: --sandbox: a thread started by device code before the sandbox \(.*\) would stay unconfined/,
+        );
+        assertEquals(stderr.trim().split("\n").length, 1, stderr);
+      });
+    });
+  }
+});
+
+Deno.test({
+  name: "sandbox: a process a device started before the sandbox is refused",
   ignore: !landlock,
 }, async () => {
   await withTempDir("iohub-sandbox-", async (dir) => {
-    const mod = `${dir}/worker.ts`;
+    const mod = `${dir}/child.ts`;
     Deno.writeTextFileSync(
       mod,
-      `new Worker("data:text/javascript,setInterval(() => {}, 1000)", { type: "module" });
+      `const child = new Deno.Command("/bin/sh", { args: ["-c", "read x"], stdin: "piped" }).spawn();
+      child.unref();
       export default () => ${DEVICE_BODY};`,
     );
     await using child = startRemote(
@@ -196,7 +249,6 @@ Deno.test({
       "--device",
       `${mod},socket=${dir}/a.sock`,
     );
-    // A remote that took the sandbox would serve on: that fails the test.
     const output = child.output();
     assert(await within(output, 20_000), "the remote refused to start");
     const out = await output;
@@ -204,9 +256,8 @@ Deno.test({
     assertEquals(out.code, 1, stderr);
     assertMatch(
       stderr,
-      /^iohub: --sandbox: a Worker started before the sandbox \(thread worker-\d+\) would stay unconfined/,
+      /^iohub: --sandbox: a process started before the sandbox \(pid \d+\) would stay unconfined/,
     );
-    assertEquals(stderr.trim().split("\n").length, 1, stderr);
   });
 });
 
