@@ -316,7 +316,8 @@ export const remoteCommand: Command = {
         // for signals with the first listener, above).
         const before = sandbox === null ? [] : threadsBeforeDevices();
         const factories: DeviceFactory[] = [];
-        for (const d of devices) {
+        for (const [i, d] of devices.entries()) {
+          heartbeat.enter(i);
           try {
             factories.push(await resolveDeviceType(d.type));
           } catch (e) {
