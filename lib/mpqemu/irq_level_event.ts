@@ -33,16 +33,20 @@ export class IrqLevelEvent implements Disposable {
 
   /** The eventfd identities of the pair (fdinfo eventfd-id), -1 unknown. */
   readonly ids: readonly [number, number];
+  // A peer's pair is closed as every fd a peer sent (ffi/peer_fd.ts).
+  readonly #fromPeer: boolean;
 
   /** Takes ownership of an existing pair of our own eventfds. */
   constructor(
     irqfd: number,
     resamplefd: number,
     ids: [number, number] = [-1, -1],
+    fromPeer = false,
   ) {
     this.irqEvent = new EventFd(irqfd);
     this.resampleEvent = new EventFd(resamplefd);
     this.ids = ids;
+    this.#fromPeer = fromPeer;
   }
 
   /**
@@ -68,7 +72,7 @@ export class IrqLevelEvent implements Disposable {
       if (rs.semaphore) {
         throw new IrqfdError("the resamplefd is a semaphore eventfd");
       }
-      return new IrqLevelEvent(irqfd, resamplefd, [irq.id, rs.id]);
+      return new IrqLevelEvent(irqfd, resamplefd, [irq.id, rs.id], true);
     } catch (e) {
       closePeerFd(irqfd);
       closePeerFd(resamplefd);
@@ -127,10 +131,16 @@ export class IrqLevelEvent implements Disposable {
   /** Closes both eventfds once. */
   close(): void {
     try {
-      this.irqEvent.close();
+      this.#close(this.irqEvent);
     } finally {
-      this.resampleEvent.close();
+      this.#close(this.resampleEvent);
     }
+  }
+
+  #close(ev: EventFd): void {
+    if (ev.closed) return;
+    if (this.#fromPeer) closePeerFd(ev.release());
+    else ev.close();
   }
 
   /** Closes both eventfds (for `using`). */
