@@ -8,6 +8,7 @@
 
 import type { SysmemRegion } from "../mpqemu/mod.ts";
 import {
+  closePeerFd,
   dupCloexec,
   F_SEAL_SHRINK,
   fileSize,
@@ -112,7 +113,8 @@ export class GuestMemory implements Disposable {
         r.map.unmap();
       }
     } finally {
-      r.file?.close();
+      // A copy of the peer's fd: closed as one (ffi/peer_fd.ts).
+      if (r.file !== null && !r.file.closed) closePeerFd(r.file.release());
     }
   }
 
