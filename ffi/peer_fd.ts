@@ -3,41 +3,61 @@
 // daemon a FLUSH, a TCP socket with SO_LINGER waits for its queue to drain,
 // and closing an eventfd or a pipe takes locks a peer's stuck thread may
 // hold; a UNIX socket's queue may carry any of these as SCM_RIGHTS. No kind
-// of fd is safe, so once a PeerFdCloser runs, every peer fd is closed on its
-// thread: a close that never returns holds only that thread.
+// of fd is safe, so once a PeerFdCloser runs, every peer fd is closed on
+// threads of its own: a close that never returns holds only its thread, and
+// the closes behind it go to another.
 
 import { closeFd } from "./fd.ts";
 import { LIBC_NAME } from "./libc.ts";
-
-// The closer's code, plain JavaScript from a data: URL (it may start under
-// --sandbox, when no file can be read).
-const CLOSER_JS = `
-self.onmessage = ({ data }) => {
-  if (data === "done") {
-    self.close();
-    return;
-  }
-  if (data.libc !== undefined) {
-    self.close_ = Deno.dlopen(data.libc, {
-      close: { parameters: ["i32"], result: "i32" },
-    }).symbols.close;
-    self.pending = new Int32Array(data.pending);
-    self.postMessage("ready");
-    return;
-  }
-  self.close_(data);
-  Atomics.sub(self.pending, 0, 1);
-};
-`;
 
 // Taken when iohub's modules load, before any device module does: device
 // code may replace the global Worker, and must not get to run this thread.
 const WorkerClass = Worker;
 
+// The shared ring: [0] next entry to claim, [1] next entry to fill, then
+// RING_SLOTS fds. Each thread also has a status word: 0 idle, else when its
+// current close began (ms since the closer started, never 0).
+const RING_SLOTS = 4096;
+const HEAD = 0;
+const TAIL = 1;
+const SLOTS_AT = 2;
+// A close taking longer than this is taken for stuck: the closes behind it
+// go to a new thread, up to MAX_THREADS of them.
+const STUCK_MS = 1000;
+const MAX_THREADS = 16;
+
+// The closers' code, plain JavaScript from a data: URL (they start under
+// --sandbox, when no file can be read). Each claims entries of the ring
+// one at a time and waits on the ring's tail when it is empty.
+const CLOSER_JS = `
+self.onmessage = ({ data }) => {
+  const close = Deno.dlopen(data.libc, {
+    close: { parameters: ["i32"], result: "i32" },
+  }).symbols.close;
+  const ring = new Int32Array(data.ring);
+  const status = new Int32Array(data.status);
+  self.postMessage("ready");
+  for (;;) {
+    const head = Atomics.load(ring, ${HEAD});
+    const tail = Atomics.load(ring, ${TAIL});
+    if (head === tail) {
+      Atomics.wait(ring, ${TAIL}, tail);
+      continue;
+    }
+    if (Atomics.compareExchange(ring, ${HEAD}, head, head + 1) !== head) continue;
+    const fd = Atomics.load(ring, ${SLOTS_AT} + (head % ${RING_SLOTS}));
+    if (fd < 0) return;
+    Atomics.store(status, data.index, ((Date.now() - data.base) | 0) || 1);
+    close(fd);
+    Atomics.store(status, data.index, 0);
+  }
+};
+`;
+
 let current: PeerFdCloser | null = null;
 
 /**
- * Closes `fd`, received from a peer: on the running PeerFdCloser's thread,
+ * Closes `fd`, received from a peer: on the running PeerFdCloser's threads,
  * or here when none runs (before a remote serves, and in processes that
  * trust their peers less dearly, such as the proxy).
  */
@@ -47,56 +67,105 @@ export function closePeerFd(fd: number): void {
 }
 
 /**
- * A thread of its own that closes peer fds (see above), installed for
+ * Threads of their own that close peer fds (see above), installed for
  * closePeerFd() while it lives. Start it after --sandbox, so that its
- * thread is confined too.
+ * threads are confined too.
  */
 export class PeerFdCloser implements Disposable {
-  readonly #worker: Worker;
-  readonly #pending = new Int32Array(new SharedArrayBuffer(4));
+  readonly #ring = new Int32Array(
+    new SharedArrayBuffer(4 * (SLOTS_AT + RING_SLOTS)),
+  );
+  readonly #status = new Int32Array(new SharedArrayBuffer(4 * MAX_THREADS));
+  readonly #workers: Worker[] = [];
+  readonly #base = Date.now();
+  #dropped = 0;
 
-  /** Starts the thread and installs it once it runs. */
+  /** Starts the first thread and installs the closer once it runs. */
   static async start(): Promise<PeerFdCloser> {
     const closer = new PeerFdCloser();
-    await new Promise((ready, failed) => {
-      closer.#worker.onmessage = ready;
-      closer.#worker.onerror = (e) => {
-        e.preventDefault();
-        failed(new Error(`the fd closer did not start: ${e.message}`));
-      };
-    });
+    await closer.#spawn();
     current = closer;
     return closer;
   }
 
-  private constructor() {
-    this.#worker = new WorkerClass(
+  private constructor() {}
+
+  #spawn(): Promise<void> {
+    const index = this.#workers.length;
+    const worker = new WorkerClass(
       `data:text/javascript,${encodeURIComponent(CLOSER_JS)}`,
       { type: "module" },
     );
-    this.#worker.postMessage({
-      libc: LIBC_NAME,
-      pending: this.#pending.buffer,
+    this.#workers.push(worker);
+    const ready = new Promise<void>((done, failed) => {
+      worker.onmessage = () => done();
+      worker.onerror = (e) => {
+        e.preventDefault();
+        failed(new Error(`an fd closer thread stopped: ${e.message}`));
+      };
     });
+    worker.postMessage({
+      libc: LIBC_NAME,
+      ring: this.#ring.buffer,
+      status: this.#status.buffer,
+      index,
+      base: this.#base,
+    });
+    return ready;
   }
 
-  /** Closes that have been asked for and not done (a stuck one stays). */
+  /** Closes asked for and not done (stuck ones included). */
   get pending(): number {
-    return Atomics.load(this.#pending, 0);
+    const busy = this.#status.filter((s) => s !== 0).length;
+    return Atomics.load(this.#ring, TAIL) - Atomics.load(this.#ring, HEAD) +
+      busy;
   }
 
-  /** Hands `fd` to the thread to close. */
+  /** Fds left open because every thread was stuck and the ring full. */
+  get dropped(): number {
+    return this.#dropped;
+  }
+
+  /** Queues `fd` to be closed. */
   close(fd: number): void {
-    Atomics.add(this.#pending, 0, 1);
-    this.#worker.postMessage(fd);
+    const ring = this.#ring;
+    const tail = Atomics.load(ring, TAIL);
+    if (tail - Atomics.load(ring, HEAD) >= RING_SLOTS) {
+      // Better an fd left open than a serving thread stuck in close(2).
+      this.#dropped++;
+      return;
+    }
+    Atomics.store(ring, SLOTS_AT + (tail % RING_SLOTS), fd);
+    Atomics.store(ring, TAIL, tail + 1);
+    Atomics.notify(ring, TAIL, 1);
+    this.#replaceStuck();
+  }
+
+  // When every thread is inside a close that has lasted STUCK_MS, one more
+  // takes the ring (up to MAX_THREADS).
+  #replaceStuck(): void {
+    const now = (Date.now() - this.#base) | 0;
+    for (let i = 0; i < this.#workers.length; i++) {
+      const since = Atomics.load(this.#status, i);
+      if (since === 0 || ((now - since) | 0) < STUCK_MS) return;
+    }
+    if (this.#workers.length >= MAX_THREADS) return;
+    // Its start is not awaited: the ring keeps the fds until it runs.
+    this.#spawn().catch(() => {});
   }
 
   /**
-   * Uninstalls it; the thread ends once it has made the closes asked for
-   * (it is not waited for: a stuck close would hold it for ever).
+   * Uninstalls it; each thread ends once the ring is empty (a stuck close
+   * holds its thread for ever, so none is waited for).
    */
   [Symbol.dispose](): void {
     if (current === this) current = null;
-    this.#worker.postMessage("done");
+    const ring = this.#ring;
+    for (let i = 0; i < this.#workers.length; i++) {
+      const tail = Atomics.load(ring, TAIL);
+      Atomics.store(ring, SLOTS_AT + (tail % RING_SLOTS), -1);
+      Atomics.store(ring, TAIL, tail + 1);
+    }
+    Atomics.notify(ring, TAIL);
   }
 }

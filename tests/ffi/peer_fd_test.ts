@@ -36,6 +36,34 @@ async function until(cond: () => boolean, ms: number): Promise<boolean> {
   return cond();
 }
 
+/**
+ * A TCP socket whose close waits: connected to `listener`, whose end never
+ * reads, its queue full, SO_LINGER set; and that other end.
+ */
+async function lingering(
+  listener: Deno.TcpListener,
+): Promise<{ fd: number; conn: Deno.TcpConn }> {
+  const fd = sys.socket(AF_INET, SOCK_STREAM, 0);
+  const sa = new Uint8Array(16);
+  const v = new DataView(sa.buffer);
+  v.setUint16(0, AF_INET, true);
+  v.setUint16(2, listener.addr.port, false);
+  sa.set([127, 0, 0, 1], 4);
+  assertEquals(sys.connect(fd, sa, 16), 0);
+  // The other end never reads: the queue fills, and with SO_LINGER a close
+  // waits for it to drain.
+  const conn = await listener.accept();
+  const linger = new Int32Array([1, 3600]);
+  assertEquals(
+    sys.setsockopt(fd, SOL_SOCKET, SO_LINGER, new Uint8Array(linger.buffer), 8),
+    0,
+  );
+  setNonblocking(fd, true);
+  const chunk = new Uint8Array(65536);
+  while (Number(sys.write(fd, chunk, BigInt(chunk.length))) > 0);
+  return { fd, conn };
+}
+
 Deno.test("peer fd: without a closer, closed at once", () =>
   assertNoFdLeak(() => {
     const [a, b] = socketpair();
@@ -50,30 +78,7 @@ Deno.test("peer fd: a close that waits on its peer holds the closer's thread, no
   using closer = await PeerFdCloser.start();
   await assertNoFdLeak(async () => {
     using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const fd = sys.socket(AF_INET, SOCK_STREAM, 0);
-    const sa = new Uint8Array(16);
-    const v = new DataView(sa.buffer);
-    v.setUint16(0, AF_INET, true);
-    v.setUint16(2, listener.addr.port, false);
-    sa.set([127, 0, 0, 1], 4);
-    assertEquals(sys.connect(fd, sa, 16), 0);
-    // The other end never reads: the queue fills, and with SO_LINGER a
-    // close waits for it to drain.
-    const conn = await listener.accept();
-    const linger = new Int32Array([1, 3600]);
-    assertEquals(
-      sys.setsockopt(
-        fd,
-        SOL_SOCKET,
-        SO_LINGER,
-        new Uint8Array(linger.buffer),
-        8,
-      ),
-      0,
-    );
-    setNonblocking(fd, true);
-    const chunk = new Uint8Array(65536);
-    while (Number(sys.write(fd, chunk, BigInt(chunk.length))) > 0);
+    const { fd, conn } = await lingering(listener);
     let open = true;
     try {
       const t0 = performance.now();
@@ -91,4 +96,25 @@ Deno.test("peer fd: a close that waits on its peer holds the closer's thread, no
       if (open) conn.close();
     }
   });
+});
+
+Deno.test("peer fd: closes queued behind a stuck one go to another thread", async () => {
+  using closer = await PeerFdCloser.start();
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { fd, conn } = await lingering(listener);
+  try {
+    closePeerFd(fd);
+    // Once the close has lasted a second, the next ones take a new thread.
+    await new Promise((done) => setTimeout(done, 1100));
+    const later = Array.from({ length: 100 }, () => eventfd());
+    for (const ev of later) closePeerFd(ev);
+    assert(
+      await until(() => later.every((ev) => !isValidFd(ev)), 5000),
+      "the closes behind the stuck one were made",
+    );
+    assertEquals(closer.pending, 1, "only the lingering one is left");
+  } finally {
+    conn.close();
+  }
+  assert(await until(() => closer.pending === 0, 5000));
 });
