@@ -38,10 +38,10 @@ const MSGHDR_SIZE = 56;
 const IOVEC_SIZE = 16;
 const CMSG_HDR = 16;
 
-/** CMSG_SPACE for `n` ints. */
 // The most fds Linux passes in one message (include/net/scm.h).
 const SCM_MAX_FD = 253;
 
+/** CMSG_SPACE for `n` ints. */
 function cmsgSpace(n: number): number {
   return CMSG_HDR + ((n * 4 + 7) & ~7);
 }

@@ -98,9 +98,14 @@ export function namedThreads(): NamedThread[] {
   return out;
 }
 
-/** The processes this one started and that still run (or await reaping). */
+/**
+ * The processes this one started and that still run (or await reaping).
+ * Throws SysError where the kernel lists no children (a kernel without
+ * CONFIG_PROC_CHILDREN): an empty list would then prove nothing.
+ */
 export function childProcesses(): number[] {
   const out: number[] = [];
+  let listed = 0;
   for (const tid of taskIds()) {
     let fd: number;
     try {
@@ -109,6 +114,7 @@ export function childProcesses(): number[] {
       if (vanished(e)) continue;
       throw e;
     }
+    listed++;
     try {
       for (const pid of procText(fd).trim().split(/\s+/)) {
         if (pid !== "") out.push(Number(pid));
@@ -116,6 +122,13 @@ export function childProcesses(): number[] {
     } finally {
       closeFd(fd);
     }
+  }
+  if (listed === 0) {
+    throw new SysError(
+      "open /proc/self/task/*/children",
+      Errno.ENOENT,
+      "the kernel lists no child processes (CONFIG_PROC_CHILDREN)",
+    );
   }
   return out;
 }
