@@ -9,8 +9,6 @@ const blocking = {
   strerror: { parameters: ["i32"], result: "pointer" },
   /** int close(int fd) */
   close: { parameters: ["i32"], result: "i32" },
-  /** ssize_t readlink(const char *path, char *buf, size_t size) */
-  readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
   /** ssize_t read(int fd, void *buf, size_t n) */
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   /** ssize_t write(int fd, const void *buf, size_t n) */

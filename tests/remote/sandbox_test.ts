@@ -179,6 +179,31 @@ Deno.test({
 const DEVICE_BODY =
   `({ identity: { vendorId: 0x1af4, deviceId: 0x10f9 }, bars: [], read() {}, write() {} })`;
 
+/**
+ * Serves a device module whose top level runs `prelude` under --sandbox,
+ * which must refuse to start: exit 1 with one line, returned.
+ */
+async function refusedSandbox(dir: string, prelude: string): Promise<string> {
+  const mod = `${dir}/dev.ts`;
+  Deno.writeTextFileSync(
+    mod,
+    `${prelude}\nexport default () => ${DEVICE_BODY};`,
+  );
+  await using child = startRemote(
+    "--sandbox",
+    "--device",
+    `${mod},socket=${dir}/a.sock`,
+  );
+  // A remote that took the sandbox would serve on: that fails the test.
+  const output = child.output();
+  assert(await within(output, 20_000), "the remote refused to start");
+  const out = await output;
+  const stderr = new TextDecoder().decode(out.stderr);
+  assertEquals(out.code, 1, stderr);
+  assertEquals(stderr.trim().split("\n").length, 1, stderr);
+  return stderr;
+}
+
 // A Worker that takes the name of one of Deno's own threads, so that no
 // name tells it apart.
 const RENAMED_WORKER = `
@@ -202,31 +227,16 @@ Deno.test({
   ) {
     await t.step(name, async () => {
       await withTempDir("iohub-sandbox-", async (dir) => {
-        const mod = `${dir}/worker.ts`;
-        Deno.writeTextFileSync(
-          mod,
-          `new Worker("data:text/javascript," + encodeURIComponent(${
-            JSON.stringify(code)
-          }), { type: "module" });
-          await new Promise((done) => setTimeout(done, 300));
-          export default () => ${DEVICE_BODY};`,
-        );
-        await using child = startRemote(
-          "--sandbox",
-          "--device",
-          `${mod},socket=${dir}/a.sock`,
-        );
-        // A remote that took the sandbox would serve on: that fails the test.
-        const output = child.output();
-        assert(await within(output, 20_000), "the remote refused to start");
-        const out = await output;
-        const stderr = new TextDecoder().decode(out.stderr);
-        assertEquals(out.code, 1, stderr);
         assertMatch(
-          stderr,
+          await refusedSandbox(
+            dir,
+            `new Worker("data:text/javascript," + encodeURIComponent(${
+              JSON.stringify(code)
+            }), { type: "module" });
+            await new Promise((done) => setTimeout(done, 300));`,
+          ),
           /^iohub: --sandbox: a thread started by device code before the sandbox \(.*\) would stay unconfined/,
         );
-        assertEquals(stderr.trim().split("\n").length, 1, stderr);
       });
     });
   }
@@ -237,25 +247,11 @@ Deno.test({
   ignore: !landlock,
 }, async () => {
   await withTempDir("iohub-sandbox-", async (dir) => {
-    const mod = `${dir}/child.ts`;
-    Deno.writeTextFileSync(
-      mod,
-      `const child = new Deno.Command("/bin/sh", { args: ["-c", "read x"], stdin: "piped" }).spawn();
-      child.unref();
-      export default () => ${DEVICE_BODY};`,
-    );
-    await using child = startRemote(
-      "--sandbox",
-      "--device",
-      `${mod},socket=${dir}/a.sock`,
-    );
-    const output = child.output();
-    assert(await within(output, 20_000), "the remote refused to start");
-    const out = await output;
-    const stderr = new TextDecoder().decode(out.stderr);
-    assertEquals(out.code, 1, stderr);
     assertMatch(
-      stderr,
+      await refusedSandbox(
+        dir,
+        `new Deno.Command("/bin/sh", { args: ["-c", "read x"], stdin: "piped" }).spawn().unref();`,
+      ),
       /^iohub: --sandbox: a process started before the sandbox \(pid \d+\) would stay unconfined/,
     );
   });
