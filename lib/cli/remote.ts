@@ -376,8 +376,15 @@ export const remoteCommand: Command = {
         }
         // From here every fd a peer sends is closed on a thread of its own
         // (after the sandbox, so that thread is confined too).
-        closer = await PeerFdCloser.start();
-        controlSocket?.serve(() => remote.state());
+        const fdCloser = await PeerFdCloser.start();
+        closer = fdCloser;
+        controlSocket?.serve(() => ({
+          ...remote.state(),
+          peerFdCloses: {
+            pending: fdCloser.pending,
+            dropped: fdCloser.dropped,
+          },
+        }));
         serving = true;
         for (const [line, severity] of held) sink(line, severity);
         // Everything that can fail at start has run: the launcher may start

@@ -69,10 +69,15 @@ export function formatStats(s: RemoteState): string {
   const line = (cells: string[]): string =>
     cells.map((c, i) => i < 3 ? c.padEnd(widths[i]) : c.padStart(widths[i]))
       .join("  ").trimEnd();
+  const closes = s.peerFdCloses;
   return [
     `remote pid ${s.pid}, up ${
       s.uptimeS.toFixed(1)
-    } s, polling window ${s.pollUs} us`,
+    } s, polling window ${s.pollUs} us${
+      closes === undefined || closes.pending + closes.dropped === 0
+        ? ""
+        : `, peer fds: ${closes.pending} closes pending, ${closes.dropped} left open`
+    }`,
     line(head),
     ...rows.map(line),
   ].join("\n");

@@ -95,4 +95,10 @@ export interface RemoteState {
   wakeups: Wakeups;
   /** Every device, in --device order. */
   devices: DeviceState[];
+  /**
+   * Closes of fds peers sent (ffi/peer_fd.ts): asked for and not done
+   * (a peer can make one wait for ever), and fds left open because every
+   * closer thread was stuck. Absent before the remote serves.
+   */
+  peerFdCloses?: { pending: number; dropped: number };
 }

@@ -10,6 +10,7 @@ import {
 } from "@std/assert";
 import { closeFd, EventFd, listenUnix } from "../../ffi/mod.ts";
 import { readControl } from "../../lib/remote/control.ts";
+import { formatStats } from "../../lib/cli/stats.ts";
 import type { RemoteState } from "../../lib/remote/remote.ts";
 import { spawnDevices } from "../remote/remote_process.ts";
 import { haveBinutils, haveQemu } from "../requirements.ts";
@@ -44,6 +45,8 @@ Deno.test("remote: --trace records every message and INTx event, --control answe
     assertEquals(json.code, 0, json.stderr);
     const state = JSON.parse(json.stdout) as RemoteState;
     const [watched, other] = state.devices;
+    // The SET_IRQFD pair is the remote's to keep: nothing waits to close.
+    assertEquals(state.peerFdCloses, { pending: 0, dropped: 0 });
     assertEquals(watched.id, "watched");
     assertEquals(watched.type, "testdev");
     assertEquals(watched.channel, "connected");
@@ -187,4 +190,24 @@ Deno.test("stats: a control socket that accepts but never answers is one clear l
       closeFd(fd);
     }
   });
+});
+
+Deno.test("stats: closes of peer fds that wait are shown in the header", () => {
+  const state: RemoteState = {
+    pid: 7,
+    uptimeS: 1,
+    pollUs: 0,
+    wakeups: { direct: 0, polled: 0, synced: 0, slept: 0 },
+    devices: [],
+    peerFdCloses: { pending: 2, dropped: 0 },
+  };
+  assertStringIncludes(
+    formatStats(state),
+    "remote pid 7, up 1.0 s, polling window 0 us, peer fds: 2 closes pending, 0 left open",
+  );
+  state.peerFdCloses = { pending: 0, dropped: 0 };
+  assertEquals(
+    formatStats(state).split("\n")[0],
+    "remote pid 7, up 1.0 s, polling window 0 us",
+  );
 });
