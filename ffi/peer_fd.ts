@@ -44,8 +44,9 @@ self.onmessage = ({ data }) => {
       Atomics.wait(ring, ${TAIL}, tail);
       continue;
     }
-    if (Atomics.compareExchange(ring, ${HEAD}, head, head + 1) !== head) continue;
+    // Read before claiming: once claimed, the slot may be filled anew.
     const fd = Atomics.load(ring, ${SLOTS_AT} + (head % ${RING_SLOTS}));
+    if (Atomics.compareExchange(ring, ${HEAD}, head, head + 1) !== head) continue;
     if (fd < 0) return;
     Atomics.store(status, data.index, ((Date.now() - data.base) | 0) || 1);
     close(fd);
