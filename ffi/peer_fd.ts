@@ -47,7 +47,10 @@ self.onmessage = ({ data }) => {
     // Read before claiming: once claimed, the slot may be filled anew.
     const fd = Atomics.load(ring, ${SLOTS_AT} + (head % ${RING_SLOTS}));
     if (Atomics.compareExchange(ring, ${HEAD}, head, head + 1) !== head) continue;
-    if (fd < 0) return;
+    if (fd < 0) {
+      self.close();
+      return;
+    }
     Atomics.store(status, data.index, ((Date.now() - data.base) | 0) || 1);
     close(fd);
     Atomics.store(status, data.index, 0);
@@ -59,8 +62,8 @@ let current: PeerFdCloser | null = null;
 
 /**
  * Closes `fd`, received from a peer: on the running PeerFdCloser's threads,
- * or here when none runs (before a remote serves, and in processes that
- * trust their peers less dearly, such as the proxy).
+ * or here when none runs (before a remote serves, and in the proxy, whose
+ * peer is a remote it started or chose).
  */
 export function closePeerFd(fd: number): void {
   if (current === null) closeFd(fd);
