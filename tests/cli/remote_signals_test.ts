@@ -149,6 +149,9 @@ Deno.test({
     {
       await using child = sandboxed();
       const c = await connectWhenListening(a);
+      // Answered once serving, so after the reaper started: the socket is
+      // listened on earlier, while the devices are set up.
+      assertEquals(c.cfgRead(0), 0x10b11234n);
       c.close();
       child.kill("SIGKILL");
       await child.status;
@@ -158,7 +161,9 @@ Deno.test({
       await using child = sandboxed("--control", ctl);
       const c = await connectWhenListening(a);
       try {
-        // Connected, the remote listens no more: another may take the path.
+        // Connected and served, the remote listens no more: another may
+        // take the path.
+        assertEquals(c.cfgRead(0), 0x10b11234n);
         Deno.removeSync(a);
         const other = listenUnix(a);
         try {
