@@ -18,3 +18,22 @@ export async function assertNoFdLeak(
   const after = openFds();
   assertEquals(after, before, "fds leaked or closed by the test body");
 }
+
+/**
+ * The open fds of remote `pid` once their count is `count`, waiting up to
+ * `ms` for it: a remote closes the fds its peers sent on a thread of their
+ * own (ffi/peer_fd.ts), a moment after the request that dropped them.
+ */
+export async function fdsOnceCount(
+  pid: number,
+  count: number,
+  ms = 2000,
+): Promise<number[]> {
+  const end = performance.now() + ms;
+  let fds = openFds(pid);
+  while (fds.length !== count && performance.now() < end) {
+    await new Promise((done) => setTimeout(done, 10));
+    fds = openFds(pid);
+  }
+  return fds;
+}

@@ -27,7 +27,7 @@ import {
   type RunResult,
 } from "../../lib/kvm/machine.ts";
 import type { ProxyDevice } from "../../lib/proxy/proxy_device.ts";
-import { openFds } from "../fd_check.ts";
+import { fdsOnceCount, openFds } from "../fd_check.ts";
 import { spawnProxied } from "../proxy/proxy_remote.ts";
 import type { RemoteProcess } from "../remote/remote_process.ts";
 import { GSI, machineTest, sleep, start } from "./guest_machine.ts";
@@ -327,7 +327,7 @@ machineTest(
     // Two round trips on b: the remote has handled a's hang-up.
     b.configRead(0, 4);
     b.configRead(0, 4);
-    const after = openFds(pid);
+    const after = await fdsOnceCount(pid, before.length - 1);
     assertEquals(after.length, before.length - 1, "a's socket alone went");
     assert(after.every((fd) => before.includes(fd)), `${before} -> ${after}`);
     const maps = Deno.readTextFileSync(`/proc/${pid}/maps`);

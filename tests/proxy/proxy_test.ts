@@ -16,7 +16,7 @@ import {
 import { setNonblocking, socketpair, writeFd } from "../../ffi/mod.ts";
 import { Channel, Cmd, Received } from "../../lib/mpqemu/mod.ts";
 import { IrqLevelEvent } from "../../lib/mpqemu/irq_level_event.ts";
-import { assertNoFdLeak, openFds } from "../fd_check.ts";
+import { assertNoFdLeak, fdsOnceCount, openFds } from "../fd_check.ts";
 import { guestRam } from "./guest_ram.ts";
 import { spawnProxied } from "./proxy_remote.ts";
 import { type RemoteProcess, spawnDevices } from "../remote/remote_process.ts";
@@ -184,7 +184,7 @@ proxyTest(
 
 proxyTest(
   "proxy: a second setupIrqfd replaces the pair on both sides",
-  (p, r) => {
+  async (p, r) => {
     const sink = ready(p);
     const first = p.irq!.irqfd;
     const remoteFds = openFds(r.child.pid).length;
@@ -193,7 +193,7 @@ proxyTest(
     setReg(p, Reg.IRQ_RAISE, 1);
     assert(sink.wait(SOON), "the sink follows the new pair");
     assertEquals(
-      openFds(r.child.pid).length,
+      (await fdsOnceCount(r.child.pid, remoteFds)).length,
       remoteFds,
       "the remote closed its old pair",
     );

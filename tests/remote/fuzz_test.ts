@@ -19,7 +19,7 @@ import {
 import { TESTDEV_ID } from "../../lib/pci/devices/testdev.ts";
 import { Cmd, Message, Received } from "../../lib/mpqemu/mod.ts";
 import { prng } from "../prng.ts";
-import { assertNoFdLeak, openFds } from "../fd_check.ts";
+import { assertNoFdLeak, fdsOnceCount, openFds } from "../fd_check.ts";
 import { BAR0, BAR1, type Client, spawnRemote } from "./remote_process.ts";
 
 const FUZZ_MS = 3000;
@@ -231,12 +231,7 @@ async function fuzzRound(
   assertEquals(await controlRead(control), BigInt(TESTDEV_ID));
   // Every fuzz channel closed: of the channels only the control's socket
   // is left. Bounded wait: the remote sees the hang-ups asynchronously.
-  let now = 0;
-  for (let i = 0; i < 200; i++) {
-    now = openFds(r.child.pid).length;
-    if (now === baseline - CHANNELS) break;
-    await new Promise((done) => setTimeout(done, 10));
-  }
+  const now = (await fdsOnceCount(r.child.pid, baseline - CHANNELS)).length;
   assertEquals(now, baseline - CHANNELS, `seed ${seed}: fds back to baseline`);
   const { stderr } = await r.finish();
   assert(!stderr.includes("device error"), `seed ${seed}: ${stderr}`);

@@ -25,7 +25,7 @@ import {
 } from "../mpqemu/bad_messages.ts";
 import { guestRam } from "../proxy/guest_ram.ts";
 import { prng } from "../prng.ts";
-import { assertNoFdLeak, openFds } from "../fd_check.ts";
+import { assertNoFdLeak, fdsOnceCount, openFds } from "../fd_check.ts";
 import {
   assertExit,
   BAR0,
@@ -395,7 +395,10 @@ Deno.test("remote: fds nobody uses and an unwatchable resamplefd hurt only that 
   bad.ch.send(bad.ch.tx.encodeEmpty(Cmd.DEVICE_RESET), [ev.fd]);
   assertEquals(bad.ch.receive(), Received.MESSAGE);
   bad.barrier();
-  assertEquals(openFds(r.child.pid).length, baseline.length);
+  assertEquals(
+    (await fdsOnceCount(r.child.pid, baseline.length)).length,
+    baseline.length,
+  );
   // A memfd is no eventfd: SET_IRQFD is refused, the pair is closed, that
   // channel closes, and the process goes on serving the other device.
   const file = memfd("not-an-eventfd", 8);
@@ -407,7 +410,10 @@ Deno.test("remote: fds nobody uses and an unwatchable resamplefd hurt only that 
   assert(await pollReadable(bad.ch.fd, 5000));
   assertEquals(bad.ch.receive(), Received.EOF);
   assertEquals(good.barRead(BAR0), BigInt(TESTDEV_ID));
-  assertEquals(openFds(r.child.pid).length, baseline.length - 1);
+  assertEquals(
+    (await fdsOnceCount(r.child.pid, baseline.length - 1)).length,
+    baseline.length - 1,
+  );
   const stderr = await assertExit(
     r,
     1,
@@ -453,7 +459,7 @@ Deno.test("remote: each broken rule closes only that channel, no fd leaks", asyn
       good.barWrite(BAR0 + 4n, 5n);
       assertEquals(good.barRead(BAR0 + 4n), 5n);
       good.barrier();
-      const after = openFds(r.child.pid);
+      const after = await fdsOnceCount(r.child.pid, baseline.length - 1);
       const gone = baseline.filter((fd) => !after.includes(fd));
       const extra = after.filter((fd) => !baseline.includes(fd));
       assertEquals(extra, [], "no fd leaked in the remote");
@@ -496,7 +502,7 @@ Deno.test("remote: random well-formed requests never kill the remote", async () 
   good.cfgWrite(0x10, Number(BAR0));
   good.cfgWrite(0x04, 2, 2);
   assertEquals(good.barRead(BAR0), BigInt(TESTDEV_ID));
-  assertEquals(openFds(r.child.pid), baseline);
+  assertEquals(await fdsOnceCount(r.child.pid, baseline.length), baseline);
   await assertExit(r, 0);
 });
 
@@ -667,7 +673,10 @@ Deno.test("remote: messages cut anywhere, fds on any piece, are all understood",
     // pair's fd numbers may differ from the first pair's: count them).
     c.barWrite(BAR0 + BigInt(Reg.IRQ_RAISE), 1n);
     assert(await pollReadable(pair[0].fd, 5000), "latest irqfd asserted");
-    assertEquals(openFds(r.child.pid).length, baseline.length);
+    assertEquals(
+      (await fdsOnceCount(r.child.pid, baseline.length)).length,
+      baseline.length,
+    );
   } finally {
     pair.forEach((e) => e.close());
     closeFd(ram);
