@@ -15,3 +15,4 @@ export * from "./seccomp.ts";
 export * from "./syscalls.ts";
 export * from "./thread_park.ts";
 export * from "./peer_fd.ts";
+export * from "./js_worker.ts";

@@ -8,11 +8,8 @@
 // the closes behind it go to another.
 
 import { closeFd } from "./fd.ts";
+import { jsWorker } from "./js_worker.ts";
 import { LIBC_NAME } from "./libc.ts";
-
-// Taken when iohub's modules load, before any device module does: device
-// code may replace the global Worker, and must not get to run this thread.
-const WorkerClass = Worker;
 
 // The shared ring: [0] next entry to claim, [1] next entry to fill, then
 // RING_SLOTS fds. Each thread also has a status word: 0 idle, else when its
@@ -26,8 +23,7 @@ const SLOTS_AT = 2;
 const STUCK_MS = 1000;
 const MAX_THREADS = 16;
 
-// The closers' code, plain JavaScript from a data: URL (they start under
-// --sandbox, when no file can be read). Each claims entries of the ring
+// The closers' code (see js_worker.ts). Each claims entries of the ring
 // one at a time and waits on the ring's tail when it is empty.
 const CLOSER_JS = `
 self.onmessage = ({ data }) => {
@@ -96,10 +92,7 @@ export class PeerFdCloser implements Disposable {
 
   #spawn(): Promise<void> {
     const index = this.#workers.length;
-    const worker = new WorkerClass(
-      `data:text/javascript,${encodeURIComponent(CLOSER_JS)}`,
-      { type: "module" },
-    );
+    const worker = jsWorker(CLOSER_JS);
     this.#workers.push(worker);
     const ready = new Promise<void>((done, failed) => {
       worker.onmessage = () => done();

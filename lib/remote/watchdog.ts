@@ -4,7 +4,7 @@
 // own sees the thread's heartbeat stop, says so once, and ends the process
 // on SIGINT/SIGTERM, which nothing else would then answer.
 
-import { LIBC_NAME } from "../../ffi/mod.ts";
+import { jsWorker, LIBC_NAME } from "../../ffi/mod.ts";
 import { within } from "../timer.ts";
 
 /**
@@ -121,10 +121,6 @@ self.onmessage = async ({ data }) => {
 };
 `;
 
-// Taken when iohub's modules load, before any device module does: device
-// code may replace the global Worker, and must not get to run this thread.
-const WorkerClass = Worker;
-
 // Starting the worker (an isolate, its module, libc) takes tens of ms of
 // CPU; it is waited for before the remote serves, but not for ever.
 const START_TIMEOUT_MS = 5000;
@@ -180,10 +176,7 @@ export class Watchdog implements Disposable {
   private constructor(
     { heartbeat, names, statuses, log }: WatchdogOptions,
   ) {
-    this.#worker = new WorkerClass(
-      `data:text/javascript,${encodeURIComponent(WATCHDOG_JS)}`,
-      { type: "module" },
-    );
+    this.#worker = jsWorker(WATCHDOG_JS);
     // A watchdog that cannot run must not take the remote down with it.
     this.#failed = new Promise((failed) => {
       this.#worker.onerror = (e) => {
