@@ -57,10 +57,16 @@ function taskIds(): number[] {
   }
 }
 
-/** The contents of a small /proc file, read through its open fd. */
+/** The contents of a /proc file, read whole through its open fd. */
 function procText(fd: number): string {
-  const n = preadFd(fd, text, 0);
-  return new TextDecoder().decode(text.subarray(0, n));
+  const decoder = new TextDecoder();
+  let out = "";
+  for (let off = 0;;) {
+    const n = preadFd(fd, text, off);
+    if (n === 0) return out + decoder.decode();
+    out += decoder.decode(text.subarray(0, n), { stream: true });
+    off += n;
+  }
 }
 
 /** A thread of this process and its name (/proc/self/task/TID/comm). */
@@ -78,24 +84,32 @@ function vanished(e: unknown): boolean {
     (e.errno === Errno.ENOENT || e.errno === Errno.ESRCH);
 }
 
-/** The threads of this process with their names; ones that end meanwhile are left out. */
-export function namedThreads(): NamedThread[] {
-  const out: NamedThread[] = [];
+/**
+ * Each thread's /proc/self/task/TID/`file`, read whole; threads that end
+ * meanwhile are left out.
+ */
+function taskFiles(file: string): { tid: number; text: string }[] {
+  const out: { tid: number; text: string }[] = [];
   for (const tid of taskIds()) {
-    let comm: number;
+    let fd: number;
     try {
-      comm = openPath(`/proc/self/task/${tid}/comm`, 0);
+      fd = openPath(`/proc/self/task/${tid}/${file}`, 0);
     } catch (e) {
       if (vanished(e)) continue;
       throw e;
     }
     try {
-      out.push({ tid, name: procText(comm).trim() });
+      out.push({ tid, text: procText(fd) });
     } finally {
-      closeFd(comm);
+      closeFd(fd);
     }
   }
   return out;
+}
+
+/** The threads of this process with their names; ones that end meanwhile are left out. */
+export function namedThreads(): NamedThread[] {
+  return taskFiles("comm").map(({ tid, text }) => ({ tid, name: text.trim() }));
 }
 
 /**
@@ -104,33 +118,17 @@ export function namedThreads(): NamedThread[] {
  * CONFIG_PROC_CHILDREN): an empty list would then prove nothing.
  */
 export function childProcesses(): number[] {
-  const out: number[] = [];
-  let listed = 0;
-  for (const tid of taskIds()) {
-    let fd: number;
-    try {
-      fd = openPath(`/proc/self/task/${tid}/children`, 0);
-    } catch (e) {
-      if (vanished(e)) continue;
-      throw e;
-    }
-    listed++;
-    try {
-      for (const pid of procText(fd).trim().split(/\s+/)) {
-        if (pid !== "") out.push(Number(pid));
-      }
-    } finally {
-      closeFd(fd);
-    }
-  }
-  if (listed === 0) {
+  const lists = taskFiles("children");
+  if (lists.length === 0) {
     throw new SysError(
       "open /proc/self/task/*/children",
       Errno.ENOENT,
       "the kernel lists no child processes (CONFIG_PROC_CHILDREN)",
     );
   }
-  return out;
+  return lists.flatMap(({ text }) =>
+    text.split(/\s+/).filter((pid) => pid !== "").map(Number)
+  );
 }
 
 /**
