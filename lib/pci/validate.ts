@@ -197,7 +197,7 @@ export function validateModel(model: DeviceModel): DeviceModel {
       }, not the model (a function ctx => model, or a class constructed with ctx)`,
     );
   }
-  if (typeof (model as { then?: unknown }).then === "function") {
+  if (isThenable(model)) {
     throw new DeviceModelError(
       "model",
       "the factory returned a promise: it must return the model itself (await at the module's top level instead)",
@@ -215,4 +215,9 @@ export function validateModel(model: DeviceModel): DeviceModel {
   }
   checkLayout(model.identity, model.bars, model);
   return model;
+}
+
+/** Whether `value` is a promise or promise-like (a `then` method). */
+export function isThenable(value: unknown): boolean {
+  return typeof (value as { then?: unknown } | null)?.then === "function";
 }

@@ -10,6 +10,10 @@ const OWN_CODE = [
   new URL("../../ffi/", import.meta.url).href,
 ];
 
+function isOwnFrame(line: string): boolean {
+  return OWN_CODE.some((own) => line.includes(own));
+}
+
 // How often an error that keeps coming is reported again (ms), and how
 // many distinct errors are remembered for that.
 const REPEAT_MS = 10_000;
@@ -26,9 +30,8 @@ export function devicesOnStack(
   stack: string,
   owners: ReadonlyMap<string, readonly string[]>,
 ): string[] {
-  const frames = stack.split("\n").filter((line) =>
-    !OWN_CODE.some((own) => line.includes(own))
-  ).map(decoded).join("\n");
+  const frames = stack.split("\n").filter((line) => !isOwnFrame(line))
+    .map(decoded).join("\n");
   const named = (match: (href: string) => boolean): string[] =>
     [...owners].filter(([href]) => match(decoded(href))).flatMap(([, ids]) =>
       ids
@@ -46,7 +49,7 @@ export function devicesOnStack(
  */
 export function deviceFrame(stack: string): string | null {
   for (const line of stack.split("\n").slice(1)) {
-    if (OWN_CODE.some((own) => line.includes(own))) continue;
+    if (isOwnFrame(line)) continue;
     const at = /((?:file|https?|data):.*:\d+:\d+)\)?\s*$/.exec(line);
     if (at !== null) return at[1];
   }

@@ -5,6 +5,7 @@
 
 import { closePeerFd } from "../../ffi/mod.ts";
 import type { DeviceContext, DeviceModel } from "../pci/device.ts";
+import { isThenable } from "../pci/validate.ts";
 import { DeviceStats } from "./device_stats.ts";
 import { GuestMemory } from "./guest_memory.ts";
 import type { Iohub } from "./iohub.ts";
@@ -321,8 +322,7 @@ export class DeviceHost implements Disposable {
   // An async read() answers with what `data` held when it returned: say
   // so once, since the peer sees no error.
   #lateRead(returned: unknown): void {
-    if (this.#warnedLateRead) return;
-    if (typeof (returned as { then?: unknown })?.then !== "function") return;
+    if (this.#warnedLateRead || !isThenable(returned)) return;
     this.#warnedLateRead = true;
     this.#log?.(
       `${this.id}: read() returned a promise: the peer got what data held when it returned (a read must fill data before returning)`,

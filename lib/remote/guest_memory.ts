@@ -1,10 +1,10 @@
 // Guest RAM as the proxy shares it with SYNC_SYSMEM, and bounds-checked DMA
 // into it. Only shared memory is taken (a memfd or a tmpfs file, not
 // hugetlbfs): fstat or pread on a file elsewhere (FUSE, NFS) may never
-// return, and the thread that would wait serves every device. A region is mapped
-// only when its file is sealed against shrinking; any other is reached with
-// pread/pwrite, because a file the peer truncates under a mapping would
-// kill the whole remote with SIGBUS.
+// return, and the thread that would wait serves every device. A region is
+// mapped only when its file is sealed against shrinking; any other is
+// reached with pread/pwrite, because a file the peer truncates under a
+// mapping would kill the whole remote with SIGBUS.
 
 import type { SysmemRegion } from "../mpqemu/mod.ts";
 import {
@@ -51,6 +51,7 @@ const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 function mappedBytes(r: Region): number {
   return r.map === null ? 0 : r.end - r.gpa;
 }
+
 /**
  * Address space that mappings of guest RAM may take together, and each
  * device's map alone: a sparse sealed memfd maps terabytes at no cost to
