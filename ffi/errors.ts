@@ -49,6 +49,7 @@ export const Errno = {
   ENOENT: 2,
   ESRCH: 3,
   EINTR: 4,
+  ENXIO: 6,
   EBADF: 9,
   EAGAIN: 11,
   EINVAL: 22,

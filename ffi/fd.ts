@@ -1,7 +1,13 @@
 // Plain file-descriptor calls (close, read, write, fcntl, open) and OwnedFd,
 // the one-owner handle that closes its fd exactly once.
 
-import { check, checkSize, Errno, SysError } from "./errors.ts";
+import {
+  check,
+  checkSize,
+  Errno,
+  retryEintrOrAgain,
+  SysError,
+} from "./errors.ts";
 import { libc } from "./libc.ts";
 
 /** fcntl commands and flags iohub uses. */
@@ -18,8 +24,14 @@ export const F_DUPFD_CLOEXEC = 1030;
 export const FD_CLOEXEC = 1;
 /** Status flag: non-blocking I/O. */
 export const O_NONBLOCK = 0o4000;
+/** open(): write only. */
+export const O_WRONLY = 1;
 /** open(): read and write. */
 export const O_RDWR = 2;
+/** open(): create the file if missing. */
+export const O_CREAT = 0o100;
+/** open(): truncate a regular file to 0 bytes. */
+export const O_TRUNC = 0o1000;
 /** open(): close on exec. */
 export const O_CLOEXEC = 0o2000000;
 
@@ -40,6 +52,17 @@ export function writeFd(
   len = buf.length,
 ): number {
   return checkSize(libc.write(fd, buf, BigInt(len)), "write");
+}
+
+/**
+ * write(2) from `buf` on a non-blocking fd; returns bytes written, or
+ * WOULD_BLOCK when the file takes none now.
+ */
+export function writeSome(fd: number, buf: Uint8Array): number {
+  return retryEintrOrAgain(
+    () => libc.write(fd, buf, BigInt(buf.length)),
+    "write",
+  );
 }
 
 /** pipe2(2), close-on-exec: returns [read end, write end]. */
@@ -116,9 +139,15 @@ export function cString(s: string): Uint8Array<ArrayBuffer> {
   return out;
 }
 
-/** open(2) a path, close-on-exec; the error names the path. */
-export function openPath(path: string, flags: number): number {
-  return check(libc.open(cString(path), flags | O_CLOEXEC, 0), `open ${path}`);
+/**
+ * open(2) a path, close-on-exec, with `mode` for a file O_CREAT makes; the
+ * error names the path.
+ */
+export function openPath(path: string, flags: number, mode = 0): number {
+  return check(
+    libc.open(cString(path), flags | O_CLOEXEC, mode),
+    `open ${path}`,
+  );
 }
 
 /** The single owner of an fd: close() is idempotent, `using` closes it. */

@@ -4,6 +4,7 @@
 
 import { parseArgs } from "@std/cli/parse-args";
 import {
+  Errno,
   notConnectedUnixStream,
   PeerFdCloser,
   SysError,
@@ -77,7 +78,8 @@ options:
   --poll-max-us N bound of the adaptive polling window (default 32)
   --trace FILE    write one JSON object per line to FILE for every message
                   (t in us, dev, cmd, addr, size, value, us = service time),
-                  INTx edge, resample, and channel open/close
+                  INTx edge, resample, and channel open/close; at most
+                  1 GiB, written without ever holding up a device
   --control PATH  answer connections on the UNIX socket PATH with the live
                   state as JSON (read it with 'iohub stats PATH')
   --quiet         print errors only
@@ -298,7 +300,7 @@ export const remoteCommand: Command = {
     using _reports = new DeviceErrorReports(log, moduleOwners(devices));
     let status: number;
     {
-      using tracer = trace === null ? null : openTracer(trace);
+      using tracer = trace === null ? null : openTracer(trace, log);
       const heartbeat = new Heartbeat();
       const watch = (): Promise<Watchdog> =>
         Watchdog.start({
@@ -426,11 +428,17 @@ function openReady(fd: number): ReadySignal {
   }
 }
 
-function openTracer(path: string): Tracer {
+function openTracer(path: string, log: LogSink): Tracer {
   try {
-    return new Tracer(path);
+    return new Tracer(path, { log });
   } catch (e) {
-    throw new UsageError(`remote: --trace ${path}: ${describeError(e)}`);
+    // Opened without blocking, a FIFO nobody reads yet refuses.
+    const hint = e instanceof SysError && e.errno === Errno.ENXIO
+      ? " (a FIFO needs its reader first)"
+      : "";
+    throw new UsageError(
+      `remote: --trace ${path}: ${describeError(e)}${hint}`,
+    );
   }
 }
 

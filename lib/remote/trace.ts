@@ -2,28 +2,75 @@
 // serves, every INTx edge and resample, and every channel opened or
 // closed. Lines are buffered and written in batches; nothing is done at
 // all when tracing is off (the remote holds no Tracer then).
+//
+// The trace must never cost a device its service: the file is written
+// without blocking (a pipe whose reader lags gets what fits, the rest waits
+// in a bounded queue and is dropped past it), a failed write (a full disk)
+// ends tracing with one log line, and so does reaching the size limit,
+// which a peer flooding requests would otherwise push without end. What is
+// not written is counted and said when the trace closes.
 
+import {
+  O_CREAT,
+  O_NONBLOCK,
+  O_TRUNC,
+  O_WRONLY,
+  openPath,
+  OwnedFd,
+  WOULD_BLOCK,
+  writeSome,
+} from "../../ffi/mod.ts";
+import type { LogSink } from "../log.ts";
 import { Cmd, cmdName, type Message } from "../mpqemu/mod.ts";
 
 const FLUSH_BYTES = 64 * 1024;
 const FLUSH_MS = 200;
+/** Bytes waiting for a lagging reader beyond which records are dropped. */
+const MAX_QUEUED = 4 * 1024 * 1024;
+/** The trace's size limit unless TracerOptions.maxBytes says otherwise. */
+export const TRACE_MAX_BYTES = 1024 * 1024 * 1024;
 
-/** Writes trace records to a file. */
+/** How a Tracer writes and where it reports trouble. */
+export interface TracerOptions {
+  /** Where the trace says it stopped or dropped records. */
+  log?: LogSink;
+  /** Bytes after which tracing stops (default TRACE_MAX_BYTES). */
+  maxBytes?: number;
+}
+
+/** Writes trace records to a file, never blocking and never throwing. */
 export class Tracer implements Disposable {
-  readonly #file: Deno.FsFile;
+  readonly #path: string;
+  readonly #file: OwnedFd;
+  readonly #log: LogSink;
+  readonly #maxBytes: number;
   readonly #start = performance.now();
   readonly #encoder = new TextEncoder();
   #lines: string[] = [];
   #bytes = 0;
+  // Bytes of a batch the file did not take yet (a lagging pipe reader).
+  #unwritten: Uint8Array | null = null;
+  #written = 0;
+  #dropped = 0;
+  #stopped = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
 
-  /** Creates (or truncates) `path`. */
-  constructor(path: string) {
-    this.#file = Deno.openSync(path, {
-      write: true,
-      create: true,
-      truncate: true,
-    });
+  /**
+   * Creates (or truncates) `path`; throws SysError naming it. A FIFO must
+   * have its reader already (ENXIO otherwise).
+   */
+  constructor(path: string, options: TracerOptions = {}) {
+    this.#path = path;
+    this.#log = options.log ?? (() => {});
+    this.#maxBytes = options.maxBytes ?? TRACE_MAX_BYTES;
+    this.#file = new OwnedFd(
+      openPath(path, O_WRONLY | O_CREAT | O_TRUNC | O_NONBLOCK, 0o644),
+    );
+  }
+
+  /** Records not written (dropped, or after tracing stopped). */
+  get dropped(): number {
+    return this.#dropped;
   }
 
   /** Microseconds since the trace began, for a record's `t`. */
@@ -81,31 +128,93 @@ export class Tracer implements Disposable {
 
   /** Queues one record; written within FLUSH_MS or FLUSH_BYTES. */
   record(rec: Record<string, unknown>): void {
+    if (this.#stopped) {
+      this.#dropped++;
+      return;
+    }
     const line = JSON.stringify(rec) + "\n";
+    if (this.#bytes + (this.#unwritten?.length ?? 0) >= MAX_QUEUED) {
+      if (this.#dropped++ === 0) {
+        this.#log(
+          `trace ${this.#path}: its reader lags ${MAX_QUEUED} bytes behind: records are dropped (counted) until it catches up`,
+          "error",
+        );
+      }
+      return;
+    }
     this.#lines.push(line);
     this.#bytes += line.length;
     if (this.#bytes >= FLUSH_BYTES) this.flush();
     else this.#timer ??= setTimeout(() => this.flush(), FLUSH_MS);
   }
 
-  /** Writes what is queued. */
+  /** Writes what is queued, as far as the file takes it now. */
   flush(): void {
     clearTimeout(this.#timer);
     this.#timer = undefined;
-    if (this.#lines.length === 0) return;
-    const bytes = this.#encoder.encode(this.#lines.join(""));
-    this.#lines = [];
-    this.#bytes = 0;
+    if (this.#stopped) return;
+    if (this.#unwritten === null && this.#lines.length > 0) {
+      this.#unwritten = this.#encoder.encode(this.#lines.join(""));
+      this.#lines = [];
+      this.#bytes = 0;
+    }
+    const bytes = this.#unwritten;
+    if (bytes === null) return;
     let off = 0;
-    while (off < bytes.length) off += this.#file.writeSync(bytes.subarray(off));
+    try {
+      while (off < bytes.length) {
+        const n = writeSome(this.#file.fd, bytes.subarray(off));
+        if (n === WOULD_BLOCK) break;
+        off += n;
+      }
+    } catch (e) {
+      this.#stop((e as Error).message);
+      return;
+    }
+    this.#written += off;
+    this.#unwritten = off < bytes.length ? bytes.subarray(off) : null;
+    if (this.#written >= this.#maxBytes) {
+      this.#stop(`reached its limit of ${this.#maxBytes} bytes`);
+      return;
+    }
+    if (this.#unwritten !== null || this.#lines.length > 0) {
+      this.#timer = setTimeout(() => this.flush(), FLUSH_MS);
+    }
   }
 
-  /** Flushes and closes the file. */
+  // Ends tracing for good: what is queued and every later record count as
+  // dropped. Partial lines stay as the file took them.
+  #stop(why: string): void {
+    this.#stopped = true;
+    this.#dropped += this.#lines.length +
+      (this.#unwritten === null ? 0 : countLines(this.#unwritten));
+    this.#lines = [];
+    this.#bytes = 0;
+    this.#unwritten = null;
+    this.#log(
+      `trace ${this.#path}: ${why}: tracing stopped (the devices go on)`,
+      "error",
+    );
+  }
+
+  /** Writes what the file takes now, says what was dropped, closes it. */
   close(): void {
+    if (this.#file.closed) return;
+    this.flush();
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#dropped += this.#lines.length +
+      (this.#unwritten === null ? 0 : countLines(this.#unwritten));
+    if (this.#dropped > 0) {
+      this.#log(
+        `trace ${this.#path}: ${this.#dropped} records not written`,
+        "error",
+      );
+    }
     try {
-      this.flush();
-    } finally {
       this.#file.close();
+    } catch (e) {
+      this.#log(`trace ${this.#path}: ${(e as Error).message}`, "error");
     }
   }
 
@@ -113,6 +222,12 @@ export class Tracer implements Disposable {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+function countLines(bytes: Uint8Array): number {
+  let n = 0;
+  for (const b of bytes) if (b === 0x0a) n++;
+  return n;
 }
 
 function retNumber(tx: Message): number {

@@ -128,6 +128,26 @@ Deno.test("stats: nothing listening is one line, exit 1", async () => {
   assertStringIncludes(r.stderr, "nothing answers on /nonexistent/iohub.sock");
 });
 
+Deno.test("remote: --trace to a FIFO nobody reads yet is one line, exit 2", async () => {
+  await withTempDir("iohub-trace-fifo-", async (dir) => {
+    const fifo = `${dir}/fifo`;
+    assert(
+      (await new Deno.Command("mkfifo", { args: [fifo] }).output()).success,
+    );
+    const r = await iohub(
+      "remote",
+      "--device",
+      `testdev,socket=${dir}/s.sock`,
+      "--trace",
+      fifo,
+    );
+    assertEquals(r.code, 2);
+    assertEquals(r.stderr.trim().split("\n").length, 1, r.stderr);
+    assertStringIncludes(r.stderr, "ENXIO");
+    assertStringIncludes(r.stderr, "a FIFO needs its reader first");
+  });
+});
+
 Deno.test({
   name: "demo: --trace and --control work while the guest runs",
   ignore: !haveQemu() || !haveBinutils(),
