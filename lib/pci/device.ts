@@ -19,7 +19,12 @@ export interface DeviceContext {
    * Interrupt Disable in the command register holds the line low.
    */
   setIrq(level: boolean): void;
-  /** Copies guest memory at `gpa` into `dst`; false if not all mapped. */
+  /**
+   * Copies guest memory at `gpa` into `dst`; false if not all of it is
+   * guest memory. The remote also takes a bigint `gpa` (as getLe64 reads
+   * a register) and any typed array or DataView as `dst`, and throws
+   * TypeError for anything else (a plain array).
+   */
   dmaRead(gpa: number, dst: Uint8Array): boolean;
   /** Copies `src` to guest memory at `gpa`; false if not all mapped. */
   dmaWrite(gpa: number, src: Uint8Array): boolean;

@@ -28,6 +28,20 @@ function isPow2(n: unknown): n is number {
     Math.log2(n) % 1 === 0;
 }
 
+// A string shows its quotes: "0x1af4" is text, not the number.
+function shown(v: unknown): string {
+  return typeof v === "string" ? JSON.stringify(v) : String(v);
+}
+
+// What a number field holds that breaks its rule, `rule` being what it
+// should be. A string (a --device option passed on as it came, say) is
+// called one, or "4096 is not a power of two" would puzzle.
+function notA(v: unknown, rule: string): string {
+  return typeof v === "string"
+    ? `${shown(v)} is a string, expected a number: ${rule}`
+    : `${shown(v)} is not ${rule}`;
+}
+
 function checkInt(
   field: string,
   v: unknown,
@@ -35,11 +49,9 @@ function checkInt(
   min = 0,
 ): void {
   if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
-    // A string shows its quotes: "0x1af4" is text, not the number.
-    const shown = typeof v === "string" ? JSON.stringify(v) : String(v);
     throw new DeviceModelError(
       field,
-      `${shown} is not an integer in ${min}..0x${max.toString(16)}`,
+      notA(v, `an integer in ${min}..0x${max.toString(16)}`),
     );
   }
 }
@@ -79,7 +91,7 @@ function checkBar(i: number, bar: BarSpec, next: BarSpec | null): void {
   if (bar.space !== "memory" && bar.space !== "io") {
     throw new DeviceModelError(
       `${field}.space`,
-      `${String(bar.space)}, expected "memory" or "io"`,
+      `${shown(bar.space)}, expected "memory" or "io"`,
     );
   }
   const io = bar.space === "io";
@@ -88,7 +100,7 @@ function checkBar(i: number, bar: BarSpec, next: BarSpec | null): void {
   if (!isPow2(bar.size) || bar.size < min || bar.size > max) {
     throw new DeviceModelError(
       `${field}.size`,
-      `${String(bar.size)} is not a power of two in ${min}..${max}`,
+      notA(bar.size, `a power of two in ${min}..${max}`),
     );
   }
   if (io && (bar.is64 || bar.prefetchable)) {
@@ -142,6 +154,9 @@ function checkCapability(i: number, cap: CapabilitySpec, at: number): number {
         } after its header`,
       );
     }
+    for (let j = 0; j < bytes.length; j++) {
+      checkInt(`${field}.${key}[${j}]`, bytes[j], 0xff);
+    }
   }
   return at + ((cap.length + 3) & ~3);
 }
@@ -170,7 +185,7 @@ export function checkLayout(
     if (!isPow2(rom.size) || rom.size < 2048 || rom.size > 2 ** 31) {
       throw new DeviceModelError(
         "rom.size",
-        `${String(rom.size)} is not a power of two in 2048..${2 ** 31}`,
+        notA(rom.size, `a power of two in 2048..${2 ** 31}`),
       );
     }
   }
@@ -215,6 +230,114 @@ export function validateModel(model: DeviceModel): DeviceModel {
   }
   checkLayout(model.identity, model.bars, model);
   return model;
+}
+
+// The fields iohub reads from each part of a model, to tell a misspelt one
+// (read as missing, so silently without effect) from the ones it knows.
+const FIELDS = {
+  identity: [
+    "vendorId",
+    "deviceId",
+    "revision",
+    "classCode",
+    "subsystemVendorId",
+    "subsystemId",
+    "interruptPin",
+  ],
+  BAR: ["size", "space", "is64", "prefetchable"],
+  ROM: ["size"],
+  capability: ["id", "length", "init", "writable", "read", "write"],
+} as const;
+
+// A model is often a class with fields and methods of its own: only names
+// close to an optional member it lacks are taken for a misspelling.
+const OPTIONAL_MEMBERS = ["reset", "close", "rom", "capabilities"] as const;
+
+/**
+ * Fields of a valid model that iohub does not read and that look like
+ * misspellings (`bars[0].prefetch`, `rest()` for reset()), one line each,
+ * for the remote to log: an optional field spelt wrong is otherwise
+ * silently without effect.
+ */
+export function modelWarnings(model: DeviceModel): string[] {
+  const out: string[] = [];
+  const extra = (
+    field: string,
+    part: object | null | undefined,
+    kind: keyof typeof FIELDS,
+  ): void => {
+    if (typeof part !== "object" || part === null) return;
+    const known: readonly string[] = FIELDS[kind];
+    for (const key of Object.keys(part)) {
+      if (known.includes(key)) continue;
+      const near = nearest(key, known);
+      out.push(
+        `${field}.${key} is ignored${
+          near === null
+            ? ` (${kind} fields: ${known.join(", ")})`
+            : `: did you mean ${near}?`
+        }`,
+      );
+    }
+  };
+  extra("identity", model.identity, "identity");
+  model.bars.forEach((bar, i) => extra(`bars[${i}]`, bar, "BAR"));
+  extra("rom", model.rom, "ROM");
+  model.capabilities?.forEach((cap, i) =>
+    extra(`capabilities[${i}]`, cap, "capability")
+  );
+  const names = memberNames(model);
+  for (const member of OPTIONAL_MEMBERS) {
+    if (member in model) continue;
+    const found = names.find((n) => nearest(n, [member]) !== null);
+    if (found !== undefined) {
+      out.push(`${found} is ignored: did you mean ${member}?`);
+    }
+  }
+  return out;
+}
+
+// Own keys and the methods of its classes (Object's excepted).
+function memberNames(model: object): string[] {
+  const names = new Set(Object.keys(model));
+  for (
+    let p = Object.getPrototypeOf(model);
+    p !== null && p !== Object.prototype;
+    p = Object.getPrototypeOf(p)
+  ) {
+    for (const n of Object.getOwnPropertyNames(p)) {
+      if (n !== "constructor") names.add(n);
+    }
+  }
+  return [...names];
+}
+
+// The name in `known` that `key` looks like a misspelling of (case, an
+// underscore, a letter or two, a prefix), or null.
+function nearest(key: string, known: readonly string[]): string | null {
+  const k = key.toLowerCase().replaceAll("_", "");
+  for (const name of known) {
+    const n = name.toLowerCase();
+    if (k === n || (k.length >= 4 && n.startsWith(k))) return name;
+    if (editDistance(k, n) <= (n.length <= 5 ? 1 : 2)) return name;
+  }
+  return null;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row.push(Math.min(
+        prev[j] + 1,
+        row[j - 1] + 1,
+        prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1),
+      ));
+    }
+    prev = row;
+  }
+  return prev[b.length];
 }
 
 /** Whether `value` is a promise or promise-like (a `then` method). */

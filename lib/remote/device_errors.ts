@@ -56,6 +56,14 @@ export function deviceFrame(stack: string): string | null {
   return null;
 }
 
+// The same error again is the same throw from the same calls, whatever its
+// message says (a timer's message often carries a count or a value).
+function throwSite(e: unknown, stack: string): string {
+  const frames = stack.split("\n").filter((line) => /^\s+at /.test(line));
+  if (!(e instanceof Error) || frames.length === 0) return stack;
+  return `${e.name}\n${frames.join("\n")}`;
+}
+
 // V8 writes a frame's URL with some characters decoded (a space in a file
 // name, not in a directory's): both sides are compared decoded.
 function decoded(text: string): string {
@@ -86,7 +94,7 @@ export class DeviceErrorReports implements Disposable {
       const stack = e instanceof Error ? (e.stack ?? e.message) : String(e);
       const ids = devicesOnStack(stack, owners);
       const of = ids.length === 0 ? "" : ` of ${ids.join(", ")}`;
-      const seen = this.#repeated(`${what}\n${stack}`);
+      const seen = this.#repeated(`${what}\n${throwSite(e, stack)}`);
       if (seen === null) {
         log(`${what} in device code${of}: ${stack}`, "error");
       } else if (seen > 0) {

@@ -120,8 +120,12 @@ export class DeviceHost implements Disposable {
       setIrq: (level) => {
         if (!this.#closed) this.#setLevel(level);
       },
-      dmaRead: (gpa, dst) => !this.#closed && this.memory.read(gpa, dst),
-      dmaWrite: (gpa, src) => !this.#closed && this.memory.write(gpa, src),
+      dmaRead: (gpa: number | bigint, dst: ArrayBufferView) =>
+        !this.#closed &&
+        this.memory.read(dmaAddress(gpa), dmaBytes("dmaRead", dst)),
+      dmaWrite: (gpa: number | bigint, src: ArrayBufferView) =>
+        !this.#closed &&
+        this.memory.write(dmaAddress(gpa), dmaBytes("dmaWrite", src)),
       log: (line) => log?.(`${id}: ${line}`),
       params: Object.freeze({ ...params }),
     });
@@ -417,4 +421,32 @@ export class DeviceHost implements Disposable {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+// A 64-bit register read with getLe64 is a bigint: take it as an address
+// too. One past 2^53 cannot be guest memory here (a region's end is a
+// safe integer), so it becomes an address no region holds.
+function dmaAddress(gpa: number | bigint): number {
+  if (typeof gpa === "number") return gpa;
+  return gpa <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(gpa) : -1;
+}
+
+// Bytes are bytes: any typed array or DataView is viewed as a Uint8Array.
+// Anything else (a plain array, whose elements DMA cannot reach) is the
+// device's mistake, the same one however the peer made its guest RAM.
+function dmaBytes(call: string, buf: ArrayBufferView): Uint8Array {
+  if (buf instanceof Uint8Array) return buf;
+  if (ArrayBuffer.isView(buf)) {
+    return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  }
+  const kind = Array.isArray(buf)
+    ? "an Array"
+    : buf === null
+    ? "null"
+    : typeof buf === "object"
+    ? `a ${(buf as object).constructor?.name ?? "object"}`
+    : typeof buf;
+  throw new TypeError(
+    `${call}: the buffer must be a Uint8Array (or another typed array or DataView), not ${kind}`,
+  );
 }

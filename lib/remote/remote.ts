@@ -18,7 +18,7 @@ import {
 } from "../../ffi/mod.ts";
 import { Channel, ProtocolError, Received } from "../mpqemu/mod.ts";
 import type { LogSink } from "../log.ts";
-import { validateModel } from "../pci/validate.ts";
+import { modelWarnings, validateModel } from "../pci/validate.ts";
 import type { DeviceSpec, RemoteOptions, RemoteState, Wakeups } from "./api.ts";
 import { formatCloseLine } from "./close_line.ts";
 import type { Tracer } from "./trace.ts";
@@ -137,7 +137,13 @@ export class Remote implements Disposable {
     const host = new DeviceHost({
       id: spec.id,
       pirq: mapIrq(index),
-      build: (ctx) => validateModel(spec.factory(ctx)),
+      build: (ctx) => {
+        const model = validateModel(spec.factory(ctx));
+        for (const w of modelWarnings(model)) {
+          this.#log(`${spec.id}: model: ${w}`, "info");
+        }
+        return model;
+      },
       iohub: this.iohub,
       // A device's own lines (DeviceContext.log) are info: --quiet hides them.
       log: (line) => this.#log(line, "info"),

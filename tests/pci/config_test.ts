@@ -249,7 +249,24 @@ Deno.test("config: layouts that break the rules name the field", () => {
           { vendorId: "0x1af4" as unknown as number, deviceId: 1 },
           [],
         ),
-      `identity.vendorId: "0x1af4" is not an integer in 0..0xffff`,
+      `identity.vendorId: "0x1af4" is a string, expected a number: an integer in 0..0xffff`,
+    ],
+    [
+      () =>
+        new PciConfig(id, [{ size: "4096" as unknown as number, space: "io" }]),
+      `bars[0].size: "4096" is a string, expected a number: a power of two in 4..256`,
+    ],
+    [
+      () =>
+        new PciConfig(id, [], { rom: { size: "4096" as unknown as number } }),
+      `rom.size: "4096" is a string, expected a number`,
+    ],
+    [
+      () =>
+        new PciConfig(id, [], {
+          capabilities: [{ id: 9, length: 4, writable: [0x1ff] }],
+        }),
+      "capabilities[0].writable[0]: 511 is not an integer in 0..0xff",
     ],
   ];
   for (const [make, field] of cases) {

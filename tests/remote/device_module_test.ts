@@ -10,7 +10,13 @@ import {
   assertStringIncludes,
   assertThrows,
 } from "@std/assert";
-import { closeFd, pollReadable } from "../../ffi/mod.ts";
+import {
+  closeFd,
+  memfd,
+  OwnedFd,
+  pollReadable,
+  preadFd,
+} from "../../ffi/mod.ts";
 import { spawnWithSockets } from "../../lib/qemu/socket_child.ts";
 import { defaultRemoteCommand } from "../../lib/qemu/spawn_remote.ts";
 import { UINT64_MAX } from "../../lib/mpqemu/mod.ts";
@@ -626,6 +632,102 @@ Deno.test("device module: a timer that throws on every tick is reported once, no
       await new Promise((done) => setTimeout(done, 400));
       const stderr = await assertExit(r, 0);
       assertEquals(stderr.split("Error: tick broke").length, 2, stderr);
+    },
+  );
+});
+
+Deno.test("device module: a timer whose message changes on every tick is still reported once", async () => {
+  await withModule(
+    "counting.ts",
+    `export default () => {
+      let n = 0;
+      const timer = setInterval(() => { throw new Error(\`tick \${n++} broke\`); }, 5);
+      return {
+        identity: { vendorId: 0x1af4, deviceId: 0x10fb },
+        bars: [],
+        read() {},
+        write() {},
+        close() { clearInterval(timer); },
+      };
+    };`,
+    async (mod) => {
+      await using r = spawnDevices([`${mod},id=counting`]);
+      r.clients[0].cfgRead(0);
+      await new Promise((done) => setTimeout(done, 400));
+      const stderr = await assertExit(r, 0);
+      assertEquals(stderr.split("Error: tick ").length, 2, stderr);
+    },
+  );
+});
+
+Deno.test("device module: misspelt model fields are logged, one line each, and the device serves", async () => {
+  await withModule(
+    "typos.ts",
+    `export default () => ({
+      identity: { vendorId: 0x1af4, deviceId: 0x10fc, revison: 2 },
+      bars: [{ size: 4096, space: "memory", prefetch: true, is_64: false }],
+      capabilities: [{ id: 9, length: 4, writeable: [0xff] }],
+      rest() {},
+      helper() {},
+      read() {},
+      write() {},
+    });`,
+    async (mod) => {
+      await using r = spawnDevices([`${mod},id=typos`]);
+      assertEquals(r.clients[0].cfgRead(0), 0x10fc1af4n);
+      const stderr = await assertExit(r, 0);
+      for (
+        const line of [
+          "typos: model: identity.revison is ignored: did you mean revision?",
+          "typos: model: bars[0].prefetch is ignored: did you mean prefetchable?",
+          "typos: model: bars[0].is_64 is ignored: did you mean is64?",
+          "typos: model: capabilities[0].writeable is ignored: did you mean writable?",
+          "typos: model: rest is ignored: did you mean reset?",
+        ]
+      ) {
+        assertStringIncludes(stderr, line);
+      }
+      assert(!stderr.includes("helper"), stderr);
+    },
+  );
+});
+
+Deno.test("device module: DMA takes bigint addresses and any typed array; a plain array is the device's error", async () => {
+  await withModule(
+    "dmakinds.ts",
+    `export default (ctx) => ({
+      identity: { vendorId: 0x1af4, deviceId: 0x10fd },
+      bars: [{ size: 4096, space: "memory" }],
+      read() {},
+      write(_bar, off) {
+        if (off === 0) ctx.dmaWrite(0x10n, new Uint32Array([0xdeadbeef]));
+        if (off === 4) {
+          const back = new DataView(new ArrayBuffer(4));
+          ctx.dmaRead(0x10, back);
+          ctx.dmaWrite(0x20, new Uint8Array([back.getUint8(3)]));
+        }
+        if (off === 8) ctx.dmaRead(0, new Array(16));
+      },
+    });`,
+    async (mod) => {
+      await using r = spawnDevices([`${mod},id=dmakinds`]);
+      const c = r.clients[0];
+      enable(c);
+      using ram = new OwnedFd(memfd("guest-ram", 0x1000));
+      c.syncSysmem([{ gpa: 0n, size: 0x1000n, offset: 0n, fd: ram.fd }]);
+      c.barWrite(BAR0, 0n);
+      c.barWrite(BAR0 + 4n, 0n);
+      const bytes = new Uint8Array(0x21);
+      preadFd(ram.fd, bytes, 0);
+      assertEquals([...bytes.subarray(0x10, 0x14)], [0xef, 0xbe, 0xad, 0xde]);
+      assertEquals(bytes[0x20], 0xde);
+      // The device threw: its channel closes.
+      assertThrows(() => c.barWrite(BAR0 + 8n, 0n), Error, "remote hung up");
+      const stderr = await assertExit(r, 1);
+      assertStringIncludes(
+        stderr,
+        "dmaRead: the buffer must be a Uint8Array (or another typed array or DataView), not an Array",
+      );
     },
   );
 });
