@@ -84,6 +84,13 @@ export class DeviceHost implements Disposable {
 
   /** The last refused access, for the log. */
   lastRefusal = "";
+  /**
+   * The region (BAR index, ROM_REGION for the ROM) and offset the last BAR
+   * access decoded to; region -1 when it hit none. For the trace.
+   */
+  lastRegion = -1;
+  /** See lastRegion. */
+  lastOffset = 0;
   /** Requests, refusals and service times, for the control socket. */
   readonly stats: DeviceStats = new DeviceStats();
 
@@ -282,6 +289,7 @@ export class DeviceHost implements Disposable {
     const bar = idx < 0 || addr < 0
       ? -1
       : this.#decode(addr, size, rx.barMemory);
+    this.lastRegion = bar;
     if (bar < 0) {
       this.lastRefusal = `${cmdName(rx.cmd)}: ${
         idx < 0
@@ -302,6 +310,7 @@ export class DeviceHost implements Disposable {
       return Outcome.REFUSED;
     }
     const offset = addr - this.#barBase[bar];
+    this.lastOffset = offset;
     if (write) {
       // A ROM is read-only: QEMU drops writes to it, so the model never
       // sees one.

@@ -425,6 +425,8 @@ export class Remote implements Disposable {
         t,
         us,
         outcome === Outcome.REFUSED,
+        host.lastRegion,
+        host.lastOffset,
       );
     } else {
       outcome = host.handle();

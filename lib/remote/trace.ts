@@ -80,8 +80,10 @@ export class Tracer implements Disposable {
 
   /**
    * Records a served request: `rx` the request, `tx` the reply (for reads),
-   * `t` when it started, `us` how long it took, and whether it was refused
-   * (out of range, or hitting no BAR). Addresses and values are hex strings.
+   * `t` when it started, `us` how long it took, whether it was refused
+   * (out of range, or hitting no BAR), and for a BAR access the region and
+   * offset it decoded to (region -1: none). Addresses, offsets and values
+   * are hex strings.
    */
   message(
     dev: string,
@@ -90,6 +92,8 @@ export class Tracer implements Disposable {
     t: number,
     us: number,
     refused: boolean,
+    region = -1,
+    offset = 0,
   ): void {
     const rec: Record<string, unknown> = { t, dev, cmd: cmdName(rx.cmd) };
     switch (rx.cmd) {
@@ -106,6 +110,10 @@ export class Tracer implements Disposable {
         rec.addr = `0x${rx.barAddr.toString(16)}`;
         rec.size = rx.barSize;
         rec.space = rx.barMemory ? "memory" : "io";
+        if (region >= 0) {
+          rec.bar = region;
+          rec.offset = hex(offset);
+        }
         rec.value = `0x${
           (rx.cmd === Cmd.BAR_WRITE ? rx.barVal : tx.retValue)
             .toString(16)

@@ -102,6 +102,11 @@ Deno.test("remote: --trace records every message and INTx event, --control answe
       "memory",
       "0x10b10001",
     ]);
+    // Where it landed in the device, so nobody subtracts BAR bases.
+    assertEquals([read.bar, read.offset], [0, "0x0"]);
+    const ack = messages.filter((x) => x.cmd === "BAR_WRITE").at(-1)!;
+    assertEquals([ack.bar, ack.offset], [0, "0x10"]);
+    assertEquals(refused[0].bar, undefined, "a refused access hit no BAR");
     assert(typeof read.t === "number" && typeof read.us === "number");
     const events = mine.filter((x) =>
       x.event === "intx" || x.event === "resample"
