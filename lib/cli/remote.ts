@@ -78,9 +78,9 @@ options:
   --poll-max-us N bound of the adaptive polling window (default 32)
   --trace FILE    write one JSON object per line to FILE for every message
                   (t in us, dev, cmd, addr, size, value, bar and offset,
-                  us = service time),
-                  INTx edge, resample, and channel open/close; at most
-                  1 GiB, written without ever holding up a device
+                  us = service time), INTx edge, resample, and channel
+                  open/close; at most 1 GiB, written without ever holding
+                  up a device
   --control PATH  answer connections on the UNIX socket PATH with the live
                   state as JSON (read it with 'iohub stats PATH')
   --quiet         print errors only
