@@ -23,3 +23,24 @@ export async function within(
     t.cancel();
   }
 }
+
+/**
+ * What `p` resolves to, or null as soon as `signal` aborts (at once if it
+ * has); `p` itself runs on, unwatched.
+ */
+export async function unlessAborted<T>(
+  p: Promise<T>,
+  signal: AbortSignal,
+): Promise<T | null> {
+  if (signal.aborted) return null;
+  let onAbort = (): void => {};
+  const aborted = new Promise<null>((resolve) => {
+    onAbort = () => resolve(null);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([p, aborted]);
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+  }
+}

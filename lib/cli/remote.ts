@@ -49,6 +49,7 @@ import {
 import { DeviceErrorReports, deviceFrame } from "../remote/device_errors.ts";
 import { parseDeviceValue } from "./device_value.ts";
 import { EXIT } from "../qemu/outcome.ts";
+import { unlessAborted } from "../timer.ts";
 
 const HELP = `usage: iohub remote --device TYPE,fd=N[,id=NAME] [--device ...]
        iohub remote --device TYPE,socket=PATH[,id=NAME] [--device ...]
@@ -120,16 +121,18 @@ export interface RemoteDeviceArg {
 
 /**
  * The default id of device `index` of `type`: the type, or a module's file
- * name, then the index; one that would not start with a letter gets "dev"
- * in front, as launch hands ids to QEMU.
+ * name, then the index (after a "-" when the name ends in a digit, so that
+ * uart16550.ts's first is uart16550-0); one that would not start with a
+ * letter gets "dev" in front, as launch hands ids to QEMU.
  */
 export function defaultDeviceId(type: string, index: number): string {
   const base = isModuleType(type)
     ? type.replace(/[?#].*$/, "").replace(/\/+$/, "").split("/").pop()!
       .replace(/\.(ts|js|mjs)$/, "").replace(/[^\w.-]/g, "_")
     : type;
+  const id = /\d$/.test(base) ? `${base}-${index}` : `${base}${index}`;
   // Launch gives it to QEMU too, whose ids start with a letter.
-  return /^[A-Za-z]/.test(base) ? `${base}${index}` : `dev${base}${index}`;
+  return /^[A-Za-z]/.test(base) ? id : `dev${id}`;
 }
 
 /** Parses one --device value (index names the default id). */
@@ -321,12 +324,23 @@ export const remoteCommand: Command = {
         const factories: DeviceFactory[] = [];
         for (const [i, d] of devices.entries()) {
           heartbeat.enter(i);
+          let factory: DeviceFactory | null;
           try {
-            factories.push(await resolveDeviceType(d.type));
+            // A module may take its time (up to 20 s) or never finish:
+            // SIGINT and SIGTERM end the wait, as they end serving.
+            factory = await unlessAborted(
+              resolveDeviceType(d.type),
+              stop.signal,
+            );
           } catch (e) {
             if (e instanceof DeviceTypeError) throw new UsageError(e.message);
             throw e;
           }
+          if (factory === null) {
+            sink(`${stop.signal.reason}: stopped loading ${d.type}`, "info");
+            return signalStatus(stop.signal)!;
+          }
+          factories.push(factory);
         }
         using remote = new Remote({
           log,

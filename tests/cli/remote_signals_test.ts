@@ -397,6 +397,31 @@ Deno.test("remote: a factory that never returns is reported, and SIGTERM still e
   });
 });
 
+Deno.test("remote: SIGINT while a module is still loading ends the remote at once, exit 130", async () => {
+  await withTempDir("iohub-remote-signals-", async (dir) => {
+    const mod = `${dir}/slow.ts`;
+    Deno.writeTextFileSync(
+      mod,
+      `await new Promise(() => {});\nexport default () => ({});\n`,
+    );
+    await using child = startRemote(
+      "--device",
+      `${mod},socket=${dir}/a.sock,id=dev`,
+    );
+    const stderr = new Lines(child.stderr);
+    // Its import has begun once the watchdog runs; give it a moment.
+    await new Promise((r) => setTimeout(r, 1000));
+    const t0 = performance.now();
+    child.kill("SIGINT");
+    const status = await statusWithin(child);
+    await stderr.all();
+    assertEquals([status.code, status.signal], [130, null], stderr.text);
+    assert(performance.now() - t0 < 5000, "not after the 20 s load limit");
+    assertStringIncludes(stderr.text, `SIGINT: stopped loading ${mod}`);
+    assert(!exists(`${dir}/a.sock`));
+  });
+});
+
 Deno.test("remote: a SIGTERM early in a hang is not lost: the watchdog answers it once the silence lasts", async () => {
   await withModuleRemote("for (;;) {}", async (child, c, stderr) => {
     readRegister4(c);

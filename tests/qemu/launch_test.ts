@@ -289,6 +289,12 @@ Deno.test("launch: argument parsing", () => {
       .devices?.map((d) => d.id),
     ["dev1dev0", "dev_u1"],
   );
+  // A name ending in a digit keeps its number apart from the index.
+  assertEquals(
+    parseLaunchArgs(["--device", "./uart16550.ts", "--device", "./7.ts"])
+      .options.devices?.map((d) => d.id),
+    ["uart16550-0", "dev7-1"],
+  );
   assertEquals(d.options.accel, "kvm");
   const bad: [string[], string][] = [
     [["--device", "nic"], "unknown device type 'nic'"],
