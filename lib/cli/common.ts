@@ -97,14 +97,21 @@ function unknownArgument(command: string, arg: string): UsageError {
 }
 
 /**
- * The error for an argument `command`'s parser did not expect. A negative
- * number is one: the parser reads "-1" as a flag, not as the value of the
- * option before it, so it gets a line of its own.
+ * The error for an argument `command`'s parser did not expect in `args`. A
+ * negative number is one: the parser reads "-1" as a flag, not as the
+ * value of the option before it, so it gets a line of its own naming that
+ * option.
  */
-export function unexpectedArgument(command: string, arg: string): UsageError {
+export function unexpectedArgument(
+  command: string,
+  arg: string,
+  args: readonly string[],
+): UsageError {
   if (/^-\d/.test(arg)) {
+    const before = args[args.indexOf(arg) - 1];
+    const option = before?.startsWith("-") ? `${before} ` : "";
     return new UsageError(
-      `${command}: ${arg}: option values are never negative (see 'iohub ${command} --help')`,
+      `${command}: ${option}${arg}: option values are never negative (see 'iohub ${command} --help')`,
     );
   }
   return arg.startsWith("-")

@@ -15,7 +15,7 @@ import {
 import { launch } from "../qemu/launch.ts";
 import { EXIT, type LaunchOutcome, qemuLineSeverity } from "../qemu/outcome.ts";
 import { type LogSink, logSink, type Verbosity } from "../log.ts";
-import { DEFAULT_QEMU } from "../qemu/probe.ts";
+import { DEFAULT_QEMU, defaultQemu } from "../qemu/probe.ts";
 import { type ClosedDevice, parseCloseLine } from "../remote/close_line.ts";
 import {
   type Command,
@@ -53,7 +53,8 @@ taking the completion interrupts under KVM and polling them under TCG.
 
 options:
   --device TYPE      testdev (default) or edu
-  --qemu PATH        QEMU binary (default: ${DEFAULT_QEMU} on PATH)
+  --qemu PATH        QEMU binary (default: $IOHUB_QEMU if set, else
+                     ${DEFAULT_QEMU} on PATH)
   --accel kvm|tcg    accelerator (default: kvm when /dev/kvm opens, else tcg)
   --timeout SECONDS  give up after this long (default 60)
   --trace FILE       the remote behind QEMU writes a JSON line per message
@@ -277,7 +278,7 @@ export const demoCommand: Command = {
         );
       }
     }
-    const qemu = (parsed.qemu as string | undefined) ?? DEFAULT_QEMU;
+    const qemu = (parsed.qemu as string | undefined) ?? defaultQemu();
     const guestDir = device === "edu" ? "guest/edu" : "guest/boot";
     say(`iohub demo: assembling the guest (${guestDir}/*.S) ...`, "info");
     const image = device === "edu"

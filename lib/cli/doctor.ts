@@ -17,7 +17,7 @@ import {
 } from "../proxy/irq_roundtrip.ts";
 import { spawnTestdevRemote } from "../qemu/spawn_remote.ts";
 import { ProxyDevice } from "../proxy/proxy_device.ts";
-import { DEFAULT_QEMU, probeQemu } from "../qemu/probe.ts";
+import { DEFAULT_QEMU, defaultQemu, probeQemu } from "../qemu/probe.ts";
 import { runTool } from "../run_tool.ts";
 import {
   type Command,
@@ -47,7 +47,8 @@ Checks this machine for what iohub needs and prints one line per check:
                      read from the irqfd in user space (informational)
 
 options:
-  --qemu PATH        QEMU binary (default: ${DEFAULT_QEMU} on PATH)
+  --qemu PATH        QEMU binary (default: $IOHUB_QEMU if set, else
+                     ${DEFAULT_QEMU} on PATH)
   --interrupts N     interrupts for the round trip check (default 1000)
   --help             this text
 
@@ -252,7 +253,7 @@ export const doctorCommand: Command = {
     const kvm = kvmChecks();
     kvm.forEach(print);
     const qemu = await qemuCheck(
-      (parsed.qemu as string | undefined) ?? DEFAULT_QEMU,
+      (parsed.qemu as string | undefined) ?? defaultQemu(),
     );
     print(qemu);
     const binutils = await binutilsCheck();

@@ -135,7 +135,7 @@ export function parseLaunchArgs(args: string[]): LaunchArgs {
           `launch: unexpected argument '${arg}' (QEMU arguments go after --)`,
         );
       }
-      throw unexpectedArgument("launch", arg);
+      throw unexpectedArgument("launch", arg, args);
     },
   });
   const given = (parsed.device as string[] | undefined) ?? [];

@@ -208,7 +208,7 @@ export function parseRemoteArgs(args: string[]): RemoteArgs {
     boolean: [...VERBOSITY_OPTIONS, "sandbox"],
     collect: ["device", "allow-path"],
     unknown: (arg: string) => {
-      throw unexpectedArgument("remote", arg);
+      throw unexpectedArgument("remote", arg, args);
     },
   });
   const values = (parsed.device as string[] | undefined) ?? [];
@@ -243,6 +243,11 @@ export function parseRemoteArgs(args: string[]): RemoteArgs {
   const ready = parsed["ready-fd"] as string | undefined;
   if (ready !== undefined && !/^\d+$/.test(ready)) {
     throw new UsageError(`remote: --ready-fd ${ready}: not an fd number`);
+  }
+  if (ready !== undefined && fds.has(Number(ready))) {
+    throw new UsageError(
+      `remote: --ready-fd ${ready} is a device's fd too (fd ${ready} given twice)`,
+    );
   }
   return {
     devices,

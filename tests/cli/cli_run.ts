@@ -20,7 +20,7 @@ export function iohub(
  * iohub() with `env` added to the environment it runs in and writing
  * allowed as `write` says (Deno's --allow-write flag, or none at all).
  */
-function iohubWithEnv(
+export function iohubWithEnv(
   env: Record<string, string>,
   args: string[],
   write: string[] = ["--allow-write"],

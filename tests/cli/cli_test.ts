@@ -4,6 +4,7 @@
 import { assert, assertEquals, assertStringIncludes } from "@std/assert";
 import { closeFd, connectUnix, listenUnix, setCloexec } from "../../ffi/mod.ts";
 import { iohub, MAIN } from "./cli_run.ts";
+import { spawnWithSockets } from "../../lib/qemu/socket_child.ts";
 import { Client } from "../remote/remote_process.ts";
 import { withTempDir } from "../temp_dir.ts";
 
@@ -31,11 +32,11 @@ Deno.test("cli: bad arguments get one clear line and exit 2", async (t) => {
     ],
     [
       ["remote", "--device", "testdev,socket=/tmp/a", "--poll-us", "-1"],
-      "remote: -1: option values are never negative",
+      "remote: --poll-us -1: option values are never negative",
     ],
     [
       ["launch", "--timeout", "-3"],
-      "launch: -3: option values are never negative",
+      "launch: --timeout -3: option values are never negative",
     ],
     [
       ["remote", "--device", "testdev"],
@@ -95,6 +96,23 @@ Deno.test("cli: bad arguments get one clear line and exit 2", async (t) => {
       assertEquals(r.stderr.trim().split("\n").length, 1, r.stderr);
     });
   }
+});
+
+Deno.test("cli: --ready-fd that is a device's fd is refused, exit 2", async () => {
+  await using r = spawnWithSockets(Deno.execPath(), 1, ([fd]) => [
+    "run",
+    "--allow-all",
+    MAIN,
+    "remote",
+    "--device",
+    `testdev,fd=${fd}`,
+    "--ready-fd",
+    String(fd),
+  ]);
+  const { code, stderr } = await r.finish();
+  assertEquals(code, 2, stderr);
+  assertEquals(stderr.trim().split("\n").length, 1, stderr);
+  assertStringIncludes(stderr, "is a device's fd too");
 });
 
 Deno.test("cli: an fd= that is no connected UNIX stream socket is a usage error", async (t) => {

@@ -3,7 +3,14 @@
 
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import { EXIT } from "../../lib/qemu/outcome.ts";
-import { iohub, iohubOk, MAIN, NO_QEMU, NO_QEMU_MESSAGE } from "./cli_run.ts";
+import {
+  iohub,
+  iohubOk,
+  iohubWithEnv,
+  MAIN,
+  NO_QEMU,
+  NO_QEMU_MESSAGE,
+} from "./cli_run.ts";
 import { kvmUnavailableReason } from "../../lib/kvm/mod.ts";
 import { haveBinutils, haveKvm, haveQemu } from "../requirements.ts";
 import { gone } from "../process_gone.ts";
@@ -105,6 +112,14 @@ Deno.test("demo: a missing QEMU is one line and launch's exit 3", async () => {
   const r = await iohub("demo", "--qemu", NO_QEMU, "--accel", "tcg");
   assertEquals(r.code, EXIT.QEMU);
   assertEquals(r.stderr, `iohub: demo: ${NO_QEMU_MESSAGE}\n`);
+  // $IOHUB_QEMU names it too, as for launch.
+  const env = await iohubWithEnv({ IOHUB_QEMU: NO_QEMU }, [
+    "demo",
+    "--accel",
+    "tcg",
+  ]);
+  assertEquals(env.code, EXIT.QEMU);
+  assertEquals(env.stderr, `iohub: demo: ${NO_QEMU_MESSAGE}\n`);
 });
 
 Deno.test({

@@ -3,7 +3,7 @@
 // line without stopping the others, and bad arguments exit 2.
 
 import { assert, assertEquals, assertMatch } from "@std/assert";
-import { iohub, iohubOk } from "./cli_run.ts";
+import { iohub, iohubOk, iohubWithEnv, NO_QEMU } from "./cli_run.ts";
 import { kvmUnavailableReason } from "../../lib/kvm/mod.ts";
 import { haveBinutils, haveKvm, haveQemu } from "../requirements.ts";
 
@@ -64,6 +64,16 @@ Deno.test({
       /^pass {2}irqfd path, no KVM +1000\/1000 interrupts from a real iohub remote read from the irqfd in user space, [\d.]+ us per round trip; a level held across EOI was re-asserted \(informational\)$/,
     );
   },
+});
+
+Deno.test("doctor: $IOHUB_QEMU names the QEMU it checks, as for launch", async () => {
+  const r = await iohubWithEnv({ IOHUB_QEMU: NO_QEMU }, [
+    "doctor",
+    "--interrupts",
+    "10",
+  ]);
+  assertEquals(r.code, 1);
+  assertMatch(r.stdout, /FAIL {2}QEMU +\/nonexistent\/qemu not found/);
 });
 
 Deno.test("doctor: bad arguments are one line and exit 2", async () => {
