@@ -21,7 +21,7 @@ import { builtinNames } from "../pci/devices/mod.ts";
 import { DeviceModelError } from "../pci/validate.ts";
 import { type DeviceEndpoint, MAX_DEVICES, Remote } from "../remote/remote.ts";
 import { ControlSocket } from "../remote/control.ts";
-import { SocketInUseError } from "../remote/listen.ts";
+import { SocketPathError } from "../remote/listen.ts";
 import {
   applySandbox,
   type SandboxOptions,
@@ -478,7 +478,7 @@ function addDeviceError(d: RemoteDeviceArg, e: unknown): Error {
       `${d.type}: malformed device model: ${e.message} (device ${d.id})`,
     );
   }
-  if (e instanceof SocketInUseError) return new UsageError(e.message);
+  if (e instanceof SocketPathError) return new UsageError(e.message);
   if (e instanceof SysError) return e;
   const why = e instanceof Error ? e.message : String(e);
   const at = e instanceof Error ? deviceFrame(e.stack ?? "") : null;

@@ -10,12 +10,15 @@ import {
   readFd,
 } from "../../ffi/mod.ts";
 
-/** A socket path that cannot be listened on: in use, or not a socket. */
-export class SocketInUseError extends Error {
-  /** Builds the error for `path`, saying why. */
+/**
+ * A socket path that cannot be listened on: in use, not a socket, or
+ * refused by the system (a missing directory, no permission, too long).
+ */
+export class SocketPathError extends Error {
+  /** Builds the error for `path`, saying why (naming it unless `why` does). */
   constructor(path: string, why: string) {
-    super(`${path}: ${why}`);
-    this.name = "SocketInUseError";
+    super(why.includes(path) ? why : `${path}: ${why}`);
+    this.name = "SocketPathError";
   }
 }
 
@@ -63,7 +66,7 @@ function readProcFile(path: string): string {
 /**
  * Makes `path` free to listen on: nothing there is fine; a socket nobody
  * listens on any more is removed; a socket a live process listens on, or
- * a file that is not a socket, is a SocketInUseError (never removed).
+ * a file that is not a socket, is a SocketPathError (never removed).
  */
 export function clearStaleSocket(path: string): void {
   let info: Deno.FileInfo;
@@ -74,10 +77,10 @@ export function clearStaleSocket(path: string): void {
     throw e;
   }
   if (!info.isSocket) {
-    throw new SocketInUseError(path, "exists and is not a socket");
+    throw new SocketPathError(path, "exists and is not a socket");
   }
   if (someoneListens(path)) {
-    throw new SocketInUseError(
+    throw new SocketPathError(
       path,
       "a live process is listening on this socket",
     );
@@ -85,8 +88,16 @@ export function clearStaleSocket(path: string): void {
   Deno.removeSync(path);
 }
 
-/** Listens on `path` after clearStaleSocket(); returns the listening fd. */
+/**
+ * Listens on `path` after clearStaleSocket(); returns the listening fd.
+ * Whatever keeps it from listening there is a SocketPathError.
+ */
 export function listenReplacingStale(path: string): number {
-  clearStaleSocket(path);
-  return listenUnix(path);
+  try {
+    clearStaleSocket(path);
+    return listenUnix(path);
+  } catch (e) {
+    if (e instanceof SocketPathError) throw e;
+    throw new SocketPathError(path, e instanceof Error ? e.message : String(e));
+  }
 }

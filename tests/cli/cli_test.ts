@@ -160,13 +160,13 @@ Deno.test("cli: a listening socket as fd= is a usage error", async () => {
   });
 });
 
-Deno.test("cli: a socket path that cannot be bound is one line, exit 1", async () => {
+Deno.test("cli: a socket path that cannot be bound is one line, exit 2 as for --control", async () => {
   const r = await iohub(
     "remote",
     "--device",
     "testdev,socket=/nonexistent-dir/s",
   );
-  assertEquals(r.code, 1);
+  assertEquals(r.code, 2);
   assertEquals(
     r.stderr.trim(),
     "iohub: bind /nonexistent-dir/s: ENOENT (No such file or directory)",
