@@ -7,6 +7,7 @@
 import {
   acceptUnix,
   closeFd,
+  closePeerFd,
   connectUnix,
   MsgIo,
   pollReadable,
@@ -106,7 +107,9 @@ export class ControlSocket implements AsyncDisposable {
         if (left <= 0 || !await pollWritable(conn, Math.ceil(left))) return;
       }
     } finally {
-      closeFd(conn);
+      // Its queue may hold fds a peer sent (a lingering TCP socket, say),
+      // whose close can wait on that peer.
+      closePeerFd(conn);
     }
   }
 
@@ -116,7 +119,8 @@ export class ControlSocket implements AsyncDisposable {
     this.#closed = true;
     await this.#done;
     await Promise.all(this.#pending);
-    closeFd(this.#fd);
+    // Connections not taken yet go with it, and the fds in their queues.
+    closePeerFd(this.#fd);
     try {
       Deno.removeSync(this.#path);
     } catch {

@@ -6,7 +6,7 @@
 
 import {
   acceptUnix,
-  closeFd,
+  closePeerFd,
   Epoll,
   EPOLLIN,
   EPOLLOUT,
@@ -171,7 +171,7 @@ export class Remote implements Disposable {
         this.#epoll.add(slot.listenFd, EPOLLIN, TOKEN_LISTENER + index);
       } catch (e) {
         // The slot is not kept, so close() would never see this listener.
-        closeFd(slot.listenFd);
+        closePeerFd(slot.listenFd);
         Deno.removeSync(spec.endpoint.path);
         throw e;
       }
@@ -520,7 +520,9 @@ export class Remote implements Disposable {
   #stopListening(slot: Slot, path: string): void {
     if (slot.listenFd < 0) return;
     this.#epoll.remove(slot.listenFd);
-    closeFd(slot.listenFd);
+    // Connections not accepted go with it, and the fds in their queues:
+    // a close that can wait on whoever connected.
+    closePeerFd(slot.listenFd);
     slot.listenFd = -1;
     try {
       Deno.removeSync(path);

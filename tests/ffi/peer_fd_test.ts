@@ -8,25 +8,10 @@ import {
   eventfd,
   isValidFd,
   PeerFdCloser,
-  setNonblocking,
   socketpair,
 } from "../../ffi/mod.ts";
 import { assertNoFdLeak } from "../fd_check.ts";
-
-const AF_INET = 2;
-const SOCK_STREAM = 1;
-const SOL_SOCKET = 1;
-const SO_LINGER = 13;
-
-const sys = Deno.dlopen("libc.so.6", {
-  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  setsockopt: {
-    parameters: ["i32", "i32", "i32", "buffer", "u32"],
-    result: "i32",
-  },
-  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-}).symbols;
+import { lingering } from "../lingering_socket.ts";
 
 async function until(cond: () => boolean, ms: number): Promise<boolean> {
   for (const end = performance.now() + ms; performance.now() < end;) {
@@ -34,34 +19,6 @@ async function until(cond: () => boolean, ms: number): Promise<boolean> {
     await new Promise((done) => setTimeout(done, 10));
   }
   return cond();
-}
-
-/**
- * A TCP socket whose close waits: connected to `listener`, whose end never
- * reads, its queue full, SO_LINGER set; and that other end.
- */
-async function lingering(
-  listener: Deno.TcpListener,
-): Promise<{ fd: number; conn: Deno.TcpConn }> {
-  const fd = sys.socket(AF_INET, SOCK_STREAM, 0);
-  const sa = new Uint8Array(16);
-  const v = new DataView(sa.buffer);
-  v.setUint16(0, AF_INET, true);
-  v.setUint16(2, listener.addr.port, false);
-  sa.set([127, 0, 0, 1], 4);
-  assertEquals(sys.connect(fd, sa, 16), 0);
-  // The other end never reads: the queue fills, and with SO_LINGER a close
-  // waits for it to drain.
-  const conn = await listener.accept();
-  const linger = new Int32Array([1, 3600]);
-  assertEquals(
-    sys.setsockopt(fd, SOL_SOCKET, SO_LINGER, new Uint8Array(linger.buffer), 8),
-    0,
-  );
-  setNonblocking(fd, true);
-  const chunk = new Uint8Array(65536);
-  while (Number(sys.write(fd, chunk, BigInt(chunk.length))) > 0);
-  return { fd, conn };
 }
 
 Deno.test("peer fd: without a closer, closed at once", () =>
