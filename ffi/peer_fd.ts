@@ -12,12 +12,16 @@ import { jsWorker } from "./js_worker.ts";
 import { LIBC_NAME } from "./libc.ts";
 
 // The shared ring: [0] next entry to claim, [1] next entry to fill, then
-// RING_SLOTS fds. Each thread also has a status word: 0 idle, else when its
-// current close began (ms since the closer started, never 0).
+// RING_SLOTS entries of two words, the fd and whose it was (its owner, see
+// peerFdOwner). Each thread also has a status word: 0 idle, else when its
+// current close began (ms since the closer started, never 0); and each
+// owner a count of its closes done.
 const RING_SLOTS = 4096;
 const HEAD = 0;
 const TAIL = 1;
 const SLOTS_AT = 2;
+/** Owners closePeerFd can tell apart: 0 (nobody in particular) and up. */
+export const MAX_PEER_FD_OWNERS = 1024;
 // A close taking longer than this is taken for stuck: the closes behind it
 // go to a new thread, up to MAX_THREADS of them.
 const STUCK_MS = 1000;
@@ -32,6 +36,7 @@ self.onmessage = ({ data }) => {
   }).symbols.close;
   const ring = new Int32Array(data.ring);
   const status = new Int32Array(data.status);
+  const done = new Int32Array(data.done);
   self.postMessage("ready");
   for (;;) {
     const head = Atomics.load(ring, ${HEAD});
@@ -41,7 +46,9 @@ self.onmessage = ({ data }) => {
       continue;
     }
     // Read before claiming: once claimed, the slot may be filled anew.
-    const fd = Atomics.load(ring, ${SLOTS_AT} + (head % ${RING_SLOTS}));
+    const at = ${SLOTS_AT} + 2 * (head % ${RING_SLOTS});
+    const fd = Atomics.load(ring, at);
+    const owner = Atomics.load(ring, at + 1);
     if (Atomics.compareExchange(ring, ${HEAD}, head, head + 1) !== head) continue;
     if (fd < 0) {
       self.close();
@@ -49,12 +56,34 @@ self.onmessage = ({ data }) => {
     }
     Atomics.store(status, data.index, ((Date.now() - data.base) | 0) || 1);
     close(fd);
+    Atomics.add(done, owner, 1);
     Atomics.store(status, data.index, 0);
   }
 };
 `;
 
 let current: PeerFdCloser | null = null;
+let owner = 0;
+
+/**
+ * Makes `id` (0 to MAX_PEER_FD_OWNERS - 1) the owner of the peer fds
+ * closed from now on, until the next call; returns the owner before. The
+ * remote names the channel it serves, so that a peer whose fds' closes
+ * pile up (each waiting on that peer) can be told from the others.
+ */
+export function peerFdOwner(id: number): number {
+  const before = owner;
+  owner = id;
+  return before;
+}
+
+/**
+ * Closes of `id`'s fds asked for and not done yet (stuck ones included);
+ * 0 when no closer runs.
+ */
+export function peerFdsPending(id: number): number {
+  return current === null ? 0 : current.pendingOf(id);
+}
 
 /**
  * Closes `fd`, received from a peer: on the running PeerFdCloser's threads,
@@ -73,9 +102,13 @@ export function closePeerFd(fd: number): void {
  */
 export class PeerFdCloser implements Disposable {
   readonly #ring = new Int32Array(
-    new SharedArrayBuffer(4 * (SLOTS_AT + RING_SLOTS)),
+    new SharedArrayBuffer(4 * (SLOTS_AT + 2 * RING_SLOTS)),
   );
   readonly #status = new Int32Array(new SharedArrayBuffer(4 * MAX_THREADS));
+  readonly #done = new Int32Array(
+    new SharedArrayBuffer(4 * MAX_PEER_FD_OWNERS),
+  );
+  readonly #queued = new Int32Array(MAX_PEER_FD_OWNERS);
   readonly #workers: Worker[] = [];
   readonly #base = Date.now();
   #dropped = 0;
@@ -105,6 +138,7 @@ export class PeerFdCloser implements Disposable {
       libc: LIBC_NAME,
       ring: this.#ring.buffer,
       status: this.#status.buffer,
+      done: this.#done.buffer,
       index,
       base: this.#base,
     });
@@ -116,6 +150,11 @@ export class PeerFdCloser implements Disposable {
     const busy = this.#status.filter((s) => s !== 0).length;
     return Atomics.load(this.#ring, TAIL) - Atomics.load(this.#ring, HEAD) +
       busy;
+  }
+
+  /** Closes of owner `id`'s fds asked for and not done (see peerFdOwner). */
+  pendingOf(id: number): number {
+    return this.#queued[id] - Atomics.load(this.#done, id);
   }
 
   /** Fds left open because every thread was stuck and the ring full. */
@@ -132,7 +171,10 @@ export class PeerFdCloser implements Disposable {
       this.#dropped++;
       return;
     }
-    Atomics.store(ring, SLOTS_AT + (tail % RING_SLOTS), fd);
+    const at = SLOTS_AT + 2 * (tail % RING_SLOTS);
+    Atomics.store(ring, at, fd);
+    Atomics.store(ring, at + 1, owner);
+    this.#queued[owner]++;
     Atomics.store(ring, TAIL, tail + 1);
     Atomics.notify(ring, TAIL, 1);
     this.#replaceStuck();
@@ -160,7 +202,7 @@ export class PeerFdCloser implements Disposable {
     const ring = this.#ring;
     for (let i = 0; i < this.#workers.length; i++) {
       const tail = Atomics.load(ring, TAIL);
-      Atomics.store(ring, SLOTS_AT + (tail % RING_SLOTS), -1);
+      Atomics.store(ring, SLOTS_AT + 2 * (tail % RING_SLOTS), -1);
       Atomics.store(ring, TAIL, tail + 1);
     }
     Atomics.notify(ring, TAIL);

@@ -69,6 +69,11 @@ export function haveBinutils(): boolean {
   return haveTool("binutils", "as");
 }
 
+/** True when util-linux's prlimit is installed (limits of a running remote). */
+export function havePrlimit(): boolean {
+  return haveTool("prlimit", "prlimit");
+}
+
 /** True when gcc is installed (layout checks against kernel headers). */
 export function haveGcc(): boolean {
   return haveTool("gcc", "gcc");

@@ -9,7 +9,10 @@ import {
   closeFd,
   closePeerFd,
   connectUnix,
+  MAX_PEER_FD_OWNERS,
   MsgIo,
+  peerFdOwner,
+  peerFdsPending,
   pollReadable,
   pollWritable,
   readBefore,
@@ -22,6 +25,11 @@ import { listenReplacingStale } from "./listen.ts";
 // how often the accept loop checks whether it was closed.
 const WRITE_DEADLINE_MS = 2000;
 const ACCEPT_POLL_MS = 200;
+// Control connections count as one peer for the fds their queues may hold
+// (see peerFdOwner); while this many of their closes wait, no connection
+// is taken, so that whoever may connect cannot hold every closer thread.
+const CONTROL_FD_OWNER = MAX_PEER_FD_OWNERS - 1;
+const CONTROL_PENDING_CLOSES = 4;
 
 /** A listening control socket. */
 export class ControlSocket implements AsyncDisposable {
@@ -62,6 +70,10 @@ export class ControlSocket implements AsyncDisposable {
   async #serve(state: () => unknown): Promise<void> {
     const encoder = new TextEncoder();
     while (!this.#closed) {
+      if (peerFdsPending(CONTROL_FD_OWNER) >= CONTROL_PENDING_CLOSES) {
+        await new Promise((done) => setTimeout(done, ACCEPT_POLL_MS));
+        continue;
+      }
       if (!await pollReadable(this.#fd, ACCEPT_POLL_MS) || this.#closed) {
         continue;
       }
@@ -109,7 +121,7 @@ export class ControlSocket implements AsyncDisposable {
     } finally {
       // Its queue may hold fds a peer sent (a lingering TCP socket, say),
       // whose close can wait on that peer.
-      closePeerFd(conn);
+      closeControlFd(conn);
     }
   }
 
@@ -120,7 +132,7 @@ export class ControlSocket implements AsyncDisposable {
     await this.#done;
     await Promise.all(this.#pending);
     // Connections not taken yet go with it, and the fds in their queues.
-    closePeerFd(this.#fd);
+    closeControlFd(this.#fd);
     try {
       Deno.removeSync(this.#path);
     } catch {
@@ -131,6 +143,15 @@ export class ControlSocket implements AsyncDisposable {
   /** See close(). */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
+  }
+}
+
+function closeControlFd(fd: number): void {
+  const owner = peerFdOwner(CONTROL_FD_OWNER);
+  try {
+    closePeerFd(fd);
+  } finally {
+    peerFdOwner(owner);
   }
 }
 

@@ -12,6 +12,8 @@ import {
   EPOLLOUT,
   Errno,
   EventFd,
+  peerFdOwner,
+  peerFdsPending,
   setCloexec,
   setNonblocking,
   SysError,
@@ -46,6 +48,12 @@ const LOGGED_REFUSALS = 10;
 // A peer whose replies stay unread this long is dropped: its queue is full
 // or it stopped reading, and it is not read meanwhile.
 const STALL_MS = 2000;
+// A peer's fds whose closes may still wait (on that peer) before its
+// channel is closed: a well-behaved peer's take microseconds, so that only
+// one whose closes hang reaches it, and the fds it holds open stay bounded.
+const PENDING_CLOSES = 64;
+// How soon a listener out of fds tries to accept again.
+const ACCEPT_RETRY_MS = 100;
 // Longest stretch of back-to-back requests served before Deno's event loop
 // gets a turn (device timers, promises, signal handlers), checked every
 // YIELD_CHECK batches since reading the clock is a system call here.
@@ -70,6 +78,8 @@ interface Slot {
   /** Replies are queued: the channel is watched for room, not requests. */
   stalled: boolean;
   stallTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Set while the listener waits out of epoll to accept again. */
+  acceptTimer: ReturnType<typeof setTimeout> | undefined;
   /** The INTx counters when the channel closed (the IOHUB forgets them). */
   closedIntx: PirqCounters | null;
 }
@@ -160,6 +170,7 @@ export class Remote implements Disposable {
       done: false,
       stalled: false,
       stallTimer: undefined,
+      acceptTimer: undefined,
       closedIntx: null,
     };
     if (spec.endpoint.kind === "fd") {
@@ -363,6 +374,24 @@ export class Remote implements Disposable {
 
   /** Serves what the channel of `slot` holds; false if it held nothing. */
   #serve(slot: Slot): boolean {
+    const owner = peerFdOwner(slot.index + 1);
+    try {
+      const served = this.#serveAs(slot);
+      const pending = peerFdsPending(slot.index + 1);
+      if (pending > PENDING_CLOSES && !slot.done) {
+        this.#closeSafely(
+          slot,
+          `closed: the closes of ${pending} fds it sent are waiting on it`,
+          true,
+        );
+      }
+      return served;
+    } finally {
+      peerFdOwner(owner);
+    }
+  }
+
+  #serveAs(slot: Slot): boolean {
     const host = slot.host;
     const ch = host.channel;
     let state: number;
@@ -488,6 +517,8 @@ export class Remote implements Disposable {
 
   // Closing a channel must not end the loop that serves the others.
   #closeSafely(slot: Slot, why: string, failed: boolean): void {
+    // Its fds (channel, irqfds, guest memory) count as the peer's.
+    const owner = peerFdOwner(slot.index + 1);
     try {
       this.#close(slot, why, failed);
     } catch (e) {
@@ -496,30 +527,58 @@ export class Remote implements Disposable {
         `${slot.spec.id}: cleanup failed: ${(e as Error).message}`,
         "error",
       );
+    } finally {
+      peerFdOwner(owner);
     }
   }
 
   #accept(index: number): void {
     const slot = this.#slots[index];
     const path = (slot.spec.endpoint as { path: string }).path;
+    const owner = peerFdOwner(slot.index + 1);
     try {
       const fd = acceptUnix(slot.listenFd);
       this.#stopListening(slot, path);
       this.#attach(index, slot, fd);
       this.#log(`${slot.spec.id}: peer connected on ${path}`, "detail");
     } catch (e) {
+      if (outOfResources(e)) {
+        this.#acceptLater(slot, (e as Error).message);
+        return;
+      }
       this.#stopListening(slot, path);
       this.#close(
         slot,
         `accept on ${path} failed: ${(e as Error).message}`,
         true,
       );
+    } finally {
+      peerFdOwner(owner);
     }
+  }
+
+  // Out of fds or memory (another peer may hold many, for a while): the
+  // connection waits in the backlog and the listener leaves epoll, which
+  // would report it again at once, until a retry a little later.
+  #acceptLater(slot: Slot, why: string): void {
+    this.#log(
+      `${slot.spec.id}: accept failed: ${why}; retrying in ${ACCEPT_RETRY_MS} ms`,
+      "error",
+    );
+    this.#epoll.remove(slot.listenFd);
+    slot.acceptTimer = setTimeout(() => {
+      slot.acceptTimer = undefined;
+      if (slot.done || slot.listenFd < 0) return;
+      this.#epoll.add(slot.listenFd, EPOLLIN, TOKEN_LISTENER + slot.index);
+      this.#wake.signal();
+    }, ACCEPT_RETRY_MS);
   }
 
   #stopListening(slot: Slot, path: string): void {
     if (slot.listenFd < 0) return;
-    this.#epoll.remove(slot.listenFd);
+    if (slot.acceptTimer === undefined) this.#epoll.remove(slot.listenFd);
+    clearTimeout(slot.acceptTimer);
+    slot.acceptTimer = undefined;
     // Connections not accepted go with it, and the fds in their queues:
     // a close that can wait on whoever connected.
     closePeerFd(slot.listenFd);
@@ -607,4 +666,11 @@ function describeFailure(e: unknown): string {
   if (!isDeviceError(e)) return (e as Error).message;
   const text = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
   return `device error: ${text.split("\n")[0]}`;
+}
+
+// Accept failures that pass: the process ran out of fds or memory for now.
+function outOfResources(e: unknown): boolean {
+  return e instanceof SysError &&
+    (e.errno === Errno.EMFILE || e.errno === Errno.ENFILE ||
+      e.errno === Errno.ENOMEM);
 }

@@ -8,6 +8,8 @@ import {
   eventfd,
   isValidFd,
   PeerFdCloser,
+  peerFdOwner,
+  peerFdsPending,
   socketpair,
 } from "../../ffi/mod.ts";
 import { assertNoFdLeak } from "../fd_check.ts";
@@ -39,15 +41,19 @@ Deno.test("peer fd: a close that waits on its peer holds the closer's thread, no
     let open = true;
     try {
       const t0 = performance.now();
+      const before = peerFdOwner(5);
       closePeerFd(fd);
+      assertEquals(peerFdOwner(before), 5);
       assert(performance.now() - t0 < 100, "closePeerFd returned at once");
-      // Still waiting, on the closer's thread.
+      // Still waiting, on the closer's thread, counted as owner 5's.
       await new Promise((done) => setTimeout(done, 200));
       assertEquals(closer.pending, 1);
+      assertEquals([peerFdsPending(5), peerFdsPending(0)], [1, 0]);
       // The other end goes away: the lingering close ends.
       conn.close();
       open = false;
       assert(await until(() => closer.pending === 0, 5000), "closed");
+      assertEquals(peerFdsPending(5), 0);
       assert(!isValidFd(fd));
     } finally {
       if (open) conn.close();

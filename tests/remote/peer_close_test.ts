@@ -4,20 +4,22 @@
 // socket). The remote closes them off its serving thread, so the other
 // devices are answered meanwhile.
 
-import { assert, assertEquals } from "@std/assert";
+import { assert, assertEquals, assertMatch } from "@std/assert";
 import {
   closeFd,
   connectUnix,
   Errno,
+  eventfd,
   MSG_DONTWAIT,
   MsgIo,
   pollReadable,
   SysError,
 } from "../../ffi/mod.ts";
-import { Cmd, Received } from "../../lib/mpqemu/mod.ts";
+import { Cmd, Message, Received } from "../../lib/mpqemu/mod.ts";
 import { lingering } from "../lingering_socket.ts";
 import { withTempDir } from "../temp_dir.ts";
-import { type Client, spawnDevices } from "./remote_process.ts";
+import { Client, spawnDevices } from "./remote_process.ts";
+import { havePrlimit } from "../requirements.ts";
 
 const IO = new MsgIo(1);
 
@@ -110,4 +112,83 @@ Deno.test("remote: a connection never accepted, carrying a lingering socket, doe
       conn.close();
     }
   });
+});
+
+Deno.test("remote: a peer whose fds' closes pile up is cut off, the other device served", async () => {
+  await using r = spawnDevices(["testdev,id=bad", "testdev,id=good"]);
+  const [bad, good] = r.clients;
+  assert(await answersWithin(good, 5000));
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { fd, conn } = await lingering(listener);
+  try {
+    // The lingering close holds a closer thread; the fds sent after it
+    // wait behind it, counted as the peer's.
+    const m = new Message().encodeCfg(Cmd.PCI_CFGREAD, 0, 0, 4);
+    const send = (fds: number[]): void => {
+      assertEquals(
+        bad.sendRaw(m.bytes.subarray(0, m.wireLength), fds),
+        m.wireLength,
+      );
+      fds.forEach(closeFd);
+    };
+    send([fd]);
+    for (let i = 0; i < 12; i++) {
+      send(Array.from({ length: 7 }, () => eventfd()));
+    }
+    assert(await answersWithin(good, 1000), "the other device is answered");
+  } finally {
+    conn.close();
+  }
+  const { code, stderr } = await r.finish();
+  assertEquals(code, 1, stderr);
+  assertMatch(
+    stderr,
+    /bad: closed: the closes of \d+ fds it sent are waiting on it/,
+  );
+});
+
+async function prlimitNofile(pid: number, n: number): Promise<void> {
+  const out = await new Deno.Command("prlimit", {
+    args: [`--pid=${pid}`, `--nofile=${n}:`],
+  }).output();
+  assert(out.success, new TextDecoder().decode(out.stderr));
+}
+
+Deno.test({
+  name: "remote: a listener out of fds accepts once fds are free again",
+  ignore: !havePrlimit(),
+  fn: async () => {
+    await withTempDir("iohub-peer-close-", async (dir) => {
+      const path = `${dir}/a.sock`;
+      await using r = spawnDevices(["testdev,id=good"], [
+        "--device",
+        `testdev,socket=${path},id=late`,
+      ]);
+      const good = r.clients[0];
+      assert(await answersWithin(good, 5000));
+      const pid = r.child.pid;
+      // No fd number left for the connection it would accept: a limit of
+      // the lowest one free.
+      const open = new Set(
+        Deno.readDirSync(`/proc/${pid}/fd`).map((e) => Number(e.name)),
+      );
+      let lowest = 0;
+      while (open.has(lowest)) lowest++;
+      await prlimitNofile(pid, lowest);
+      const sock = connectUnix(path);
+      try {
+        await new Promise((done) => setTimeout(done, 300));
+        await prlimitNofile(pid, 4096);
+        const late = new Client(sock);
+        assert(await answersWithin(late, 5000), "accepted after all");
+        assert(await answersWithin(good, 1000));
+        late.close();
+      } catch (e) {
+        closeFd(sock);
+        throw e;
+      }
+      const { stderr } = await r.finish();
+      assertMatch(stderr, /late: accept failed: accept4: EMFILE .*retrying/);
+    });
+  },
 });
