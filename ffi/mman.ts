@@ -29,19 +29,31 @@ export class Mapping implements Disposable {
   readonly pointer: Deno.PointerObject;
   /** Length in bytes. */
   readonly length: number;
-  /** The mapped bytes; invalid after unmap(). */
-  readonly bytes: Uint8Array<ArrayBuffer>;
+  #bytes: Uint8Array<ArrayBuffer> | null = null;
   #mapped = true;
 
   /** Wraps an existing mapping (used by mmap()). */
   constructor(pointer: Deno.PointerObject, length: number) {
     this.pointer = pointer;
     this.length = length;
+  }
+
+  /**
+   * The mapped bytes; invalid after unmap(). Made on first use: V8 counts
+   * the view's length as memory it must collect for, and a peer replacing
+   * terabytes of guest RAM in a loop (SYNC_SYSMEM) would otherwise force a
+   * full collection almost every message.
+   */
+  get bytes(): Uint8Array<ArrayBuffer> {
+    if (!this.#mapped) {
+      throw new SysError("use of unmapped memory", Errno.EINVAL);
+    }
     // SAFETY: the mapping stays valid until unmap(); callers drop `bytes`
     // then.
-    this.bytes = new Uint8Array(
-      Deno.UnsafePointerView.getArrayBuffer(pointer, length),
+    this.#bytes ??= new Uint8Array(
+      Deno.UnsafePointerView.getArrayBuffer(this.pointer, this.length),
     );
+    return this.#bytes;
   }
 
   /** Guest-visible address as a number (for struct fields). */
@@ -53,6 +65,7 @@ export class Mapping implements Disposable {
   unmap(): void {
     if (!this.#mapped) return;
     this.#mapped = false;
+    this.#bytes = null;
     check(libc.munmap(this.pointer, BigInt(this.length)), "munmap");
   }
 

@@ -48,10 +48,12 @@ const LOGGED_REFUSALS = 10;
 // A peer whose replies stay unread this long is dropped: its queue is full
 // or it stopped reading, and it is not read meanwhile.
 const STALL_MS = 2000;
-// A peer's fds whose closes may still wait (on that peer) before its
-// channel is closed: a well-behaved peer's take microseconds, so that only
-// one whose closes hang reaches it, and the fds it holds open stay bounded.
+// A peer whose fds' closes stay this many behind (waiting on that peer) for
+// PILING_MS is cut off, which bounds the fds it can keep open. A burst of a
+// well-behaved peer (QEMU's SYNC_SYSMEMs at boot) may pass the count for
+// the moment its closer thread takes to wake, never for a second.
 const PENDING_CLOSES = 64;
+const PILING_MS = 1000;
 // How soon a listener out of fds tries to accept again.
 const ACCEPT_RETRY_MS = 100;
 // Longest stretch of back-to-back requests served before Deno's event loop
@@ -78,6 +80,8 @@ interface Slot {
   /** Replies are queued: the channel is watched for room, not requests. */
   stalled: boolean;
   stallTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Since when its fds' closes are PENDING_CLOSES behind; -1: they are not. */
+  pilingSince: number;
   /** Set while the listener waits out of epoll to accept again. */
   acceptTimer: ReturnType<typeof setTimeout> | undefined;
   /** The INTx counters when the channel closed (the IOHUB forgets them). */
@@ -171,6 +175,7 @@ export class Remote implements Disposable {
       stalled: false,
       stallTimer: undefined,
       acceptTimer: undefined,
+      pilingSince: -1,
       closedIntx: null,
     };
     if (spec.endpoint.kind === "fd") {
@@ -378,7 +383,13 @@ export class Remote implements Disposable {
     try {
       const served = this.#serveAs(slot);
       const pending = peerFdsPending(slot.index + 1);
-      if (pending > PENDING_CLOSES && !slot.done) {
+      if (pending <= PENDING_CLOSES) {
+        slot.pilingSince = -1;
+      } else if (slot.pilingSince < 0) {
+        slot.pilingSince = performance.now();
+      } else if (
+        performance.now() - slot.pilingSince >= PILING_MS && !slot.done
+      ) {
         this.#closeSafely(
           slot,
           `closed: the closes of ${pending} fds it sent are waiting on it`,

@@ -147,6 +147,10 @@ Deno.test("memfd mapped shared twice sees the same bytes", () =>
       assertEquals(m2.bytes[100], 0xab);
       writeFd(fd, new Uint8Array([7]));
       assertEquals(m2.bytes[0], 7);
+      assert(m2.bytes === m2.bytes, "one view, made once");
+      m2.unmap();
+      // A view of memory no longer mapped would fault: there is none.
+      assertThrows(() => m2.bytes, SysError, "use of unmapped memory");
     } finally {
       closeFd(fd);
     }
