@@ -15,6 +15,11 @@ guests=$("$deno" run --quiet --no-prompt --allow-ffi --allow-read \
 includes=()
 for path in $guests; do includes+=(--include "$path"); done
 
+if [ -n "${DENORT_BIN:-}" ] && [ ! -f "$DENORT_BIN" ]; then
+  echo "compile: DENORT_BIN=$DENORT_BIN: no such file (it must name a denort runtime)" >&2
+  exit 1
+fi
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 if ! "$deno" compile --quiet --no-prompt "${includes[@]}" \

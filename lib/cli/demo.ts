@@ -249,7 +249,7 @@ export const demoCommand: Command = {
       boolean: VERBOSITY_OPTIONS,
     });
     const timeoutRaw = (parsed.timeout as string | undefined) ?? "60";
-    if (!/^\d+$/.test(timeoutRaw) || Number(timeoutRaw) === 0) {
+    if (!/^\d+(\.\d+)?$/.test(timeoutRaw) || Number(timeoutRaw) <= 0) {
       throw new UsageError(
         `demo: --timeout ${timeoutRaw}: not a number of seconds`,
       );

@@ -60,7 +60,11 @@ export async function dispatch(args: string[]): Promise<number> {
     if (rest.length > 1) {
       throw new UsageError("help: give at most one command");
     }
-    console.log(rest.length === 0 ? usage() : commandNamed(rest[0]).help);
+    console.log(
+      rest.length === 0 || rest[0] === "help"
+        ? usage()
+        : commandNamed(rest[0]).help,
+    );
     return 0;
   }
   const cmd = commandNamed(name);

@@ -26,6 +26,7 @@ import { BUILTIN_DEVICES, builtinNames } from "../pci/devices/mod.ts";
 import { isModuleType, moduleUrl } from "../pci/devices/load.ts";
 import { parseDeviceValue } from "./device_value.ts";
 import { defaultDeviceId } from "./remote.ts";
+import { MAX_DEVICES } from "../remote/remote.ts";
 
 const HELP = `usage: iohub launch [options] [-- QEMU-ARGS...]
 
@@ -140,6 +141,11 @@ export function parseLaunchArgs(args: string[]): LaunchArgs {
   });
   const given = (parsed.device as string[] | undefined) ?? [];
   const values = given.length > 0 ? given : ["testdev"];
+  if (values.length > MAX_DEVICES) {
+    throw new UsageError(
+      `launch: ${values.length} devices, at most ${MAX_DEVICES} per remote`,
+    );
+  }
   const devices = values.map((v, i) => parseLaunchDevice(v, i));
   const ids = new Set<string>();
   for (const d of devices) {

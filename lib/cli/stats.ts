@@ -94,7 +94,13 @@ export const statsCommand: Command = {
     });
     const paths = parsed._.map(String);
     if (paths.length !== 1) {
-      throw new UsageError("stats: give the control socket's PATH");
+      throw new UsageError(
+        paths.length === 0
+          ? "stats: give the control socket's PATH"
+          : `stats: one control socket at a time, not ${paths.length} (${
+            paths.join(" ")
+          })`,
+      );
     }
     const path = paths[0];
     for (;;) {

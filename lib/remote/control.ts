@@ -177,7 +177,7 @@ export async function readControl(
             text === "" ? "no" : "an incomplete"
           } answer within ${
             timeoutMs / 1000
-          } s (a remote whose device code does not return answers nothing; see its log)`,
+          } s (is it a remote's --control socket? A device's socket= path answers nothing, and takes this connection for its peer; so does a remote whose device code does not return: see its log)`,
         );
       }
       if (n === 0) break;

@@ -53,6 +53,9 @@ Deno.test("bin/iohub help [COMMAND] is --help", async (t) => {
       assertStringIncludes(r.stdout, `usage: iohub ${cmd}`);
     });
   }
+  await t.step("help help is the overview", async () => {
+    assertEquals(await bin("help", "help"), await bin("--help"));
+  });
   await t.step("help of an unknown command is a usage error", async () => {
     assertEquals(await bin("help", "frob"), {
       code: 2,
@@ -85,11 +88,12 @@ Deno.test("every --help documents the exit statuses", async () => {
   }
 });
 
-Deno.test("bin/iohub: a failed system call is one line with errno and its text, exit 1", async () => {
+Deno.test("bin/iohub: a failed system call is one line with errno and its text", async () => {
+  // A socket path that cannot be bound is the command line's: exit 2.
   assertEquals(
     await bin("remote", "--device", "testdev,socket=/nonexistent-dir/s"),
     {
-      code: 1,
+      code: 2,
       stdout: "",
       stderr:
         "iohub: bind /nonexistent-dir/s: ENOENT (No such file or directory)\n",

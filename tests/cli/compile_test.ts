@@ -75,3 +75,16 @@ compileTest(
     );
   },
 );
+
+compileTest(
+  "compile: a DENORT_BIN that does not exist is named in one line",
+  { DENORT_BIN: "/nonexistent/denort" },
+  (r, dir) => {
+    assertEquals(r, {
+      code: 1,
+      stderr:
+        "compile: DENORT_BIN=/nonexistent/denort: no such file (it must name a denort runtime)\n",
+    });
+    assertEquals([...Deno.readDirSync(dir)].length, 0);
+  },
+);

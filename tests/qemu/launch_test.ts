@@ -299,6 +299,10 @@ Deno.test("launch: argument parsing", () => {
   const bad: [string[], string][] = [
     [["--device", "nic"], "unknown device type 'nic'"],
     [
+      Array.from({ length: 257 }, () => ["--device", "testdev"]).flat(),
+      "launch: 257 devices, at most 256 per remote",
+    ],
+    [
       ["--device", "toString"],
       "--device toString: unknown device type 'toString'",
     ],
