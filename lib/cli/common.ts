@@ -5,6 +5,7 @@
 
 import { parseArgs } from "@std/cli/parse-args";
 import type { Verbosity } from "../log.ts";
+import { EXIT } from "../qemu/outcome.ts";
 
 /** A bad command line: printed as one line, exit status 2. */
 export class UsageError extends Error {
@@ -147,6 +148,18 @@ export function parseCommandArgs(
       throw unknownArgument(command, arg);
     },
   });
+}
+
+/** The exit status of a run a signal stopped, by signal. */
+export const SIGNAL_STATUS = {
+  SIGINT: EXIT.SIGINT,
+  SIGTERM: EXIT.SIGTERM,
+} as const;
+
+/** The exit status of a run `stop` (StopOnSignals.signal) stopped, or null. */
+export function signalStatus(stop: AbortSignal): number | null {
+  if (!stop.aborted) return null;
+  return SIGNAL_STATUS[stop.reason as keyof typeof SIGNAL_STATUS];
 }
 
 /**

@@ -21,6 +21,7 @@ import {
   type Command,
   EXIT_STATUS_HELP,
   parseCommandArgs,
+  signalStatus,
   StopOnSignals,
   UsageError,
   VERBOSITY_OPTIONS,
@@ -165,6 +166,8 @@ interface RunOptions {
   verbosity: Verbosity;
   /** Where to print it. */
   say: LogSink;
+  /** Aborted by SIGINT or SIGTERM (the demo's StopOnSignals). */
+  signal: AbortSignal;
 }
 
 /**
@@ -184,7 +187,6 @@ async function runGuest(
   const t0 = performance.now();
   let result: GuestResult | null = null;
   const counters: ClosedDevice[] = [];
-  using stop = new StopOnSignals();
   const out = await launch({
     qemu,
     accel,
@@ -193,7 +195,7 @@ async function runGuest(
     timeoutMs,
     trace: run.trace,
     control: run.control,
-    signal: stop.signal,
+    signal: run.signal,
     verbosity: verbosity === "verbose" ? "verbose" : "normal",
     onStarted: (s) =>
       say(
@@ -279,11 +281,22 @@ export const demoCommand: Command = {
       }
     }
     const qemu = (parsed.qemu as string | undefined) ?? defaultQemu();
+    // Ctrl-C or SIGTERM at any phase ends the demo after that phase, with
+    // one line and launch's statuses (130, 143); the phases around QEMU's
+    // take a second or two.
+    using stop = new StopOnSignals();
+    const stopped = (): number | null => {
+      const status = signalStatus(stop.signal);
+      if (status !== null) console.error(`iohub: demo: ${stop.signal.reason}`);
+      return status;
+    };
     const guestDir = device === "edu" ? "guest/edu" : "guest/boot";
     say(`iohub demo: assembling the guest (${guestDir}/*.S) ...`, "info");
     const image = device === "edu"
       ? await buildEduImage()
       : await buildBootImage();
+    const early = stopped();
+    if (early !== null) return early;
     const { result, counters, out, seconds } = await runGuest(
       image,
       device,
@@ -295,6 +308,7 @@ export const demoCommand: Command = {
         control: parsed.control as string | undefined,
         verbosity,
         say,
+        signal: stop.signal,
       },
     );
     if (result === null) {
@@ -346,7 +360,12 @@ export const demoCommand: Command = {
     console.log(
       "iohub demo: interrupts through our own proxy (irqfd read in user space):",
     );
-    if (!await userSinkInterrupts(say)) {
+    const before = stopped();
+    if (before !== null) return before;
+    const sinkOk = await userSinkInterrupts(say);
+    const after = stopped();
+    if (after !== null) return after;
+    if (!sinkOk) {
       throw new Error("demo failed: the user-space interrupt path misbehaved");
     }
     return EXIT.OK;

@@ -40,6 +40,8 @@ import { ReadySignal } from "../remote/ready.ts";
 import {
   type Command,
   describeError,
+  SIGNAL_STATUS,
+  signalStatus,
   StopOnSignals,
   unexpectedArgument,
   UsageError,
@@ -48,7 +50,6 @@ import {
 } from "./common.ts";
 import { DeviceErrorReports, deviceFrame } from "../remote/device_errors.ts";
 import { parseDeviceValue } from "./device_value.ts";
-import { EXIT } from "../qemu/outcome.ts";
 import { unlessAborted } from "../timer.ts";
 
 const HELP = `usage: iohub remote --device TYPE,fd=N[,id=NAME] [--device ...]
@@ -272,8 +273,6 @@ function pathOption(v: unknown, flag: string): string | null {
   return v;
 }
 
-const SIGNAL_STATUS = { SIGINT: EXIT.SIGINT, SIGTERM: EXIT.SIGTERM } as const;
-
 /** The `iohub remote` subcommand. */
 export const remoteCommand: Command = {
   summary: "serve devices to QEMU's x-pci-proxy-dev over mpqemu",
@@ -422,12 +421,6 @@ export const remoteCommand: Command = {
     return signalStatus(stop.signal) ?? status;
   },
 };
-
-// The exit status of a run stopped by a signal (130, 143), or null.
-function signalStatus(stop: AbortSignal): number | null {
-  if (!stop.aborted) return null;
-  return SIGNAL_STATUS[stop.reason as keyof typeof SIGNAL_STATUS];
-}
 
 /** The ids of the devices each device module (by URL) serves. */
 function moduleOwners(devices: RemoteDeviceArg[]): Map<string, string[]> {

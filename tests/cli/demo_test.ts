@@ -177,3 +177,44 @@ Deno.test({
     assert(gone(Number(pids[2])), "the remote stopped");
   },
 });
+
+Deno.test({
+  name:
+    "demo: SIGINT while the guest is assembled or after QEMU's run ends the demo, exit 130",
+  ignore: !ready,
+  fn: async (t) => {
+    // Phases: the first line (assembling the guest), and the line that
+    // opens the user-space interrupt phase under TCG.
+    for (
+      const line of [
+        "assembling the guest",
+        "interrupts through our own proxy",
+      ]
+    ) {
+      await t.step(line, async () => {
+        await using demo = new Deno.Command(Deno.execPath(), {
+          args: ["run", "-A", MAIN, "demo", "--accel", "tcg"],
+          stdin: "null",
+          stdout: "piped",
+          stderr: "piped",
+        }).spawn();
+        const stderr = new Response(demo.stderr).text();
+        const reader = demo.stdout.pipeThrough(new TextDecoderStream())
+          .getReader();
+        let out = "";
+        while (!out.includes(line)) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          out += value;
+        }
+        assert(out.includes(line), out);
+        demo.kill("SIGINT");
+        while (!(await reader.read()).done);
+        const { code } = await demo.status;
+        const err = await stderr;
+        assertEquals(code, EXIT.SIGINT, err);
+        assertEquals(err, "iohub: demo: SIGINT\n");
+      });
+    }
+  },
+});
