@@ -14,8 +14,8 @@ import { LIBC_NAME } from "./libc.ts";
 // The shared ring: [0] next entry to claim, [1] next entry to fill, then
 // RING_SLOTS entries of two words, the fd and whose it was (its owner, see
 // peerFdOwner). Each thread also has a status word: 0 idle, else when its
-// current close began (ms since the closer started, never 0); and each
-// owner a count of its closes done.
+// current close began (ms since the closer started, never 0), and the owner
+// of that close; and each owner a count of its closes done.
 const RING_SLOTS = 4096;
 const HEAD = 0;
 const TAIL = 1;
@@ -37,6 +37,7 @@ self.onmessage = ({ data }) => {
   const ring = new Int32Array(data.ring);
   const status = new Int32Array(data.status);
   const done = new Int32Array(data.done);
+  const closing = new Int32Array(data.closing);
   self.postMessage("ready");
   for (;;) {
     const head = Atomics.load(ring, ${HEAD});
@@ -54,6 +55,7 @@ self.onmessage = ({ data }) => {
       self.close();
       return;
     }
+    Atomics.store(closing, data.index, owner);
     Atomics.store(status, data.index, ((Date.now() - data.base) | 0) || 1);
     close(fd);
     Atomics.add(done, owner, 1);
@@ -69,7 +71,8 @@ let owner = 0;
  * Makes `id` (0 to MAX_PEER_FD_OWNERS - 1) the owner of the peer fds
  * closed from now on, until the next call; returns the owner before. The
  * remote names the channel it serves, so that a peer whose fds' closes
- * pile up (each waiting on that peer) can be told from the others.
+ * wait on it (peerFdsStuck) or that sends fds faster than they close
+ * (peerFdsPending) can be told from the others.
  */
 export function peerFdOwner(id: number): number {
   const before = owner;
@@ -78,11 +81,19 @@ export function peerFdOwner(id: number): number {
 }
 
 /**
- * Closes of `id`'s fds asked for and not done yet (stuck ones included);
- * 0 when no closer runs.
+ * Closes of `id`'s fds asked for and not done yet (stuck ones included, and
+ * ones waiting behind other owners' stuck closes); 0 when no closer runs.
  */
 export function peerFdsPending(id: number): number {
   return current === null ? 0 : current.pendingOf(id);
+}
+
+/**
+ * Closes of `id`'s fds that a thread has been inside for STUCK_MS or more:
+ * each waits on whoever holds that fd's other end, that peer alone.
+ */
+export function peerFdsStuck(id: number): number {
+  return current === null ? 0 : current.stuckOf(id);
 }
 
 /**
@@ -105,6 +116,7 @@ export class PeerFdCloser implements Disposable {
     new SharedArrayBuffer(4 * (SLOTS_AT + 2 * RING_SLOTS)),
   );
   readonly #status = new Int32Array(new SharedArrayBuffer(4 * MAX_THREADS));
+  readonly #closing = new Int32Array(new SharedArrayBuffer(4 * MAX_THREADS));
   readonly #done = new Int32Array(
     new SharedArrayBuffer(4 * MAX_PEER_FD_OWNERS),
   );
@@ -139,6 +151,7 @@ export class PeerFdCloser implements Disposable {
       ring: this.#ring.buffer,
       status: this.#status.buffer,
       done: this.#done.buffer,
+      closing: this.#closing.buffer,
       index,
       base: this.#base,
     });
@@ -154,7 +167,24 @@ export class PeerFdCloser implements Disposable {
 
   /** Closes of owner `id`'s fds asked for and not done (see peerFdOwner). */
   pendingOf(id: number): number {
-    return this.#queued[id] - Atomics.load(this.#done, id);
+    // Both counts wrap alike past 2^31.
+    return (this.#queued[id] - Atomics.load(this.#done, id)) | 0;
+  }
+
+  /** Closes of owner `id`'s fds in progress for STUCK_MS or more. */
+  stuckOf(id: number): number {
+    const now = (Date.now() - this.#base) | 0;
+    let n = 0;
+    for (let i = 0; i < this.#workers.length; i++) {
+      const since = Atomics.load(this.#status, i);
+      if (
+        since !== 0 && ((now - since) | 0) >= STUCK_MS &&
+        Atomics.load(this.#closing, i) === id
+      ) {
+        n++;
+      }
+    }
+    return n;
   }
 
   /** Fds left open because every thread was stuck and the ring full. */
@@ -164,6 +194,8 @@ export class PeerFdCloser implements Disposable {
 
   /** Queues `fd` to be closed. */
   close(fd: number): void {
+    // First: with the ring full, a new thread is what empties it.
+    this.#replaceStuck();
     const ring = this.#ring;
     const tail = Atomics.load(ring, TAIL);
     if (tail - Atomics.load(ring, HEAD) >= RING_SLOTS) {
@@ -177,7 +209,6 @@ export class PeerFdCloser implements Disposable {
     this.#queued[owner]++;
     Atomics.store(ring, TAIL, tail + 1);
     Atomics.notify(ring, TAIL, 1);
-    this.#replaceStuck();
   }
 
   // When every thread is inside a close that has lasted STUCK_MS, one more

@@ -13,6 +13,7 @@ import {
   MsgIo,
   peerFdOwner,
   peerFdsPending,
+  peerFdsStuck,
   pollReadable,
   pollWritable,
   readBefore,
@@ -26,10 +27,12 @@ import { listenReplacingStale } from "./listen.ts";
 const WRITE_DEADLINE_MS = 2000;
 const ACCEPT_POLL_MS = 200;
 // Control connections count as one peer for the fds their queues may hold
-// (see peerFdOwner); while this many of their closes wait, no connection
-// is taken, so that whoever may connect cannot hold every closer thread.
+// (see peerFdOwner). While two of their closes wait on a peer for over a
+// second, or 64 are not done, no connection is taken: whoever may connect
+// cannot hold every closer thread, nor keep connections open without end.
 const CONTROL_FD_OWNER = MAX_PEER_FD_OWNERS - 1;
-const CONTROL_PENDING_CLOSES = 4;
+const CONTROL_STUCK_CLOSES = 2;
+const CONTROL_PENDING_CLOSES = 64;
 
 /** A listening control socket. */
 export class ControlSocket implements AsyncDisposable {
@@ -70,7 +73,10 @@ export class ControlSocket implements AsyncDisposable {
   async #serve(state: () => unknown): Promise<void> {
     const encoder = new TextEncoder();
     while (!this.#closed) {
-      if (peerFdsPending(CONTROL_FD_OWNER) >= CONTROL_PENDING_CLOSES) {
+      if (
+        peerFdsStuck(CONTROL_FD_OWNER) >= CONTROL_STUCK_CLOSES ||
+        peerFdsPending(CONTROL_FD_OWNER) >= CONTROL_PENDING_CLOSES
+      ) {
         await new Promise((done) => setTimeout(done, ACCEPT_POLL_MS));
         continue;
       }

@@ -14,6 +14,7 @@ import {
   EventFd,
   peerFdOwner,
   peerFdsPending,
+  peerFdsStuck,
   setCloexec,
   setNonblocking,
   SysError,
@@ -48,12 +49,13 @@ const LOGGED_REFUSALS = 10;
 // A peer whose replies stay unread this long is dropped: its queue is full
 // or it stopped reading, and it is not read meanwhile.
 const STALL_MS = 2000;
-// A peer whose fds' closes stay this many behind (waiting on that peer) for
-// PILING_MS is cut off, which bounds the fds it can keep open. A burst of a
-// well-behaved peer (QEMU's SYNC_SYSMEMs at boot) may pass the count for
-// the moment its closer thread takes to wake, never for a second.
-const PENDING_CLOSES = 64;
-const PILING_MS = 1000;
+// A peer is cut off once STUCK_CLOSES closes of fds it sent have each been
+// in close(2) for a second (they wait on whoever holds the other end: that
+// peer), or once PENDING_CLOSES of its closes are asked for and not done (fds
+// sent faster than they close). Either bounds the fds it can keep open; a
+// burst of QEMU's SYNC_SYSMEMs at boot stays far below both.
+const STUCK_CLOSES = 2;
+const PENDING_CLOSES = 256;
 // How soon a listener out of fds tries to accept again.
 const ACCEPT_RETRY_MS = 100;
 // Longest stretch of back-to-back requests served before Deno's event loop
@@ -80,8 +82,6 @@ interface Slot {
   /** Replies are queued: the channel is watched for room, not requests. */
   stalled: boolean;
   stallTimer: ReturnType<typeof setTimeout> | undefined;
-  /** Since when its fds' closes are PENDING_CLOSES behind; -1: they are not. */
-  pilingSince: number;
   /** Set while the listener waits out of epoll to accept again. */
   acceptTimer: ReturnType<typeof setTimeout> | undefined;
   /** The INTx counters when the channel closed (the IOHUB forgets them). */
@@ -175,7 +175,6 @@ export class Remote implements Disposable {
       stalled: false,
       stallTimer: undefined,
       acceptTimer: undefined,
-      pilingSince: -1,
       closedIntx: null,
     };
     if (spec.endpoint.kind === "fd") {
@@ -382,23 +381,30 @@ export class Remote implements Disposable {
     const owner = peerFdOwner(slot.index + 1);
     try {
       const served = this.#serveAs(slot);
-      const pending = peerFdsPending(slot.index + 1);
-      if (pending <= PENDING_CLOSES) {
-        slot.pilingSince = -1;
-      } else if (slot.pilingSince < 0) {
-        slot.pilingSince = performance.now();
-      } else if (
-        performance.now() - slot.pilingSince >= PILING_MS && !slot.done
-      ) {
-        this.#closeSafely(
-          slot,
-          `closed: the closes of ${pending} fds it sent are waiting on it`,
-          true,
-        );
-      }
+      this.#cutOffIfClosesPile(slot);
       return served;
     } finally {
       peerFdOwner(owner);
+    }
+  }
+
+  #cutOffIfClosesPile(slot: Slot): void {
+    const id = slot.index + 1;
+    const pending = peerFdsPending(id);
+    if (pending === 0 || slot.done) return;
+    const stuck = peerFdsStuck(id);
+    if (stuck >= STUCK_CLOSES) {
+      this.#closeSafely(
+        slot,
+        `closed: ${stuck} closes of fds it sent have waited on it for over a second`,
+        true,
+      );
+    } else if (pending > PENDING_CLOSES) {
+      this.#closeSafely(
+        slot,
+        `closed: it sent fds faster than they close (${pending} waiting)`,
+        true,
+      );
     }
   }
 
