@@ -25,6 +25,8 @@ import { Cmd, cmdName, type Message } from "../mpqemu/mod.ts";
 
 const FLUSH_BYTES = 64 * 1024;
 const FLUSH_MS = 200;
+/** What Linux writes to a pipe atomically. */
+const PIPE_BUF = 4096;
 /** Bytes waiting for a lagging reader beyond which records are dropped. */
 const MAX_QUEUED = 4 * 1024 * 1024;
 /** The trace's size limit unless TracerOptions.maxBytes says otherwise. */
@@ -152,7 +154,8 @@ export class Tracer implements Disposable {
     }
     this.#lines.push(line);
     this.#bytes += line.length;
-    if (this.#bytes >= FLUSH_BYTES) this.flush();
+    // While a lagging reader holds a batch up, its timer retries.
+    if (this.#bytes >= FLUSH_BYTES && this.#unwritten === null) this.flush();
     else this.#timer ??= setTimeout(() => this.flush(), FLUSH_MS);
   }
 
@@ -160,38 +163,43 @@ export class Tracer implements Disposable {
   flush(): void {
     clearTimeout(this.#timer);
     this.#timer = undefined;
-    if (this.#stopped) return;
-    if (this.#unwritten === null && this.#lines.length > 0) {
-      this.#unwritten = this.#encoder.encode(this.#lines.join(""));
-      this.#lines = [];
-      this.#bytes = 0;
-    }
-    const bytes = this.#unwritten;
-    if (bytes === null) return;
-    let off = 0;
-    try {
-      while (off < bytes.length) {
-        const n = writeSome(this.#file.fd, bytes.subarray(off));
-        if (n === WOULD_BLOCK) break;
-        off += n;
+    while (!this.#stopped) {
+      if (this.#unwritten === null) {
+        if (this.#lines.length === 0) return;
+        this.#unwritten = this.#encoder.encode(this.#lines.join(""));
+        this.#lines = [];
+        this.#bytes = 0;
       }
-    } catch (e) {
-      this.#stop((e as Error).message);
-      return;
-    }
-    this.#written += off;
-    this.#unwritten = off < bytes.length ? bytes.subarray(off) : null;
-    if (this.#written >= this.#maxBytes) {
-      this.#stop(`reached its limit of ${this.#maxBytes} bytes`);
-      return;
-    }
-    if (this.#unwritten !== null || this.#lines.length > 0) {
-      this.#timer = setTimeout(() => this.flush(), FLUSH_MS);
+      const bytes = this.#unwritten;
+      let off = 0;
+      try {
+        while (off < bytes.length) {
+          const n = writeSome(
+            this.#file.fd,
+            bytes.subarray(off, wholeLinesEnd(bytes, off)),
+          );
+          if (n === WOULD_BLOCK) break;
+          off += n;
+        }
+      } catch (e) {
+        this.#stop((e as Error).message);
+        return;
+      }
+      this.#written += off;
+      this.#unwritten = off < bytes.length ? bytes.subarray(off) : null;
+      if (this.#written >= this.#maxBytes) {
+        this.#stop(`reached its limit of ${this.#maxBytes} bytes`);
+        return;
+      }
+      if (this.#unwritten !== null) {
+        this.#timer = setTimeout(() => this.flush(), FLUSH_MS);
+        return;
+      }
     }
   }
 
   // Ends tracing for good: what is queued and every later record count as
-  // dropped. Partial lines stay as the file took them.
+  // dropped.
   #stop(why: string): void {
     this.#stopped = true;
     this.#dropped += this.#lines.length +
@@ -230,6 +238,17 @@ export class Tracer implements Disposable {
   [Symbol.dispose](): void {
     this.close();
   }
+}
+
+// Where the write starting at `off` ends: after the last whole line within
+// PIPE_BUF bytes (a pipe takes a write that size whole or not at all, so a
+// reader never gets half a line), or after one longer line.
+function wholeLinesEnd(bytes: Uint8Array, off: number): number {
+  const limit = Math.min(bytes.length, off + PIPE_BUF);
+  const last = bytes.lastIndexOf(0x0a, limit - 1);
+  if (last >= off) return last + 1;
+  const next = bytes.indexOf(0x0a, limit);
+  return next < 0 ? bytes.length : next + 1;
 }
 
 function countLines(bytes: Uint8Array): number {
