@@ -290,84 +290,105 @@ export const demoCommand: Command = {
       if (status !== null) console.error(`iohub: demo: ${stop.signal.reason}`);
       return status;
     };
-    const guestDir = device === "edu" ? "guest/edu" : "guest/boot";
-    say(`iohub demo: assembling the guest (${guestDir}/*.S) ...`, "info");
-    const image = device === "edu"
-      ? await buildEduImage()
-      : await buildBootImage();
-    const early = stopped();
-    if (early !== null) return early;
-    const { result, counters, out, seconds } = await runGuest(
-      image,
-      device,
-      qemu,
-      accel,
-      Number(timeoutRaw) * 1000,
-      {
-        trace: parsed.trace as string | undefined,
-        control: parsed.control as string | undefined,
-        verbosity,
-        say,
-        signal: stop.signal,
-      },
-    );
-    if (result === null) {
-      // QEMU or the remote could not run, or the guest never got that far:
-      // launch's one line says which side, its status says it to scripts.
-      console.error(`iohub: demo: ${out.message}`);
-      return out.status === EXIT.OK ? 1 : out.status;
-    }
-    if (device === "edu") {
-      printSummary(
-        "iohub demo result (edu):",
-        eduRows(result),
-        result,
-        counters,
-        seconds,
+    // Tools the demo runs (as, ld, QEMU's probes, the sink's remote) share
+    // a terminal's Ctrl-C and fail of it: the signal, not their failure, is
+    // what ended the run.
+    try {
+      const guestDir = device === "edu" ? "guest/edu" : "guest/boot";
+      say(`iohub demo: assembling the guest (${guestDir}/*.S) ...`, "info");
+      const image = device === "edu"
+        ? await buildEduImage()
+        : await buildBootImage();
+      const early = stopped();
+      if (early !== null) return early;
+      const { result, counters, out, seconds } = await runGuest(
+        image,
+        device,
+        qemu,
+        accel,
+        Number(timeoutRaw) * 1000,
+        {
+          trace: parsed.trace as string | undefined,
+          control: parsed.control as string | undefined,
+          verbosity,
+          say,
+          signal: stop.signal,
+        },
       );
-      if (!eduPassed(result, accel)) {
+      const during = signalStatus(stop.signal);
+      if (during !== null) {
+        // Launch says what it stopped when the signal stopped it.
+        console.error(
+          `iohub: demo: ${
+            out.status === during ? out.message : stop.signal.reason
+          }`,
+        );
+        return during;
+      }
+      if (result === null) {
+        // QEMU or the remote could not run, or the guest never got that far:
+        // launch's one line says which side, its status says it to scripts.
+        console.error(`iohub: demo: ${out.message}`);
+        return out.status === EXIT.OK ? 1 : out.status;
+      }
+      if (device === "edu") {
+        printSummary(
+          "iohub demo result (edu):",
+          eduRows(result),
+          result,
+          counters,
+          seconds,
+        );
+        if (!eduPassed(result, accel)) {
+          throw new Error(
+            `demo failed: the edu guest expected ${
+              accel === "kvm" ? "interrupts" : "polled completions"
+            } under ${accel} (${out.message})`,
+          );
+        }
+        if (accel === "tcg") {
+          console.log(
+            "\niohub demo: under TCG QEMU's proxy delivers no interrupts, so " +
+              "the guest polled edu's completions; under KVM it takes them",
+          );
+        }
+        return EXIT.OK;
+      }
+      const r = result;
+      printSummary("iohub demo result:", testdevRows(r), r, counters, seconds);
+      if (accel === "kvm") {
+        if (out.status !== EXIT.OK || r.status !== "ok") {
+          throw new Error(`demo failed: ${out.message}`);
+        }
+        return EXIT.OK;
+      }
+      if (!nonInterruptChecksPassed(r) || interruptsDelivered(r)) {
         throw new Error(
-          `demo failed: the edu guest expected ${
-            accel === "kvm" ? "interrupts" : "polled completions"
-          } under ${accel} (${out.message})`,
+          `demo failed under TCG: expected devices, DMA and reset ok and no interrupts (${out.message})`,
         );
       }
-      if (accel === "tcg") {
-        console.log(
-          "\niohub demo: under TCG QEMU's proxy delivers no interrupts, so " +
-            "the guest polled edu's completions; under KVM it takes them",
-        );
-      }
-      return EXIT.OK;
-    }
-    const r = result;
-    printSummary("iohub demo result:", testdevRows(r), r, counters, seconds);
-    if (accel === "kvm") {
-      if (out.status !== EXIT.OK || r.status !== "ok") {
-        throw new Error(`demo failed: ${out.message}`);
-      }
-      return EXIT.OK;
-    }
-    if (!nonInterruptChecksPassed(r) || interruptsDelivered(r)) {
-      throw new Error(
-        `demo failed under TCG: expected devices, DMA and reset ok and no interrupts (${out.message})`,
+      console.log(
+        "\niohub demo: under TCG the guest's status is fail only because no " +
+          "interrupt can reach it; devices, DMA and reset passed",
       );
+      console.log(
+        "iohub demo: interrupts through our own proxy (irqfd read in user space):",
+      );
+      const before = stopped();
+      if (before !== null) return before;
+      const sinkOk = await userSinkInterrupts(say);
+      const after = stopped();
+      if (after !== null) return after;
+      if (!sinkOk) {
+        throw new Error(
+          "demo failed: the user-space interrupt path misbehaved",
+        );
+      }
+      return EXIT.OK;
+    } catch (e) {
+      const status = stopped();
+      if (status !== null) return status;
+      throw e;
     }
-    console.log(
-      "\niohub demo: under TCG the guest's status is fail only because no " +
-        "interrupt can reach it; devices, DMA and reset passed",
-    );
-    console.log(
-      "iohub demo: interrupts through our own proxy (irqfd read in user space):",
-    );
-    const before = stopped();
-    if (before !== null) return before;
-    const sinkOk = await userSinkInterrupts(say);
-    const after = stopped();
-    if (after !== null) return after;
-    if (!sinkOk) {
-      throw new Error("demo failed: the user-space interrupt path misbehaved");
-    }
-    return EXIT.OK;
   },
 };
