@@ -26,6 +26,11 @@ export const MAX_PEER_FD_OWNERS = 1024;
 // go to a new thread, up to MAX_THREADS of them.
 const STUCK_MS = 1000;
 const MAX_THREADS = 16;
+/**
+ * Closes of one owner's fds that may be stuck at once; that owner's later
+ * fds are left open (see PeerFdCloser.dropped) while they are.
+ */
+export const OWNER_STUCK_LIMIT = 2;
 
 // The closers' code (see js_worker.ts). Each claims entries of the ring
 // one at a time and waits on the ring's tail when it is empty.
@@ -38,6 +43,7 @@ self.onmessage = ({ data }) => {
   const status = new Int32Array(data.status);
   const done = new Int32Array(data.done);
   const closing = new Int32Array(data.closing);
+  const left = new Int32Array(data.left);
   self.postMessage("ready");
   for (;;) {
     const head = Atomics.load(ring, ${HEAD});
@@ -54,6 +60,22 @@ self.onmessage = ({ data }) => {
     if (fd < 0) {
       self.close();
       return;
+    }
+    // An owner with ${OWNER_STUCK_LIMIT} closes stuck gets no more threads: its fd is left
+    // open (counted), or one peer could take every thread.
+    const now = (Date.now() - data.base) | 0;
+    let stuck = 0;
+    for (let i = 0; i < ${MAX_THREADS}; i++) {
+      const since = Atomics.load(status, i);
+      if (
+        since !== 0 && ((now - since) | 0) >= ${STUCK_MS} &&
+        Atomics.load(closing, i) === owner
+      ) stuck++;
+    }
+    if (stuck >= ${OWNER_STUCK_LIMIT}) {
+      Atomics.add(left, 0, 1);
+      Atomics.add(done, owner, 1);
+      continue;
     }
     Atomics.store(closing, data.index, owner);
     Atomics.store(status, data.index, ((Date.now() - data.base) | 0) || 1);
@@ -117,6 +139,7 @@ export class PeerFdCloser implements Disposable {
   );
   readonly #status = new Int32Array(new SharedArrayBuffer(4 * MAX_THREADS));
   readonly #closing = new Int32Array(new SharedArrayBuffer(4 * MAX_THREADS));
+  readonly #left = new Int32Array(new SharedArrayBuffer(4));
   readonly #done = new Int32Array(
     new SharedArrayBuffer(4 * MAX_PEER_FD_OWNERS),
   );
@@ -124,6 +147,7 @@ export class PeerFdCloser implements Disposable {
   readonly #workers: Worker[] = [];
   readonly #base = Date.now();
   #dropped = 0;
+  #check: ReturnType<typeof setTimeout> | undefined;
 
   /** Starts the first thread and installs the closer once it runs. */
   static async start(): Promise<PeerFdCloser> {
@@ -152,6 +176,7 @@ export class PeerFdCloser implements Disposable {
       status: this.#status.buffer,
       done: this.#done.buffer,
       closing: this.#closing.buffer,
+      left: this.#left.buffer,
       index,
       base: this.#base,
     });
@@ -187,9 +212,12 @@ export class PeerFdCloser implements Disposable {
     return n;
   }
 
-  /** Fds left open because every thread was stuck and the ring full. */
+  /**
+   * Fds left open: every thread was stuck and the ring full, or their
+   * owner had OWNER_STUCK_LIMIT closes stuck.
+   */
   get dropped(): number {
-    return this.#dropped;
+    return this.#dropped + Atomics.load(this.#left, 0);
   }
 
   /** Queues `fd` to be closed. */
@@ -209,6 +237,22 @@ export class PeerFdCloser implements Disposable {
     this.#queued[owner]++;
     Atomics.store(ring, TAIL, tail + 1);
     Atomics.notify(ring, TAIL, 1);
+    this.#checkLater();
+  }
+
+  // The fds behind a close that gets stuck wait for a new thread, which a
+  // later close() would start: while the ring holds any, a timer looks too.
+  #checkLater(): void {
+    if (this.#check !== undefined) return;
+    this.#check = setTimeout(() => {
+      this.#check = undefined;
+      this.#replaceStuck();
+      const ring = this.#ring;
+      if (Atomics.load(ring, TAIL) !== Atomics.load(ring, HEAD)) {
+        this.#checkLater();
+      }
+    }, STUCK_MS);
+    Deno.unrefTimer(this.#check);
   }
 
   // When every thread is inside a close that has lasted STUCK_MS, one more
@@ -230,6 +274,7 @@ export class PeerFdCloser implements Disposable {
    */
   [Symbol.dispose](): void {
     if (current === this) current = null;
+    clearTimeout(this.#check);
     const ring = this.#ring;
     for (let i = 0; i < this.#workers.length; i++) {
       const tail = Atomics.load(ring, TAIL);

@@ -11,6 +11,7 @@ import {
   connectUnix,
   MAX_PEER_FD_OWNERS,
   MsgIo,
+  OWNER_STUCK_LIMIT,
   peerFdOwner,
   peerFdsPending,
   peerFdsStuck,
@@ -27,11 +28,10 @@ import { listenReplacingStale } from "./listen.ts";
 const WRITE_DEADLINE_MS = 2000;
 const ACCEPT_POLL_MS = 200;
 // Control connections count as one peer for the fds their queues may hold
-// (see peerFdOwner). While two of their closes wait on a peer for over a
-// second, or 64 are not done, no connection is taken: whoever may connect
-// cannot hold every closer thread, nor keep connections open without end.
+// (see peerFdOwner). While OWNER_STUCK_LIMIT of their closes wait on a peer
+// for over a second, or 64 are not done, no connection is taken: whoever
+// may connect cannot keep connections open without end.
 const CONTROL_FD_OWNER = MAX_PEER_FD_OWNERS - 1;
-const CONTROL_STUCK_CLOSES = 2;
 const CONTROL_PENDING_CLOSES = 64;
 
 /** A listening control socket. */
@@ -74,7 +74,7 @@ export class ControlSocket implements AsyncDisposable {
     const encoder = new TextEncoder();
     while (!this.#closed) {
       if (
-        peerFdsStuck(CONTROL_FD_OWNER) >= CONTROL_STUCK_CLOSES ||
+        peerFdsStuck(CONTROL_FD_OWNER) >= OWNER_STUCK_LIMIT ||
         peerFdsPending(CONTROL_FD_OWNER) >= CONTROL_PENDING_CLOSES
       ) {
         await new Promise((done) => setTimeout(done, ACCEPT_POLL_MS));

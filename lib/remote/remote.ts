@@ -12,6 +12,7 @@ import {
   EPOLLOUT,
   Errno,
   EventFd,
+  OWNER_STUCK_LIMIT,
   peerFdOwner,
   peerFdsPending,
   peerFdsStuck,
@@ -49,12 +50,12 @@ const LOGGED_REFUSALS = 10;
 // A peer whose replies stay unread this long is dropped: its queue is full
 // or it stopped reading, and it is not read meanwhile.
 const STALL_MS = 2000;
-// A peer is cut off once STUCK_CLOSES closes of fds it sent have each been
-// in close(2) for a second (they wait on whoever holds the other end: that
-// peer), or once PENDING_CLOSES of its closes are asked for and not done (fds
-// sent faster than they close). Either bounds the fds it can keep open; a
-// burst of QEMU's SYNC_SYSMEMs at boot stays far below both.
-const STUCK_CLOSES = 2;
+// A peer is cut off once OWNER_STUCK_LIMIT closes of fds it sent have each
+// been in close(2) for a second (they wait on whoever holds the other end:
+// that peer; the closer leaves its further fds open meanwhile), or once
+// PENDING_CLOSES of its closes are asked for and not done (fds sent faster
+// than they close). Either bounds the fds it can keep open; a burst of
+// QEMU's SYNC_SYSMEMs at boot stays far below both.
 const PENDING_CLOSES = 256;
 // How soon a listener out of fds tries to accept again.
 const ACCEPT_RETRY_MS = 100;
@@ -393,7 +394,7 @@ export class Remote implements Disposable {
     const pending = peerFdsPending(id);
     if (pending === 0 || slot.done) return;
     const stuck = peerFdsStuck(id);
-    if (stuck >= STUCK_CLOSES) {
+    if (stuck >= OWNER_STUCK_LIMIT) {
       this.#closeSafely(
         slot,
         `closed: ${stuck} closes of fds it sent have waited on it for over a second`,

@@ -4,12 +4,14 @@
 
 import { assert, assertEquals } from "@std/assert";
 import {
+  closeFd,
   closePeerFd,
   eventfd,
   isValidFd,
   PeerFdCloser,
   peerFdOwner,
   peerFdsPending,
+  peerFdsStuck,
   socketpair,
 } from "../../ffi/mod.ts";
 import { assertNoFdLeak } from "../fd_check.ts";
@@ -80,4 +82,38 @@ Deno.test("peer fd: closes queued behind a stuck one go to another thread", asyn
     conn.close();
   }
   assert(await until(() => closer.pending === 0, 5000));
+});
+
+Deno.test("peer fd: one owner's stuck closes take two threads at most; its further fds are left open, the others closed", async () => {
+  using closer = await PeerFdCloser.start();
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held = [
+    await lingering(listener),
+    await lingering(listener),
+    await lingering(listener),
+  ];
+  const asOwner7 = (fd: number): void => {
+    const before = peerFdOwner(7);
+    closePeerFd(fd);
+    peerFdOwner(before);
+  };
+  try {
+    // A second into each stuck close, the next fd takes a new thread.
+    asOwner7(held[0].fd);
+    await new Promise((done) => setTimeout(done, 1100));
+    asOwner7(held[1].fd);
+    await new Promise((done) => setTimeout(done, 1100));
+    assertEquals(peerFdsStuck(7), 2);
+    asOwner7(held[2].fd);
+    const ev = eventfd();
+    closePeerFd(ev);
+    assert(await until(() => !isValidFd(ev), 3000), "another's fd is closed");
+    assertEquals(closer.dropped, 1, "owner 7's third is left open");
+    assert(isValidFd(held[2].fd));
+    assertEquals([peerFdsStuck(7), peerFdsPending(7)], [2, 2]);
+  } finally {
+    for (const h of held) h.conn.close();
+  }
+  assert(await until(() => closer.pending === 0, 5000));
+  closeFd(held[2].fd);
 });
