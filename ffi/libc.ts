@@ -54,6 +54,8 @@ const blocking = {
     parameters: ["i32", "i32", "i32", "buffer", "buffer"],
     result: "i32",
   },
+  /** int shutdown(int fd, int how) */
+  shutdown: { parameters: ["i32", "i32"], result: "i32" },
   /** int getpeername(int fd, struct sockaddr *addr, socklen_t *len) */
   getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   /** ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) */

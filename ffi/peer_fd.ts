@@ -9,7 +9,7 @@
 
 import { closeFd } from "./fd.ts";
 import { jsWorker } from "./js_worker.ts";
-import { LIBC_NAME } from "./libc.ts";
+import { libc, LIBC_NAME } from "./libc.ts";
 
 // The shared ring: [0] next entry to claim, [1] next entry to fill, then
 // RING_SLOTS entries of two words, the fd and whose it was (its owner, see
@@ -116,6 +116,19 @@ export function peerFdsPending(id: number): number {
  */
 export function peerFdsStuck(id: number): number {
   return current === null ? 0 : current.stuckOf(id);
+}
+
+const SHUT_RDWR = 2;
+
+/**
+ * Ends both directions of socket `fd` at once, then closes it as a peer
+ * fd: its peer sees EOF now, however long the close itself waits (a close
+ * releases what the socket's queue holds, a shutdown does not). Anything
+ * but a connected socket is just closed.
+ */
+export function closePeerSocket(fd: number): void {
+  libc.shutdown(fd, SHUT_RDWR);
+  closePeerFd(fd);
 }
 
 /**

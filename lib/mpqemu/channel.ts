@@ -3,6 +3,7 @@
 
 import {
   closePeerFd,
+  closePeerSocket,
   Errno,
   MSG_DONTWAIT,
   MsgIo,
@@ -321,6 +322,6 @@ export class Channel extends OwnedFd {
    */
   override close(): void {
     this.#dropFds();
-    if (!this.closed) closePeerFd(this.release());
+    if (!this.closed) closePeerSocket(this.release());
   }
 }

@@ -7,7 +7,7 @@
 import {
   acceptUnix,
   closeFd,
-  closePeerFd,
+  closePeerSocket,
   connectUnix,
   MAX_PEER_FD_OWNERS,
   MsgIo,
@@ -155,7 +155,7 @@ export class ControlSocket implements AsyncDisposable {
 function closeControlFd(fd: number): void {
   const owner = peerFdOwner(CONTROL_FD_OWNER);
   try {
-    closePeerFd(fd);
+    closePeerSocket(fd);
   } finally {
     peerFdOwner(owner);
   }

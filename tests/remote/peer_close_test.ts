@@ -129,6 +129,23 @@ function sendWithFds(c: Client, fds: number[]): void {
 
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
 
+/** Whether the remote ends `c`'s channel within `ms` (replies before it read). */
+async function seesEnd(c: Client, ms: number): Promise<boolean> {
+  const deadline = performance.now() + ms;
+  for (;;) {
+    const left = deadline - performance.now();
+    if (left <= 0 || !await pollReadable(c.ch.fd, Math.ceil(left))) {
+      return false;
+    }
+    try {
+      if (c.ch.receive(true) === Received.EOF) return true;
+    } catch (e) {
+      if (e instanceof SysError && e.errno === Errno.ECONNRESET) return true;
+      throw e;
+    }
+  }
+}
+
 Deno.test("remote: a peer whose fds' closes wait on it is cut off, the other device served", async () => {
   await using r = spawnDevices(["testdev,id=bad", "testdev,id=good"]);
   const [bad, good] = r.clients;
@@ -145,6 +162,9 @@ Deno.test("remote: a peer whose fds' closes wait on it is cut off, the other dev
     await sleep(1100);
     sendWithFds(bad, []);
     assert(await answersWithin(good, 1000), "the other device is answered");
+    // Its channel's close is left to a closer it has stuck: it sees EOF
+    // all the same, at once (shutdown first).
+    assert(await seesEnd(bad, 2000), "the peer cut off sees EOF");
   } finally {
     held.forEach((h) => h.conn.close());
   }
