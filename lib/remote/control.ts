@@ -87,7 +87,11 @@ export class ControlSocket implements AsyncDisposable {
       try {
         conn = acceptUnix(this.#fd);
       } catch {
-        continue; // the peer left before we took it
+        // The peer left before we took it, or the process is out of fds
+        // for now: the connection waits, and polling again at once would
+        // spin.
+        await new Promise((done) => setTimeout(done, ACCEPT_POLL_MS));
+        continue;
       }
       const p = this.#answer(
         conn,

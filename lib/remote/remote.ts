@@ -59,6 +59,7 @@ const STALL_MS = 2000;
 const PENDING_CLOSES = 256;
 // How soon a listener out of fds tries to accept again.
 const ACCEPT_RETRY_MS = 100;
+const ACCEPT_RETRY_LOG = 100;
 // Longest stretch of back-to-back requests served before Deno's event loop
 // gets a turn (device timers, promises, signal handlers), checked every
 // YIELD_CHECK batches since reading the clock is a system call here.
@@ -85,6 +86,8 @@ interface Slot {
   stallTimer: ReturnType<typeof setTimeout> | undefined;
   /** Set while the listener waits out of epoll to accept again. */
   acceptTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Failed accepts retried so far. */
+  acceptRetries: number;
   /** The INTx counters when the channel closed (the IOHUB forgets them). */
   closedIntx: PirqCounters | null;
 }
@@ -176,6 +179,7 @@ export class Remote implements Disposable {
       stalled: false,
       stallTimer: undefined,
       acceptTimer: undefined,
+      acceptRetries: 0,
       closedIntx: null,
     };
     if (spec.endpoint.kind === "fd") {
@@ -578,16 +582,25 @@ export class Remote implements Disposable {
   // Out of fds or memory (another peer may hold many, for a while): the
   // connection waits in the backlog and the listener leaves epoll, which
   // would report it again at once, until a retry a little later.
-  #acceptLater(slot: Slot, why: string): void {
-    this.#log(
-      `${slot.spec.id}: accept failed: ${why}; retrying in ${ACCEPT_RETRY_MS} ms`,
-      "error",
-    );
-    this.#epoll.remove(slot.listenFd);
+  #acceptLater(slot: Slot, why: string, inEpoll = true): void {
+    // The first failure of a run is logged, then one in ACCEPT_RETRY_LOG.
+    if (slot.acceptRetries++ % ACCEPT_RETRY_LOG === 0) {
+      this.#log(
+        `${slot.spec.id}: accept failed: ${why}; retrying every ${ACCEPT_RETRY_MS} ms (${slot.acceptRetries} so far)`,
+        "error",
+      );
+    }
+    if (inEpoll) this.#epoll.remove(slot.listenFd);
     slot.acceptTimer = setTimeout(() => {
       slot.acceptTimer = undefined;
       if (slot.done || slot.listenFd < 0) return;
-      this.#epoll.add(slot.listenFd, EPOLLIN, TOKEN_LISTENER + slot.index);
+      try {
+        this.#epoll.add(slot.listenFd, EPOLLIN, TOKEN_LISTENER + slot.index);
+      } catch (e) {
+        // Out of memory for epoll too: try again later.
+        this.#acceptLater(slot, (e as Error).message, false);
+        return;
+      }
       this.#wake.signal();
     }, ACCEPT_RETRY_MS);
   }

@@ -256,6 +256,7 @@ Deno.test({
       }
       const { stderr } = await r.finish();
       assertMatch(stderr, /late: accept failed: accept4: EMFILE .*retrying/);
+      assertEquals(stderr.split("accept failed").length, 2, "logged once");
     });
   },
 });
