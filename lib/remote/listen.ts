@@ -4,10 +4,12 @@
 
 import {
   closeFd,
+  Errno,
   listenUnix,
   O_CLOEXEC,
   openPath,
   readFd,
+  SysError,
 } from "../../ffi/mod.ts";
 
 /**
@@ -97,7 +99,26 @@ export function listenReplacingStale(path: string): number {
     clearStaleSocket(path);
     return listenUnix(path);
   } catch (e) {
-    if (e instanceof SocketPathError) throw e;
-    throw new SocketPathError(path, e instanceof Error ? e.message : String(e));
+    if (e instanceof SocketPathError || !isPathFault(e)) throw e;
+    throw new SocketPathError(path, (e as Error).message);
   }
+}
+
+// What the path is to blame for (the command line's fault), as against the
+// process running out of fds or memory.
+const PATH_ERRNOS: ReadonlySet<number> = new Set([
+  Errno.ENOENT,
+  Errno.EACCES,
+  Errno.ENOTDIR,
+  Errno.EROFS,
+  Errno.ENAMETOOLONG,
+  Errno.EINVAL,
+  Errno.EADDRINUSE,
+]);
+
+function isPathFault(e: unknown): boolean {
+  if (e instanceof SysError) return PATH_ERRNOS.has(e.errno);
+  return e instanceof Deno.errors.PermissionDenied ||
+    e instanceof Deno.errors.NotADirectory ||
+    e instanceof Deno.errors.NotFound;
 }
