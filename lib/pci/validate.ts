@@ -249,9 +249,15 @@ const FIELDS = {
   capability: ["id", "length", "init", "writable", "read", "write"],
 } as const;
 
-// A model is often a class with fields and methods of its own: only names
-// close to an optional member it lacks are taken for a misspelling.
-const OPTIONAL_MEMBERS = ["reset", "close", "rom", "capabilities"] as const;
+// A model is often a class with fields and methods of its own: only a name
+// close to an optional member the model lacks, holding what that member
+// holds, is taken for a misspelling (a `ram` buffer is no `rom`).
+const OPTIONAL_MEMBERS: Record<string, (v: unknown) => boolean> = {
+  reset: (v) => typeof v === "function",
+  close: (v) => typeof v === "function",
+  rom: (v) => typeof v === "object" && v !== null && "size" in v,
+  capabilities: (v) => Array.isArray(v),
+};
 
 /**
  * Fields of a valid model that iohub does not read and that look like
@@ -287,9 +293,12 @@ export function modelWarnings(model: DeviceModel): string[] {
     extra(`capabilities[${i}]`, cap, "capability")
   );
   const names = memberNames(model);
-  for (const member of OPTIONAL_MEMBERS) {
+  for (const [member, holds] of Object.entries(OPTIONAL_MEMBERS)) {
     if (member in model) continue;
-    const found = names.find((n) => nearest(n, [member]) !== null);
+    const found = names.find((n) =>
+      nearest(n, [member]) !== null &&
+      holds((model as unknown as Record<string, unknown>)[n])
+    );
     if (found !== undefined) {
       out.push(`${found} is ignored: did you mean ${member}?`);
     }
