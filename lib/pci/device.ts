@@ -26,7 +26,10 @@ export interface DeviceContext {
    * TypeError for anything else (a plain array).
    */
   dmaRead(gpa: number, dst: Uint8Array): boolean;
-  /** Copies `src` to guest memory at `gpa`; false if not all mapped. */
+  /**
+   * Copies `src` to guest memory at `gpa`; false if not all of it is guest
+   * memory. Takes what dmaRead takes.
+   */
   dmaWrite(gpa: number, src: Uint8Array): boolean;
   /**
    * Writes one line to the remote's log, prefixed with the device's name
