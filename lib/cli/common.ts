@@ -5,7 +5,7 @@
 
 import { parseArgs } from "@std/cli/parse-args";
 import type { Verbosity } from "../log.ts";
-import { EXIT } from "../qemu/outcome.ts";
+import { SIGNAL_STATUS } from "../qemu/outcome.ts";
 
 /** A bad command line: printed as one line, exit status 2. */
 export class UsageError extends Error {
@@ -149,12 +149,6 @@ export function parseCommandArgs(
     },
   });
 }
-
-/** The exit status of a run a signal stopped, by signal. */
-export const SIGNAL_STATUS = {
-  SIGINT: EXIT.SIGINT,
-  SIGTERM: EXIT.SIGTERM,
-} as const;
 
 /** The exit status of a run `stop` (StopOnSignals.signal) stopped, or null. */
 export function signalStatus(stop: AbortSignal): number | null {

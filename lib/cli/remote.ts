@@ -40,7 +40,6 @@ import { ReadySignal } from "../remote/ready.ts";
 import {
   type Command,
   describeError,
-  SIGNAL_STATUS,
   signalStatus,
   StopOnSignals,
   unexpectedArgument,
@@ -51,6 +50,7 @@ import {
 import { DeviceErrorReports, deviceFrame } from "../remote/device_errors.ts";
 import { parseDeviceValue } from "./device_value.ts";
 import { unlessAborted } from "../timer.ts";
+import { SIGNAL_STATUS } from "../qemu/outcome.ts";
 
 const HELP = `usage: iohub remote --device TYPE,fd=N[,id=NAME] [--device ...]
        iohub remote --device TYPE,socket=PATH[,id=NAME] [--device ...]

@@ -30,6 +30,7 @@ import {
   lastRemoteLine,
   type LaunchOutcome,
   outcome,
+  SIGNAL_STATUS,
 } from "./outcome.ts";
 import { defaultQemu, probeQemu, QemuUnusableError } from "./probe.ts";
 import { CHILD_ENV } from "./self_command.ts";
@@ -374,7 +375,9 @@ export async function launch(opts: LaunchOptions = {}): Promise<LaunchOutcome> {
   const unusable = await preflight(opts);
   if (unusable !== null) return unusable;
   const abortStatus = (): number =>
-    opts.signal?.reason === "SIGTERM" ? EXIT.SIGTERM : EXIT.SIGINT;
+    opts.signal?.reason === "SIGTERM"
+      ? SIGNAL_STATUS.SIGTERM
+      : SIGNAL_STATUS.SIGINT;
   if (opts.signal?.aborted) {
     return outcome(abortStatus(), "aborted", "interrupted before start");
   }

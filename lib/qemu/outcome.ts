@@ -24,6 +24,12 @@ export const EXIT = {
   SIGTERM: 143,
 } as const;
 
+/** The exit status of a run a signal stopped, by signal. */
+export const SIGNAL_STATUS = {
+  SIGINT: EXIT.SIGINT,
+  SIGTERM: EXIT.SIGTERM,
+} as const;
+
 /** How a run ended. */
 export type LaunchEnd =
   | "guest-passed"
