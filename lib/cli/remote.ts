@@ -445,13 +445,28 @@ function openTracer(path: string, log: LogSink): Tracer {
   try {
     return new Tracer(path, { log });
   } catch (e) {
-    // Opened without blocking, a FIFO nobody reads yet refuses.
-    const hint = e instanceof SysError && e.errno === Errno.ENXIO
+    // Opened without blocking, a FIFO nobody reads yet refuses; a socket
+    // (a systemd service's stdout, say) never opens as a file.
+    const kind = e instanceof SysError && e.errno === Errno.ENXIO
+      ? fileKind(path)
+      : null;
+    const hint = kind === "fifo"
       ? " (a FIFO needs its reader first)"
+      : kind === "socket"
+      ? " (a socket cannot be opened as a file)"
       : "";
     throw new UsageError(
       `remote: --trace ${path}: ${describeError(e)}${hint}`,
     );
+  }
+}
+
+function fileKind(path: string): "fifo" | "socket" | null {
+  try {
+    const info = Deno.statSync(path);
+    return info.isFifo ? "fifo" : info.isSocket ? "socket" : null;
+  } catch {
+    return null;
   }
 }
 

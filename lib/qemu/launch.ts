@@ -373,14 +373,16 @@ export async function launch(opts: LaunchOptions = {}): Promise<LaunchOutcome> {
   const devices = launchDevices(opts);
   const graceMs = opts.graceMs ?? DEFAULT_GRACE_MS;
   const unusable = await preflight(opts);
-  if (unusable !== null) return unusable;
   const abortStatus = (): number =>
     opts.signal?.reason === "SIGTERM"
       ? SIGNAL_STATUS.SIGTERM
       : SIGNAL_STATUS.SIGINT;
+  // A terminal's Ctrl-C reaches QEMU's probe too, which then fails of it:
+  // the signal is what ended the run.
   if (opts.signal?.aborted) {
     return outcome(abortStatus(), "aborted", "interrupted before start");
   }
+  if (unusable !== null) return unusable;
 
   const fds = devicePairs(devices.length);
   let ready: [number, number];

@@ -133,7 +133,7 @@ Deno.test("stats: nothing listening is one line, exit 1", async () => {
   assertStringIncludes(r.stderr, "nothing answers on /nonexistent/iohub.sock");
 });
 
-Deno.test("remote: --trace to a FIFO nobody reads yet is one line, exit 2", async () => {
+Deno.test("remote: --trace to a FIFO nobody reads yet, or a socket, is one line, exit 2", async () => {
   await withTempDir("iohub-trace-fifo-", async (dir) => {
     const fifo = `${dir}/fifo`;
     assert(
@@ -150,6 +150,21 @@ Deno.test("remote: --trace to a FIFO nobody reads yet is one line, exit 2", asyn
     assertEquals(r.stderr.trim().split("\n").length, 1, r.stderr);
     assertStringIncludes(r.stderr, "ENXIO");
     assertStringIncludes(r.stderr, "a FIFO needs its reader first");
+    // A socket refuses the same way, for another reason.
+    const sock = listenUnix(`${dir}/t.sock`);
+    try {
+      const s = await iohub(
+        "remote",
+        "--device",
+        `testdev,socket=${dir}/s.sock`,
+        "--trace",
+        `${dir}/t.sock`,
+      );
+      assertEquals(s.code, 2);
+      assertStringIncludes(s.stderr, "a socket cannot be opened as a file");
+    } finally {
+      closeFd(sock);
+    }
   });
 });
 

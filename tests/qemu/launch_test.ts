@@ -172,6 +172,17 @@ Deno.test("launch: a missing QEMU is exit 3 with one line", async (t) => {
     assertEquals(out.end, "qemu-unusable");
     assertEquals(out.message, NO_QEMU_MESSAGE);
   });
+  await t.step(
+    "a signal first is the run's end, not the probe's failure",
+    async () => {
+      // A terminal's Ctrl-C reaches the probe too: what it made fail is not
+      // what ended the run.
+      const stop = new AbortController();
+      stop.abort("SIGINT");
+      const out = await run({ qemu: NO_QEMU, signal: stop.signal });
+      assertEquals([out.status, out.end], [EXIT.SIGINT, "aborted"]);
+    },
+  );
   await t.step("CLI, default name not on PATH", async () => {
     const r = await cli([], { PATH: "/nonexistent" });
     assertEquals(r.code, EXIT.QEMU);
