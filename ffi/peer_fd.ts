@@ -23,8 +23,11 @@ const SLOTS_AT = 2;
 /** Owners closePeerFd can tell apart: 0 (nobody in particular) and up. */
 export const MAX_PEER_FD_OWNERS = 1024;
 // A close taking longer than this is taken for stuck: the closes behind it
-// go to a new thread, up to MAX_THREADS of them.
-const STUCK_MS = 1000;
+// go to a new thread, up to MAX_THREADS of them. Short, because the fds
+// queued behind a stuck close wait that long for the next thread; a wrong
+// guess costs a thread, no more.
+/** How long a close lasts before it counts as stuck (waiting on a peer). */
+export const PEER_CLOSE_STUCK_MS = 200;
 const MAX_THREADS = 16;
 /**
  * Closes of one owner's fds that may be stuck at once; that owner's later
@@ -68,7 +71,7 @@ self.onmessage = ({ data }) => {
     for (let i = 0; i < ${MAX_THREADS}; i++) {
       const since = Atomics.load(status, i);
       if (
-        since !== 0 && ((now - since) | 0) >= ${STUCK_MS} &&
+        since !== 0 && ((now - since) | 0) >= ${PEER_CLOSE_STUCK_MS} &&
         Atomics.load(closing, i) === owner
       ) stuck++;
     }
@@ -111,7 +114,7 @@ export function peerFdsPending(id: number): number {
 }
 
 /**
- * Closes of `id`'s fds that a thread has been inside for STUCK_MS or more:
+ * Closes of `id`'s fds that a thread has been inside for PEER_CLOSE_STUCK_MS or more:
  * each waits on whoever holds that fd's other end, that peer alone.
  */
 export function peerFdsStuck(id: number): number {
@@ -209,14 +212,14 @@ export class PeerFdCloser implements Disposable {
     return (this.#queued[id] - Atomics.load(this.#done, id)) | 0;
   }
 
-  /** Closes of owner `id`'s fds in progress for STUCK_MS or more. */
+  /** Closes of owner `id`'s fds in progress for PEER_CLOSE_STUCK_MS or more. */
   stuckOf(id: number): number {
     const now = (Date.now() - this.#base) | 0;
     let n = 0;
     for (let i = 0; i < this.#workers.length; i++) {
       const since = Atomics.load(this.#status, i);
       if (
-        since !== 0 && ((now - since) | 0) >= STUCK_MS &&
+        since !== 0 && ((now - since) | 0) >= PEER_CLOSE_STUCK_MS &&
         Atomics.load(this.#closing, i) === id
       ) {
         n++;
@@ -264,17 +267,17 @@ export class PeerFdCloser implements Disposable {
       if (Atomics.load(ring, TAIL) !== Atomics.load(ring, HEAD)) {
         this.#checkLater();
       }
-    }, STUCK_MS);
+    }, PEER_CLOSE_STUCK_MS);
     Deno.unrefTimer(this.#check);
   }
 
-  // When every thread is inside a close that has lasted STUCK_MS, one more
+  // When every thread is inside a close that has lasted PEER_CLOSE_STUCK_MS, one more
   // takes the ring (up to MAX_THREADS).
   #replaceStuck(): void {
     const now = (Date.now() - this.#base) | 0;
     for (let i = 0; i < this.#workers.length; i++) {
       const since = Atomics.load(this.#status, i);
-      if (since === 0 || ((now - since) | 0) < STUCK_MS) return;
+      if (since === 0 || ((now - since) | 0) < PEER_CLOSE_STUCK_MS) return;
     }
     if (this.#workers.length >= MAX_THREADS) return;
     // Its start is not awaited: the ring keeps the fds until it runs.

@@ -28,8 +28,8 @@ import { listenReplacingStale } from "./listen.ts";
 const WRITE_DEADLINE_MS = 2000;
 const ACCEPT_POLL_MS = 200;
 // Control connections count as one peer for the fds their queues may hold
-// (see peerFdOwner). While OWNER_STUCK_LIMIT of their closes wait on a peer
-// for over a second, or 64 are not done, no connection is taken: whoever
+// (see peerFdOwner). While OWNER_STUCK_LIMIT of their closes are stuck (wait
+// on a peer), or 64 are not done, no connection is taken: whoever
 // may connect cannot keep connections open without end.
 const CONTROL_FD_OWNER = MAX_PEER_FD_OWNERS - 1;
 const CONTROL_PENDING_CLOSES = 64;

@@ -13,6 +13,7 @@ import {
   Errno,
   EventFd,
   OWNER_STUCK_LIMIT,
+  PEER_CLOSE_STUCK_MS,
   peerFdOwner,
   peerFdsPending,
   peerFdsStuck,
@@ -51,7 +52,7 @@ const LOGGED_REFUSALS = 10;
 // or it stopped reading, and it is not read meanwhile.
 const STALL_MS = 2000;
 // A peer is cut off once OWNER_STUCK_LIMIT closes of fds it sent have each
-// been in close(2) for a second (they wait on whoever holds the other end:
+// been in close(2) PEER_CLOSE_STUCK_MS (they wait on whoever holds the other end:
 // that peer; the closer leaves its further fds open meanwhile), or once
 // PENDING_CLOSES of its closes are asked for and not done (fds sent faster
 // than they close). Either bounds the fds it can keep open; a burst of
@@ -401,7 +402,7 @@ export class Remote implements Disposable {
     if (stuck >= OWNER_STUCK_LIMIT) {
       this.#closeSafely(
         slot,
-        `closed: ${stuck} closes of fds it sent have waited on it for over a second`,
+        `closed: ${stuck} closes of fds it sent have waited on it for over ${PEER_CLOSE_STUCK_MS} ms`,
         true,
       );
     } else if (pending > PENDING_CLOSES) {

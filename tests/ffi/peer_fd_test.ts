@@ -8,6 +8,7 @@ import {
   closePeerFd,
   eventfd,
   isValidFd,
+  PEER_CLOSE_STUCK_MS,
   PeerFdCloser,
   peerFdOwner,
   peerFdsPending,
@@ -47,8 +48,10 @@ Deno.test("peer fd: a close that waits on its peer holds the closer's thread, no
       closePeerFd(fd);
       assertEquals(peerFdOwner(before), 5);
       assert(performance.now() - t0 < 100, "closePeerFd returned at once");
-      // Still waiting, on the closer's thread, counted as owner 5's.
-      await new Promise((done) => setTimeout(done, 200));
+      // Still waiting, on the closer's thread, counted as owner 5's (and
+      // not yet long enough for a second thread, whose runtime's fds would
+      // count as ours here).
+      await new Promise((done) => setTimeout(done, PEER_CLOSE_STUCK_MS / 2));
       assertEquals(closer.pending, 1);
       assertEquals([peerFdsPending(5), peerFdsPending(0)], [1, 0]);
       // The other end goes away: the lingering close ends.

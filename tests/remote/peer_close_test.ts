@@ -172,7 +172,7 @@ Deno.test("remote: a peer whose fds' closes wait on it is cut off, the other dev
   assertEquals(code, 1, stderr);
   assertStringIncludes(
     stderr,
-    "bad: closed: 2 closes of fds it sent have waited on it for over a second",
+    "bad: closed: 2 closes of fds it sent have waited on it for over 200 ms",
   );
 });
 
