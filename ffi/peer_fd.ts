@@ -64,8 +64,8 @@ self.onmessage = ({ data }) => {
       self.close();
       return;
     }
-    // An owner with ${OWNER_STUCK_LIMIT} closes stuck gets no more threads: its fd is left
-    // open (counted), or one peer could take every thread.
+    // An owner with ${OWNER_STUCK_LIMIT} closes stuck gets no more threads: its
+    // fd is left open (counted), or one peer could take every thread.
     const now = (Date.now() - data.base) | 0;
     let stuck = 0;
     for (let i = 0; i < ${MAX_THREADS}; i++) {
@@ -114,8 +114,8 @@ export function peerFdsPending(id: number): number {
 }
 
 /**
- * Closes of `id`'s fds that a thread has been inside for PEER_CLOSE_STUCK_MS or more:
- * each waits on whoever holds that fd's other end, that peer alone.
+ * Closes of `id`'s fds that a thread has been inside for PEER_CLOSE_STUCK_MS
+ * or more: each waits on whoever holds that fd's other end, that peer alone.
  */
 export function peerFdsStuck(id: number): number {
   return current === null ? 0 : current.stuckOf(id);
@@ -212,7 +212,7 @@ export class PeerFdCloser implements Disposable {
     return (this.#queued[id] - Atomics.load(this.#done, id)) | 0;
   }
 
-  /** Closes of owner `id`'s fds in progress for PEER_CLOSE_STUCK_MS or more. */
+  /** Closes of owner `id`'s fds in progress PEER_CLOSE_STUCK_MS or more. */
   stuckOf(id: number): number {
     const now = (Date.now() - this.#base) | 0;
     let n = 0;
@@ -271,8 +271,8 @@ export class PeerFdCloser implements Disposable {
     Deno.unrefTimer(this.#check);
   }
 
-  // When every thread is inside a close that has lasted PEER_CLOSE_STUCK_MS, one more
-  // takes the ring (up to MAX_THREADS).
+  // When every thread is inside a close that has lasted PEER_CLOSE_STUCK_MS,
+  // one more takes the ring (up to MAX_THREADS).
   #replaceStuck(): void {
     const now = (Date.now() - this.#base) | 0;
     for (let i = 0; i < this.#workers.length; i++) {

@@ -52,8 +52,8 @@ const LOGGED_REFUSALS = 10;
 // or it stopped reading, and it is not read meanwhile.
 const STALL_MS = 2000;
 // A peer is cut off once OWNER_STUCK_LIMIT closes of fds it sent have each
-// been in close(2) PEER_CLOSE_STUCK_MS (they wait on whoever holds the other end:
-// that peer; the closer leaves its further fds open meanwhile), or once
+// been in close(2) PEER_CLOSE_STUCK_MS (they wait on whoever holds the other
+// end: that peer; the closer leaves its further fds open meanwhile), or once
 // PENDING_CLOSES of its closes are asked for and not done (fds sent faster
 // than they close). Either bounds the fds it can keep open; a burst of
 // QEMU's SYNC_SYSMEMs at boot stays far below both.
