@@ -70,11 +70,6 @@ export class Tracer implements Disposable {
     );
   }
 
-  /** Records not written (dropped, or after tracing stopped). */
-  get dropped(): number {
-    return this.#dropped;
-  }
-
   /** Microseconds since the trace began, for a record's `t`. */
   now(): number {
     return Math.round((performance.now() - this.#start) * 1000);
@@ -202,15 +197,20 @@ export class Tracer implements Disposable {
   // dropped.
   #stop(why: string): void {
     this.#stopped = true;
+    this.#dropQueued();
+    this.#log(
+      `trace ${this.#path}: ${why}: tracing stopped (the devices go on)`,
+      "error",
+    );
+  }
+
+  // Counts what is queued (whole lines) as dropped, and forgets it.
+  #dropQueued(): void {
     this.#dropped += this.#lines.length +
       (this.#unwritten === null ? 0 : countLines(this.#unwritten));
     this.#lines = [];
     this.#bytes = 0;
     this.#unwritten = null;
-    this.#log(
-      `trace ${this.#path}: ${why}: tracing stopped (the devices go on)`,
-      "error",
-    );
   }
 
   /** Writes what the file takes now, says what was dropped, closes it. */
@@ -219,8 +219,7 @@ export class Tracer implements Disposable {
     this.flush();
     clearTimeout(this.#timer);
     this.#timer = undefined;
-    this.#dropped += this.#lines.length +
-      (this.#unwritten === null ? 0 : countLines(this.#unwritten));
+    this.#dropQueued();
     if (this.#dropped > 0) {
       this.#log(
         `trace ${this.#path}: ${this.#dropped} records not written`,
