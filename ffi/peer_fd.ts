@@ -13,7 +13,7 @@ import { libc, LIBC_NAME } from "./libc.ts";
 
 // The shared ring: [0] next entry to claim, [1] next entry to fill, then
 // RING_SLOTS entries of two words, the fd and whose it was (its owner, see
-// peerFdOwner). Each thread also has a status word: 0 idle, else when its
+// asPeerFdOwner). Each thread also has a status word: 0 idle, else when its
 // current close began (ms since the closer started, never 0), and the owner
 // of that close; and each owner a count of its closes done.
 const RING_SLOTS = 4096;
@@ -35,9 +35,34 @@ const MAX_THREADS = 16;
  */
 export const OWNER_STUCK_LIMIT = 2;
 
+// How many of `owner`'s closes have lasted `stuckMs` by `now` (ms since
+// the closer started), from the threads' status words and the owners of
+// their closes. The closers' code runs it too (as its source): it names
+// nothing outside itself.
+function stuckCloses(
+  status: Int32Array,
+  closing: Int32Array,
+  owner: number,
+  now: number,
+  stuckMs: number,
+): number {
+  let n = 0;
+  for (let i = 0; i < status.length; i++) {
+    const since = Atomics.load(status, i);
+    if (
+      since !== 0 && ((now - since) | 0) >= stuckMs &&
+      Atomics.load(closing, i) === owner
+    ) {
+      n++;
+    }
+  }
+  return n;
+}
+
 // The closers' code (see js_worker.ts). Each claims entries of the ring
 // one at a time and waits on the ring's tail when it is empty.
 const CLOSER_JS = `
+const stuckCloses = ${stuckCloses.toString()};
 self.onmessage = ({ data }) => {
   const close = Deno.dlopen(data.libc, {
     close: { parameters: ["i32"], result: "i32" },
@@ -67,14 +92,7 @@ self.onmessage = ({ data }) => {
     // An owner with ${OWNER_STUCK_LIMIT} closes stuck gets no more threads: its
     // fd is left open (counted), or one peer could take every thread.
     const now = (Date.now() - data.base) | 0;
-    let stuck = 0;
-    for (let i = 0; i < ${MAX_THREADS}; i++) {
-      const since = Atomics.load(status, i);
-      if (
-        since !== 0 && ((now - since) | 0) >= ${PEER_CLOSE_STUCK_MS} &&
-        Atomics.load(closing, i) === owner
-      ) stuck++;
-    }
+    const stuck = stuckCloses(status, closing, owner, now, ${PEER_CLOSE_STUCK_MS});
     if (stuck >= ${OWNER_STUCK_LIMIT}) {
       Atomics.add(left, 0, 1);
       Atomics.add(done, owner, 1);
@@ -93,16 +111,20 @@ let current: PeerFdCloser | null = null;
 let owner = 0;
 
 /**
- * Makes `id` (0 to MAX_PEER_FD_OWNERS - 1) the owner of the peer fds
- * closed from now on, until the next call; returns the owner before. The
- * remote names the channel it serves, so that a peer whose fds' closes
- * wait on it (peerFdsStuck) or that sends fds faster than they close
- * (peerFdsPending) can be told from the others.
+ * Runs `fn` with `id` (0 to MAX_PEER_FD_OWNERS - 1) as the owner of the
+ * peer fds it closes, and returns what it returns. The remote names the
+ * channel it serves, so that a peer whose fds' closes wait on it
+ * (peerFdsStuck) or that sends fds faster than they close (peerFdsPending)
+ * can be told from the others.
  */
-export function peerFdOwner(id: number): number {
+export function asPeerFdOwner<T>(id: number, fn: () => T): T {
   const before = owner;
   owner = id;
-  return before;
+  try {
+    return fn();
+  } finally {
+    owner = before;
+  }
 }
 
 /**
@@ -206,7 +228,7 @@ export class PeerFdCloser implements Disposable {
       busy;
   }
 
-  /** Closes of owner `id`'s fds asked for and not done (see peerFdOwner). */
+  /** Closes of owner `id`'s fds asked for and not done (see asPeerFdOwner). */
   pendingOf(id: number): number {
     // Both counts wrap alike past 2^31.
     return (this.#queued[id] - Atomics.load(this.#done, id)) | 0;
@@ -215,17 +237,13 @@ export class PeerFdCloser implements Disposable {
   /** Closes of owner `id`'s fds in progress PEER_CLOSE_STUCK_MS or more. */
   stuckOf(id: number): number {
     const now = (Date.now() - this.#base) | 0;
-    let n = 0;
-    for (let i = 0; i < this.#workers.length; i++) {
-      const since = Atomics.load(this.#status, i);
-      if (
-        since !== 0 && ((now - since) | 0) >= PEER_CLOSE_STUCK_MS &&
-        Atomics.load(this.#closing, i) === id
-      ) {
-        n++;
-      }
-    }
-    return n;
+    return stuckCloses(
+      this.#status,
+      this.#closing,
+      id,
+      now,
+      PEER_CLOSE_STUCK_MS,
+    );
   }
 
   /**

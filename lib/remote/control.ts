@@ -6,13 +6,13 @@
 
 import {
   acceptUnix,
+  asPeerFdOwner,
   closeFd,
   closePeerSocket,
   connectUnix,
   MAX_PEER_FD_OWNERS,
   MsgIo,
   OWNER_STUCK_LIMIT,
-  peerFdOwner,
   peerFdsPending,
   peerFdsStuck,
   pollReadable,
@@ -28,7 +28,7 @@ import { listenReplacingStale } from "./listen.ts";
 const WRITE_DEADLINE_MS = 2000;
 const ACCEPT_POLL_MS = 200;
 // Control connections count as one peer for the fds their queues may hold
-// (see peerFdOwner). While OWNER_STUCK_LIMIT of their closes are stuck (wait
+// (see asPeerFdOwner). While OWNER_STUCK_LIMIT of their closes are stuck (wait
 // on a peer), or 64 are not done, no connection is taken: whoever
 // may connect cannot keep connections open without end.
 const CONTROL_FD_OWNER = MAX_PEER_FD_OWNERS - 1;
@@ -157,12 +157,7 @@ export class ControlSocket implements AsyncDisposable {
 }
 
 function closeControlFd(fd: number): void {
-  const owner = peerFdOwner(CONTROL_FD_OWNER);
-  try {
-    closePeerSocket(fd);
-  } finally {
-    peerFdOwner(owner);
-  }
+  asPeerFdOwner(CONTROL_FD_OWNER, () => closePeerSocket(fd));
 }
 
 /** Reads the state a control socket at `path` answers with. */

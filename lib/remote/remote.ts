@@ -6,6 +6,7 @@
 
 import {
   acceptUnix,
+  asPeerFdOwner,
   closePeerFd,
   Epoll,
   EPOLLIN,
@@ -14,7 +15,6 @@ import {
   EventFd,
   OWNER_STUCK_LIMIT,
   PEER_CLOSE_STUCK_MS,
-  peerFdOwner,
   peerFdsPending,
   peerFdsStuck,
   setCloexec,
@@ -384,18 +384,15 @@ export class Remote implements Disposable {
 
   /** Serves what the channel of `slot` holds; false if it held nothing. */
   #serve(slot: Slot): boolean {
-    const owner = peerFdOwner(slot.index + 1);
-    try {
+    return asPeerFdOwner(fdOwner(slot), () => {
       const served = this.#serveAs(slot);
       this.#cutOffIfClosesPile(slot);
       return served;
-    } finally {
-      peerFdOwner(owner);
-    }
+    });
   }
 
   #cutOffIfClosesPile(slot: Slot): void {
-    const id = slot.index + 1;
+    const id = fdOwner(slot);
     const pending = peerFdsPending(id);
     if (pending === 0 || slot.done) return;
     const stuck = peerFdsStuck(id);
@@ -541,28 +538,30 @@ export class Remote implements Disposable {
   // Closing a channel must not end the loop that serves the others.
   #closeSafely(slot: Slot, why: string, failed: boolean): void {
     // Its fds (channel, irqfds, guest memory) count as the peer's.
-    const owner = peerFdOwner(slot.index + 1);
-    try {
-      this.#close(slot, why, failed);
-    } catch (e) {
-      this.#failed = true;
-      this.#log(
-        `${slot.spec.id}: cleanup failed: ${(e as Error).message}`,
-        "error",
-      );
-    } finally {
-      peerFdOwner(owner);
-    }
+    asPeerFdOwner(fdOwner(slot), () => {
+      try {
+        this.#close(slot, why, failed);
+      } catch (e) {
+        this.#failed = true;
+        this.#log(
+          `${slot.spec.id}: cleanup failed: ${(e as Error).message}`,
+          "error",
+        );
+      }
+    });
   }
 
   #accept(index: number): void {
     const slot = this.#slots[index];
+    asPeerFdOwner(fdOwner(slot), () => this.#acceptAs(slot));
+  }
+
+  #acceptAs(slot: Slot): void {
     const path = (slot.spec.endpoint as { path: string }).path;
-    const owner = peerFdOwner(slot.index + 1);
     try {
       const fd = acceptUnix(slot.listenFd);
       this.#stopListening(slot, path);
-      this.#attach(index, slot, fd);
+      this.#attach(slot.index, slot, fd);
       this.#log(`${slot.spec.id}: peer connected on ${path}`, "detail");
     } catch (e) {
       if (outOfResources(e)) {
@@ -575,8 +574,6 @@ export class Remote implements Disposable {
         `accept on ${path} failed: ${(e as Error).message}`,
         true,
       );
-    } finally {
-      peerFdOwner(owner);
     }
   }
 
@@ -705,4 +702,10 @@ function outOfResources(e: unknown): boolean {
   return e instanceof SysError &&
     (e.errno === Errno.EMFILE || e.errno === Errno.ENFILE ||
       e.errno === Errno.ENOMEM);
+}
+
+// Whose the peer fds a slot's channel and listener close are counted as
+// (see asPeerFdOwner): 0 is nobody's.
+function fdOwner(slot: Slot): number {
+  return slot.index + 1;
 }

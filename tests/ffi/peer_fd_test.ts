@@ -4,13 +4,13 @@
 
 import { assert, assertEquals } from "@std/assert";
 import {
+  asPeerFdOwner,
   closeFd,
   closePeerFd,
   eventfd,
   isValidFd,
   PEER_CLOSE_STUCK_MS,
   PeerFdCloser,
-  peerFdOwner,
   peerFdsPending,
   peerFdsStuck,
   socketpair,
@@ -44,9 +44,7 @@ Deno.test("peer fd: a close that waits on its peer holds the closer's thread, no
     let open = true;
     try {
       const t0 = performance.now();
-      const before = peerFdOwner(5);
-      closePeerFd(fd);
-      assertEquals(peerFdOwner(before), 5);
+      asPeerFdOwner(5, () => closePeerFd(fd));
       assert(performance.now() - t0 < 100, "closePeerFd returned at once");
       // Still waiting, on the closer's thread, counted as owner 5's (and
       // not yet long enough for a second thread, whose runtime's fds would
@@ -95,11 +93,8 @@ Deno.test("peer fd: one owner's stuck closes take two threads at most; its furth
     await lingering(listener),
     await lingering(listener),
   ];
-  const asOwner7 = (fd: number): void => {
-    const before = peerFdOwner(7);
-    closePeerFd(fd);
-    peerFdOwner(before);
-  };
+  const asOwner7 = (fd: number): void =>
+    asPeerFdOwner(7, () => closePeerFd(fd));
   try {
     // A second into each stuck close, the next fd takes a new thread.
     asOwner7(held[0].fd);
