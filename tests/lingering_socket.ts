@@ -42,6 +42,16 @@ export async function lingering(
   );
   setNonblocking(fd, true);
   const chunk = new Uint8Array(65536);
-  while (Number(sys.write(fd, chunk, BigInt(chunk.length))) > 0);
+  const fill = (): number => {
+    let total = 0;
+    for (let n; (n = Number(sys.write(fd, chunk, BigInt(chunk.length)))) > 0;) {
+      total += n;
+    }
+    return total;
+  };
+  // The receiving kernel makes room a while later (it compacts its queue),
+  // and a queue that drains ends the linger: fill until it takes no more.
+  fill();
+  do await new Promise((done) => setTimeout(done, 100)); while (fill() > 0);
   return { fd, conn };
 }

@@ -23,11 +23,27 @@ import {
 import { Cmd, Message, Received } from "../../lib/mpqemu/mod.ts";
 import { lingering } from "../lingering_socket.ts";
 import { withTempDir } from "../temp_dir.ts";
-import { Client, spawnDevices } from "./remote_process.ts";
+import { Client, type RemoteProcess, spawnDevices } from "./remote_process.ts";
 import { havePrlimit } from "../requirements.ts";
 import { openFds } from "../fd_check.ts";
 
 const IO = new MsgIo(1);
+
+/**
+ * Runs `send` (which hands over lingering sockets and closes our copies)
+ * with the remote stopped: our close is then never a socket's last (the
+ * copy in flight holds it), and the remote's, later, always is. Otherwise
+ * a quick remote closes its copy first and our close waits for the hour.
+ * Once per remote: stopping it interrupts a lingering close under way.
+ */
+function handOver(r: RemoteProcess, send: () => void): void {
+  Deno.kill(r.child.pid, "SIGSTOP");
+  try {
+    send();
+  } finally {
+    Deno.kill(r.child.pid, "SIGCONT");
+  }
+}
 
 /** Sends one byte on `sock` with `fd` attached, then closes our `fd`. */
 function sendAway(sock: number, fd: number): void {
@@ -63,6 +79,26 @@ async function untilClosed(sock: number): Promise<void> {
   }
 }
 
+/**
+ * Runs `fn` with a remote serving device "good" on a socketpair (answering
+ * already) and device `id` listening on `path` in a fresh directory.
+ */
+function withListener(
+  id: string,
+  fn: (r: RemoteProcess, good: Client, path: string) => Promise<void>,
+): Promise<void> {
+  return withTempDir("iohub-peer-close-", async (dir) => {
+    const path = `${dir}/a.sock`;
+    await using r = spawnDevices(["testdev,id=good"], [
+      "--device",
+      `testdev,socket=${path},id=${id}`,
+    ]);
+    const good = r.clients[0];
+    assert(await answersWithin(good, 5000));
+    await fn(r, good, path);
+  });
+}
+
 Deno.test("remote: a control connection carrying a lingering socket does not hold up the devices", async () => {
   await withTempDir("iohub-peer-close-", async (dir) => {
     const control = `${dir}/ctl`;
@@ -72,14 +108,18 @@ Deno.test("remote: a control connection carrying a lingering socket does not hol
     using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const { fd, conn } = await lingering(listener);
     try {
-      const sock = connectUnix(control);
+      let sock = -1;
       try {
-        sendAway(sock, fd);
+        // Stopped, the remote cannot answer before the fd is in.
+        handOver(r, () => {
+          sock = connectUnix(control);
+          sendAway(sock, fd);
+        });
         // The remote answers, then closes the connection: the last close
         // of the lingering socket.
         await untilClosed(sock);
       } finally {
-        closeFd(sock);
+        if (sock >= 0) closeFd(sock);
       }
       await new Promise((done) => setTimeout(done, 200));
       assert(await answersWithin(good, 1000), "the other device is answered");
@@ -90,27 +130,17 @@ Deno.test("remote: a control connection carrying a lingering socket does not hol
 });
 
 Deno.test("remote: a connection never accepted, carrying a lingering socket, does not hold up the devices", async () => {
-  await withTempDir("iohub-peer-close-", async (dir) => {
-    const path = `${dir}/a.sock`;
-    await using r = spawnDevices(["testdev,id=good"], [
-      "--device",
-      `testdev,socket=${path},id=a`,
-    ]);
-    const good = r.clients[0];
-    assert(await answersWithin(good, 5000)); // serving, listening on path
+  await withListener("a", async (r, good, path) => {
     using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const { fd, conn } = await lingering(listener);
     const socks: number[] = [];
     try {
       // Stopped, the remote accepts nothing until both are queued: it then
       // takes the first and closes its listener with the second in it.
-      Deno.kill(r.child.pid, "SIGSTOP");
-      try {
+      handOver(r, () => {
         socks.push(connectUnix(path), connectUnix(path));
         sendAway(socks[1], fd);
-      } finally {
-        Deno.kill(r.child.pid, "SIGCONT");
-      }
+      });
       await new Promise((done) => setTimeout(done, 300));
       assert(await answersWithin(good, 1000), "the other device is answered");
     } finally {
@@ -123,8 +153,14 @@ Deno.test("remote: a connection never accepted, carrying a lingering socket, doe
 /** Sends PCI_CFGREADs carrying `fds` without reading replies; closes ours. */
 function sendWithFds(c: Client, fds: number[]): void {
   const m = new Message().encodeCfg(Cmd.PCI_CFGREAD, 0, 0, 4);
-  assertEquals(c.sendRaw(m.bytes.subarray(0, m.wireLength), fds), m.wireLength);
-  fds.forEach(closeFd);
+  try {
+    assertEquals(
+      c.sendRaw(m.bytes.subarray(0, m.wireLength), fds),
+      m.wireLength,
+    );
+  } finally {
+    fds.forEach(closeFd);
+  }
 }
 
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
@@ -153,13 +189,11 @@ Deno.test("remote: a peer whose fds' closes wait on it is cut off, the other dev
   using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const held = [await lingering(listener), await lingering(listener)];
   try {
-    // Each lingering close holds a closer thread; the second gets its own
-    // once the first has been stuck a second.
-    sendWithFds(bad, [held[0].fd]);
-    await sleep(1100);
-    sendWithFds(bad, [held[1].fd]);
+    // The first lingering close holds a closer thread; the second gets
+    // another once the first is stuck.
+    handOver(r, () => sendWithFds(bad, [held[0].fd, held[1].fd]));
     assert(await answersWithin(good, 1000), "the other device is answered");
-    await sleep(1100);
+    await sleep(1000);
     sendWithFds(bad, []);
     assert(await answersWithin(good, 1000), "the other device is answered");
     // Its channel's close is left to a closer it has stuck: it sees EOF
@@ -176,6 +210,31 @@ Deno.test("remote: a peer whose fds' closes wait on it is cut off, the other dev
   );
 });
 
+Deno.test("remote: a burst of fds behind a stuck close is served on", async () => {
+  await using r = spawnDevices(["testdev,id=bad", "testdev,id=good"]);
+  const [bad, good] = r.clients;
+  assert(await answersWithin(good, 5000));
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { fd, conn } = await lingering(listener);
+  try {
+    // Some tens wait behind it for a moment: that is no peer to cut off.
+    handOver(r, () => {
+      sendWithFds(bad, [fd]);
+      for (let i = 0; i < 12; i++) {
+        sendWithFds(bad, Array.from({ length: 7 }, () => eventfd()));
+      }
+    });
+    for (let i = 0; i < 13; i++) {
+      assertEquals(bad.ch.receive(), Received.MESSAGE);
+    }
+    assertEquals(bad.cfgRead(0), 0x10b11234n, "a burst is served");
+  } finally {
+    conn.close();
+  }
+  const { code, stderr } = await r.finish();
+  assertEquals(code, 0, stderr);
+});
+
 Deno.test("remote: a peer that sends fds faster than they close is cut off, the fds it leaves open bounded", async () => {
   await using r = spawnDevices(["testdev,id=bad", "testdev,id=good"]);
   const [bad, good] = r.clients;
@@ -184,21 +243,15 @@ Deno.test("remote: a peer that sends fds faster than they close is cut off, the 
   using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { fd, conn } = await lingering(listener);
   try {
-    // Behind the stuck close the closes wait: a backlog of some tens is a
-    // burst and served on.
-    sendWithFds(bad, [fd]);
-    for (let i = 0; i < 12; i++) {
-      sendWithFds(bad, Array.from({ length: 7 }, () => eventfd()));
-    }
-    for (let i = 0; i < 13; i++) {
-      assertEquals(bad.ch.receive(), Received.MESSAGE);
-    }
-    assertEquals(bad.cfgRead(0), 0x10b11234n, "a burst is served");
-    // Hundreds are not.
-    for (let i = 0; i < 40; i++) {
-      sendWithFds(bad, Array.from({ length: 7 }, () => eventfd()));
-    }
+    // All queued behind a stuck close before the remote reads any.
+    handOver(r, () => {
+      sendWithFds(bad, [fd]);
+      for (let i = 0; i < 40; i++) {
+        sendWithFds(bad, Array.from({ length: 7 }, () => eventfd()));
+      }
+    });
     assert(await answersWithin(good, 1000), "the other device is answered");
+    assert(await seesEnd(bad, 2000), "the peer cut off sees EOF");
     assert(
       openFds(r.child.pid).length - baseline < 400,
       "what it leaves open is bounded",
@@ -225,14 +278,7 @@ Deno.test({
   name: "remote: a listener out of fds accepts once fds are free again",
   ignore: !havePrlimit(),
   fn: async () => {
-    await withTempDir("iohub-peer-close-", async (dir) => {
-      const path = `${dir}/a.sock`;
-      await using r = spawnDevices(["testdev,id=good"], [
-        "--device",
-        `testdev,socket=${path},id=late`,
-      ]);
-      const good = r.clients[0];
-      assert(await answersWithin(good, 5000));
+    await withListener("late", async (r, good, path) => {
       const pid = r.child.pid;
       // No fd number left for the connection it would accept: a limit of
       // the lowest one free.
@@ -251,7 +297,7 @@ Deno.test({
         assert(await answersWithin(good, 1000));
         late.close();
       } catch (e) {
-        closeFd(sock);
+        if (sock >= 0) closeFd(sock);
         throw e;
       }
       const { stderr } = await r.finish();
